@@ -1,0 +1,85 @@
+"""The `tpp` command: JSON output, exit code 2 with one line on bad input, simulate/fit/eval round trip."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ..conftest import needs_data
+
+
+def tpp(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tpp.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "sim.csv"
+    res = tpp("simulate", "--out", str(path), "--baseline", "0.5,0.3", "--adjacency", "0.3,0.1;0.2,0.4",
+              "--decay", "2", "--t-end", "3000", "--seed", "1")
+    assert res.returncode == 0, res.stderr
+    return path
+
+
+def test_fit_json_has_the_documented_keys_and_recovers_parameters(simulated, tmp_path):
+    res = tpp("fit", "--model", "exp-hawkes", "--data", str(simulated), "--decay", "2", "--json", "--t-end", "3000",
+              "--out", str(tmp_path / "fit"))
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert set(out) >= {"model", "num_events", "log_likelihood", "log_likelihood_per_event", "baseline", "adjacency",
+                        "decay", "ks_statistic", "ks_pvalue", "fit_seconds"}
+    assert out["decay"] == 2.0
+    np.testing.assert_allclose(out["adjacency"], [[0.3, 0.1], [0.2, 0.4]], atol=0.12)
+    assert out["ks_pvalue"] > 0.001
+    assert (tmp_path / "fit" / "model.json").exists() and (tmp_path / "fit" / "qq.png").stat().st_size > 1000
+    ev = tpp("eval", "--model-file", str(tmp_path / "fit" / "model.json"), "--data", str(simulated), "--t-end", "3000", "--json")
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["log_likelihood"] == pytest.approx(out["log_likelihood"], rel=1e-12)
+
+
+@pytest.mark.parametrize("model", ["poisson", "sumexp-hawkes"])
+def test_other_models_fit_from_the_cli(simulated, model):
+    res = tpp("fit", "--model", model, "--data", str(simulated), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["model"] == model
+
+
+def test_bad_file_exits_2_with_one_line_naming_file_sequence_row_field(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("seq,time,mark\nu1,1.0,0\nu1,0.5,0\n")
+    res = tpp("fit", "--data", str(bad), "--json")
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr and res.stdout == ""
+    assert all(s in lines[0] for s in ("bad.csv", "sequence 'u1'", "row 1", "field 'time'"))
+
+
+def test_missing_file_and_bad_decay_exit_2(tmp_path):
+    assert tpp("fit", "--data", str(tmp_path / "none.csv")).returncode == 2
+    good = tmp_path / "ok.csv"
+    good.write_text("time\n1.0\n2.0\n")
+    res = tpp("fit", "--data", str(good), "--decay", "-1")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+
+
+@needs_data
+def test_datasets_lists_the_registry():
+    res = tpp("datasets", "--json")
+    assert res.returncode == 0, res.stderr
+    names = {row["name"] for row in json.loads(res.stdout)}
+    assert {"pubg", "taxi", "bookorder_rmtpp"} <= names
+
+
+@needs_data
+def test_fit_by_registry_name():
+    res = tpp("fit", "--model", "exp-hawkes", "--data", "taxi", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["num_events"] == 17904 and np.isfinite(out["log_likelihood"])
+
+
+def test_unknown_dataset_exits_2():
+    res = tpp("fit", "--data", "no-such-dataset")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1

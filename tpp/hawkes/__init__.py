@@ -1,0 +1,22 @@
+"""Classic Hawkes and Poisson models with the estimator face (``fit`` / ``score`` / ``*_``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tpp.hawkes.exp import ExpHawkes, NonStationaryWarning, SumExpHawkes
+from tpp.hawkes.poisson import Poisson
+
+__all__ = ["Poisson", "ExpHawkes", "SumExpHawkes", "NonStationaryWarning", "from_dict"]
+
+
+def from_dict(params: dict[str, Any]) -> Poisson | ExpHawkes | SumExpHawkes:
+    """Rebuild a model from ``model.to_dict()`` (the JSON the CLI writes)."""
+    kind = params.get("model")
+    if kind == "poisson":
+        return Poisson.from_params(params["rates"])
+    if kind == "exp-hawkes":
+        return ExpHawkes.from_params(params["baseline"], params["adjacency"], params["decay"])
+    if kind == "sumexp-hawkes":
+        return SumExpHawkes.from_params(params["baseline"], params["adjacency"], params["decays"])
+    raise ValueError(f"unknown model {kind!r}: expected 'poisson', 'exp-hawkes' or 'sumexp-hawkes'")

@@ -1,0 +1,110 @@
+"""Homogeneous (marked) Poisson process: the baseline every other model must beat.
+
+``lambda_k(t) = rate_k``; ``log L = sum_n log rate_{k_n} - (t_end - t_start) sum_k rate_k``.
+The MLE is closed form: ``rate_k = N_k / sum_b (t_end_b - t_start_b)``.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tpp.events import EventBatch
+from tpp.process import PointProcess, as_numpy_rng
+
+__all__ = ["Poisson"]
+
+
+class Poisson(PointProcess):
+    """Homogeneous Poisson process with one rate per mark; ``rate_`` after :meth:`fit`."""
+
+    def __init__(self, num_marks: int = 1) -> None:
+        super().__init__()
+        if num_marks < 1:
+            raise ValueError(f"num_marks must be >= 1, got {num_marks}")
+        self.num_marks = int(num_marks)
+        self.log_rate = nn.Parameter(torch.zeros(num_marks, dtype=torch.float64))
+
+    @classmethod
+    def from_params(cls, rates: Sequence[float] | float) -> "Poisson":
+        rates = np.atleast_1d(np.asarray(rates, np.float64))
+        if not np.all(np.isfinite(rates)) or np.any(rates <= 0):
+            raise ValueError(f"rates must be positive and finite, got {rates.tolist()}")
+        model = cls(rates.size)
+        with torch.no_grad():
+            model.log_rate.copy_(torch.from_numpy(np.log(rates)))
+        model.rate_ = rates.copy()
+        return model
+
+    def to_dict(self) -> dict:
+        return {"model": "poisson", "rates": self.rate.detach().numpy().tolist()}
+
+    @property
+    def rate(self) -> Tensor:
+        return self.log_rate.exp()
+
+    @property
+    def baseline_(self) -> np.ndarray:
+        """The rates, under the name Hawkes models use for their constant part."""
+        return self.rate_
+
+    def log_likelihood(self, batch: EventBatch) -> Tensor:
+        log_rate = self.log_rate.to(batch.dtype)
+        per_event = torch.where(batch.mask, log_rate[batch.mark], torch.zeros((), dtype=batch.dtype))
+        return per_event.sum(1) - batch.duration * self.rate.to(batch.dtype).sum()
+
+    def intensity(self, batch: EventBatch, t: Tensor) -> Tensor:
+        return self.rate.to(t.dtype).expand(*t.shape, self.num_marks)
+
+    def compensator(self, batch: EventBatch, num_points: int | None = None) -> Tensor:
+        return batch.duration * self.rate.to(batch.dtype).sum()
+
+    def cumulative_intensity(self, batch: EventBatch, num_points: int | None = None) -> Tensor:
+        elapsed = (batch.time - batch.t_start[:, None])[..., None]
+        return elapsed * self.rate.to(batch.dtype)
+
+    def fit(self, data: EventBatch) -> "Poisson":
+        """Closed-form MLE; sets ``rate_`` and ``fit_result_``."""
+        start = _time.perf_counter()
+        total_time = float(data.duration.sum())
+        if total_time <= 0:
+            raise ValueError("cannot fit rates: the observation windows have zero total length")
+        counts = torch.bincount(data.mark[data.mask], minlength=self.num_marks).double().numpy()
+        if np.any(counts == 0):
+            raise ValueError(f"no events of type(s) {np.flatnonzero(counts == 0).tolist()}: their rate MLE is 0")
+        rates = counts / total_time
+        with torch.no_grad():
+            self.log_rate.copy_(torch.from_numpy(np.log(rates)))
+        self.rate_ = rates
+        self.fit_result_ = {"seconds": _time.perf_counter() - start, "converged": True}
+        return self
+
+    def sample(
+        self,
+        n: int,
+        t_end: float,
+        history: EventBatch | None = None,
+        generator: int | np.random.Generator | torch.Generator | None = None,
+        t_start: float = 0.0,
+    ) -> EventBatch:
+        rng = as_numpy_rng(generator)
+        rates = self.rate.detach().numpy()
+        starts = history.t_end.numpy().astype(np.float64) if history is not None else np.full(n, float(t_start))
+        t0s = history.t_start.numpy().astype(np.float64) if history is not None else starts
+        ends = np.broadcast_to(np.asarray(t_end, np.float64), (n,)).copy()
+        counts = rng.poisson(np.outer(ends - starts, rates))
+        seq = np.repeat(np.repeat(np.arange(n), self.num_marks), counts.ravel())
+        typ = np.repeat(np.tile(np.arange(self.num_marks), n), counts.ravel())
+        times = starts[seq] + rng.random(seq.size) * (ends - starts)[seq]
+        if history is not None:
+            flat = history.to_flat()
+            seq = np.concatenate([np.repeat(np.arange(n), np.diff(flat["seq_offsets"])), seq])
+            typ = np.concatenate([flat["marks"], typ])
+            times = np.concatenate([flat["times"], times])
+        order = np.lexsort((times, seq))
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(seq, minlength=n))]).astype(np.int64)
+        return EventBatch.from_flat(times[order], offsets, t0s, ends, typ[order], self.num_marks)
