@@ -79,7 +79,10 @@ def datasets_cmd(json_output: Annotated[bool, typer.Option("--json", help="Print
     if json_output:
         typer.echo(table.to_json(orient="records"))
     else:
-        typer.echo(table.to_string(index=False))
+        shown = table.copy()
+        for column in ("licence", "window"):
+            shown[column] = shown[column].str.slice(0, 42)
+        typer.echo(shown.to_string(index=False))
 
 
 @app.command()

@@ -324,8 +324,10 @@ def simulate_thinning(
     max_events: int,
 ):
     """Exact simulation by Ogata's thinning. Between events the intensity only decays, so its value
-    just after the last point is a valid upper bound; each candidate costs O(K U).
+    just after the last point is a valid upper bound.
 
+    The state is the excitation of each target, ``E[i, u] = sum_j A[i, j, u] beta_u R[j, u]``,
+    which decays like ``R``: a candidate costs O(K U), an accepted event O(K U) more.
     ``init_state [B, K, U]``: the history's ``R`` at each start (zeros without history).
     Returns concatenated ``times``, ``marks`` and ``counts [B]``; -1 in ``counts[0]`` means
     ``max_events`` was passed. Seed with :func:`_seed` first.
@@ -337,52 +339,48 @@ def simulate_thinning(
     out_t = np.empty(capacity)
     out_m = np.empty(capacity, np.int64)
     counts = np.zeros(B, np.int64)
-    col = np.zeros((K, U))
-    for j in range(K):
-        for u in range(U):
-            s = 0.0
-            for i in range(K):
-                s += adjacency[i, j, u]
-            col[j, u] = s * beta[u]
     mu_total = 0.0
     for i in range(K):
         mu_total += mu[i]
-    lam_i = np.zeros(K)
-    state = np.zeros((K, U))
+    excitation = np.zeros((K, U))
     total_events = 0
     for b in range(B):
-        state[:, :] = init_state[b]
+        for i in range(K):
+            for u in range(U):
+                e = 0.0
+                for j in range(K):
+                    e += adjacency[i, j, u] * beta[u] * init_state[b, j, u]
+                excitation[i, u] = e
         t_prev = starts[b]
+        bound = mu_total
+        for i in range(K):
+            for u in range(U):
+                bound += excitation[i, u]
         while True:
-            bound = mu_total
-            for j in range(K):
-                for u in range(U):
-                    bound += col[j, u] * state[j, u]
             t_new = t_prev + (-math.log(1.0 - np.random.random()) / bound)
             if t_new > ends[b]:
                 break
             dt = t_new - t_prev
+            t_prev = t_new
+            total = mu_total
             for u in range(U):
                 decay = math.exp(-beta[u] * dt)
-                for j in range(K):
-                    state[j, u] *= decay
-            t_prev = t_new
-            total = 0.0
-            for i in range(K):
-                lam = mu[i]
-                for j in range(K):
-                    for u in range(U):
-                        lam += adjacency[i, j, u] * beta[u] * state[j, u]
-                lam_i[i] = lam
-                total += lam
+                for i in range(K):
+                    excitation[i, u] *= decay
+                    total += excitation[i, u]
             r = np.random.random() * bound
+            bound = total  # the intensity only decays until the next accepted event
             if r >= total:
                 continue
-            mark = 0
-            acc = lam_i[0]
-            while r >= acc and mark < K - 1:
-                mark += 1
-                acc += lam_i[mark]
+            mark = K - 1
+            acc = 0.0
+            for i in range(K):
+                acc += mu[i]
+                for u in range(U):
+                    acc += excitation[i, u]
+                if r < acc:
+                    mark = i
+                    break
             if total_events == capacity:
                 capacity *= 2
                 new_t = np.empty(capacity)
@@ -395,8 +393,11 @@ def simulate_thinning(
             out_m[total_events] = mark
             total_events += 1
             counts[b] += 1
-            for u in range(U):
-                state[mark, u] += 1.0
+            for i in range(K):
+                for u in range(U):
+                    jump = adjacency[i, mark, u] * beta[u]
+                    excitation[i, u] += jump
+                    bound += jump
             if total_events > max_events:
                 counts[0] = -1
                 return out_t[:total_events], out_m[:total_events], counts

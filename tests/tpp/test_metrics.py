@@ -1,0 +1,55 @@
+"""Time-rescaling residuals, KS test, QQ data, and the comparison report."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tpp import EventBatch
+from tpp.hawkes import ExpHawkes, Poisson
+from tpp.metrics import log_likelihood_per_event, rescaled_residuals, time_rescaling
+from tpp.report import compare_models, write_report
+
+
+def test_poisson_residuals_are_rate_times_same_type_gaps():
+    batch = EventBatch.from_sequences([[1.0, 2.0, 4.0, 7.0]], [[0, 1, 0, 1]], t_start=0.5, t_end=8.0, num_marks=2)
+    res = np.sort(rescaled_residuals(Poisson.from_params([2.0, 3.0]), batch))
+    expected = np.sort([2.0 * 0.5, 2.0 * 3.0, 3.0 * 1.5, 3.0 * 5.0])
+    np.testing.assert_allclose(res, expected)
+
+
+def test_residual_count_equals_event_count_across_sequences():
+    model = ExpHawkes.from_params([0.5, 0.3], [[0.3, 0.1], [0.2, 0.4]], 2.0)
+    data = model.sample(5, 200.0, generator=0)
+    assert rescaled_residuals(model, data).size == data.num_events
+
+
+def test_qq_quantiles_are_exponential_and_sorted():
+    model = Poisson.from_params([1.0])
+    data = model.sample(1, 5000.0, generator=1)
+    res = time_rescaling(model, data)
+    theo, emp = res.qq(num=200)
+    assert np.all(np.diff(emp) >= 0) and theo.size == 200
+    np.testing.assert_allclose(np.median(emp), np.log(2), atol=0.05)
+
+
+def test_log_likelihood_per_event_is_total_over_count():
+    model = Poisson.from_params([2.0])
+    data = model.sample(3, 10.0, generator=2)
+    assert log_likelihood_per_event(model, data) == pytest.approx(float(model.log_likelihood(data).sum()) / data.num_events)
+
+
+def test_report_prefers_hawkes_on_hawkes_data_and_writes_plots(tmp_path):
+    truth = ExpHawkes.from_params([0.5, 0.3], [[0.3, 0.1], [0.2, 0.4]], 2.0)
+    train = truth.sample(4, 2000.0, generator=3)
+    test = truth.sample(2, 2000.0, generator=4)
+    reports = compare_models(train, test, progress=False)
+    by_name = {r.name: r for r in reports}
+    assert by_name["exp-hawkes"].test_ll_per_event > by_name["poisson"].test_ll_per_event + 0.05
+    assert by_name["exp-hawkes"].rescaling.ks_pvalue > 1e-3 > by_name["poisson"].rescaling.ks_pvalue
+    table = write_report(reports, train, test, tmp_path, title="simulated")
+    assert list(table["model"]) == ["poisson", "exp-hawkes", "sumexp-hawkes"]
+    for name in ("qq.png", "intensity.png", "kernels.png", "adjacency_exp-hawkes.png"):
+        assert (tmp_path / name).stat().st_size > 5000
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert payload[1]["decay"] == pytest.approx(by_name["exp-hawkes"].model.decay_)
