@@ -53,6 +53,7 @@ Caveat: tick's learners take each realization's window to end at its last event 
 has no ``end_times``), ours at ``t_end``; on these sizes the difference is one inter-event gap.
 """
 
+# ruff: noqa: E402  (the thread variables below must be set before numpy/torch/numba are imported)
 from __future__ import annotations
 
 import os
@@ -66,30 +67,30 @@ SINGLE_THREAD_ENV = {
 }
 os.environ.update(SINGLE_THREAD_ENV)
 
-import json  # noqa: E402
-import platform  # noqa: E402
-import shlex  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Annotated, Any  # noqa: E402
+import json
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import typer  # noqa: E402
+import numpy as np
+import pandas as pd
+import torch
+import typer
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout, without installing tpp
     sys.path.insert(0, str(REPO))
 
-from tpp.events import EventBatch  # noqa: E402
-from tpp.hawkes import ExpHawkes  # noqa: E402
+from tpp.events import EventBatch
+from tpp.hawkes import ExpHawkes
 
 torch.set_num_threads(1)
 
@@ -244,8 +245,11 @@ def fit_ours(batch: EventBatch, num_marks: int, decay: float | None, objective: 
     """Time ``ExpHawkes(K, decay).fit(batch, objective)``; ``decay=None`` learns the decay."""
     name = objective if decay is not None else f"{objective}, decay learned"
     try:
-        model, runs = best_of(repeats, lambda: ExpHawkes(num_marks, decay=decay).fit(batch, objective=objective))
-    except Exception as err:  # report and go on: one broken fit should not hide the others
+        model, runs = best_of(
+            repeats,
+            lambda: ExpHawkes(num_marks, decay=decay).fit(batch, objective=objective),
+        )
+    except Exception as err:  # noqa: BLE001 - report and go on: one broken fit must not hide the others
         return FitResult("tpp", name, None, error=f"{type(err).__name__}: {err}")
     return FitResult(
         "tpp",
@@ -278,7 +282,11 @@ def warm_up_ours(setting: Setting) -> float:
     start = time.perf_counter()
     model = true_model(setting)
     batch = model.sample(1, setting.t_end_for(WARMUP_EVENTS), generator=12345)
-    for decay, objective in ((setting.decay, "likelihood"), (setting.decay, "least-squares"), (None, "likelihood")):
+    for decay, objective in (
+        (setting.decay, "likelihood"),
+        (setting.decay, "least-squares"),
+        (None, "likelihood"),
+    ):
         ExpHawkes(setting.num_marks, decay=decay).fit(batch, objective=objective)
     our_log_likelihood(batch, setting.baseline, setting.adjacency, setting.decay)
     return time.perf_counter() - start
@@ -444,18 +452,28 @@ def ensure_tick_venv(scratch: Path) -> Path:
         raise SystemExit(f"tick 0.8.0.2 has wheels for CPython 3.11-3.13 only; this is {platform.python_version()}")
     if venv.exists():
         shutil.rmtree(venv)  # a half-made venv from an interrupted install
-    print(f"creating {venv} and installing {wanted} (once; reused by later runs) ...", flush=True)
+    print(
+        f"creating {venv} and installing {wanted} (once; reused by later runs) ...",
+        flush=True,
+    )
     scratch.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     log = scratch / "tick-venv-install.log"
     with log.open("w") as f:
         done = subprocess.run(
-            [str(python), "-m", "pip", "install", *TICK_REQUIREMENTS], stdout=f, stderr=subprocess.STDOUT
+            [str(python), "-m", "pip", "install", *TICK_REQUIREMENTS],
+            check=False,
+            stdout=f,
+            stderr=subprocess.STDOUT,
         )
     if done.returncode != 0:
         raise SystemExit(f"pip install {wanted} failed; see {log}")
     subprocess.run(
-        [str(python), "-c", "from tick.hawkes import HawkesExpKern, SimuHawkesExpKernels"],
+        [
+            str(python),
+            "-c",
+            "from tick.hawkes import HawkesExpKern, SimuHawkesExpKernels",
+        ],
         check=True,
         env=single_thread_env(),
     )
@@ -496,8 +514,18 @@ TICK_DEFAULTS_FIT = "likelihood, tick defaults"
 def tick_fits(options: TickOptions) -> list[dict[str, Any]]:
     """The fits the tick worker runs: name (matched to ours by name), gofit, tol, max_iter."""
     return [
-        {"name": "likelihood", "gofit": "likelihood", "tol": options.tol, "max_iter": options.max_iter},
-        {"name": "least-squares", "gofit": "least-squares", "tol": options.tol, "max_iter": options.max_iter},
+        {
+            "name": "likelihood",
+            "gofit": "likelihood",
+            "tol": options.tol,
+            "max_iter": options.max_iter,
+        },
+        {
+            "name": "least-squares",
+            "gofit": "least-squares",
+            "tol": options.tol,
+            "max_iter": options.max_iter,
+        },
         {
             "name": TICK_DEFAULTS_FIT,
             "gofit": "likelihood",
@@ -521,7 +549,11 @@ def fit_tick(
     worker = work / "tick_worker.py"
     worker.write_text(TICK_WORKER.lstrip())
     tag = f"{setting.name}-{batch.num_events}"
-    data_path, job_path, out_path = work / f"{tag}.npz", work / f"{tag}.job.json", work / f"{tag}.out.json"
+    data_path, job_path, out_path = (
+        work / f"{tag}.npz",
+        work / f"{tag}.job.json",
+        work / f"{tag}.out.json",
+    )
     np.savez(data_path, **batch.to_flat(), num_marks=setting.num_marks)
     out_path.unlink(missing_ok=True)
     fits = tick_fits(options)
@@ -535,12 +567,16 @@ def fit_tick(
         "warmup_events": WARMUP_EVENTS,
     }
     job_path.write_text(json.dumps(job))
-    done = subprocess.run([str(python), str(worker), str(job_path)], env=single_thread_env())
+    done = subprocess.run([str(python), str(worker), str(job_path)], check=False, env=single_thread_env())
     if done.returncode != 0 or not out_path.exists():
         message = f"tick worker exited with {done.returncode}; inputs kept: {job_path}"
         return [FitResult("tick", fit["name"], None, error=message) for fit in fits]
     answers = json.loads(out_path.read_text())["fits"]
-    for path in (data_path, job_path, out_path):  # keep the scratch folder small; kept on failure
+    for path in (
+        data_path,
+        job_path,
+        out_path,
+    ):  # keep the scratch folder small; kept on failure
         path.unlink(missing_ok=True)
     results = []
     for fit in fits:
@@ -604,7 +640,11 @@ def run_case(
         flush=True,
     )
     fits = fit_tick(tick_python, scratch, batch, setting, n_rep, tick_options)
-    for decay, objective in ((setting.decay, "likelihood"), (setting.decay, "least-squares"), (None, "likelihood")):
+    for decay, objective in (
+        (setting.decay, "likelihood"),
+        (setting.decay, "least-squares"),
+        (None, "likelihood"),
+    ):
         fits.append(fit_ours(batch, setting.num_marks, decay, objective, n_rep))
     ll_truth = our_log_likelihood(batch, setting.baseline, setting.adjacency, setting.decay)
     evaluate(batch, setting, fits, ll_truth)
@@ -684,10 +724,18 @@ def check_goals(cases: list[Case]) -> list[Goal]:
     for case in cases:
         label = f"{case.setting}, {case.num_events:,} events"
         by = {(f.library, f.fit): f for f in case.fits}
-        for fit, threshold in (("likelihood", GOAL_LIKELIHOOD_RATIO), ("least-squares", GOAL_LEAST_SQUARES_RATIO)):
+        for fit, threshold in (
+            ("likelihood", GOAL_LIKELIHOOD_RATIO),
+            ("least-squares", GOAL_LEAST_SQUARES_RATIO),
+        ):
             ratio = by[("tpp", fit)].ratio_to_tick
             goals.append(
-                Goal(f"{fit} ours/tick ({label})", ratio, threshold, None if ratio is None else ratio <= threshold)
+                Goal(
+                    f"{fit} ours/tick ({label})",
+                    ratio,
+                    threshold,
+                    None if ratio is None else ratio <= threshold,
+                )
             )
         if case.target_events >= GOAL_SIZE:
             learned = by[("tpp", "likelihood, decay learned")].seconds
@@ -710,7 +758,10 @@ def check_goals(cases: list[Case]) -> list[Goal]:
                 )
             )
     if not any(c.target_events >= GOAL_SIZE for c in cases):
-        for what in ("learned decay seconds on 1e6 events", "simulation seconds on 1e6 events"):
+        for what in (
+            "learned decay seconds on 1e6 events",
+            "simulation seconds on 1e6 events",
+        ):
             goals.append(Goal(what + " (not measured: no 1e6 size in this run)", None, None, None))
     return goals
 
@@ -718,7 +769,15 @@ def check_goals(cases: list[Case]) -> list[Goal]:
 def goals_table(goals: list[Goal]) -> pd.DataFrame:
     verdict = {True: "PASS", False: "FAIL", None: "n/a"}
     return pd.DataFrame(
-        [{"goal": g.what, "measured": g.measured, "<=": g.threshold, "": verdict[g.passed]} for g in goals]
+        [
+            {
+                "goal": g.what,
+                "measured": g.measured,
+                "<=": g.threshold,
+                "": verdict[g.passed],
+            }
+            for g in goals
+        ]
     )
 
 
@@ -767,6 +826,7 @@ def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f, indent=2, default=float)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -794,19 +854,23 @@ def main(
     sizes: Annotated[str, typer.Option(help="Comma-separated target event counts.")] = "1e5,1e6",
     settings: Annotated[str, typer.Option(help="Comma-separated settings: k2, k10.")] = "k2,k10",
     scratch: Annotated[
-        Path, typer.Option(help="Scratch folder outside the repo: tick's venv and exchange files.")
+        Path,
+        typer.Option(help="Scratch folder outside the repo: tick's venv and exchange files."),
     ] = DEFAULT_SCRATCH,
     out: Annotated[Path, typer.Option(help="JSON results file (written atomically).")] = DEFAULT_OUT,
     repeats: Annotated[int, typer.Option(help="Timed runs per fit below 500k events (best is kept).")] = 3,
     repeats_large: Annotated[int, typer.Option(help="Timed runs per fit from 500k events on.")] = 1,
     tick_penalty: Annotated[
-        str, typer.Option(help="tick penalty; 'none' = plain (positive) MLE / least squares, like ours.")
+        str,
+        typer.Option(help="tick penalty; 'none' = plain (positive) MLE / least squares, like ours."),
     ] = "none",
     tick_tol: Annotated[
-        float, typer.Option(help="tick solver tol for the fits compared with ours (tick's default: 1e-5).")
+        float,
+        typer.Option(help="tick solver tol for the fits compared with ours (tick's default: 1e-5)."),
     ] = TickOptions.tol,
     tick_max_iter: Annotated[
-        int, typer.Option(help="tick solver max_iter for the fits compared with ours (tick's default: 100).")
+        int,
+        typer.Option(help="tick solver max_iter for the fits compared with ours (tick's default: 100)."),
     ] = TickOptions.max_iter,
 ) -> None:
     """Fit exponential Hawkes with tpp and tick on the same simulated events; print ratios."""
@@ -847,20 +911,31 @@ def main(
         print(
             f"\nsetting {name}: K={setting.num_marks}, decay={setting.decay}, spectral radius "
             f"{setting.spectral_radius:.3f}, row sums {np.round(setting.adjacency.sum(1), 2).tolist()}, "
-            f"{int((setting.adjacency > 0).sum())} non-zero of {setting.num_marks ** 2}, "
+            f"{int((setting.adjacency > 0).sum())} non-zero of {setting.num_marks**2}, "
             f"total rate {setting.stationary_rate.sum():.3f}/unit time"
         )
         compile_seconds = warm_up_ours(setting)
         print(
-            f"JIT warm-up: one sample + each fit + log-likelihood on ~{WARMUP_EVENTS:,} events took "
-            f"{compile_seconds:.2f} s (numba compilation; not counted in any timing below)"
+            f"warm-up: one sample, each fit and a log-likelihood on ~{WARMUP_EVENTS:,} events took "
+            f"{compile_seconds:.2f} s (numba compilation on first use; not counted in any timing below)"
         )
         for target in size_list:
             cases.append(
-                run_case(setting, target, tick_python, scratch, repeats, repeats_large, tick_options)
+                run_case(
+                    setting,
+                    target,
+                    tick_python,
+                    scratch,
+                    repeats,
+                    repeats_large,
+                    tick_options,
+                )
             )
 
-    print_frame("simulation (our exact sampler, one sequence on [0, t_end]):", simulation_table(cases))
+    print_frame(
+        "simulation (our exact sampler, one sequence on [0, t_end]):",
+        simulation_table(cases),
+    )
     print_frame(
         "fits on the same events (err = relative 2-norm / Frobenius error vs truth; 'A vs tick' = ours vs tick's "
         "same-objective adjacency; ll - ll(truth) = our exact log-likelihood of the solution minus the truth's, nats):",

@@ -222,8 +222,7 @@ def report(
     start = time.perf_counter()
     train = datasets.load(data, split=train_split)
     test = datasets.load(data, split=test_split)
-    num_marks = max(train.num_marks, test.num_marks)
-    train.num_marks = test.num_marks = num_marks
+    num_marks = train.num_marks
     typer.echo(f"{data}: train {len(train)} sequences / {train.num_events} events, test {len(test)} / {test.num_events}, {num_marks} mark(s)", err=True)
     reports = compare_models(train, test)
     table = write_report(reports, train, test, out, title=f"Classic models on {data}")

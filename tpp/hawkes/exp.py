@@ -47,6 +47,27 @@ def _flat(batch: EventBatch) -> dict[str, np.ndarray]:
     return flat
 
 
+def _standardise(flat: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+    """Shift each sequence to start at 0 and rescale time so the mean event rate is 1.
+
+    Fitting in these units keeps baselines, adjacencies and decays of order one whatever the
+    data's clock (unix seconds or days), which the optimiser needs: with raw unix seconds the
+    baseline's gradient is 1e7 times the adjacency's. ``mu`` and ``beta`` scale as 1/time,
+    ``A`` is dimensionless, and the log-likelihood shifts by ``-N log(scale)``.
+    """
+    duration = float(np.sum(flat["t_end"] - flat["t_start"]))
+    if not duration > 0:
+        raise ValueError("the observation windows have zero total length: no rate can be fitted")
+    scale = duration / flat["times"].size
+    seq = np.repeat(np.arange(flat["t_start"].size), np.diff(flat["seq_offsets"]))
+    out = dict(flat)
+    out["times"] = (flat["times"] - flat["t_start"][seq]) / scale
+    out["t_end"] = (flat["t_end"] - flat["t_start"]) / scale
+    out["t_start"] = np.zeros_like(flat["t_start"])
+    out["scale"] = scale
+    return out, scale
+
+
 class _HawkesLogLik(torch.autograd.Function):
     """Exact log-likelihood ``[B]`` with the analytic gradient of the compiled recursion as backward."""
 
@@ -242,18 +263,19 @@ class SumExpHawkes(PointProcess):
         self._check(data)
         if data.num_events == 0:
             raise ValueError("cannot fit a Hawkes process to data without events")
-        flat = _flat(data)
+        flat, scale = _standardise(_flat(data))
         start = _time.perf_counter()
         if objective == "likelihood":
-            result = self._fit_likelihood(flat, data, l1, l2, max_iter, tol, verbose)
+            mu, adj, beta, result = self._fit_likelihood(flat, l1, l2, max_iter, tol, verbose)
+            result["log_likelihood"] = float(result["log_likelihood"] - flat["times"].size * np.log(scale))
         elif objective in ("least-squares", "least_squares", "ls"):
             if self.learn_decays:
                 raise ValueError("least squares needs fixed decays: build the model with fixed decays")
-            result = self._fit_least_squares(flat, l1, l2)
+            mu, adj, beta, result = self._fit_least_squares(flat, l1, l2)
         else:
             raise ValueError(f"objective must be 'likelihood' or 'least-squares', got {objective!r}")
         result["seconds"] = _time.perf_counter() - start
-        self._publish()
+        self.set_params(mu / scale, adj, beta / scale)
         self.fit_result_ = result
         if self.branching_ratio >= 1.0:
             warnings.warn(
@@ -272,7 +294,7 @@ class SumExpHawkes(PointProcess):
         rates = np.maximum(counts / max(total_time, 1e-300), 1e-10)
         mu = 0.5 * rates
         adjacency = np.full((K, K, U), 0.5 / (K * U))
-        decays = self.decays.detach().numpy().copy()
+        decays = self.decays.detach().numpy().copy() * flat["scale"]
         if self.learn_decays:
             gaps = np.diff(flat["times"])
             same = np.diff(np.repeat(np.arange(flat["seq_offsets"].size - 1), np.diff(flat["seq_offsets"]))) == 0
@@ -281,7 +303,7 @@ class SumExpHawkes(PointProcess):
             decays = scale * np.geomspace(1.0, 10.0 ** (U - 1), U) if U > 1 else np.array([scale])
         return mu, adjacency, decays
 
-    def _fit_likelihood(self, flat, data, l1, l2, max_iter, tol, verbose) -> FitResult:
+    def _fit_likelihood(self, flat, l1, l2, max_iter, tol, verbose):
         """Exact MLE by bound-constrained quasi-Newton (L-BFGS-B) on ``(mu, A[, log beta])``.
 
         The log-likelihood is concave in ``(mu, A)`` for fixed decays, with solutions on the
@@ -324,8 +346,7 @@ class SumExpHawkes(PointProcess):
         mu = x[:K]
         adj = x[K : K + K * K * U].reshape(K, K, U)
         beta = np.exp(x[K + K * K * U :]) if self.learn_decays else beta0
-        self.set_params(mu, adj, beta)
-        return FitResult(
+        return mu, adj, beta, FitResult(
             objective="likelihood", value=float(res.fun), log_likelihood=-float(res.fun) * n_events,
             iterations=stats["iterations"], evaluations=stats["evaluations"], converged=bool(res.success),
             message=str(res.message),
@@ -363,9 +384,9 @@ class SumExpHawkes(PointProcess):
         stats["iterations"] += int(res.nit)
         return res
 
-    def _fit_least_squares(self, flat, l1, l2) -> FitResult:
+    def _fit_least_squares(self, flat, l1, l2):
         K, U = self.num_marks, self.num_decays
-        beta = self.decays.detach().numpy().copy()
+        beta = self.decays.detach().numpy().copy() * flat["scale"]
         Q, bvec = _recursion.least_squares_statistics(
             flat["times"], flat["marks"], flat["seq_offsets"], flat["t_start"], flat["t_end"], beta, K
         )
@@ -391,8 +412,7 @@ class SumExpHawkes(PointProcess):
         if np.any(mu <= 0):
             i = int(np.flatnonzero(mu <= 0)[0])
             raise ValueError(f"least squares put the baseline of type {i} at 0: too few events of that type to fit")
-        self.set_params(mu, adj, beta)
-        return FitResult(objective="least-squares", value=total / n_events, iterations=1, evaluations=1, converged=True)
+        return mu, adj, beta, FitResult(objective="least-squares", value=total / n_events, iterations=1, evaluations=1, converged=True)
 
     def standard_errors(self, data: EventBatch, rel_step: float = 1e-5) -> dict[str, np.ndarray]:
         """Asymptotic standard errors of the MLE from the observed Fisher information.

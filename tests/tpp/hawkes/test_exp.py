@@ -226,3 +226,20 @@ def test_predict_for_hawkes_matches_simulation():
     assert abs(first.mean() - float(pred.time_mean)) < 4 * first.std() / np.sqrt(first.size)
     freq = np.bincount(sims.mark[:, n].numpy(), minlength=2) / 3000
     np.testing.assert_allclose(freq, pred.mark_probs[0].numpy(), atol=0.03)
+
+
+def test_fit_is_equivariant_to_the_clock():
+    """Unix seconds vs hours: baselines and decays scale as 1/time, adjacency is unchanged."""
+    truth = ExpHawkes.from_params(MU2, A2, 2.0)
+    data = truth.sample(3, 3000.0, generator=8)
+    seqs = data.sequences()
+    offset, unit = 1.3e9, 3600.0
+    shifted = EventBatch.from_sequences([offset + unit * t for t, _ in seqs], [m for _, m in seqs],
+                                        t_start=offset, t_end=offset + unit * 3000.0, num_marks=2)
+    a = ExpHawkes(2).fit(data)
+    b = ExpHawkes(2).fit(shifted)
+    np.testing.assert_allclose(b.adjacency_, a.adjacency_, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(b.baseline_ * unit, a.baseline_, rtol=1e-4)
+    assert b.decay_ * unit == pytest.approx(a.decay_, rel=1e-4)
+    # the reported optimum is the log-likelihood in the data's own units
+    assert b.fit_result_["log_likelihood"] == pytest.approx(float(b.log_likelihood(shifted).sum()), rel=1e-9)
