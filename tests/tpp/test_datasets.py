@@ -7,7 +7,6 @@ shared/data); the others build their own small files. No test touches the networ
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import shutil
 import zipfile
@@ -334,8 +333,6 @@ def _conversions() -> list[tuple[str, str]]:
 @pytest.mark.parametrize("name, split", _conversions())
 def test_converter_on_local_original_gives_the_staged_events(name: str, split: str, manifest: dict[str, Path]) -> None:
     c = ds.card(name)
-    if c.download.format == "ccb-rdata" and importlib.util.find_spec("rdata") is None:
-        pytest.skip("ccb-rdata needs the optional package 'rdata'")
     f = c.files[split]
     options = {**c.download.options, **(f.options if f.format == c.download.format else {}), "num_marks": c.num_marks}
     converted = convert(c.download.format, _local_sources(c, split, manifest), options)

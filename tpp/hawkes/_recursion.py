@@ -237,6 +237,7 @@ def event_features(
     t_end: np.ndarray,
     beta: np.ndarray,
     num_marks: int,
+    rows: np.ndarray,
 ):
     """Per-event sufficient statistics for fixed decays, computed once before an MLE.
 
@@ -244,7 +245,8 @@ def event_features(
     ``lambda_{m_n}(t_n) = mu_{m_n} + A[m_n] . X[n]``; ``tails[j U + u] = sum_{m: mark j}
     (1 - exp(-beta_u (t_end - t_m)))`` and ``duration = sum_b (t_end_b - t_start_b)`` make the
     compensator ``duration sum_i mu_i + sum_i A[i] . tails``. Every later evaluation of the
-    likelihood is then free of exponentials and of the sequential recursion.
+    likelihood is then free of exponentials and of the sequential recursion. Event ``n`` is
+    written to row ``rows[n]`` (e.g. grouped by mark, so each type's rows are contiguous).
     """
     K = num_marks
     U = beta.size
@@ -269,9 +271,10 @@ def event_features(
                         state[j, u] = decay * (state[j, u] + pending[j])
                 pending[:] = 0.0
                 t_now = t
+            row = rows[n]
             for j in range(K):
                 for u in range(U):
-                    X[n, j * U + u] = beta[u] * state[j, u]
+                    X[row, j * U + u] = beta[u] * state[j, u]
             i = marks[n]
             for u in range(U):
                 tails[i * U + u] += 1.0 - math.exp(-beta[u] * (t_end[b] - t))
@@ -280,32 +283,32 @@ def event_features(
 
 
 @numba.njit(**_JIT)
-def feature_loglik_and_grad(
-    X: np.ndarray, marks: np.ndarray, mu: np.ndarray, adjacency: np.ndarray, tails: np.ndarray, duration: float
-):
-    """Total log-likelihood and its gradient from :func:`event_features`; ``adjacency`` is ``[K, K U]``."""
+def target_loglik_and_grad(X: np.ndarray, mu: float, weights: np.ndarray, tails: np.ndarray, duration: float):
+    """The part of the log-likelihood that depends on one target type ``i``, with its gradient.
+
+    For fixed decays the log-likelihood separates over targets:
+    ``sum_{n: m_n = i} log(mu_i + A[i] . X[n]) - mu_i duration - A[i] . tails``; ``X`` holds the
+    rows of :func:`event_features` of the events of type ``i`` and ``weights`` is ``A[i]`` flattened.
+    """
     N, P = X.shape
-    K = mu.size
-    g_mu = np.zeros(K)
-    g_adj = np.zeros((K, P))
+    g_w = np.zeros(P)
+    g_mu = 0.0
     total = 0.0
     for n in range(N):
-        i = marks[n]
-        lam = mu[i]
+        lam = mu
         for p in range(P):
-            lam += adjacency[i, p] * X[n, p]
+            lam += weights[p] * X[n, p]
         total += math.log(lam)
         inv = 1.0 / lam
-        g_mu[i] += inv
+        g_mu += inv
         for p in range(P):
-            g_adj[i, p] += inv * X[n, p]
-    for i in range(K):
-        total -= mu[i] * duration
-        g_mu[i] -= duration
-        for p in range(P):
-            total -= adjacency[i, p] * tails[p]
-            g_adj[i, p] -= tails[p]
-    return total, g_mu, g_adj
+            g_w[p] += inv * X[n, p]
+    total -= mu * duration
+    g_mu -= duration
+    for p in range(P):
+        total -= weights[p] * tails[p]
+        g_w[p] -= tails[p]
+    return total, g_mu, g_w
 
 
 @numba.njit(**_JIT)

@@ -304,7 +304,7 @@ class SumExpHawkes(PointProcess):
         return mu, adjacency, decays
 
     def _fit_likelihood(self, flat, l1, l2, max_iter, tol, verbose):
-        """Exact MLE by bound-constrained quasi-Newton (L-BFGS-B) on ``(mu, A[, log beta])``.
+        """Exact MLE by bound-constrained quasi-Newton (L-BFGS-B) on ``(mu, A)``.
 
         The log-likelihood is concave in ``(mu, A)`` for fixed decays, with solutions on the
         boundary (``A_ij = 0``) as the rule for sparse networks. L-BFGS-B keeps every iterate
@@ -313,72 +313,92 @@ class SumExpHawkes(PointProcess):
         measured worse: entries that collapse early cannot come back (4.8 nats lost on 1e6 events,
         K=10) and convergence took 2-3x more steps.
 
-        Fixed decays: one pass computes the per-event statistics, then every step is a cheap sum.
-        Learned decays (log-parametrised, unbounded): first that fast fit at the starting decays,
-        then the joint fit from there with the fused recursion.
+        Fixed decays: one pass computes the per-event statistics, then every step is a cheap sum
+        without exponentials. Learned decays: the profile likelihood ``p(beta) = max_{mu,A} log L``
+        is maximised over ``log beta``; each profile value is a warm-started fixed-decay fit, and
+        its gradient is ``d log L / d beta`` at the inner optimum (envelope theorem: the bounds do
+        not involve ``beta``), one pass of the fused recursion.
         """
         K, U = self.num_marks, self.num_decays
         n_events = float(flat["times"].size)
         mu0, adj0, beta0 = self._initial_guess(flat)
         args = (flat["times"], flat["marks"], flat["seq_offsets"], flat["t_start"], flat["t_end"])
-        X, tails, duration = _recursion.event_features(*args, beta0, K)
         # A baseline of exactly 0 makes log(intensity) -inf before any excitation: keep it positive.
         mu_floor = 1e-12 * float(mu0.min())
+        stats = {"iterations": 0, "evaluations": 0, "decay_steps": 0}
+        # Group events by type: the problem separates into K small concave problems (one per
+        # target type, 1 + K U unknowns each), which converge in far fewer steps than the joint one.
+        order = np.argsort(flat["marks"], kind="stable")
+        rows = np.empty_like(order)
+        rows[order] = np.arange(order.size)
+        bounds_of_type = np.concatenate([[0], np.cumsum(np.bincount(flat["marks"], minlength=K))])
+        warm = {"mu": mu0.copy(), "adj": adj0.reshape(K, K * U).copy()}
+        fits: dict[tuple[float, ...], tuple[np.ndarray, np.ndarray, float, bool]] = {}
 
-        def fixed_loglik(mu, adj, beta):
-            ll, g_mu, g_adj = _recursion.feature_loglik_and_grad(X, flat["marks"], mu, adj.reshape(K, K * U), tails, duration)
-            return ll, g_mu, g_adj.reshape(K, K, U), None
+        def fit_at(beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, bool]:
+            key = tuple(beta.tolist())
+            if key not in fits:
+                X, tails, duration = _recursion.event_features(*args, beta, K, rows)
+                value, converged = 0.0, True
+                for i in range(K):
+                    X_i = X[bounds_of_type[i] : bounds_of_type[i + 1]]
 
-        stats = {"iterations": 0, "evaluations": 0}
-        res = self._lbfgs(fixed_loglik, mu0, adj0, None, beta0, mu_floor, n_events, l1, l2, max_iter, tol, verbose, stats)
-        if self.learn_decays:
-            del X
+                    def loglik(mu, w, X_i=X_i):
+                        return _recursion.target_loglik_and_grad(X_i, mu, w, tails, duration)
+
+                    res = self._lbfgs(loglik, warm["mu"][i], warm["adj"][i], mu_floor, n_events, l1, l2, max_iter, tol, verbose, stats)
+                    warm["mu"][i], warm["adj"][i] = res.x[0], res.x[1:]
+                    value += float(res.fun)
+                    converged &= bool(res.success)
+                fits[key] = (warm["mu"].copy(), warm["adj"].reshape(K, K, U).copy(), value, converged)
+            return fits[key]
+
+        if not self.learn_decays:
+            beta = beta0
+        else:
             weights = np.ones(flat["t_end"].size)
 
-            def joint_loglik(mu, adj, beta):
-                ll, g_mu, g_adj, g_beta = _recursion.loglik_and_grad(*args, mu, adj, beta, weights, True)
-                return ll.sum(), g_mu, g_adj, g_beta
+            def profile(log_beta: np.ndarray) -> tuple[float, np.ndarray]:
+                stats["decay_steps"] += 1
+                beta = np.exp(log_beta)
+                mu, adj, value, _ = fit_at(beta)
+                _, _, _, g_beta = _recursion.loglik_and_grad(*args, mu, adj, beta, weights, True)
+                return value, -g_beta * beta / n_events
 
-            x = res.x
-            res = self._lbfgs(joint_loglik, x[:K], x[K:].reshape(K, K, U), np.log(beta0), beta0, mu_floor, n_events,
-                              l1, l2, max_iter, tol, verbose, stats)
-        x = res.x
-        mu = x[:K]
-        adj = x[K : K + K * K * U].reshape(K, K, U)
-        beta = np.exp(x[K + K * K * U :]) if self.learn_decays else beta0
+            outer = scipy.optimize.minimize(
+                profile, np.log(beta0), jac=True, method="L-BFGS-B",
+                options=dict(maxiter=100, ftol=max(tol, 1e-12) * 10, gtol=1e-8),
+            )
+            beta = np.exp(outer.x)
+        mu, adj, value, converged = fit_at(beta)
         return mu, adj, beta, FitResult(
-            objective="likelihood", value=float(res.fun), log_likelihood=-float(res.fun) * n_events,
-            iterations=stats["iterations"], evaluations=stats["evaluations"], converged=bool(res.success),
-            message=str(res.message),
+            objective="likelihood", value=value, log_likelihood=-value * n_events,
+            iterations=stats["iterations"], evaluations=stats["evaluations"], decay_steps=stats["decay_steps"],
+            converged=converged,
         )
 
     @staticmethod
-    def _lbfgs(loglik, mu0, adj0, log_beta0, beta_fixed, mu_floor, n_events, l1, l2, max_iter, tol, verbose, stats):
-        """Minimise ``-loglik / n_events + l1 sum(A) + l2 sum(A^2)`` subject to ``mu >= mu_floor, A >= 0``."""
-        K = mu0.size
-        n_adj = adj0.size
-        shape = adj0.shape
-        learn = log_beta0 is not None
+    def _lbfgs(loglik, mu0, w0, mu_floor, n_events, l1, l2, max_iter, tol, verbose, stats):
+        """One target's problem: minimise ``-loglik / n_events + l1 sum(w) + l2 sum(w^2)`` over
+        ``(mu, w = A[i])`` subject to ``mu >= mu_floor, w >= 0``."""
 
         def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
             stats["evaluations"] += 1
-            mu = theta[:K]
-            adj = theta[K : K + n_adj].reshape(shape)
-            beta = np.exp(theta[K + n_adj :]) if learn else beta_fixed
-            ll, g_mu, g_adj, g_beta = loglik(mu, adj, beta)
-            value = -ll / n_events + l1 * adj.sum() + l2 * np.square(adj).sum()
+            w = theta[1:]
+            ll, g_mu, g_w = loglik(theta[0], w)
+            value = -ll / n_events + l1 * w.sum() + l2 * np.square(w).sum()
             if not np.isfinite(value):
                 return np.inf, np.zeros_like(theta)
-            parts = [-g_mu / n_events, (-g_adj / n_events + l1 + 2 * l2 * adj).ravel()]
-            if learn:
-                parts.append(-g_beta * beta / n_events)
-            return float(value), np.concatenate(parts)
+            grad = np.empty_like(theta)
+            grad[0] = -g_mu / n_events
+            grad[1:] = -g_w / n_events + l1 + 2 * l2 * w
+            return float(value), grad
 
-        theta0 = np.concatenate([mu0, np.asarray(adj0).ravel()] + ([log_beta0] if learn else []))
-        bounds = [(mu_floor, None)] * K + [(0.0, None)] * n_adj + ([(None, None)] * len(log_beta0) if learn else [])
+        x0 = np.concatenate([[max(mu0, mu_floor)], np.maximum(w0, 0.0)])
+        bounds = [(mu_floor, None)] + [(0.0, None)] * w0.size
         res = scipy.optimize.minimize(
-            objective, theta0, jac=True, method="L-BFGS-B", bounds=bounds,
-            options=dict(maxiter=max_iter, ftol=tol, gtol=1e-9, maxcor=20),
+            objective, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+            options=dict(maxiter=max_iter, ftol=tol, gtol=1e-12, maxcor=20),
             callback=(lambda intermediate_result: print(f"objective {intermediate_result.fun:.10g}")) if verbose else None,
         )
         stats["iterations"] += int(res.nit)

@@ -1,6 +1,5 @@
 """Exponential Hawkes: exact likelihood, gradients, recovery, goodness of fit, simulation."""
 
-import warnings
 
 import numpy as np
 import pytest
