@@ -109,10 +109,10 @@ def fit(
         if model is ModelName.poisson:
             estimator, seconds = fit_model(estimator, batch)
         else:
-            estimator, seconds = fit_model(estimator, batch, objective=objective.value)
+            estimator, seconds = fit_model(estimator, batch, objective=objective.value, progress=True)
     for w in caught:
         typer.echo(f"warning: {w.message}", err=True)
-    ll = float(estimator.log_likelihood(batch).sum())
+    ll = float(estimator.log_likelihood(batch).detach().sum())
     gof = time_rescaling(estimator, batch)
     result = {
         "model": model.value,
@@ -164,7 +164,7 @@ def eval_cmd(
         raise ValueError(f"{model_file}: invalid JSON ({exc})") from None
     estimator = from_dict(params)
     batch = _load(data, split, t_end)
-    ll = float(estimator.log_likelihood(batch).sum())
+    ll = float(estimator.log_likelihood(batch).detach().sum())
     gof = time_rescaling(estimator, batch)
     result = {
         "model": params["model"], "num_events": batch.num_events, "log_likelihood": ll,

@@ -306,19 +306,15 @@ def read_events(
     if not path.exists():
         raise EventDataError("no such file", source=str(path))
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    def table(reader: Callable[[Path], pd.DataFrame]) -> Callable[[], EventBatch]:
+        return lambda: from_dataframe(
+            _read_table(path, reader), seq, time, mark, t_start, t_end, num_marks, source=str(path), dtype=dtype
+        )
+
     readers: dict[str, Callable[[], EventBatch]] = {
-        ".csv": lambda: from_dataframe(
-            _read_table(path, lambda p: pd.read_csv(p)),
-            seq, time, mark, t_start, t_end, num_marks, source=str(path), dtype=dtype,
-        ),
-        ".csv.gz": lambda: from_dataframe(
-            _read_table(path, lambda p: pd.read_csv(p)),
-            seq, time, mark, t_start, t_end, num_marks, source=str(path), dtype=dtype,
-        ),
-        ".parquet": lambda: from_dataframe(
-            _read_table(path, pd.read_parquet), seq, time, mark, t_start, t_end, num_marks,
-            source=str(path), dtype=dtype,
-        ),
+        ".csv": table(pd.read_csv),
+        ".csv.gz": table(pd.read_csv),
+        ".parquet": table(pd.read_parquet),
         ".npz": lambda: _read_npz(path, num_marks, t_start, t_end, dtype),
         ".pkl": lambda: _from_easytpp(_load_pickle(path), split, str(path), dtype),
         ".json": lambda: _from_easytpp(_read_json(path), split, str(path), dtype),

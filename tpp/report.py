@@ -43,13 +43,15 @@ def build_model(name: str, num_marks: int, decay: float | None = None, decays: l
     raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
 
 
-def fit_model(model: PointProcess, data: EventBatch, objective: str = "likelihood") -> tuple[PointProcess, float]:
+def fit_model(
+    model: PointProcess, data: EventBatch, objective: str = "likelihood", progress: bool = False
+) -> tuple[PointProcess, float]:
     """Fit with the model's own estimator; returns the model and the wall seconds."""
     start = time.perf_counter()
     if isinstance(model, Poisson):
         model.fit(data)
     else:
-        model.fit(data, objective=objective)
+        model.fit(data, objective=objective, progress=progress)
     return model, time.perf_counter() - start
 
 

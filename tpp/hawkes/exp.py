@@ -25,6 +25,7 @@ import scipy.linalg
 import scipy.optimize
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from tpp.events import EventBatch
 from tpp.hawkes import _recursion
@@ -251,14 +252,15 @@ class SumExpHawkes(PointProcess):
         l2: float = 0.0,
         max_iter: int = 500,
         tol: float = 1e-10,
-        verbose: bool = False,
+        progress: bool = False,
     ) -> "SumExpHawkes":
         """Fit to ``data`` and return self (sets ``baseline_``, ``adjacency_``, ``decays_``, ``fit_result_``).
 
         ``objective``: ``"likelihood"`` (exact MLE; decays learned if ``learn_decays``) or
         ``"least-squares"`` (tick's contrast, fixed decays). ``l1``/``l2`` penalise the adjacency:
         ``objective per event + l1 * sum(A) + l2 * sum(A^2)``. Converges when the relative change
-        of the objective falls below ``tol``.
+        of the objective falls below ``tol``. ``progress`` shows a tqdm bar of likelihood
+        evaluations on stderr.
         """
         self._check(data)
         if data.num_events == 0:
@@ -266,7 +268,8 @@ class SumExpHawkes(PointProcess):
         flat, scale = _standardise(_flat(data))
         start = _time.perf_counter()
         if objective == "likelihood":
-            mu, adj, beta, result = self._fit_likelihood(flat, l1, l2, max_iter, tol, verbose)
+            with tqdm(desc=f"fitting {type(self).__name__}", unit=" evals", disable=not progress, leave=False) as bar:
+                mu, adj, beta, result = self._fit_likelihood(flat, l1, l2, max_iter, tol, bar)
             result["log_likelihood"] = float(result["log_likelihood"] - flat["times"].size * np.log(scale))
         elif objective in ("least-squares", "least_squares", "ls"):
             if self.learn_decays:
@@ -300,10 +303,11 @@ class SumExpHawkes(PointProcess):
             same = np.diff(np.repeat(np.arange(flat["seq_offsets"].size - 1), np.diff(flat["seq_offsets"]))) == 0
             gaps = gaps[same & (gaps > 0)]
             scale = 1.0 / np.median(gaps) if gaps.size else 1.0
-            decays = scale * np.geomspace(1.0, 10.0 ** (U - 1), U) if U > 1 else np.array([scale])
+            # Several decays start spread over four decades around that scale, so each can find its own.
+            decays = scale * np.logspace(-2.0, 2.0, U) if U > 1 else np.array([scale])
         return mu, adjacency, decays
 
-    def _fit_likelihood(self, flat, l1, l2, max_iter, tol, verbose):
+    def _fit_likelihood(self, flat, l1, l2, max_iter, tol, bar):
         """Exact MLE by bound-constrained quasi-Newton (L-BFGS-B) on ``(mu, A)``.
 
         The log-likelihood is concave in ``(mu, A)`` for fixed decays, with solutions on the
@@ -325,7 +329,7 @@ class SumExpHawkes(PointProcess):
         args = (flat["times"], flat["marks"], flat["seq_offsets"], flat["t_start"], flat["t_end"])
         # A baseline of exactly 0 makes log(intensity) -inf before any excitation: keep it positive.
         mu_floor = 1e-12 * float(mu0.min())
-        stats = {"iterations": 0, "evaluations": 0, "decay_steps": 0}
+        stats = {"iterations": 0, "evaluations": 0, "decay_steps": 0, "bar": bar}
         # Group events by type: the problem separates into K small concave problems (one per
         # target type, 1 + K U unknowns each), which converge in far fewer steps than the joint one.
         order = np.argsort(flat["marks"], kind="stable")
@@ -346,7 +350,7 @@ class SumExpHawkes(PointProcess):
                     def loglik(mu, w, X_i=X_i):
                         return _recursion.target_loglik_and_grad(X_i, mu, w, tails, duration)
 
-                    res = self._lbfgs(loglik, warm["mu"][i], warm["adj"][i], mu_floor, n_events, l1, l2, max_iter, tol, verbose, stats)
+                    res = self._lbfgs(loglik, warm["mu"][i], warm["adj"][i], mu_floor, n_events, l1, l2, max_iter, tol, stats)
                     warm["mu"][i], warm["adj"][i] = res.x[0], res.x[1:]
                     value += float(res.fun)
                     converged &= bool(res.success)
@@ -361,6 +365,7 @@ class SumExpHawkes(PointProcess):
             def profile(log_beta: np.ndarray) -> tuple[float, np.ndarray]:
                 stats["decay_steps"] += 1
                 beta = np.exp(log_beta)
+                stats["bar"].set_postfix(decay_step=stats["decay_steps"])
                 mu, adj, value, _ = fit_at(beta)
                 _, _, _, g_beta = _recursion.loglik_and_grad(*args, mu, adj, beta, weights, True)
                 return value, -g_beta * beta / n_events
@@ -378,12 +383,13 @@ class SumExpHawkes(PointProcess):
         )
 
     @staticmethod
-    def _lbfgs(loglik, mu0, w0, mu_floor, n_events, l1, l2, max_iter, tol, verbose, stats):
+    def _lbfgs(loglik, mu0, w0, mu_floor, n_events, l1, l2, max_iter, tol, stats):
         """One target's problem: minimise ``-loglik / n_events + l1 sum(w) + l2 sum(w^2)`` over
         ``(mu, w = A[i])`` subject to ``mu >= mu_floor, w >= 0``."""
 
         def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
             stats["evaluations"] += 1
+            stats["bar"].update(1)
             w = theta[1:]
             ll, g_mu, g_w = loglik(theta[0], w)
             value = -ll / n_events + l1 * w.sum() + l2 * np.square(w).sum()
@@ -399,7 +405,6 @@ class SumExpHawkes(PointProcess):
         res = scipy.optimize.minimize(
             objective, x0, jac=True, method="L-BFGS-B", bounds=bounds,
             options=dict(maxiter=max_iter, ftol=tol, gtol=1e-12, maxcor=20),
-            callback=(lambda intermediate_result: print(f"objective {intermediate_result.fun:.10g}")) if verbose else None,
         )
         stats["iterations"] += int(res.nit)
         return res
