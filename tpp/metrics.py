@@ -42,7 +42,7 @@ class RescalingResult:
 def log_likelihood_per_event(model: PointProcess, batch: EventBatch) -> float:
     """Total log-likelihood divided by the number of events (nats per event)."""
     with torch.no_grad():
-        return float(model.log_likelihood(batch).sum()) / max(batch.num_events, 1)
+        return float(model.log_likelihood(batch).detach().sum()) / max(batch.num_events, 1)
 
 
 def rescaled_residuals(model: PointProcess, batch: EventBatch) -> np.ndarray:

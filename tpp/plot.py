@@ -108,15 +108,24 @@ def plot_adjacency(
 
 
 def plot_kernels(kernel: "callable", num_marks: int, t_max: float, num: int = 400, ax: Axes | None = None,
-                 title: str = "kernels") -> Figure:
-    """Curves ``phi_ij(t)`` on ``[0, t_max]`` from ``kernel(t [T]) -> [T, K, K]`` (at most 16 pairs drawn)."""
-    t = np.linspace(0, t_max, num)
+                 title: str = "kernels", t_min: float | None = None) -> Figure:
+    """Curves ``phi_ij(t)`` from ``kernel(t [T]) -> [T, K, K]`` (at most 16 pairs drawn).
+
+    With ``t_min`` the lags run log-spaced from ``t_min`` to ``t_max`` on log-log axes, which is
+    how kernels with several time scales (sums of exponentials) can be read at all.
+    """
+    t = np.geomspace(t_min, t_max, num) if t_min is not None else np.linspace(0, t_max, num)
     values = np.asarray(kernel(t))
     fig, ax = _axes(ax)
     pairs = [(i, j) for i in range(num_marks) for j in range(num_marks)]
     top = sorted(pairs, key=lambda p: -values[:, p[0], p[1]].max())[:16]
     for i, j in top:
         ax.plot(t, values[:, i, j], lw=1, label=f"{j}→{i}")
+    if t_min is not None:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        peak = float(values.max()) if values.size else 1.0
+        ax.set_ylim(peak * 1e-6, peak * 2)
     ax.set_xlabel("lag")
     ax.set_ylabel("phi_ij(lag)")
     ax.legend(fontsize=7, ncol=4)

@@ -159,9 +159,10 @@ def write_report(reports: list[ModelReport], train: EventBatch, test: EventBatch
                 plot.plot_adjacency(r.model.adjacency_, title=f"{r.name}: adjacency (branching {r.model.branching_ratio:.2f})"),
                 out / f"adjacency_{r.name}.png",
             )
-        horizon = 5.0 / float(np.min(best.model.decays_))
+        decays = best.model.decays_
         plot.save_figure(
-            plot.plot_kernels(best.model.kernel, best.model.num_marks, horizon, title=f"{best.name}: kernels"),
+            plot.plot_kernels(best.model.kernel, best.model.num_marks, 10.0 / float(np.min(decays)),
+                              t_min=0.01 / float(np.max(decays)), title=f"{best.name}: kernels (log-log)"),
             out / "kernels.png",
         )
     return table
