@@ -84,6 +84,10 @@ class PointProcess(nn.Module):
     ) -> EventBatch:
         raise NotImplementedError(f"{type(self).__name__} must implement sample")
 
+    def forward(self, batch: EventBatch) -> Tensor:
+        """Calling a model returns its log-likelihood ``[B]`` (so ``torch.func`` and DDP see it)."""
+        return self.log_likelihood(batch)
+
     # ------------------------------------------------------------------ defaults
     def compensator(self, batch: EventBatch, num_points: int = 32) -> Tensor:
         """``[B]`` integral of the total intensity over the window (numerical by default)."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from tpp.hawkes.exp import ExpHawkes, NonStationaryWarning, SumExpHawkes
+from tpp.hawkes.fadin import FaDInHawkes
+from tpp.hawkes.kernels import ParametricKernel
 from tpp.hawkes.poisson import Poisson
 
-__all__ = ["Poisson", "ExpHawkes", "SumExpHawkes", "NonStationaryWarning", "from_dict"]
+__all__ = ["Poisson", "ExpHawkes", "SumExpHawkes", "FaDInHawkes", "ParametricKernel", "NonStationaryWarning", "from_dict"]
 
 
 def from_dict(params: dict[str, Any]) -> Poisson | ExpHawkes | SumExpHawkes:
@@ -19,4 +21,7 @@ def from_dict(params: dict[str, Any]) -> Poisson | ExpHawkes | SumExpHawkes:
         return ExpHawkes.from_params(params["baseline"], params["adjacency"], params["decay"])
     if kind == "sumexp-hawkes":
         return SumExpHawkes.from_params(params["baseline"], params["adjacency"], params["decays"])
-    raise ValueError(f"unknown model {kind!r}: expected 'poisson', 'exp-hawkes' or 'sumexp-hawkes'")
+    if kind == "fadin":
+        return FaDInHawkes.from_params(params["baseline"], params["adjacency"], params["kernel"], params["support"],
+                                       params["kernel_params"], delta=params.get("delta"))
+    raise ValueError(f"unknown model {kind!r}: expected 'poisson', 'exp-hawkes', 'sumexp-hawkes' or 'fadin'")
