@@ -25,11 +25,21 @@ class ModelName(str, Enum):
     poisson = "poisson"
     exp_hawkes = "exp-hawkes"
     sumexp_hawkes = "sumexp-hawkes"
+    fadin = "fadin"
+    nonparametric_em = "nonparametric-em"
 
 
 class Objective(str, Enum):
     likelihood = "likelihood"
     least_squares = "least-squares"
+    l2 = "l2"
+
+
+class KernelName(str, Enum):
+    truncated_gaussian = "truncated-gaussian"
+    raised_cosine = "raised-cosine"
+    truncated_exponential = "truncated-exponential"
+    kumaraswamy = "kumaraswamy"
 
 
 def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -91,27 +101,37 @@ def fit(
     data: Annotated[str, typer.Option(help="Registered data set name or a file (.csv/.parquet/.npz/.pkl/.json).")] = "bookorder",
     split: Annotated[Optional[str], typer.Option(help="Split to fit on (train/val/test); default all.")] = None,
     t_end: Annotated[Optional[float], typer.Option("--t-end", help="Observation window end for every sequence.")] = None,
-    decay: Annotated[Optional[float], typer.Option(help="Fix the exponential decay (learned when omitted).")] = None,
-    objective: Annotated[Objective, typer.Option(help="Fitting contrast.")] = Objective.likelihood,
+    decay: Annotated[Optional[float], typer.Option(help="exp-hawkes: fix the decay (learned when omitted).")] = None,
+    objective: Annotated[Optional[Objective], typer.Option(
+        help="Contrast: likelihood (default) or least-squares for exp/sumexp-hawkes; l2 (default) or likelihood for fadin.")] = None,
+    kernel: Annotated[KernelName, typer.Option(help="fadin: kernel family.")] = KernelName.truncated_gaussian,
+    support: Annotated[Optional[float], typer.Option(help="fadin / nonparametric-em: kernel support W.")] = None,
+    delta: Annotated[Optional[float], typer.Option(help="fadin: grid step (default W / 100).")] = None,
+    bins: Annotated[int, typer.Option(help="nonparametric-em: number of kernel bins.")] = 20,
     out: Annotated[Optional[Path], typer.Option(help="Folder for model.json and plots.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
-    """Fit a Poisson or Hawkes model and report likelihood, goodness of fit and parameters."""
+    """Fit a Poisson, Hawkes, FaDIn or nonparametric Hawkes model; report likelihood, goodness of fit, parameters."""
     from tpp.metrics import time_rescaling
     from tpp.report import build_model, fit_model, model_params
 
     batch = _load(data, split, t_end)
-    if decay is not None and decay <= 0:
-        raise ValueError(f"--decay must be positive, got {decay}")
-    estimator = build_model(model.value, batch.num_marks, decay=decay)
+    for name, value in (("--decay", decay), ("--support", support), ("--delta", delta)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    if objective is Objective.l2 and model is not ModelName.fadin:
+        raise ValueError("--objective l2 is FaDIn's contrast: use it with --model fadin")
+    if objective is Objective.least_squares and model not in (ModelName.exp_hawkes, ModelName.sumexp_hawkes):
+        raise ValueError("--objective least-squares applies to exp-hawkes and sumexp-hawkes")
+    estimator = build_model(model.value, batch.num_marks, decay=decay, kernel=kernel.value, support=support,
+                            delta=delta, bins=bins, objective=None if objective is None else objective.value)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if model is ModelName.poisson:
-            estimator, seconds = fit_model(estimator, batch)
-        else:
-            estimator, seconds = fit_model(estimator, batch, objective=objective.value, progress=True)
+        estimator, seconds = fit_model(estimator, batch, objective=None if objective is None else objective.value,
+                                       progress=True)
     for w in caught:
-        typer.echo(f"warning: {w.message}", err=True)
+        if issubclass(w.category, UserWarning):
+            typer.echo(f"warning: {w.message}", err=True)
     ll = float(estimator.log_likelihood(batch).detach().sum())
     gof = time_rescaling(estimator, batch)
     result = {
@@ -125,22 +145,40 @@ def fit(
         "fit_seconds": seconds,
     }
     if out is not None:
-        from tpp import plot
-        from tpp.io import atomic_write
-
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_write(out / "model.json", ".json") as tmp:
-            tmp.write_text(json.dumps(estimator.to_dict(), indent=2))
-        plot.save_figure(plot.plot_qq({model.value: gof}), out / "qq.png")
-        if model is not ModelName.poisson:
-            plot.save_figure(plot.plot_adjacency(estimator.adjacency_), out / "adjacency.png")
+        _write_fit_outputs(out, model, estimator, batch, gof)
     if json_output:
         typer.echo(json.dumps(result))
         return
     for key, value in result.items():
+        if key == "kernel_values":
+            value = f"[{len(value)} x {len(value[0])} x {len(value[0][0])}] (in model.json)"
         typer.echo(f"{key:>26}: {np.round(value, 6).tolist() if isinstance(value, (list, float)) else value}")
     if out is not None:
-        typer.echo(f"{'written':>26}: {out}/model.json, qq.png" + (", adjacency.png" if model is not ModelName.poisson else ""))
+        typer.echo(f"{'written':>26}: {', '.join(sorted(p.name for p in out.iterdir()))} in {out}")
+
+
+def _write_fit_outputs(out: Path, model: ModelName, estimator: Any, batch: Any, gof: Any) -> None:
+    """model.json, the QQ plot, and for Hawkes models the adjacency heatmap and kernel grid."""
+    from tpp import plot
+    from tpp.io import atomic_write
+    from tpp.report import build_model, fit_model
+
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "model.json", ".json") as tmp:
+        tmp.write_text(json.dumps(estimator.to_dict(), indent=2))
+    plot.save_figure(plot.plot_qq({model.value: gof}), out / "qq.png")
+    if model is ModelName.poisson:
+        return
+    plot.save_figure(plot.plot_adjacency(estimator.adjacency_), out / "adjacency.png")
+    if model in (ModelName.fadin, ModelName.nonparametric_em):
+        curves = {model.value: estimator}
+        if model is ModelName.fadin:
+            # The nonparametric estimate shows whether the chosen family has the right shape.
+            em = build_model("nonparametric-em", batch.num_marks, support=estimator.support, bins=30)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                curves["nonparametric EM"] = fit_model(em, batch)[0]
+        plot.save_figure(plot.plot_kernel_grid(curves, estimator.support), out / "kernels.png")
 
 
 @app.command("eval")

@@ -165,3 +165,37 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
         fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
     return path
+
+
+def plot_kernel_grid(
+    models: dict[str, "PointProcess"],
+    support: float,
+    num: int = 400,
+    max_types: int = 8,
+    title: str = "fitted kernels phi_ij (row i: excited, column j: exciting)",
+) -> Figure:
+    """A K x K grid of small plots of ``phi_ij(lag)`` on ``[0, support]``, one curve per model.
+
+    Every model must offer ``excitation(lags) -> [T, K, K]``; a nonparametric (piecewise-constant)
+    estimate overlaid on a parametric fit shows whether the chosen family has the right shape.
+    """
+    lags = np.linspace(support / num, support, num)
+    curves = {name: np.asarray(m.excitation(lags)) for name, m in models.items()}
+    K = min(next(iter(curves.values())).shape[1], max_types)
+    fig, axes = plt.subplots(K, K, figsize=(1.9 * K + 1, 1.5 * K + 0.8), sharex=True, squeeze=False,
+                             constrained_layout=True)
+    styles = ["-", "--", ":", "-."]
+    for i in range(K):
+        for j in range(K):
+            ax = axes[i, j]
+            for s, (name, values) in enumerate(curves.items()):
+                step = "steps-mid" if "nonparametric" in name.lower() or "em" in name.lower().split() else "default"
+                ax.plot(lags, values[:, i, j], styles[s % 4], lw=1, drawstyle=step, label=name)
+            ax.tick_params(labelsize=6)
+            if i == K - 1:
+                ax.set_xlabel(f"lag (from {j})", fontsize=7)
+            if j == 0:
+                ax.set_ylabel(f"to {i}", fontsize=7)
+    axes[0, 0].legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    return fig

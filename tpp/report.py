@@ -19,39 +19,62 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from tpp.events import EventBatch
-from tpp.hawkes import ExpHawkes, Poisson, SumExpHawkes
+from tpp.hawkes import ExpHawkes, FaDInHawkes, NonparametricHawkes, Poisson, SumExpHawkes
 from tpp.io import atomic_write
 from tpp.metrics import RescalingResult, log_likelihood_per_event, time_rescaling
 from tpp.process import PointProcess
 
-__all__ = ["ModelReport", "build_model", "fit_model", "compare_models", "write_report", "MODEL_NAMES"]
+__all__ = ["ModelReport", "build_model", "fit_model", "model_params", "compare_models", "write_report", "MODEL_NAMES"]
 
 MODEL_NAMES = ("poisson", "exp-hawkes", "sumexp-hawkes")
+ALL_MODEL_NAMES = MODEL_NAMES + ("fadin", "nonparametric-em")
 
 
-def build_model(name: str, num_marks: int, decay: float | None = None, decays: list[float] | None = None) -> PointProcess:
-    """A fresh model by CLI name: ``poisson``, ``exp-hawkes`` (decay learned unless given), ``sumexp-hawkes``."""
+def build_model(
+    name: str,
+    num_marks: int,
+    *,
+    decay: float | None = None,
+    kernel: str = "truncated-gaussian",
+    support: float | None = None,
+    delta: float | None = None,
+    bins: int = 20,
+    objective: str | None = None,
+) -> PointProcess:
+    """A fresh model by CLI name.
+
+    ``poisson``; ``exp-hawkes`` (decay learned unless given); ``sumexp-hawkes`` (3 decays learned);
+    ``fadin`` (``kernel``, ``support`` W, grid ``delta`` (default W / 100), ``objective`` l2 or
+    likelihood); ``nonparametric-em`` (``support`` W, ``bins``).
+    """
     if name == "poisson":
         return Poisson(num_marks)
     if name == "exp-hawkes":
         return ExpHawkes(num_marks, decay=decay)
     if name == "sumexp-hawkes":
-        if decays is None:
-            # Without given decays: learn U=3 decays, started on a geometric grid around the data's time scale.
-            return SumExpHawkes(num_marks, [1.0, 10.0, 100.0], learn_decays=True)
-        return SumExpHawkes(num_marks, decays)
-    raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)}")
+        # Three decays learned, started over four decades around the data's time scale.
+        return SumExpHawkes(num_marks, [1.0, 10.0, 100.0], learn_decays=True)
+    if name in ("fadin", "nonparametric-em"):
+        if support is None:
+            raise ValueError(f"model {name} needs the kernel support W (--support)")
+        if name == "fadin":
+            return FaDInHawkes(num_marks, kernel, support, delta if delta is not None else support / 100,
+                               objective=objective or "l2")
+        return NonparametricHawkes(num_marks, support=support, bins=bins)
+    raise ValueError(f"unknown model {name!r}: choose one of {', '.join(ALL_MODEL_NAMES)}")
 
 
 def fit_model(
-    model: PointProcess, data: EventBatch, objective: str = "likelihood", progress: bool = False
+    model: PointProcess, data: EventBatch, objective: str | None = None, progress: bool = False
 ) -> tuple[PointProcess, float]:
     """Fit with the model's own estimator; returns the model and the wall seconds."""
     start = time.perf_counter()
     if isinstance(model, Poisson):
         model.fit(data)
+    elif isinstance(model, SumExpHawkes):
+        model.fit(data, objective=objective or "likelihood", progress=progress)
     else:
-        model.fit(data, objective=objective, progress=progress)
+        model.fit(data, progress=progress)
     return model, time.perf_counter() - start
 
 
@@ -59,10 +82,20 @@ def model_params(model: PointProcess) -> dict[str, Any]:
     """Fitted parameters as JSON-able values, with the names the CLI's ``--json`` uses."""
     if isinstance(model, Poisson):
         return {"baseline": model.rate_.tolist(), "adjacency": None, "decay": None}
+    common = {"baseline": model.baseline_.tolist(), "adjacency": model.adjacency_.tolist()}
     if isinstance(model, ExpHawkes):
-        return {"baseline": model.baseline_.tolist(), "adjacency": model.adjacency_.tolist(), "decay": model.decay_}
+        return {**common, "decay": model.decay_}
     if isinstance(model, SumExpHawkes):
-        return {"baseline": model.baseline_.tolist(), "adjacency": model.adjacency_.tolist(), "decay": model.decays_.tolist()}
+        return {**common, "adjacency": model.adjacency_.tolist(), "decay": model.decays_.tolist()}
+    if isinstance(model, FaDInHawkes):
+        return {
+            **common, "decay": model.kernel_params_["decay"].tolist() if "decay" in model.kernel_params_ else None,
+            "kernel": model.kernel.name, "kernel_params": {k: v.tolist() for k, v in model.kernel_params_.items()},
+            "support": model.support, "delta": model.delta,
+        }
+    if isinstance(model, NonparametricHawkes):
+        return {**common, "decay": None, "kernel_values": model.kernel_values_.tolist(),
+                "support": model.support_, "bins": model.bins_}
     raise TypeError(f"no parameter summary for {type(model).__name__}")
 
 
@@ -161,7 +194,7 @@ def write_report(reports: list[ModelReport], train: EventBatch, test: EventBatch
             )
         decays = best.model.decays_
         plot.save_figure(
-            plot.plot_kernels(best.model.kernel, best.model.num_marks, 10.0 / float(np.min(decays)),
+            plot.plot_kernels(best.model.excitation, best.model.num_marks, 10.0 / float(np.min(decays)),
                               t_min=0.01 / float(np.max(decays)), title=f"{best.name}: kernels (log-log)"),
             out / "kernels.png",
         )

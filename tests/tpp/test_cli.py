@@ -83,3 +83,42 @@ def test_fit_by_registry_name():
 def test_unknown_dataset_exits_2():
     res = tpp("fit", "--data", "no-such-dataset")
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def gaussian_events(tmp_path_factory):
+    from tpp.hawkes import FaDInHawkes
+    from tpp.io import write_events
+
+    truth = FaDInHawkes.from_params([0.5, 0.3], np.array([[0.3, 0.1], [0.2, 0.4]]), "truncated-gaussian", 3.0,
+                                    {"m": np.array([[1.0, 1.5], [0.5, 2.0]]), "sigma": np.full((2, 2), 0.3)})
+    path = tmp_path_factory.mktemp("fadin") / "gauss.parquet"
+    write_events(truth.sample(1, 1.5e4, generator=1), path)
+    return path
+
+
+def test_fadin_fit_reports_kernel_parameters_and_draws_the_kernel_grid(gaussian_events, tmp_path):
+    res = tpp("fit", "--model", "fadin", "--kernel", "truncated-gaussian", "--support", "3", "--delta", "0.05",
+              "--data", str(gaussian_events), "--json", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["kernel"] == "truncated-gaussian" and out["support"] == 3.0 and out["delta"] == 0.05
+    np.testing.assert_allclose(out["kernel_params"]["m"], [[1.0, 1.5], [0.5, 2.0]], atol=0.15)
+    assert {"log_likelihood", "ks_pvalue", "baseline", "adjacency"} <= set(out)
+    assert (tmp_path / "kernels.png").stat().st_size > 10000
+    ev = tpp("eval", "--model-file", str(tmp_path / "model.json"), "--data", str(gaussian_events), "--json")
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["log_likelihood"] == pytest.approx(out["log_likelihood"], rel=1e-10)
+
+
+def test_nonparametric_em_fit_from_the_cli(gaussian_events):
+    res = tpp("fit", "--model", "nonparametric-em", "--support", "3", "--bins", "15", "--data", str(gaussian_events), "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert np.asarray(out["kernel_values"]).shape == (2, 2, 15) and out["bins"] == 15
+    np.testing.assert_allclose(out["adjacency"], [[0.3, 0.1], [0.2, 0.4]], atol=0.1)
+
+
+def test_fadin_without_support_exits_2(gaussian_events):
+    res = tpp("fit", "--model", "fadin", "--data", str(gaussian_events))
+    assert res.returncode == 2 and "--support" in res.stderr and len(res.stderr.strip().splitlines()) == 1

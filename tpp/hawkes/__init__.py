@@ -7,9 +7,10 @@ from typing import Any
 from tpp.hawkes.exp import ExpHawkes, NonStationaryWarning, SumExpHawkes
 from tpp.hawkes.fadin import FaDInHawkes
 from tpp.hawkes.kernels import ParametricKernel
+from tpp.hawkes.nonparametric import NonparametricHawkes
 from tpp.hawkes.poisson import Poisson
 
-__all__ = ["Poisson", "ExpHawkes", "SumExpHawkes", "FaDInHawkes", "ParametricKernel", "NonStationaryWarning", "from_dict"]
+__all__ = ["Poisson", "ExpHawkes", "SumExpHawkes", "FaDInHawkes", "NonparametricHawkes", "ParametricKernel", "NonStationaryWarning", "from_dict"]
 
 
 def from_dict(params: dict[str, Any]) -> Poisson | ExpHawkes | SumExpHawkes:
@@ -21,7 +22,9 @@ def from_dict(params: dict[str, Any]) -> Poisson | ExpHawkes | SumExpHawkes:
         return ExpHawkes.from_params(params["baseline"], params["adjacency"], params["decay"])
     if kind == "sumexp-hawkes":
         return SumExpHawkes.from_params(params["baseline"], params["adjacency"], params["decays"])
+    if kind in ("nonparametric-em", "nonparametric-hawkes"):
+        return NonparametricHawkes.from_params(params["baseline"], params["kernel_values"], params["support"])
     if kind == "fadin":
         return FaDInHawkes.from_params(params["baseline"], params["adjacency"], params["kernel"], params["support"],
                                        params["kernel_params"], delta=params.get("delta"))
-    raise ValueError(f"unknown model {kind!r}: expected 'poisson', 'exp-hawkes', 'sumexp-hawkes' or 'fadin'")
+    raise ValueError(f"unknown model {kind!r}: expected 'poisson', 'exp-hawkes', 'sumexp-hawkes', 'fadin' or 'nonparametric-em'")

@@ -169,8 +169,8 @@ class SumExpHawkes(PointProcess):
         """Spectral radius of ``sum_u A[:, :, u]``: < 1 means stationary."""
         return float(np.max(np.abs(np.linalg.eigvals(self.adjacency.detach().sum(-1).numpy()))))
 
-    def kernel(self, lags: np.ndarray) -> np.ndarray:
-        """``phi_ij(lag)`` for every pair, ``[T, K, K]``."""
+    def excitation(self, lags: np.ndarray) -> np.ndarray:
+        """``phi_ij(lag)`` for every pair, ``[T, K, K]`` (the name every Hawkes model shares, for plots)."""
         lags = np.asarray(lags, np.float64)
         beta = self.decays.detach().numpy()
         adj = self.adjacency.detach().numpy()

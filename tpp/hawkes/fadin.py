@@ -206,13 +206,11 @@ class FaDInHawkes(PointProcess):
     def branching_ratio(self) -> float:
         return float(np.max(np.abs(np.linalg.eigvals(self.adjacency.detach().numpy()))))
 
-    def kernel_values(self, lags: np.ndarray | Tensor) -> np.ndarray:
+    def excitation(self, lags: np.ndarray | Tensor) -> np.ndarray:
         """``phi_ij(lag) = A[i, j] * kernel_ij(lag)`` for every pair, ``[T, K, K]`` (for plots)."""
         lags = torch.as_tensor(np.asarray(lags, np.float64))[:, None, None]
         with torch.no_grad():
             return (self.adjacency * self.kernel.pdf(lags, self.kernel_params)).numpy()
-
-    kernel_fn = kernel_values
 
     def to_dict(self) -> dict:
         return {
