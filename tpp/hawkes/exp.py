@@ -17,7 +17,6 @@ branching ratio). :class:`ExpHawkes` is the single-decay case with ``adjacency``
 from __future__ import annotations
 
 import time as _time
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,23 +28,11 @@ from tqdm.auto import tqdm
 
 from tpp.events import EventBatch
 from tpp.hawkes import _recursion
+from tpp.hawkes._common import FitResult, NonStationaryWarning, assemble, simulation_window, warn_if_not_stationary
+from tpp.hawkes._common import flat_events as _flat
 from tpp.process import PointProcess, as_numpy_rng
 
 __all__ = ["SumExpHawkes", "ExpHawkes", "NonStationaryWarning", "FitResult"]
-
-
-class NonStationaryWarning(UserWarning):
-    """The fitted branching ratio (spectral radius of the adjacency) is >= 1."""
-
-
-class FitResult(dict):
-    """Diagnostics of the last ``fit``: objective value, iterations, evaluations, seconds, convergence."""
-
-
-def _flat(batch: EventBatch) -> dict[str, np.ndarray]:
-    flat = batch.to_flat()
-    flat["marks"] = flat["marks"].astype(np.int64)
-    return flat
 
 
 def _standardise(flat: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
@@ -280,12 +267,7 @@ class SumExpHawkes(PointProcess):
         result["seconds"] = _time.perf_counter() - start
         self.set_params(mu / scale, adj, beta / scale)
         self.fit_result_ = result
-        if self.branching_ratio >= 1.0:
-            warnings.warn(
-                f"fitted branching ratio {self.branching_ratio:.3f} >= 1: the process is not stationary",
-                NonStationaryWarning,
-                stacklevel=2,
-            )
+        warn_if_not_stationary(self.branching_ratio)
         return self
 
     def _initial_guess(self, flat: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -495,21 +477,11 @@ class SumExpHawkes(PointProcess):
         mu = self.baseline.detach().numpy().copy()
         adj = self.adjacency.detach().numpy().copy()
         beta = self.decays.detach().numpy().copy()
+        starts, t0s, ends = simulation_window(n, t_end, history, t_start, K)
         init = np.zeros((n, K, U))
         if history is not None:
-            self._check(history)
-            if len(history) != n:
-                raise ValueError(f"n={n} but the history has {len(history)} sequences")
-            starts = history.t_end.detach().cpu().numpy().astype(np.float64)
-            t0s = history.t_start.detach().cpu().numpy().astype(np.float64)
             R, _ = self._history(history, history.t_end[:, None])
             init = R[:, 0].numpy().copy()
-        else:
-            starts = np.full(n, float(t_start))
-            t0s = starts
-        ends = np.broadcast_to(np.asarray(t_end, np.float64), (n,)).copy()
-        if np.any(ends < starts):
-            raise ValueError("t_end must not be before the start of the simulation")
         _recursion._seed(int(rng.integers(0, 2**62)))
         times, marks, counts = _recursion.simulate_thinning(mu, adj, beta, starts, ends, init, max_events)
         if counts[0] < 0:
@@ -517,17 +489,8 @@ class SumExpHawkes(PointProcess):
                 f"simulation passed max_events={max_events} (branching ratio {self.branching_ratio:.3f}): "
                 "shorten t_end or raise max_events"
             )
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        new = EventBatch.from_flat(times, offsets, t0s, ends, marks, K)
-        if history is None:
-            return new
-        flat = history.to_flat()
-        seq = np.concatenate([np.repeat(np.arange(n), np.diff(flat["seq_offsets"])), np.repeat(np.arange(n), counts)])
-        order = np.argsort(seq, kind="stable")  # history first, then its continuation, per sequence
-        all_times = np.concatenate([flat["times"], times])[order]
-        all_marks = np.concatenate([flat["marks"], marks])[order]
-        offsets = np.concatenate([[0], np.cumsum(np.bincount(seq, minlength=n))]).astype(np.int64)
-        return EventBatch.from_flat(all_times, offsets, t0s, ends, all_marks, K)
+        seq = np.repeat(np.arange(n), counts)
+        return assemble(seq, times, marks, n, t0s, ends, K, history)
 
 
 class ExpHawkes(SumExpHawkes):

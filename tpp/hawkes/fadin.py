@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import time as _time
-import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -41,7 +40,7 @@ from tqdm.auto import tqdm
 
 from tpp.events import EventBatch
 from tpp.hawkes import _grid
-from tpp.hawkes.exp import NonStationaryWarning
+from tpp.hawkes._common import simulate_branching, warn_if_not_stationary
 from tpp.hawkes.kernels import Kernel, get_kernel
 from tpp.process import PointProcess, as_numpy_rng
 
@@ -406,11 +405,7 @@ class FaDInHawkes(PointProcess):
             "grid_taps": stats.L,
             "toeplitz": self.toeplitz,
         }
-        if self.branching_ratio >= 1.0:
-            warnings.warn(
-                f"fitted branching ratio {self.branching_ratio:.3f} >= 1: the process is not stationary",
-                NonStationaryWarning, stacklevel=2,
-            )
+        warn_if_not_stationary(self.branching_ratio)
         return self
 
     def _free_parameters(self):
@@ -505,68 +500,20 @@ class FaDInHawkes(PointProcess):
         drawn exactly from ``kernel_ij``. With a finite support, a history only matters through its
         last ``W``: those events' children still to come are drawn conditioned on falling after the
         history's end."""
-        rng = as_numpy_rng(generator)
         K = self.num_marks
-        mu = self.baseline.detach().numpy()
         adj = self.adjacency.detach().numpy()
         params = {k: v.detach().numpy() for k, v in self.kernel_params.items()}
-        if history is not None:
-            if len(history) != n:
-                raise ValueError(f"n={n} but the history has {len(history)} sequences")
-            starts = history.t_end.numpy().astype(np.float64)
-            t0s = history.t_start.numpy().astype(np.float64)
-        else:
-            starts = np.full(n, float(t_start))
-            t0s = starts
-        ends = np.broadcast_to(np.asarray(t_end, np.float64), (n,)).copy()
-        if np.any(ends < starts):
-            raise ValueError("t_end must not be before the start of the simulation")
-        counts = rng.poisson(np.outer(ends - starts, mu))
-        seq = np.repeat(np.repeat(np.arange(n), K), counts.ravel())
-        typ = np.repeat(np.tile(np.arange(K), n), counts.ravel())
-        times = starts[seq] + rng.random(seq.size) * (ends - starts)[seq]
 
-        def children(p_seq, p_typ, p_time, lower):
-            """Offspring of parents (delays > ``lower``, the part already elapsed)."""
-            if lower is None:
-                mean = adj[:, p_typ].T  # [P, K]
-            else:
-                with torch.no_grad():
-                    cdf = self.kernel.cdf(
-                        torch.as_tensor(lower)[:, None].expand(-1, K),
-                        {k: torch.as_tensor(v[:, p_typ].T) for k, v in params.items()},
-                    ).numpy()
-                mean = adj[:, p_typ].T * np.clip(1 - cdf, 0, 1)
-            n_child = rng.poisson(mean).ravel()
-            parent = np.repeat(np.arange(p_seq.size).repeat(K), n_child)
-            c_typ = np.repeat(np.tile(np.arange(K), p_seq.size), n_child)
-            src = p_typ[parent]
-            low = np.zeros(parent.size) if lower is None else lower[parent]
-            delays = self.kernel.sample({k: v[c_typ, src] for k, v in params.items()}, low, rng)
-            c_time = p_time[parent] - low + delays
-            c_seq = p_seq[parent]
-            keep = c_time <= ends[c_seq]
-            return c_seq[keep], c_typ[keep], c_time[keep]
+        def draw_delays(child: np.ndarray, parent: np.ndarray, lower: np.ndarray) -> np.ndarray:
+            return self.kernel.sample({k: v[child, parent] for k, v in params.items()}, lower, rng)
 
-        generation = (seq, typ, times)
-        parts = [generation]
-        if history is not None:
-            flat = history.to_flat()
-            h_seq = np.repeat(np.arange(n), np.diff(flat["seq_offsets"]))
-            elapsed = starts[h_seq] - flat["times"]
-            recent = elapsed < self.support
-            late = children(h_seq[recent], flat["marks"][recent], starts[h_seq[recent]], elapsed[recent])
-            parts.append(late)
-            generation = tuple(np.concatenate(pair) for pair in zip(generation, late))
-            parts.insert(0, (h_seq, flat["marks"], flat["times"]))
-        total = sum(p[0].size for p in parts)
-        while generation[0].size:
-            generation = children(*generation, None)
-            parts.append(generation)
-            total += generation[0].size
-            if total > max_events:
-                raise RuntimeError(f"simulation passed max_events={max_events} (branching ratio {self.branching_ratio:.3f})")
-        seq_all, typ_all, time_all = (np.concatenate(x) for x in zip(*parts))
-        order = np.lexsort((time_all, seq_all))
-        offsets = np.concatenate([[0], np.cumsum(np.bincount(seq_all, minlength=n))]).astype(np.int64)
-        return EventBatch.from_flat(time_all[order], offsets, t0s, ends, typ_all[order], K)
+        def remaining(parent: np.ndarray, lower: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                cdf = self.kernel.cdf(
+                    torch.as_tensor(lower)[:, None].expand(-1, K), {k: torch.as_tensor(v[:, parent].T) for k, v in params.items()}
+                ).numpy()
+            return adj[:, parent].T * (1 - cdf)
+
+        rng = as_numpy_rng(generator)
+        return simulate_branching(self.baseline.detach().numpy(), adj, self.support, draw_delays, remaining, n, t_end,
+                                  history, rng, t_start, max_events)

@@ -26,7 +26,6 @@ Events strictly earlier in time excite; ties do not (as in :mod:`tpp.hawkes._rec
 from __future__ import annotations
 
 import time as _time
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,7 +35,8 @@ from tqdm.auto import tqdm
 
 from tpp.events import EventBatch
 from tpp.hawkes import _em
-from tpp.hawkes.exp import FitResult, NonStationaryWarning, _flat
+from tpp.hawkes._common import FitResult, simulate_branching, warn_if_not_stationary
+from tpp.hawkes._common import flat_events as _flat
 from tpp.process import PointProcess, as_numpy_rng
 
 __all__ = ["NonparametricHawkes"]
@@ -412,12 +412,7 @@ class NonparametricHawkes(PointProcess):
             seconds_per_iteration=em_seconds / max(iterations, 1),
             num_pairs=int(target.size),
         )
-        if self.branching_ratio >= 1.0:
-            warnings.warn(
-                f"fitted branching ratio {self.branching_ratio:.3f} >= 1: the process is not stationary",
-                NonStationaryWarning,
-                stacklevel=2,
-            )
+        warn_if_not_stationary(self.branching_ratio)
         return self
 
     def standard_errors(self, data: EventBatch) -> dict[str, np.ndarray]:
@@ -491,75 +486,20 @@ class NonparametricHawkes(PointProcess):
         """
         rng = as_numpy_rng(generator)
         K = self.num_marks
-        mu = self.baseline.detach().cpu().numpy().astype(np.float64)
-        inverse = _KernelInverse(self.kernel_values.detach().cpu().numpy().astype(np.float64), self.bin_width)
-        adjacency = inverse.total.reshape(K, K)
         if history is not None:
             self._check(history)
-            if len(history) != n:
-                raise ValueError(f"n={n} but the history has {len(history)} sequences")
-            starts = history.t_end.detach().cpu().numpy().astype(np.float64)
-            t0s = history.t_start.detach().cpu().numpy().astype(np.float64)
-        else:
-            starts = np.full(n, float(t_start))
-            t0s = starts
-        ends = np.broadcast_to(np.asarray(t_end, np.float64), (n,)).copy()
-        if np.any(ends < starts):
-            raise ValueError("t_end must not be before the start of the simulation")
+        inverse = _KernelInverse(self.kernel_values.detach().cpu().numpy().astype(np.float64), self.bin_width)
+        adjacency = inverse.total.reshape(K, K)
 
-        # Generation 0: immigrants, uniform on each window.
-        num = rng.poisson(mu[None, :] * (ends - starts)[:, None])  # [n, K]
-        cell = np.repeat(np.arange(n * K), num.ravel())
-        seq, kind = cell // K, cell % K
-        when = starts[seq] + rng.random(seq.size) * (ends - starts)[seq]
-        if history is not None:
-            h = _flat(history)
-            h_seq = _seq_of_events(h)
-            elapsed = starts[h_seq] - h["times"]
-            live = elapsed < self.support  # older events have spent their kernel
-            p_seq, p_kind, p_time, p_elapsed = h_seq[live], h["marks"][live], h["times"][live], elapsed[live]
-            cells = np.arange(K)[None, :] * K + p_kind[:, None]  # [M, K]: child type i, parent type j
-            done = inverse.integral(cells, p_elapsed[:, None])
-            num = rng.poisson(np.maximum(inverse.total[cells] - done, 0.0))
-            idx = np.repeat(np.arange(num.size), num.ravel())
-            parent, child = idx // K, idx % K
-            c = cells.ravel()[idx]
-            lower = done.ravel()[idx]
-            delay = inverse.delay(c, lower + rng.random(idx.size) * (inverse.total[c] - lower))
-            delay = np.maximum(delay, p_elapsed[parent])  # after the history end, even after rounding
-            t = p_time[parent] + delay
-            keep = t <= ends[p_seq[parent]]
-            seq = np.concatenate([seq, p_seq[parent][keep]])
-            kind = np.concatenate([kind, child[keep]])
-            when = np.concatenate([when, t[keep]])
+        def draw_delays(child: np.ndarray, parent: np.ndarray, lower: np.ndarray) -> np.ndarray:
+            cell = child * K + parent
+            done = inverse.integral(cell, lower)  # mass already spent before ``lower``
+            delay = inverse.delay(cell, done + rng.random(cell.size) * (inverse.total[cell] - done))
+            return np.maximum(delay, lower)  # after the history end, even after rounding
 
-        out_seq, out_kind, out_time = [seq], [kind], [when]
-        total = seq.size
-        while seq.size:
-            if total > max_events:
-                raise RuntimeError(
-                    f"simulation passed max_events={max_events} (branching ratio {self.branching_ratio:.3f}): "
-                    "shorten t_end or raise max_events"
-                )
-            num = rng.poisson(adjacency[:, kind].T)  # [P, K] children of each type per parent
-            idx = np.repeat(np.arange(num.size), num.ravel())
-            parent, child = idx // K, idx % K
-            c = child * K + kind[parent]
-            t = when[parent] + inverse.delay(c, rng.random(idx.size) * inverse.total[c])
-            keep = t <= ends[seq[parent]]
-            seq, kind, when = seq[parent][keep], child[keep], t[keep]
-            out_seq.append(seq)
-            out_kind.append(kind)
-            out_time.append(when)
-            total += seq.size
+        def remaining(parent: np.ndarray, lower: np.ndarray) -> np.ndarray:
+            cells = np.arange(K)[None, :] * K + parent[:, None]  # [M, K]: child type i, parent type j
+            return inverse.total[cells] - inverse.integral(cells, lower[:, None])
 
-        seq, kind, when = np.concatenate(out_seq), np.concatenate(out_kind), np.concatenate(out_time)
-        if history is not None:
-            h = _flat(history)
-            # history first: a stable sort by (sequence, time) keeps it before new events at equal times
-            seq = np.concatenate([_seq_of_events(h), seq])
-            kind = np.concatenate([h["marks"], kind])
-            when = np.concatenate([h["times"], when])
-        order = np.lexsort((when, seq))
-        offsets = np.concatenate([[0], np.cumsum(np.bincount(seq, minlength=n))]).astype(np.int64)
-        return EventBatch.from_flat(when[order], offsets, t0s, ends, kind[order], K)
+        return simulate_branching(self.baseline.detach().cpu().numpy().astype(np.float64), adjacency, self.support,
+                                  draw_delays, remaining, n, t_end, history, rng, t_start, max_events)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from tpp.events import EventBatch
+from tpp.hawkes._common import assemble, simulation_window
 from tpp.process import PointProcess, as_numpy_rng
 
 __all__ = ["Poisson"]
@@ -93,18 +94,9 @@ class Poisson(PointProcess):
     ) -> EventBatch:
         rng = as_numpy_rng(generator)
         rates = self.rate.detach().numpy()
-        starts = history.t_end.numpy().astype(np.float64) if history is not None else np.full(n, float(t_start))
-        t0s = history.t_start.numpy().astype(np.float64) if history is not None else starts
-        ends = np.broadcast_to(np.asarray(t_end, np.float64), (n,)).copy()
+        starts, t0s, ends = simulation_window(n, t_end, history, t_start, self.num_marks)
         counts = rng.poisson(np.outer(ends - starts, rates))
         seq = np.repeat(np.repeat(np.arange(n), self.num_marks), counts.ravel())
         typ = np.repeat(np.tile(np.arange(self.num_marks), n), counts.ravel())
         times = starts[seq] + rng.random(seq.size) * (ends - starts)[seq]
-        if history is not None:
-            flat = history.to_flat()
-            seq = np.concatenate([np.repeat(np.arange(n), np.diff(flat["seq_offsets"])), seq])
-            typ = np.concatenate([flat["marks"], typ])
-            times = np.concatenate([flat["times"], times])
-        order = np.lexsort((times, seq))
-        offsets = np.concatenate([[0], np.cumsum(np.bincount(seq, minlength=n))]).astype(np.int64)
-        return EventBatch.from_flat(times[order], offsets, t0s, ends, typ[order], self.num_marks)
+        return assemble(seq, times, typ, n, t0s, ends, self.num_marks, history)

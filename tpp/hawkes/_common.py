@@ -1,0 +1,157 @@
+"""What every classic Hawkes model shares: fit diagnostics, the stationarity warning, the simulation
+window and history bookkeeping, and the branching (cluster) sampler for finite-support kernels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+
+from tpp.events import EventBatch
+
+__all__ = [
+    "FitResult",
+    "NonStationaryWarning",
+    "flat_events",
+    "warn_if_not_stationary",
+    "simulation_window",
+    "assemble",
+    "simulate_branching",
+]
+
+
+class NonStationaryWarning(UserWarning):
+    """The fitted branching ratio (spectral radius of the adjacency) is >= 1."""
+
+
+class FitResult(dict):
+    """Diagnostics of the last ``fit``: objective value, iterations, evaluations, seconds, convergence."""
+
+
+def flat_events(batch: EventBatch) -> dict[str, np.ndarray]:
+    """The concatenated layout of :meth:`EventBatch.to_flat` with int64 marks (what compiled loops take)."""
+    flat = batch.to_flat()
+    flat["marks"] = flat["marks"].astype(np.int64)
+    return flat
+
+
+def warn_if_not_stationary(branching_ratio: float) -> None:
+    if branching_ratio >= 1.0:
+        warnings.warn(
+            f"fitted branching ratio {branching_ratio:.3f} >= 1: the process is not stationary",
+            NonStationaryWarning,
+            stacklevel=3,
+        )
+
+
+def simulation_window(
+    n: int, t_end: float | np.ndarray, history: EventBatch | None, t_start: float, num_marks: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(starts, window starts, ends)`` per sequence: from ``t_start``, or continuing ``history``."""
+    if history is not None:
+        if history.num_marks > num_marks:
+            raise ValueError(f"history has {history.num_marks} marks, the model {num_marks}")
+        if len(history) != n:
+            raise ValueError(f"n={n} but the history has {len(history)} sequences")
+        starts = history.t_end.detach().cpu().numpy().astype(np.float64)
+        t0s = history.t_start.detach().cpu().numpy().astype(np.float64)
+    else:
+        starts = np.full(n, float(t_start))
+        t0s = starts
+    ends = np.broadcast_to(np.asarray(t_end, np.float64), (n,)).copy()
+    if np.any(ends < starts):
+        raise ValueError("t_end must not be before the start of the simulation")
+    return starts, t0s, ends
+
+
+def assemble(
+    seq: np.ndarray, times: np.ndarray, marks: np.ndarray, n: int, t0s: np.ndarray, ends: np.ndarray,
+    num_marks: int, history: EventBatch | None = None,
+) -> EventBatch:
+    """Sort simulated events by (sequence, time) into a batch; a history's events come first."""
+    if history is not None:
+        flat = history.to_flat()
+        seq = np.concatenate([np.repeat(np.arange(n), np.diff(flat["seq_offsets"])), seq])
+        times = np.concatenate([flat["times"], times])
+        marks = np.concatenate([flat["marks"], marks])
+    in_order = seq.size < 2 or bool(np.all((np.diff(seq) > 0) | ((np.diff(seq) == 0) & (np.diff(times) >= 0))))
+    if not in_order:  # samplers that emit sorted events (thinning) skip the O(N log N) sort
+        order = np.lexsort((times, seq))  # stable: history before new events at equal times
+        seq, times, marks = seq[order], times[order], marks[order]
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(seq, minlength=n))]).astype(np.int64)
+    return EventBatch.from_flat(times, offsets, t0s, ends, marks, num_marks)
+
+
+DelaySampler = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+RemainingMass = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def simulate_branching(
+    baseline: np.ndarray,
+    adjacency: np.ndarray,
+    support: float,
+    draw_delays: DelaySampler,
+    remaining: RemainingMass,
+    n: int,
+    t_end: float | np.ndarray,
+    history: EventBatch | None,
+    rng: np.random.Generator,
+    t_start: float = 0.0,
+    max_events: int = 50_000_000,
+) -> EventBatch:
+    """Exact simulation by the Poisson cluster construction (Hawkes & Oakes 1974).
+
+    Immigrants of type ``i`` arrive at rate ``baseline[i]``; each event of type ``j`` has
+    ``Poisson(adjacency[i, j])`` children of type ``i``, delayed by draws from kernel ``ij``.
+    Generations are drawn for all sequences at once; a child after ``t_end`` is dropped with its
+    line (which can only be later).
+
+    ``draw_delays(child_types, parent_types, lower)`` draws delays ``> lower`` from the kernels;
+    ``remaining(parent_types, lower)`` is the ``[M, K]`` mean number of children still to come
+    after an elapsed ``lower``. Given a history, the future is the superposition of new immigrants
+    and of the children still to come of the history's last ``support``: older events are spent.
+    """
+    K = baseline.size
+    starts, t0s, ends = simulation_window(n, t_end, history, t_start, K)
+    counts = rng.poisson(np.outer(ends - starts, baseline))
+    seq = np.repeat(np.repeat(np.arange(n), K), counts.ravel())
+    typ = np.repeat(np.tile(np.arange(K), n), counts.ravel())
+    times = starts[seq] + rng.random(seq.size) * (ends - starts)[seq]
+
+    def children(p_seq, p_typ, p_time, mean, lower):
+        n_child = rng.poisson(mean).ravel()
+        parent = np.repeat(np.arange(p_seq.size).repeat(K), n_child)
+        c_typ = np.repeat(np.tile(np.arange(K), p_seq.size), n_child)
+        delays = draw_delays(c_typ, p_typ[parent], lower[parent])
+        c_time = p_time[parent] + delays
+        c_seq = p_seq[parent]
+        keep = c_time <= ends[c_seq]
+        return c_seq[keep], c_typ[keep], c_time[keep]
+
+    generation = (seq, typ, times)
+    parts = [generation]
+    if history is not None:
+        flat = flat_events(history)
+        h_seq = np.repeat(np.arange(n), np.diff(flat["seq_offsets"]))
+        elapsed = starts[h_seq] - flat["times"]
+        live = elapsed < support
+        p_seq, p_typ, p_time, p_lower = h_seq[live], flat["marks"][live], flat["times"][live], elapsed[live]
+        late = children(p_seq, p_typ, p_time, np.clip(remaining(p_typ, p_lower), 0, None), p_lower)
+        parts.append(late)
+        generation = tuple(np.concatenate(pair) for pair in zip(generation, late))
+    total = sum(part[0].size for part in parts)
+    while generation[0].size:
+        g_seq, g_typ, g_time = generation
+        generation = children(g_seq, g_typ, g_time, adjacency[:, g_typ].T, np.zeros(g_seq.size))
+        parts.append(generation)
+        total += generation[0].size
+        if total > max_events:
+            ratio = float(np.max(np.abs(np.linalg.eigvals(adjacency))))
+            raise RuntimeError(
+                f"simulation passed max_events={max_events} (branching ratio {ratio:.3f}): shorten t_end or raise max_events"
+            )
+    seq_all, typ_all, time_all = (np.concatenate(x) for x in zip(*parts))
+    return assemble(seq_all, time_all, typ_all, n, t0s, ends, K, history)
+
