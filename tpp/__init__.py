@@ -7,6 +7,7 @@ classic Hawkes models (:mod:`tpp.hawkes`), goodness of fit (:mod:`tpp.metrics`),
 
 from tpp.events import EventBatch, EventDataError
 from tpp.io import read_events, write_events
+from tpp.train import fit
 
-__all__ = ["EventBatch", "EventDataError", "read_events", "write_events"]
+__all__ = ["EventBatch", "EventDataError", "read_events", "write_events", "fit"]
 __version__ = "0.1.0"

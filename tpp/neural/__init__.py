@@ -1,0 +1,6 @@
+"""Neural temporal point processes on the shared protocol: each model is a small file."""
+
+from tpp.neural.base import NeuralTPP
+from tpp.neural.rmtpp import RMTPP
+
+__all__ = ["NeuralTPP", "RMTPP"]

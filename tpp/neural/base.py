@@ -1,0 +1,115 @@
+"""The shared skeleton of neural TPPs: a history encoder + an intensity head, written once.
+
+A model implements two methods:
+
+``encode(batch) -> context``
+    whatever it precomputes from the events (hidden states after each event, keys and values for
+    attention, ...), in one pass over the batch;
+``intensity_at(batch, context, index, t) -> [B, T, K]``
+    the intensity at times ``t [B, T]`` where ``index [B, T]`` is the number of events strictly
+    before each ``t`` (0 = none: only ``t_start`` is known). A model must use events
+    ``0 .. index - 1`` only: nothing at or after ``t`` may reach the intensity.
+
+From these the base class derives, for every model the same way: ``intensity``, the event term
+of the log-likelihood, the compensator by Gauss-Legendre quadrature on every inter-event interval
+(``num_points`` nodes; ``tpp.compensator`` gives the error estimate), ``cumulative_intensity``,
+and ``log_likelihood`` including the survival term on ``(last event, t_end]``. Models with a
+closed-form compensator override :meth:`interval_compensator`; density models (intensity-free)
+override :meth:`log_likelihood`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tpp.compensator import gauss_legendre, integrate_intervals, interval_bounds
+from tpp.events import EventBatch
+from tpp.process import PointProcess
+
+__all__ = ["NeuralTPP", "history_index"]
+
+
+def history_index(batch: EventBatch, t: Tensor) -> Tensor:
+    """``[B, T]`` number of events strictly before each time (ties excluded: they are not history)."""
+    times = torch.where(batch.mask, batch.time, torch.full_like(batch.time, float("inf")))
+    return torch.searchsorted(times.contiguous(), t.to(times.dtype).contiguous(), side="left")
+
+
+class NeuralTPP(PointProcess):
+    """Base of the neural models; see the module docstring for what a model implements."""
+
+    def __init__(self, num_marks: int, hidden_size: int, num_points: int = 16) -> None:
+        super().__init__()
+        if num_marks < 1 or hidden_size < 1:
+            raise ValueError(f"num_marks and hidden_size must be >= 1, got {num_marks}, {hidden_size}")
+        self.num_marks = int(num_marks)
+        self.hidden_size = int(hidden_size)
+        self.num_points = int(num_points)
+
+    # ------------------------------------------------------------------ to implement
+    def encode(self, batch: EventBatch) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must implement encode")
+
+    def intensity_at(self, batch: EventBatch, context: Any, index: Tensor, t: Tensor) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement intensity_at")
+
+    # ------------------------------------------------------------------ derived
+    def _prepare(self, batch: EventBatch) -> EventBatch:
+        param = next(self.parameters(), None)
+        if param is not None and (batch.device != param.device):
+            batch = batch.to(param.device)
+        if batch.num_marks > self.num_marks:
+            raise ValueError(f"batch has {batch.num_marks} marks, the model {self.num_marks}")
+        return batch
+
+    def intensity(self, batch: EventBatch, t: Tensor) -> Tensor:
+        batch = self._prepare(batch)
+        t = t.to(device=batch.device, dtype=batch.dtype)
+        return self.intensity_at(batch, self.encode(batch), history_index(batch, t), t)
+
+    def event_log_intensity(self, batch: EventBatch, context: Any) -> Tensor:
+        """``[B, L]`` log intensity of each event's own mark at its time (0 on padding)."""
+        index = history_index(batch, batch.time)
+        lam = self.intensity_at(batch, context, index, batch.time)
+        lam_event = lam.gather(-1, batch.mark.clamp(0, self.num_marks - 1)[..., None])[..., 0]
+        return torch.where(batch.mask, torch.log(torch.where(batch.mask, lam_event, torch.ones_like(lam_event))), 0.0)
+
+    def interval_compensator(self, batch: EventBatch, context: Any) -> Tensor:
+        """``[B, L + 1, K]`` integral of each mark's intensity over each inter-event interval.
+
+        Gauss-Legendre with ``num_points`` nodes per interval; inside interval ``n`` the history is
+        the first ``n`` events, so one call of ``intensity_at`` covers every node.
+        """
+        left, right, valid = interval_bounds(batch)
+        nodes, weights = gauss_legendre(left, right, self.num_points)  # [B, L + 1, P]
+        B, I, P = nodes.shape
+        index = torch.arange(I, device=batch.device)[None, :, None].expand(B, I, P)
+        lam = self.intensity_at(batch, context, index.reshape(B, I * P), nodes.reshape(B, I * P)).reshape(B, I, P, -1)
+        return (lam * weights[..., None]).sum(2) * valid[..., None]
+
+    def log_likelihood(self, batch: EventBatch) -> Tensor:
+        """``[B]``: event terms minus the compensator over the whole window (survival term included)."""
+        batch = self._prepare(batch)
+        context = self.encode(batch)
+        return self.event_log_intensity(batch, context).sum(1) - self.interval_compensator(batch, context).sum((1, 2))
+
+    def compensator(self, batch: EventBatch, num_points: int | None = None) -> Tensor:
+        batch = self._prepare(batch)
+        return self.interval_compensator(batch, self.encode(batch)).sum((1, 2))
+
+    def cumulative_intensity(self, batch: EventBatch, num_points: int | None = None) -> Tensor:
+        batch = self._prepare(batch)
+        return self.interval_compensator(batch, self.encode(batch)).cumsum(1)[:, :-1]
+
+    def compensator_error(self, batch: EventBatch, num_points: int | None = None) -> Tensor:
+        """``[B]`` estimated quadrature error of the compensator (difference with half the nodes)."""
+        batch = self._prepare(batch)
+        context = self.encode(batch)
+
+        def fn(b: EventBatch, t: Tensor) -> Tensor:
+            return self.intensity_at(b, context, history_index(b, t), t)
+
+        return integrate_intervals(fn, batch, num_points or self.num_points).error.sum((1, 2))

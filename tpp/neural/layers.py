@@ -1,0 +1,89 @@
+"""Building blocks shared by the neural TPPs (written once, used by each model file)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["ScaledSoftplus", "TemporalEncoding", "ContinuousLSTMCell", "MarkEmbedding", "gather_state"]
+
+
+class ScaledSoftplus(nn.Module):
+    """``s_k log(1 + exp(x / s_k))`` with a learned positive scale per type (Mei & Eisner 2017, eq. 2)."""
+
+    def __init__(self, num_marks: int) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(num_marks))
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.log_scale.exp().to(x.dtype)
+        return scale * F.softplus(x / scale)
+
+
+class TemporalEncoding(nn.Module):
+    """Sinusoidal encoding of (absolute or relative) times: ``sin / cos(t / 10000^(2i/d))`` (Zuo et al. 2020, eq. 1)."""
+
+    def __init__(self, dim: int, max_period: float = 10000.0) -> None:
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"temporal encoding needs an even dimension, got {dim}")
+        freqs = torch.exp(-math.log(max_period) * torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+        self.register_buffer("freqs", freqs, persistent=False)
+
+    def forward(self, t: Tensor) -> Tensor:
+        angles = t[..., None] * self.freqs.to(t.dtype)
+        return torch.cat([torch.sin(angles), torch.cos(angles)], -1)
+
+
+class MarkEmbedding(nn.Embedding):
+    """Embedding of marks with one extra row (index ``K``) for padding and "no event yet"."""
+
+    def __init__(self, num_marks: int, dim: int) -> None:
+        super().__init__(num_marks + 1, dim, padding_idx=num_marks)
+        self.num_marks = num_marks
+
+    def forward(self, mark: Tensor, mask: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        if mask is not None:
+            mark = torch.where(mask, mark, torch.full_like(mark, self.num_marks))
+        return super().forward(mark)
+
+
+class ContinuousLSTMCell(nn.Module):
+    """The continuous-time LSTM of the neural Hawkes process (Mei & Eisner 2017, eqs. 5-7).
+
+    After an event the cell jumps to ``c`` and then decays exponentially towards a target
+    ``c_bar`` with rate ``delta``: ``c(t) = c_bar + (c - c_bar) exp(-delta (t - t_i))`` and
+    ``h(t) = o * tanh(c(t))``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.linear = nn.Linear(input_size + hidden_size, 7 * hidden_size)
+
+    def forward(self, x: Tensor, h: Tensor, c_decayed: Tensor, c_bar: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One event: returns ``(c, c_bar, delta, o)`` defining the decay until the next event."""
+        gates = self.linear(torch.cat([x, h], -1))
+        i, f, z, o, i_bar, f_bar, d = gates.chunk(7, -1)
+        i, f, o, i_bar, f_bar = (torch.sigmoid(g) for g in (i, f, o, i_bar, f_bar))
+        z = torch.tanh(z)
+        c = f * c_decayed + i * z
+        c_bar = f_bar * c_bar + i_bar * z
+        delta = F.softplus(d)
+        return c, c_bar, delta, o
+
+    @staticmethod
+    def decay(c: Tensor, c_bar: Tensor, delta: Tensor, o: Tensor, dt: Tensor) -> tuple[Tensor, Tensor]:
+        """``(h(t), c(t))`` a time ``dt`` after the last event (``dt`` broadcasts over the hidden size)."""
+        c_t = c_bar + (c - c_bar) * torch.exp(-delta * dt[..., None])
+        return o * torch.tanh(c_t), c_t
+
+
+def gather_state(states: Tensor, index: Tensor) -> Tensor:
+    """``states [B, L + 1, ...]`` at ``index [B, T]`` -> ``[B, T, ...]`` (state n = after the first n events)."""
+    shape = index.shape + states.shape[2:]
+    expanded = index.reshape(index.shape + (1,) * (states.dim() - 2)).expand(shape)
+    return states.gather(1, expanded)
