@@ -17,7 +17,10 @@ import torch
 from tpp.events import EventBatch
 from tpp.process import PointProcess
 
-__all__ = ["RescalingResult", "time_rescaling", "log_likelihood_per_event", "rescaled_residuals"]
+__all__ = [
+    "RescalingResult", "time_rescaling", "log_likelihood_per_event", "rescaled_residuals", "log_likelihood_split",
+    "next_event_metrics",
+]
 
 
 @dataclass
@@ -70,3 +73,76 @@ def time_rescaling(model: PointProcess, batch: EventBatch) -> RescalingResult:
         return RescalingResult(residuals, float("nan"), float("nan"))
     test = scipy.stats.kstest(residuals, "expon")
     return RescalingResult(residuals, float(test.statistic), float(test.pvalue))
+
+
+def log_likelihood_split(model: PointProcess, batch: EventBatch) -> dict[str, float]:
+    """Log-likelihood per event split into the time part and the mark part.
+
+    ``log L = sum_n log lambda(t_n) - Lambda + sum_n log p(k_n | t_n)`` with the total intensity
+    ``lambda`` and ``p(k | t) = lambda_k(t) / lambda(t)``: the mark part is the last sum.
+    """
+    with torch.no_grad():
+        total = float(model.log_likelihood(batch).sum())
+        lam = model.intensity(batch, batch.time)  # [B, L, K], history strictly before each event
+        own = lam.gather(-1, batch.mark.clamp_max(lam.shape[-1] - 1)[..., None])[..., 0]
+        log_p = torch.log(own.clamp_min(1e-300)) - torch.log(lam.sum(-1).clamp_min(1e-300))
+        mark = float(log_p[batch.mask].sum())
+    n = max(batch.num_events, 1)
+    return {"total": total / n, "time": (total - mark) / n, "mark": mark / n}
+
+
+def _prefixes(batch: EventBatch, max_prefixes: int | None, seed: int) -> tuple[EventBatch, np.ndarray, np.ndarray]:
+    """Histories before each event (or a seeded sample of them), their next times and marks."""
+    flat = batch.to_flat()
+    offsets = flat["seq_offsets"]
+    seq = np.repeat(np.arange(len(batch)), np.diff(offsets))
+    position = np.arange(flat["times"].size) - offsets[seq]
+    chosen = np.arange(flat["times"].size)
+    if max_prefixes is not None and chosen.size > max_prefixes:
+        chosen = np.sort(np.random.default_rng(seed).choice(chosen, max_prefixes, replace=False))
+    times, marks, t_ends = [], [], []
+    for idx in chosen:
+        b, p = seq[idx], position[idx]
+        start = offsets[b]
+        times.append(flat["times"][start : start + p])
+        marks.append(flat["marks"][start : start + p])
+        t_ends.append(flat["times"][start + p - 1] if p > 0 else flat["t_start"][b])
+    histories = EventBatch.from_sequences(times, marks, t_start=flat["t_start"][seq[chosen]], t_end=np.asarray(t_ends),
+                                          num_marks=batch.num_marks, dtype=batch.dtype)
+    return histories, flat["times"][chosen], flat["marks"][chosen]
+
+
+def next_event_metrics(
+    model: PointProcess,
+    batch: EventBatch,
+    max_prefixes: int | None = 2000,
+    seed: int = 0,
+    quantiles: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9),
+    chunk: int = 256,
+) -> dict[str, float | list[float]]:
+    """One-step-ahead forecasts of every event (or ``max_prefixes`` of them, seeded) from its history.
+
+    RMSE and MAE of the predicted mean time, mark accuracy and top-3 accuracy, and calibration:
+    for each quantile level q, the fraction of true times below the predicted q-quantile (ideal: q).
+    """
+    histories, true_time, true_mark = _prefixes(batch, max_prefixes, seed)
+    means, qs, probs = [], [], []
+    with torch.no_grad():
+        for start in range(0, len(histories), chunk):
+            part = histories[start : start + chunk]
+            pred = model.predict(part, quantiles=quantiles, num_intervals=64, num_points=4)
+            means.append(pred.time_mean.cpu().numpy())
+            qs.append(pred.time_quantiles.cpu().numpy())
+            probs.append(pred.mark_probs.cpu().numpy())
+    mean, q, p = np.concatenate(means), np.concatenate(qs), np.concatenate(probs)
+    err = mean - true_time
+    top3 = np.argsort(-p, axis=1)[:, : min(3, p.shape[1])]
+    return {
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mae": float(np.mean(np.abs(err))),
+        "accuracy": float(np.mean(p.argmax(1) == true_mark)),
+        "top3_accuracy": float(np.mean((top3 == true_mark[:, None]).any(1))),
+        "calibration_levels": list(quantiles),
+        "calibration_observed": [float(np.mean(true_time <= q[:, i])) for i in range(len(quantiles))],
+        "num_predictions": int(true_time.size),
+    }

@@ -124,9 +124,10 @@ class PointProcess(nn.Module):
             rate0 = self.intensity(batch, start[:, None]).sum(-1)[:, 0].clamp_min(1e-12)
             horizon = (20.0 / rate0).clamp_min(1e-9)
             for _ in range(60):
-                edges = start[:, None] + horizon[:, None] * torch.linspace(
-                    0, 1, num_intervals + 1, dtype=start.dtype, device=start.device
-                )
+                # Panels dense near the start, where a self-exciting intensity changes fastest.
+                fractions = torch.expm1(torch.linspace(0, np.log1p(1000.0), num_intervals + 1, dtype=start.dtype,
+                                                       device=start.device)) / 1000.0
+                edges = start[:, None] + horizon[:, None] * fractions
                 cum = self._cumulative_at(batch, edges, num_points)
                 done = cum[:, -1] >= -math.log(1e-8)
                 if bool(done.all()):
@@ -144,9 +145,13 @@ class PointProcess(nn.Module):
             mean_gap = (survival * w).sum((1, 2))
             levels = torch.as_tensor(quantiles, dtype=start.dtype, device=start.device)
             targets = -torch.log1p(-levels)[None, :].expand(B, -1).contiguous()
-            idx = torch.searchsorted(cum, targets).clamp(1, cum.shape[1] - 1)
-            c0, c1 = cum.gather(1, idx - 1), cum.gather(1, idx)
-            e0, e1 = edges.gather(1, idx - 1), edges.gather(1, idx)
+            # Invert the cumulative intensity on the fine grid of panel edges and nodes.
+            grid_t, order = torch.sort(torch.cat([edges, nodes.reshape(B, -1)], 1), 1)
+            grid_c = torch.cat([cum, cum_nodes.reshape(B, -1)], 1).gather(1, order)
+            grid_c = torch.cummax(grid_c, 1).values  # monotone despite rounding
+            idx = torch.searchsorted(grid_c.contiguous(), targets).clamp(1, grid_c.shape[1] - 1)
+            c0, c1 = grid_c.gather(1, idx - 1), grid_c.gather(1, idx)
+            e0, e1 = grid_t.gather(1, idx - 1), grid_t.gather(1, idx)
             frac = ((targets - c0) / (c1 - c0).clamp_min(1e-300)).clamp(0, 1)
             return Prediction(start + mean_gap, e0 + frac * (e1 - e0), levels, mark_probs)
 

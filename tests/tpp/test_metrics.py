@@ -53,3 +53,29 @@ def test_report_prefers_hawkes_on_hawkes_data_and_writes_plots(tmp_path):
         assert (tmp_path / name).stat().st_size > 5000
     payload = json.loads((tmp_path / "results.json").read_text())
     assert payload[1]["decay"] == pytest.approx(by_name["exp-hawkes"].model.decay_)
+
+
+def test_log_likelihood_split_adds_up_and_mark_part_is_exact_for_poisson():
+    from tpp.metrics import log_likelihood_split
+
+    model = Poisson.from_params([1.0, 3.0])
+    data = model.sample(2, 50.0, generator=1)
+    split = log_likelihood_split(model, data)
+    assert split["time"] + split["mark"] == pytest.approx(split["total"])
+    n0 = int((data.mark[data.mask] == 0).sum())
+    expected_mark = (n0 * np.log(0.25) + (data.num_events - n0) * np.log(0.75)) / data.num_events
+    assert split["mark"] == pytest.approx(expected_mark)
+
+
+def test_next_event_metrics_are_calibrated_for_the_true_model():
+    from tpp.metrics import next_event_metrics
+
+    truth = ExpHawkes.from_params([0.4, 0.2], [[0.4, 0.1], [0.1, 0.4]], 2.0)
+    data = truth.sample(10, 100.0, generator=2)
+    out = next_event_metrics(truth, data, max_prefixes=600, seed=0)
+    assert out["num_predictions"] == 600
+    # The true model's quantiles are calibrated: observed fractions near the levels (binomial sd ~0.02).
+    np.testing.assert_allclose(out["calibration_observed"], out["calibration_levels"], atol=0.07)
+    poisson = Poisson(2).fit(data)
+    assert out["rmse"] <= next_event_metrics(poisson, data, max_prefixes=600, seed=0)["rmse"] * 1.02
+    assert 0.5 < out["accuracy"] <= 1.0

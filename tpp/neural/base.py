@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -103,6 +104,20 @@ class NeuralTPP(PointProcess):
     def cumulative_intensity(self, batch: EventBatch, num_points: int | None = None) -> Tensor:
         batch = self._prepare(batch)
         return self.interval_compensator(batch, self.encode(batch)).cumsum(1)[:, :-1]
+
+    def sample(
+        self,
+        n: int,
+        t_end: float,
+        history: EventBatch | None = None,
+        generator: int | np.random.Generator | torch.Generator | None = None,
+        t_start: float = 0.0,
+    ) -> EventBatch:
+        """Sequences from the shared thinning sampler (:func:`tpp.sampling.thinning_sample`)."""
+        from tpp.sampling import thinning_sample
+
+        batch, self.sampling_stats_ = thinning_sample(self, n, t_end, history, generator, t_start)
+        return batch
 
     def compensator_error(self, batch: EventBatch, num_points: int | None = None) -> Tensor:
         """``[B]`` estimated quadrature error of the compensator (difference with half the nodes)."""
