@@ -27,6 +27,17 @@ class ModelName(str, Enum):
     sumexp_hawkes = "sumexp-hawkes"
     fadin = "fadin"
     nonparametric_em = "nonparametric-em"
+    rmtpp = "rmtpp"
+    nhp = "nhp"
+    thp = "thp"
+    sahp = "sahp"
+    attnhp = "attnhp"
+    fullynn = "fullynn"
+    intensity_free = "intensity-free"
+
+
+NEURAL_MODELS = {"rmtpp": "RMTPP", "nhp": "NHP", "thp": "THP", "sahp": "SAHP", "attnhp": "AttNHP",
+                 "fullynn": "FullyNN", "intensity-free": "IntensityFree"}
 
 
 class Objective(str, Enum):
@@ -108,13 +119,22 @@ def fit(
     support: Annotated[Optional[float], typer.Option(help="fadin / nonparametric-em: kernel support W.")] = None,
     delta: Annotated[Optional[float], typer.Option(help="fadin: grid step (default W / 100).")] = None,
     bins: Annotated[int, typer.Option(help="nonparametric-em: number of kernel bins.")] = 20,
-    out: Annotated[Optional[Path], typer.Option(help="Folder for model.json and plots.")] = None,
+    hidden_size: Annotated[int, typer.Option("--hidden-size", help="neural models: hidden size.")] = 32,
+    epochs: Annotated[int, typer.Option(help="neural models: training epochs (early stopping on validation).")] = 20,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="neural models: sequences per minibatch.")] = 32,
+    lr: Annotated[float, typer.Option(help="neural models: learning rate.")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Random seed (splits, initialisation, minibatches).")] = 0,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for model.json / checkpoints and plots.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
-    """Fit a Poisson, Hawkes, FaDIn or nonparametric Hawkes model; report likelihood, goodness of fit, parameters."""
+    """Fit a Poisson, Hawkes, FaDIn, nonparametric or neural model; report likelihood, goodness of fit, parameters."""
     from tpp.metrics import time_rescaling
     from tpp.report import build_model, fit_model, model_params
 
+    if model.value in NEURAL_MODELS:
+        result = _fit_neural(model.value, data, t_end, hidden_size, epochs, batch_size, lr, seed, out)
+        typer.echo(json.dumps(result) if json_output else "\n".join(f"{k:>30}: {v}" for k, v in result.items()))
+        return
     batch = _load(data, split, t_end)
     for name, value in (("--decay", decay), ("--support", support), ("--delta", delta)):
         if value is not None and not value > 0:
@@ -155,6 +175,48 @@ def fit(
         typer.echo(f"{key:>26}: {np.round(value, 6).tolist() if isinstance(value, (list, float)) else value}")
     if out is not None:
         typer.echo(f"{'written':>26}: {', '.join(sorted(p.name for p in out.iterdir()))} in {out}")
+
+
+def _splits(data: str, t_end: float | None, seed: int):
+    """(train, val, test): the registry's splits, or a seeded 70/15/15 split of a file's sequences."""
+    if not Path(data).exists() and not any(data.endswith(s) for s in (".csv", ".parquet", ".npz", ".pkl", ".json")):
+        return tuple(_load(data, part, t_end) for part in ("train", "val", "test"))
+    batch = _load(data, None, t_end)
+    if len(batch) < 3:
+        raise ValueError(f"{data}: neural models need several sequences to split into train/val/test, got {len(batch)}")
+    return batch.split((0.7, 0.15, 0.15), seed=seed)
+
+
+def _fit_neural(name: str, data: str, t_end: float | None, hidden_size: int, epochs: int, batch_size: int,
+                lr: float, seed: int, out: Path | None) -> dict[str, Any]:
+    """Train a neural model with the shared trainer; score on the test split with a fine integrator."""
+    import torch
+
+    import tpp.neural
+    from tpp.metrics import next_event_metrics
+    from tpp.train import evaluate, fit as train_fit
+
+    cls = getattr(tpp.neural, NEURAL_MODELS[name], None)
+    if cls is None:
+        raise ValueError(f"model {name} is not available in this version")
+    train, val, test = _splits(data, t_end, seed)
+    torch.manual_seed(seed)
+    estimator = cls(num_marks=train.num_marks, hidden_size=hidden_size)
+    result = train_fit(estimator, train, val, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                       checkpoint_dir=out, progress=True)
+    fine = 64
+    estimator.num_points = fine  # evaluation with a fine integrator: no coarse grid decides the score
+    forecasts = next_event_metrics(estimator, test, max_prefixes=1000, seed=seed)
+    return {
+        "model": name, "num_events": train.num_events,
+        "test_log_likelihood_per_event": evaluate(estimator, test),
+        "val_log_likelihood_per_event": result.best_val_ll_per_event,
+        "rmse": forecasts["rmse"], "mae": forecasts["mae"], "accuracy": forecasts["accuracy"],
+        "top3_accuracy": forecasts["top3_accuracy"],
+        "train_events_per_second": result.train_events_per_second,
+        "epochs_run": len(result.history), "best_epoch": result.best_epoch,
+        "integrator_points_per_interval": fine,
+    }
 
 
 def _write_fit_outputs(out: Path, model: ModelName, estimator: Any, batch: Any, gof: Any) -> None:

@@ -109,6 +109,7 @@ class PointProcess(nn.Module):
         quantiles: Sequence[float] = (0.1, 0.5, 0.9),
         num_intervals: int = 128,
         num_points: int = 6,
+        max_horizon: float | None = None,
     ) -> Prediction:
         """Next event after each sequence's window end, from the intensity by quadrature.
 
@@ -118,21 +119,27 @@ class PointProcess(nn.Module):
         ``int S``, the quantiles (inverting the cumulative intensity) and the mark
         probabilities ``int lambda_k S``. ``S`` at each node uses a nested rule from the panel's
         left edge, so no coarse grid enters the result.
+
+        A model whose intensity dies out (e.g. RMTPP with a negative time weight) may never fire
+        again: the horizon stops at ``max_horizon`` (default: 100 times the longest window of the batch)
+        and the forecast is conditional on an event before it.
         """
         with torch.no_grad():
             start = batch.t_end
+            if max_horizon is None:
+                max_horizon = 100.0 * float((batch.t_end - batch.t_start).max().clamp_min(1e-9))
             rate0 = self.intensity(batch, start[:, None]).sum(-1)[:, 0].clamp_min(1e-12)
-            horizon = (20.0 / rate0).clamp_min(1e-9)
+            horizon = (20.0 / rate0).clamp(1e-9, max_horizon)
             for _ in range(60):
                 # Panels dense near the start, where a self-exciting intensity changes fastest.
                 fractions = torch.expm1(torch.linspace(0, np.log1p(1000.0), num_intervals + 1, dtype=start.dtype,
                                                        device=start.device)) / 1000.0
                 edges = start[:, None] + horizon[:, None] * fractions
                 cum = self._cumulative_at(batch, edges, num_points)
-                done = cum[:, -1] >= -math.log(1e-8)
+                done = (cum[:, -1] >= -math.log(1e-8)) | (horizon >= max_horizon)
                 if bool(done.all()):
                     break
-                horizon = torch.where(done, horizon, horizon * 2)
+                horizon = torch.where(done, horizon, (horizon * 2).clamp_max(max_horizon))
             nodes, w = gauss_legendre(edges[:, :-1], edges[:, 1:], num_points)  # [B, M, n]
             B, M, n = nodes.shape
             lam = self.intensity(batch, nodes.reshape(B, M * n)).reshape(B, M, n, -1)
@@ -142,9 +149,12 @@ class PointProcess(nn.Module):
             survival = torch.exp(-cum_nodes)
             mark_mass = (lam * (survival * w)[..., None]).sum((1, 2))
             mark_probs = mark_mass / mark_mass.sum(-1, keepdim=True)
-            mean_gap = (survival * w).sum((1, 2))
+            # Conditional on an event before the horizon: F(t) / F(H) with F = 1 - S.
+            s_end = torch.exp(-cum[:, -1])
+            fired = (1 - s_end).clamp_min(1e-300)
+            mean_gap = ((survival - s_end[:, None, None]) * w).sum((1, 2)) / fired
             levels = torch.as_tensor(quantiles, dtype=start.dtype, device=start.device)
-            targets = -torch.log1p(-levels)[None, :].expand(B, -1).contiguous()
+            targets = (-torch.log1p(-levels[None, :] * fired[:, None])).contiguous()
             # Invert the cumulative intensity on the fine grid of panel edges and nodes.
             grid_t, order = torch.sort(torch.cat([edges, nodes.reshape(B, -1)], 1), 1)
             grid_c = torch.cat([cum, cum_nodes.reshape(B, -1)], 1).gather(1, order)

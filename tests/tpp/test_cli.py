@@ -122,3 +122,18 @@ def test_nonparametric_em_fit_from_the_cli(gaussian_events):
 def test_fadin_without_support_exits_2(gaussian_events):
     res = tpp("fit", "--model", "fadin", "--data", str(gaussian_events))
     assert res.returncode == 2 and "--support" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_neural_fit_trains_and_reports_test_metrics(tmp_path):
+    from tpp.hawkes import ExpHawkes
+    from tpp.io import write_events
+
+    path = tmp_path / "hawkes.npz"
+    write_events(ExpHawkes.from_params([0.3, 0.2], [[0.3, 0.1], [0.1, 0.3]], 1.5).sample(40, 30.0, generator=0), path)
+    res = tpp("fit", "--model", "rmtpp", "--data", str(path), "--epochs", "2", "--hidden-size", "8", "--json",
+              "--out", str(tmp_path / "run"))
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert {"test_log_likelihood_per_event", "rmse", "accuracy", "train_events_per_second"} <= set(out)
+    assert np.isfinite(out["test_log_likelihood_per_event"]) and out["rmse"] > 0 and 0 <= out["accuracy"] <= 1
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
