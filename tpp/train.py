@@ -157,6 +157,9 @@ def fit(
         raise ValueError("the training data has no events")
     rank, world = _distributed()
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    if hasattr(model, "fit_standardisation") and not resume:
+        # Models that standardise inter-event times (log tau) take their statistics from all of train.
+        model.fit_standardisation(train)
     model.to(device)
     torch.manual_seed(seed)
     random.seed(seed)

@@ -34,11 +34,13 @@ def test_length_buckets_cover_every_sequence_once_with_similar_lengths():
 
 def test_training_improves_validation_likelihood(data):
     train, val, _ = data
+    torch.manual_seed(0)
     model = RMTPP(3, 16)
     before = evaluate(model, val)
     result = tpp.fit(model, train, val, epochs=8, batch_size=16, lr=5e-3, seed=0, progress=False)
-    # 3.7k training events; the true process scores -1.735 nats/event on val, an untrained RMTPP ~-1.96.
-    assert result.best_val_ll_per_event > before + 0.1
+    # 3.7k training events; the true process scores -1.735 nats/event on val; over 5 initial seeds
+    # an untrained RMTPP scored -1.96 to -2.09 and the trained one -1.838 to -1.848.
+    assert result.best_val_ll_per_event > before + 0.08
     assert result.best_val_ll_per_event > TRUTH.score(val) - 0.15
     assert evaluate(model, val) == pytest.approx(result.best_val_ll_per_event, abs=1e-6)  # best weights restored
     assert result.train_events_per_second > 0

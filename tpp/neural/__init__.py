@@ -1,6 +1,8 @@
 """Neural temporal point processes on the shared protocol: each model is a small file."""
 
 from tpp.neural.base import NeuralTPP
+from tpp.neural.fullynn import FullyNN
+from tpp.neural.intensity_free import IntensityFree
 from tpp.neural.rmtpp import RMTPP
 
-__all__ = ["NeuralTPP", "RMTPP"]
+__all__ = ["NeuralTPP", "RMTPP", "FullyNN", "IntensityFree"]

@@ -81,8 +81,8 @@ class NeuralTPP(PointProcess):
     def interval_compensator(self, batch: EventBatch, context: Any) -> Tensor:
         """``[B, L + 1, K]`` integral of each mark's intensity over each inter-event interval.
 
-        Gauss-Legendre with ``num_points`` nodes per interval; inside interval ``n`` the history is
-        the first ``n`` events, so one call of ``intensity_at`` covers every node.
+        Gauss-Legendre with ``self.num_points`` nodes per interval; inside interval ``n`` the history
+        is the first ``n`` events, so one call of ``intensity_at`` covers every node.
         """
         left, right, valid = interval_bounds(batch)
         nodes, weights = gauss_legendre(left, right, self.num_points)  # [B, L + 1, P]
@@ -97,13 +97,22 @@ class NeuralTPP(PointProcess):
         context = self.encode(batch)
         return self.event_log_intensity(batch, context).sum(1) - self.interval_compensator(batch, context).sum((1, 2))
 
+    def _intervals(self, batch: EventBatch, context: Any, num_points: int | None) -> Tensor:
+        if num_points is None:
+            return self.interval_compensator(batch, context)
+        saved, self.num_points = self.num_points, num_points  # closed-form overrides ignore it
+        try:
+            return self.interval_compensator(batch, context)
+        finally:
+            self.num_points = saved
+
     def compensator(self, batch: EventBatch, num_points: int | None = None) -> Tensor:
         batch = self._prepare(batch)
-        return self.interval_compensator(batch, self.encode(batch)).sum((1, 2))
+        return self._intervals(batch, self.encode(batch), num_points).sum((1, 2))
 
     def cumulative_intensity(self, batch: EventBatch, num_points: int | None = None) -> Tensor:
         batch = self._prepare(batch)
-        return self.interval_compensator(batch, self.encode(batch)).cumsum(1)[:, :-1]
+        return self._intervals(batch, self.encode(batch), num_points).cumsum(1)[:, :-1]
 
     def sample(
         self,

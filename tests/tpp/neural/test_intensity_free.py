@@ -1,0 +1,209 @@
+"""IntensityFree: exact likelihood and its intensity form, a proper density, exact sampling, training."""
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+from torch.func import functional_call
+
+from tpp import EventBatch
+from tpp.compensator import gauss_legendre, integrate_intervals
+from tpp.hawkes import ExpHawkes, Poisson
+from tpp.neural.base import NeuralTPP
+from tpp.neural.intensity_free import IntensityFree
+
+MU3 = np.array([0.4, 0.25, 0.3])
+A3 = np.array([[0.3, 0.2, 0.0], [0.1, 0.4, 0.1], [0.0, 0.3, 0.3]])
+
+
+def make_model(hidden_size: int = 8, seed: int = 0, **kwargs) -> IntensityFree:
+    torch.manual_seed(seed)
+    return IntensityFree(3, hidden_size=hidden_size, **kwargs).double()
+
+
+@pytest.fixture(scope="module")
+def hawkes_data() -> EventBatch:
+    return ExpHawkes.from_params(MU3, A3, 1.5).sample(6, 12.0, generator=3)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> EventBatch:
+    """Three short sequences: one empty, one with a window starting before the first event."""
+    return EventBatch.from_sequences(
+        [[0.3, 0.9, 1.0, 2.2], [], [1.1, 1.7]], [[0, 2, 1, 0], [], [1, 1]],
+        t_start=[0.0, 0.0, 0.5], t_end=[3.0, 1.5, 2.5], num_marks=3,
+    )
+
+
+def pad_more(batch: EventBatch, extra: int) -> EventBatch:
+    """The same sequences with ``extra`` more padding columns."""
+    B = len(batch)
+    return EventBatch(
+        torch.cat([batch.time, batch.t_end[:, None].expand(B, extra)], 1),
+        torch.cat([batch.mark, torch.zeros(B, extra, dtype=torch.long)], 1),
+        torch.cat([batch.mask, torch.zeros(B, extra, dtype=torch.bool)], 1),
+        batch.t_start, batch.t_end, batch.num_marks,
+    )
+
+
+def test_standardisation_is_of_log_gaps(hawkes_data):
+    model = make_model()
+    model(hawkes_data)  # the first call in training mode fits it
+    log_gaps = np.log(np.concatenate([np.diff(np.concatenate([[0.0], t])) for t, _ in hawkes_data.sequences()]))
+    assert float(model.log_tau_mean) == pytest.approx(log_gaps.mean(), rel=1e-12)
+    assert float(model.log_tau_std) == pytest.approx(log_gaps.std(ddof=1), rel=1e-12)
+    again = make_model().eval()
+    again(hawkes_data)  # not in training mode: nothing is fitted behind the caller's back
+    assert not bool(again.standardised) and float(again.log_tau_std) == 1.0
+
+
+def test_log_likelihood_gradients_match_finite_differences(tiny):
+    model = make_model(hidden_size=4, num_mixtures=3)
+    model.fit_standardisation(tiny)
+    names = [n for n, _ in model.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_() for _, p in model.named_parameters())
+
+    def loglik(*values):
+        return functional_call(model, dict(zip(names, values)), (tiny,))
+
+    assert torch.autograd.gradcheck(loglik, params, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_log_likelihood_is_invariant_to_padding_and_batch_order(hawkes_data):
+    model = make_model().fit_standardisation(hawkes_data).eval()
+    full = model.log_likelihood(hawkes_data).detach()
+    alone = torch.cat([model.log_likelihood(hawkes_data[i]).detach() for i in range(len(hawkes_data))])
+    torch.testing.assert_close(alone, full, rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(model.log_likelihood(pad_more(hawkes_data, 7)).detach(), full, rtol=1e-12, atol=1e-10)
+    perm = [4, 0, 5, 2, 1, 3]
+    torch.testing.assert_close(model.log_likelihood(hawkes_data[perm]).detach(), full[perm], rtol=1e-12, atol=1e-10)
+
+
+def test_density_likelihood_equals_intensity_form(hawkes_data, tiny):
+    """sum log p(tau) + log p(k) + log S(last) == sum log lambda_k(t_n) - compensator (survival term included)."""
+    model = make_model().fit_standardisation(hawkes_data).eval()
+    for batch in (hawkes_data, tiny):
+        intensity_form = NeuralTPP.log_likelihood(model, batch)
+        torch.testing.assert_close(model.log_likelihood(batch), intensity_form, rtol=1e-12, atol=1e-10)
+
+
+def test_compensator_equals_fine_quadrature_of_intensity(hawkes_data):
+    model = make_model().fit_standardisation(hawkes_data).eval()
+    with torch.no_grad():
+        exact = model.compensator(hawkes_data)
+        fine = integrate_intervals(model.intensity, hawkes_data, 128)
+        per_interval = model.cumulative_intensity(hawkes_data)
+    torch.testing.assert_close(exact, fine.total, rtol=1e-4, atol=0.0)
+    torch.testing.assert_close(per_interval, fine.value.cumsum(1)[:, :-1], rtol=1e-4, atol=1e-10)
+
+
+def test_gap_density_integrates_to_one_and_to_the_survival():
+    model = make_model()
+    model.log_tau_mean.fill_(-1.0)
+    model.log_tau_std.fill_(1.7)
+    h = torch.randn(5, model.hidden_size, dtype=torch.float64)
+    # tau = exp(y): int p(tau) dtau = int p(e^y) e^y dy, 64 Gauss-Legendre panels over +-40 std of log tau.
+    edges = torch.linspace(-1.0 - 40 * 1.7, -1.0 + 40 * 1.7, 65, dtype=torch.float64)
+    y, w = gauss_legendre(edges[:-1], edges[1:], 16)
+    y, w = y.reshape(-1), w.reshape(-1)
+    log_p, _ = model._log_density_survival(h[:, None], y.exp().expand(5, -1))
+    mass = (torch.exp(log_p + y) * w).sum(-1)
+    torch.testing.assert_close(mass, torch.ones(5, dtype=torch.float64), rtol=1e-10, atol=0.0)
+    cut = 0.37
+    _, log_surv = model._log_density_survival(h, torch.full((5,), cut, dtype=torch.float64))
+    upper = torch.linspace(np.log(cut), float(edges[-1]), 65, dtype=torch.float64)
+    y_hi, w_hi = (v.reshape(-1) for v in gauss_legendre(upper[:-1], upper[1:], 16))
+    log_p_hi, _ = model._log_density_survival(h[:, None], y_hi.exp().expand(5, -1))
+    torch.testing.assert_close(log_surv.exp(), (torch.exp(log_p_hi + y_hi) * w_hi).sum(-1), rtol=1e-9, atol=0.0)
+
+
+def test_future_events_do_not_reach_earlier_intensity(hawkes_data):
+    model = make_model().fit_standardisation(hawkes_data).eval()
+    times, marks = zip(*hawkes_data.sequences())
+    b = int(np.argmax([t.size for t in times]))
+    j = len(times[b]) // 2
+    t_cut = times[b][j]
+    moved_t, moved_m = [t.copy() for t in times], [m.copy() for m in marks]
+    moved_t[b][j:] = t_cut + (moved_t[b][j:] - t_cut) * 0.5 + 0.01
+    moved_m[b][j:] = (moved_m[b][j:] + 1) % 3
+    moved = EventBatch.from_sequences(moved_t, moved_m, t_start=hawkes_data.t_start.numpy(),
+                                      t_end=hawkes_data.t_end.numpy(), num_marks=3)
+    query = torch.linspace(0.0, float(hawkes_data.t_end[0]), 400, dtype=torch.float64).expand(len(hawkes_data), -1)
+    before, after = model.intensity(hawkes_data, query).detach(), model.intensity(moved, query).detach()
+    early = query[b] <= t_cut
+    assert torch.equal(before[b][early], after[b][early])
+    assert not torch.allclose(before[b][~early], after[b][~early])  # the check is not vacuous
+    others = [i for i in range(len(hawkes_data)) if i != b]
+    assert torch.equal(before[others], after[others])
+
+
+@pytest.fixture(scope="module")
+def sampling_model() -> IntensityFree:
+    """Well separated components (means -2 .. 2, scales e^-1), so that conditioning on a quiet time
+    moves the component weights a lot; the history still modulates them."""
+    model = make_model(hidden_size=8, seed=4, num_mixtures=4)
+    with torch.no_grad():
+        model.mixture_head.weight.mul_(0.5)
+        model.mixture_head.bias.copy_(torch.tensor([0.0] * 4 + [-2.0, -0.7, 0.7, 2.0] + [-1.0] * 4))
+    model.log_tau_mean.fill_(0.0)
+    model.log_tau_std.fill_(0.5)
+    model.standardised.fill_(True)
+    return model.eval()
+
+
+def interval_compensators(model: IntensityFree, batch: EventBatch) -> np.ndarray:
+    """``[B, L + 1]`` total compensator of each interval (``-log S`` of its length)."""
+    with torch.no_grad():
+        return model.interval_compensator(batch, model.encode(batch)).sum(-1).numpy()
+
+
+def test_samples_follow_the_model_distribution(sampling_model):
+    """Probability integral transforms ``1 - S(tau_n | h_{n-1})`` of the first 5 gaps are uniform, and marks
+    are drawn with the model's probabilities (the window is long enough that 5 events always come)."""
+    data = sampling_model.sample(3000, 40.0, generator=0)
+    assert int(data.lengths.min()) >= 8
+    pit = 1 - np.exp(-interval_compensators(sampling_model, data)[:, :5].reshape(-1))
+    assert scipy.stats.kstest(pit, "uniform").pvalue > 0.01
+    with torch.no_grad():
+        probs = torch.softmax(sampling_model.mark_head(sampling_model.encode(data)[:, :5]), -1).numpy()
+    counts = np.bincount(data.mark[:, :5].numpy().reshape(-1), minlength=3)
+    expected = probs.reshape(-1, 3).sum(0)
+    assert scipy.stats.chisquare(counts, expected).pvalue > 0.01
+
+
+def test_continued_samples_condition_on_the_quiet_time(sampling_model):
+    """After a history whose window ends ``q`` past its last event, the first new gap has survival
+    ``S(tau) / S(q)``: its transform ``1 - S(tau) / S(q)`` is uniform."""
+    history = sampling_model.sample(3000, 3.0, generator=1)
+    cont = sampling_model.sample(3000, 40.0, history=history, generator=2)
+    lengths = history.lengths.numpy()
+    for b in (0, 17, 2999):
+        np.testing.assert_array_equal(cont.sequences()[b][0][: lengths[b]], history.sequences()[b][0])
+    assert bool((cont.lengths > history.lengths).all())
+    quiet = interval_compensators(sampling_model, history)[np.arange(3000), lengths]
+    through = interval_compensators(sampling_model, cont)[np.arange(3000), lengths]
+    pit = 1 - np.exp(-(through - quiet))
+    assert scipy.stats.kstest(pit, "uniform").pvalue > 0.01
+    assert np.mean(quiet > 0.1) > 0.2  # the conditioning matters for many sequences
+
+
+def test_training_on_hawkes_data_approaches_the_true_process():
+    """200 Adam steps on ~20k events of a 3-type Hawkes process: far above the start and above the best
+    Poisson process (so the history is used), near the true process's own held-out score."""
+    process = ExpHawkes.from_params(MU3, A3, 1.5)
+    data = process.sample(1024 + 64, 10.0, generator=11)
+    train, test = data[:1024], data[1024:]
+    model = make_model(hidden_size=16, seed=1).float()
+    model.fit_standardisation(train).eval()
+    before = model.score(test)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    order = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        minibatch = train[torch.randperm(len(train), generator=order)[:64]]
+        opt.zero_grad()
+        (-model.log_likelihood(minibatch).sum() / minibatch.num_events).backward()
+        opt.step()
+    after = model.score(test)
+    assert after > before + 0.08
+    assert after > Poisson(3).fit(train).score(test) + 0.06
+    assert after > process.score(test) - 0.05

@@ -1,0 +1,230 @@
+"""IntensityFree (Shchur, Bilos & Guennemann, ICLR 2020): a log-normal mixture for the next gap.
+
+After the ``n``-th event a GRU state ``h_n`` gives the distribution of the next gap ``tau``: with
+``x = (log tau - m) / d`` (``m``, ``d``: mean and std of ``log tau`` in the training data, App. D.2;
+we standardise ``log tau``, not ``tau``), ``x`` is a mixture of normals with weights ``w_c``, means
+``mu_c`` and scales ``s_c`` from ``h_n`` (eq. 6). Marks come from ``softmax(W h_n)``, independent
+of the gap. The log-likelihood is exact and keeps the survival term that is easy to forget:
+
+``sum_n [log p(tau_n | h_{n-1}) + log p(k_n | h_{n-1})] + log S(t_end - t_L | h_L)``,
+
+``S(tau) = sum_c w_c Phi((mu_c - x) / s_c)`` evaluated in log space with ``log_ndtr``. The same
+quantities give the protocol's intensity (hazard ``p / S`` times ``p(k)``) and an exact
+compensator (``-log S`` per interval). Sampling is exact: component, normal draw, ``exp``, mark;
+a continued history draws its first gap conditioned on the quiet time since its last event.
+
+``m`` and ``d`` are buffers set by :meth:`fit_standardisation`, or from the first batch the model
+sees in training mode. Gaps of 0 (tied events) are floored at ``1e-10`` before the logarithm, as in
+the original code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tpp.compensator import interval_bounds
+from tpp.events import EventBatch
+from tpp.neural.base import NeuralTPP
+from tpp.neural.layers import MarkEmbedding, gather_state
+from tpp.process import as_numpy_rng
+
+__all__ = ["IntensityFree"]
+
+_MIN_GAP = 1e-10
+_LOG_SCALE_BOUND = 4.0  # component scales s_c in (e^-4, e^4) standardised units, bounded smoothly
+
+
+class IntensityFree(NeuralTPP):
+    """Intensity-free TPP: GRU history, log-normal mixture of the next gap, softmax marks."""
+
+    def __init__(
+        self,
+        num_marks: int,
+        hidden_size: int = 32,
+        num_mixtures: int = 8,
+        num_points: int = 16,
+        embedding_size: int | None = None,
+    ) -> None:
+        super().__init__(num_marks, hidden_size, num_points)
+        if num_mixtures < 1:
+            raise ValueError(f"num_mixtures must be >= 1, got {num_mixtures}")
+        self.num_mixtures = int(num_mixtures)
+        emb = embedding_size or hidden_size
+        self.embedding = MarkEmbedding(num_marks, emb)
+        self.rnn = nn.GRU(emb + 1, hidden_size, batch_first=True)
+        self.h0 = nn.Parameter(torch.zeros(hidden_size))
+        self.mixture_head = nn.Linear(hidden_size, 3 * num_mixtures)
+        self.mark_head = nn.Linear(hidden_size, num_marks)
+        self.register_buffer("log_tau_mean", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("log_tau_std", torch.ones((), dtype=torch.float64))
+        self.register_buffer("standardised", torch.tensor(False))
+
+    # ------------------------------------------------------------------ standardisation
+    def fit_standardisation(self, batch: EventBatch) -> IntensityFree:
+        """Set ``m``, ``d`` to the mean and std of ``log tau`` over the positive gaps of ``batch``; returns self."""
+        gaps = batch.inter_event_times[batch.mask]
+        log_gaps = torch.log(gaps[gaps > 0].double())
+        if log_gaps.numel():
+            self.log_tau_mean.fill_(float(log_gaps.mean()))
+        if log_gaps.numel() > 1:
+            self.log_tau_std.fill_(max(float(log_gaps.std()), 1e-3))
+        self.standardised.fill_(True)
+        return self
+
+    def _standardise(self, tau: Tensor) -> Tensor:
+        """``(log tau - m) / d`` in the model's dtype."""
+        log_tau = torch.log(tau)
+        return ((log_tau - self.log_tau_mean.to(tau.dtype)) / self.log_tau_std.to(tau.dtype)).to(self.h0.dtype)
+
+    # ------------------------------------------------------------------ the model
+    def encode(self, batch: EventBatch) -> Tensor:
+        """``[B, L + 1, H]``: ``h0`` then the state after each event (inputs: mark and standardised ``log tau``)."""
+        if self.training and not bool(self.standardised):
+            self.fit_standardisation(batch)
+        gap = self._standardise(batch.inter_event_times.clamp_min(_MIN_GAP))
+        x = torch.cat([self.embedding(batch.mark, batch.mask), gap[..., None]], -1)
+        out, _ = self.rnn(x, self.h0.expand(1, len(batch), -1).contiguous())
+        return torch.cat([self.h0.expand(len(batch), 1, -1), out], 1)
+
+    def _mixture(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Log weights, means and log scales ``[..., C]`` of the standardised ``log tau``."""
+        raw = self.mixture_head(h)
+        log_w, mu, raw_s = raw.split(self.num_mixtures, -1)
+        log_s = _LOG_SCALE_BOUND * torch.tanh(raw_s / _LOG_SCALE_BOUND)
+        return F.log_softmax(log_w, -1), mu, log_s
+
+    def _log_density_survival(self, h: Tensor, tau: Tensor) -> tuple[Tensor, Tensor]:
+        """``log p(tau | h)`` and ``log S(tau | h)``, shape of ``tau``; ``tau = 0`` gives ``S = 1``, ``p = 0``."""
+        positive = tau > 0
+        safe_tau = torch.where(positive, tau, torch.ones_like(tau))  # no inf/nan gradients from the masked branch
+        x = self._standardise(safe_tau)[..., None]
+        log_w, mu, log_s = self._mixture(h)
+        z = (x - mu) * torch.exp(-log_s)
+        log_normal = -0.5 * z * z - log_s - 0.5 * math.log(2 * math.pi)
+        # Change of variables tau -> x: dx/dtau = 1 / (d tau).
+        log_jacobian = (torch.log(safe_tau) + torch.log(self.log_tau_std.to(tau.dtype))).to(h.dtype)
+        log_p = torch.logsumexp(log_w + log_normal, -1) - log_jacobian
+        log_surv = torch.logsumexp(log_w + torch.special.log_ndtr(-z), -1)
+        return torch.where(positive, log_p, -math.inf), torch.where(positive, log_surv, 0.0)
+
+    def _parts(self, states: Tensor, index: Tensor, batch: EventBatch) -> tuple[Tensor, Tensor, Tensor]:
+        h = gather_state(states, index)
+        t_last = torch.cat([batch.t_start[:, None], batch.time], 1).gather(1, index)
+        return h, F.log_softmax(self.mark_head(h), -1), t_last
+
+    def intensity_at(self, batch: EventBatch, context: Tensor, index: Tensor, t: Tensor) -> Tensor:
+        """Hazard ``p(tau) / S(tau)`` times ``p(k)``, in log space."""
+        h, log_marks, t_last = self._parts(context, index, batch)
+        log_p, log_surv = self._log_density_survival(h, t - t_last)
+        return torch.exp((log_p - log_surv)[..., None] + log_marks).to(t.dtype)
+
+    def interval_compensator(self, batch: EventBatch, context: Tensor) -> Tensor:
+        """``-log S(interval length | h) p(k | h)`` for each interval: the exact integral of the intensity."""
+        left, right, valid = interval_bounds(batch)
+        index = torch.arange(left.shape[1], device=batch.device).expand_as(left)
+        h, log_marks, _ = self._parts(context, index, batch)
+        _, log_surv = self._log_density_survival(h, right - left)
+        return (-log_surv[..., None] * log_marks.exp() * valid[..., None]).to(batch.dtype)
+
+    def log_likelihood(self, batch: EventBatch) -> Tensor:
+        """``[B]`` exact: gap densities and mark probabilities of every event plus ``log S`` of the last, open gap."""
+        batch = self._prepare(batch)
+        states = self.encode(batch)
+        h_before = states[:, :-1]  # state before event n: after events 0 .. n - 1
+        log_p, _ = self._log_density_survival(h_before, batch.inter_event_times.clamp_min(_MIN_GAP))
+        log_mark = F.log_softmax(self.mark_head(h_before), -1).gather(-1, batch.mark[..., None])[..., 0]
+        events = torch.where(batch.mask, log_p + log_mark, 0.0).sum(1)
+        lengths = batch.lengths
+        last_time = torch.cat([batch.t_start[:, None], batch.time], 1).gather(1, lengths[:, None])[:, 0]
+        h_last = states.gather(1, lengths[:, None, None].expand(-1, 1, states.shape[-1]))[:, 0]
+        _, log_surv = self._log_density_survival(h_last, batch.t_end - last_time)
+        return (events + log_surv).to(batch.dtype)
+
+    # ------------------------------------------------------------------ exact sampling
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        t_end: float,
+        history: EventBatch | None = None,
+        generator: int | np.random.Generator | torch.Generator | None = None,
+        t_start: float = 0.0,
+        max_events: int = 100_000,
+    ) -> EventBatch:
+        """Exact simulation of ``n`` sequences on ``[t_start, t_end]``, all advanced one event per step.
+
+        With ``history`` (``n`` must equal its number of sequences) each sequence continues from its
+        ``history.t_end`` and is returned with the history's events; its first new gap is drawn
+        given that none came in the quiet time since the last history event: component ``c`` with
+        probability ``w_c S_c(quiet) / S(quiet)``, then the normal truncated to ``x > x_quiet`` by
+        inverting its upper tail. ``max_events`` bounds the new events per sequence.
+        """
+        gen = torch.Generator(device=self.h0.device).manual_seed(int(as_numpy_rng(generator).integers(0, 2**62)))
+        dtype, device = torch.float64, self.h0.device
+        if history is not None:
+            if len(history) != n:
+                raise ValueError(f"n={n} but the history has {len(history)} sequences")
+            history = self._prepare(history).to(dtype=dtype)
+            states = self.encode(history)
+            lengths = history.lengths
+            h = states.gather(1, lengths[:, None, None].expand(-1, 1, states.shape[-1]))[:, 0]
+            t_last = torch.cat([history.t_start[:, None], history.time], 1).gather(1, lengths[:, None])[:, 0]
+            now, t0 = history.t_end.clone(), history.t_start.clone()
+        else:
+            h = self.h0.expand(n, -1)
+            now = torch.full((n,), float(t_start), dtype=dtype, device=device)
+            t_last, t0 = now.clone(), now.clone()
+        ends = torch.as_tensor(t_end, dtype=dtype, device=device).expand(n).clone()
+        if bool((ends < now).any()):
+            raise ValueError("t_end must not be before the start of the simulation")
+        alive = torch.ones(n, dtype=torch.bool, device=device)
+        times, marks = [], []
+        for _ in range(max_events):
+            log_w, mu, log_s = self._mixture(h)
+            quiet = now - t_last  # > 0 only on the first step of a continued history
+            x_quiet = torch.where(quiet > 0, self._standardise(quiet), -math.inf)[:, None]
+            # log P(x > x_quiet | c) per component: posterior weights and the tail left to sample from.
+            log_tail = torch.special.log_ndtr((mu - x_quiet) * torch.exp(-log_s))
+            c = torch.multinomial(torch.softmax(log_w + log_tail, -1), 1, generator=gen)
+            mu_c, s_c, tail_c = (v.gather(-1, c)[:, 0].to(dtype) for v in (mu, log_s.exp(), log_tail))
+            v = torch.rand(n, generator=gen, dtype=dtype, device=device).clamp_min(1e-300)
+            x = mu_c - s_c * torch.special.ndtri(v * tail_c.exp())  # upper tail of N(mu_c, s_c) beyond x_quiet
+            log_tau = x * self.log_tau_std.to(dtype) + self.log_tau_mean.to(dtype)
+            t_new = t_last + torch.exp(log_tau)
+            mark = torch.multinomial(torch.softmax(self.mark_head(h), -1), 1, generator=gen)[:, 0]
+            alive = alive & (t_new <= ends)
+            if not bool(alive.any()):
+                break
+            times.append(torch.where(alive, t_new, math.inf))
+            marks.append(mark)
+            gap = (t_new - t_last).clamp_min(_MIN_GAP)  # as encode() sees it
+            x_in = torch.cat([self.embedding(mark), self._standardise(gap)[:, None]], -1)
+            h = torch.where(alive[:, None], self.rnn(x_in[:, None], h[None].contiguous())[0][:, 0], h)
+            t_last = torch.where(alive, t_new, t_last)
+            now = t_last
+        else:
+            if bool(alive.any()):
+                raise RuntimeError(f"simulation passed max_events={max_events} new events per sequence")
+        return self._assemble(times, marks, t0, ends, history)
+
+    def _assemble(
+        self, times: list[Tensor], marks: list[Tensor], t0: Tensor, ends: Tensor, history: EventBatch | None
+    ) -> EventBatch:
+        """Sampled steps ``[n, S]`` (``inf`` past the end) behind each history's events, as one batch."""
+        n = t0.shape[0]
+        new_t = torch.stack(times, 1).cpu().numpy() if times else np.zeros((n, 0))
+        new_m = torch.stack(marks, 1).cpu().numpy() if marks else np.zeros((n, 0), np.int64)
+        seqs = history.sequences() if history is not None else [(np.zeros(0), np.zeros(0, np.int64))] * n
+        out_t, out_m = [], []
+        for b, (ht, hm) in enumerate(seqs):
+            keep = np.isfinite(new_t[b])
+            out_t.append(np.concatenate([ht, new_t[b][keep]]))
+            out_m.append(np.concatenate([hm, new_m[b][keep]]))
+        return EventBatch.from_sequences(
+            out_t, out_m, t_start=t0.cpu().numpy(), t_end=ends.cpu().numpy(), num_marks=self.num_marks
+        )
