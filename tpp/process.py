@@ -23,6 +23,7 @@ the one integrator of :mod:`tpp.compensator`.
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,18 +63,21 @@ def as_numpy_rng(generator: int | np.random.Generator | torch.Generator | None) 
     return np.random.default_rng(generator)
 
 
-class PointProcess(nn.Module):
+class PointProcess(nn.Module, abc.ABC):
     """Base class of all models; see the module docstring for the contract and shapes."""
 
     num_marks: int
 
     # ------------------------------------------------------------------ to implement
+    @abc.abstractmethod
     def log_likelihood(self, batch: EventBatch) -> Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must implement log_likelihood")
+        """``[B]`` log-likelihood of each sequence over its whole window."""
 
+    @abc.abstractmethod
     def intensity(self, batch: EventBatch, t: Tensor) -> Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must implement intensity")
+        """``[B, T, K]`` conditional intensity at ``t [B, T]`` given the events strictly before it."""
 
+    @abc.abstractmethod
     def sample(
         self,
         n: int,
@@ -82,7 +86,7 @@ class PointProcess(nn.Module):
         generator: int | np.random.Generator | torch.Generator | None = None,
         t_start: float = 0.0,
     ) -> EventBatch:
-        raise NotImplementedError(f"{type(self).__name__} must implement sample")
+        """``n`` sequences on ``[t_start, t_end]``, or continuations of ``history`` up to ``t_end``."""
 
     def forward(self, batch: EventBatch) -> Tensor:
         """Calling a model returns its log-likelihood ``[B]`` (so ``torch.func`` and DDP see it)."""

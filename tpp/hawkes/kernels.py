@@ -17,6 +17,7 @@ becomes 0/0).
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable, Mapping
 
@@ -43,7 +44,7 @@ def _softplus_inverse(x: Tensor) -> Tensor:
     return x + torch.log(-torch.expm1(-x))
 
 
-class Kernel:
+class Kernel(abc.ABC):
     """A family of densities on ``[0, W]`` with named parameters (see the module docstring)."""
 
     name: str = ""
@@ -56,8 +57,9 @@ class Kernel:
         self.support = float(support)
 
     # ---------------------------------------------------------------- parameters
+    @abc.abstractmethod
     def default_params(self) -> dict[str, float]:
-        raise NotImplementedError
+        """A start for fitting: values in the middle of the support's scale."""
 
     def constrain(self, raw: Params) -> dict[str, Tensor]:
         return {k: (F.softplus(v) if k in self.positive else v) for k, v in raw.items()}
@@ -75,38 +77,37 @@ class Kernel:
         return out
 
     # ---------------------------------------------------------------- density
+    @abc.abstractmethod
     def shape(self, t: Tensor, p: Params) -> Tensor:
         """Unnormalised density at ``t`` (0 outside ``(0, W]``)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def cdf(self, x: Tensor, p: Params) -> Tensor:
         """Normalised distribution function ``int_0^x pdf``, clamped to ``[0, 1]``."""
-        raise NotImplementedError
 
     def pdf(self, t: Tensor, p: Params) -> Tensor:
         """Density on ``[0, W]``: ``shape / int_0^W shape``; 0 outside ``(0, W]``."""
         return self.shape(t, p) / self._mass(p)
 
+    @abc.abstractmethod
     def _mass(self, p: Params) -> Tensor:
-        raise NotImplementedError
+        """``int_0^W shape``."""
 
     def _inside(self, t: Tensor) -> Tensor:
         return (t > 0) & (t <= self.support)
 
     # ---------------------------------------------------------------- sampling
+    @abc.abstractmethod
     def sample(self, p: Mapping[str, np.ndarray], lower: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Delays ``> lower`` (one per entry of the parameter arrays), exact."""
-        return self._rejection(p, lower, rng)
 
-    def _max_density(self, p: Mapping[str, np.ndarray], lower: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def _rejection(self, p: Mapping[str, np.ndarray], lower: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Uniform proposal on ``[lower, W]`` accepted with probability ``pdf / max pdf``."""
+    def _rejection(
+        self, p: Mapping[str, np.ndarray], lower: np.ndarray, rng: np.random.Generator, bound: np.ndarray
+    ) -> np.ndarray:
+        """Uniform proposal on ``[lower, W]`` accepted with probability ``pdf / bound`` (``bound >= pdf``)."""
         n = lower.size
         out = np.empty(n)
         todo = np.arange(n)
-        bound = self._max_density(p, lower)
         with torch.no_grad():
             while todo.size:
                 x = lower[todo] + rng.random(todo.size) * (self.support - lower[todo])
@@ -150,7 +151,7 @@ class TruncatedGaussian(Kernel):
             with torch.no_grad():
                 x = m + s * torch.special.ndtri(torch.as_tensor(u)).numpy()
             return np.clip(x, lower, self.support)
-        return self._rejection(p, lower, rng)  # far tail: inverse CDF would lose all precision
+        return self._rejection(p, lower, rng, self._max_density(p, lower))  # far tail: inverse CDF loses precision
 
     def _max_density(self, p, lower):
         peak = np.clip(p["m"], lower, self.support)
@@ -325,11 +326,11 @@ class ParametricKernel(Kernel):
         pb = dict(zip(p.keys(), rest))
         return self._integral_to(x, pb) / self._mass(pb)
 
-    def _max_density(self, p, lower):
+    def sample(self, p, lower, rng):
         grid = torch.linspace(0, self.support, 2001, dtype=torch.float64)[1:, None]
         with torch.no_grad():
             dens = self.pdf(grid, {k: torch.as_tensor(v)[None, :] for k, v in p.items()})
-        return 1.5 * dens.max(0).values.numpy()
+        return self._rejection(p, lower, rng, 1.5 * dens.max(0).values.numpy())
 
 
 KERNELS: dict[str, type[Kernel]] = {

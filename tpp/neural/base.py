@@ -20,6 +20,7 @@ override :meth:`log_likelihood`.
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import numpy as np
@@ -51,11 +52,13 @@ class NeuralTPP(PointProcess):
         self.num_points = int(num_points)
 
     # ------------------------------------------------------------------ to implement
+    @abc.abstractmethod
     def encode(self, batch: EventBatch) -> Any:
-        raise NotImplementedError(f"{type(self).__name__} must implement encode")
+        """Whatever the model precomputes from the events of ``batch`` (one pass)."""
 
+    @abc.abstractmethod
     def intensity_at(self, batch: EventBatch, context: Any, index: Tensor, t: Tensor) -> Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must implement intensity_at")
+        """``[B, T, K]`` at times ``t`` from the first ``index [B, T]`` events only."""
 
     # ------------------------------------------------------------------ derived
     def _prepare(self, batch: EventBatch) -> EventBatch:
