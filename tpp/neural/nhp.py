@@ -1,0 +1,81 @@
+"""The neural Hawkes process (Mei & Eisner, NeurIPS 2017): a continuous-time LSTM.
+
+After each event the cell jumps (eqs. 5-6) and then decays towards a target ``c_bar`` at rate
+``delta`` until the next event (eq. 7): ``c(t) = c_bar + (c - c_bar) exp(-delta (t - t_n))``,
+``h(t) = o * tanh(c(t))``. The intensity of type ``k`` is ``s_k softplus(w_k . h(t) / s_k)`` with a
+learned scale ``s_k`` per type (eq. 4). Before the first event the state comes from a
+begin-of-sequence input at ``t_start`` (the paper's BOS event), so it decays too.
+The compensator is the Gauss-Legendre rule of :class:`NeuralTPP` per interval.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from tpp.compensator import gauss_legendre, interval_bounds
+from tpp.events import EventBatch
+from tpp.neural.base import NeuralTPP
+from tpp.neural.layers import (
+    ContinuousLSTMCell,
+    MarkEmbedding,
+    ScaledSoftplus,
+    gather_state,
+)
+
+__all__ = ["NHP"]
+
+
+class NHP(NeuralTPP):
+    """Neural Hawkes process: continuous-time LSTM history, scaled-softplus intensity per type."""
+
+    def __init__(self, num_marks: int, hidden_size: int = 32, num_points: int = 16) -> None:
+        super().__init__(num_marks, hidden_size, num_points)
+        self.embedding = MarkEmbedding(num_marks, hidden_size)
+        self.bos = nn.Parameter(torch.zeros(hidden_size))  # input of the begin-of-sequence step
+        self.cell = ContinuousLSTMCell(hidden_size, hidden_size)
+        self.head = nn.Linear(hidden_size, num_marks)
+        self.softplus = ScaledSoftplus(num_marks)
+
+    def encode(self, batch: EventBatch) -> Tensor:
+        """``[B, L + 1, 4H]``: ``(c, c_bar, delta, o)`` after the BOS input (index 0) and after each event.
+
+        State ``n`` defines the decay on ``(t_n, t_{n+1}]``. The loop runs over positions (an RNN
+        must); each step is batched. Padding steps see a zero gap and the padding embedding, and
+        their states are never read for real intervals.
+        """
+        dtype = self.head.weight.dtype
+        B, L = batch.time.shape
+        x = self.embedding(batch.mark, batch.mask)  # [B, L, H]
+        bos = self.bos.expand(B, -1)
+        gaps = batch.inter_event_times.to(dtype)  # differences in float64, then cast
+        zero = bos.new_zeros(B, self.hidden_size)
+        c, c_bar, delta, o = self.cell(bos, zero, zero, zero)
+        states = [torch.cat([c, c_bar, delta, o], -1)]
+        for n in range(L):
+            h, c_decayed = ContinuousLSTMCell.decay(c, c_bar, delta, o, gaps[:, n])
+            c, c_bar, delta, o = self.cell(x[:, n], h, c_decayed, c_bar)
+            states.append(torch.cat([c, c_bar, delta, o], -1))
+        return torch.stack(states, 1)
+
+    def intensity_at(self, batch: EventBatch, context: Tensor, index: Tensor, t: Tensor) -> Tensor:
+        t_last = torch.cat([batch.t_start[:, None], batch.time], 1).gather(1, index)
+        return self._intensity_after(gather_state(context, index), t - t_last).to(t.dtype)
+
+    def interval_compensator(self, batch: EventBatch, context: Tensor) -> Tensor:
+        """The base class's Gauss-Legendre rule, with each interval's state broadcast over its nodes.
+
+        Same nodes and weights as :meth:`NeuralTPP.interval_compensator`; skipping the per-node
+        gather of the ``[B, L + 1, 4H]`` states (and its scatter in the backward) makes training
+        about 1.7x faster on CPU.
+        """
+        left, right, valid = interval_bounds(batch)
+        offsets, weights = gauss_legendre(torch.zeros_like(left), right - left, self.num_points)  # [B, L + 1, P]
+        lam = self._intensity_after(context[:, :, None, :], offsets)
+        return (lam * weights[..., None]).sum(2) * valid[..., None]
+
+    def _intensity_after(self, state: Tensor, dt: Tensor) -> Tensor:
+        """``[..., K]`` intensity a time ``dt [...]`` (float64) after the event whose state is ``state [..., 4H]``."""
+        c, c_bar, delta, o = state.chunk(4, -1)
+        h, _ = ContinuousLSTMCell.decay(c, c_bar, delta, o, dt.to(c.dtype))  # cast the difference, not the times
+        return self.softplus(self.head(h))
