@@ -29,9 +29,10 @@ from torch import Tensor
 
 from tpp.compensator import gauss_legendre, integrate_intervals, interval_bounds
 from tpp.events import EventBatch
+from tpp.neural.layers import gather_state
 from tpp.process import PointProcess
 
-__all__ = ["NeuralTPP", "history_index"]
+__all__ = ["NeuralTPP", "StateTPP", "history_index"]
 
 
 def history_index(batch: EventBatch, t: Tensor) -> Tensor:
@@ -140,3 +141,28 @@ class NeuralTPP(PointProcess):
             return self.intensity_at(b, context, history_index(b, t), t)
 
         return integrate_intervals(fn, batch, num_points or self.num_points).error.sum((1, 2))
+
+
+class StateTPP(NeuralTPP):
+    """A neural TPP whose intensity on ``(t_n, t_{n+1}]`` depends only on a state left by event ``n``
+    and the time since it (NHP, SAHP): ``encode`` returns the states ``[B, L + 1, S]`` (state 0 at
+    ``t_start``), and the model implements :meth:`intensity_after`.
+
+    The compensator then broadcasts each interval's state over its quadrature nodes instead of
+    gathering it per node, which halves a training step (the gather's backward is a scatter).
+    """
+
+    @abc.abstractmethod
+    def intensity_after(self, state: Tensor, dt: Tensor) -> Tensor:
+        """``[..., K]`` intensity a time ``dt [...]`` (float64; cast differences, not absolute times)
+        after the event whose state is ``state [..., S]``."""
+
+    def intensity_at(self, batch: EventBatch, context: Tensor, index: Tensor, t: Tensor) -> Tensor:
+        t_last = torch.cat([batch.t_start[:, None], batch.time], 1).gather(1, index)
+        return self.intensity_after(gather_state(context, index), t - t_last).to(t.dtype)
+
+    def interval_compensator(self, batch: EventBatch, context: Tensor) -> Tensor:
+        left, right, valid = interval_bounds(batch)
+        offsets, weights = gauss_legendre(torch.zeros_like(left), right - left, self.num_points)  # [B, L + 1, P]
+        lam = self.intensity_after(context[:, :, None, :], offsets)
+        return (lam * weights[..., None]).sum(2) * valid[..., None]

@@ -24,10 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tpp.compensator import gauss_legendre, interval_bounds
 from tpp.events import EventBatch
-from tpp.neural.base import NeuralTPP
-from tpp.neural.layers import MarkEmbedding, gather_state
+from tpp.neural.base import StateTPP
+from tpp.neural.layers import MarkEmbedding
 
 __all__ = ["SAHP"]
 
@@ -49,7 +48,7 @@ class TimeShiftedEncoding(nn.Module):
         return torch.cat([torch.sin(angles), torch.cos(angles)], -1)
 
 
-class SAHP(NeuralTPP):
+class SAHP(StateTPP):
     """Self-attentive Hawkes process: causal attention history, exponentially relaxing softplus intensity."""
 
     def __init__(
@@ -85,18 +84,7 @@ class SAHP(NeuralTPP):
         mu, eta, gamma = self.head(self.norm(x)).chunk(3, -1)
         return torch.cat([mu, eta, F.softplus(gamma)], -1)
 
-    def intensity_at(self, batch: EventBatch, context: Tensor, index: Tensor, t: Tensor) -> Tensor:
-        t_last = torch.cat([batch.t_start[:, None], batch.time], 1).gather(1, index)
-        return self._intensity_after(gather_state(context, index), t - t_last).to(t.dtype)
-
-    def interval_compensator(self, batch: EventBatch, context: Tensor) -> Tensor:
-        """The base class's Gauss-Legendre rule, with each interval's parameters broadcast over its nodes."""
-        left, right, valid = interval_bounds(batch)
-        offsets, weights = gauss_legendre(torch.zeros_like(left), right - left, self.num_points)  # [B, L + 1, P]
-        lam = self._intensity_after(context[:, :, None, :], offsets)
-        return (lam * weights[..., None]).sum(2) * valid[..., None]
-
-    def _intensity_after(self, params: Tensor, dt: Tensor) -> Tensor:
+    def intensity_after(self, params: Tensor, dt: Tensor) -> Tensor:
         """``[..., K]`` intensity a time ``dt [...]`` (float64) after the event with ``params [..., 3K]`` (eq. 15)."""
         mu, eta, gamma = params.chunk(3, -1)
         decay = torch.exp(-gamma * dt.to(mu.dtype)[..., None])
