@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from tpp.compensator import interval_bounds
 from tpp.events import EventBatch
 from tpp.neural.base import NeuralTPP
-from tpp.neural.layers import MarkEmbedding, gather_state
+from tpp.neural.layers import RecurrentHistory, gather_state
 
 __all__ = ["FullyNN"]
 
@@ -65,10 +65,7 @@ class FullyNN(NeuralTPP):
         super().__init__(num_marks, hidden_size, num_points)
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        emb = embedding_size or hidden_size
-        self.embedding = MarkEmbedding(num_marks, emb)
-        self.rnn = nn.GRU(emb + 1, hidden_size, batch_first=True)
-        self.h0 = nn.Parameter(torch.zeros(hidden_size))
+        self.history = RecurrentHistory(num_marks, hidden_size, embedding_size)
         self.mark_head = nn.Linear(hidden_size, num_marks)
         # Monotone network: h enters the first layer freely; every weight on a path from u is softplus(raw) >= 0.
         self.history_in = nn.Linear(hidden_size, hidden_size)
@@ -101,9 +98,7 @@ class FullyNN(NeuralTPP):
         if self.training and not bool(self.standardised):
             self.fit_standardisation(batch)
         gap = self._time_feature(batch.inter_event_times)
-        x = torch.cat([self.embedding(batch.mark, batch.mask), gap[..., None].to(self.h0.dtype)], -1)
-        out, _ = self.rnn(x, self.h0.expand(1, len(batch), -1).contiguous())
-        return torch.cat([self.h0.expand(len(batch), 1, -1), out], 1)
+        return self.history(batch.mark, batch.mask, gap)
 
     def _network(self, h: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         """Monotone network at ``u [...]`` given ``h [..., H]``: value and ``d/du`` (forward-mode, exact)."""

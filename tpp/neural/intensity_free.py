@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from tpp.compensator import interval_bounds
 from tpp.events import EventBatch
 from tpp.neural.base import NeuralTPP
-from tpp.neural.layers import MarkEmbedding, gather_state
+from tpp.neural.layers import RecurrentHistory, gather_state
 from tpp.process import as_numpy_rng
 
 __all__ = ["IntensityFree"]
@@ -54,10 +54,7 @@ class IntensityFree(NeuralTPP):
         if num_mixtures < 1:
             raise ValueError(f"num_mixtures must be >= 1, got {num_mixtures}")
         self.num_mixtures = int(num_mixtures)
-        emb = embedding_size or hidden_size
-        self.embedding = MarkEmbedding(num_marks, emb)
-        self.rnn = nn.GRU(emb + 1, hidden_size, batch_first=True)
-        self.h0 = nn.Parameter(torch.zeros(hidden_size))
+        self.history = RecurrentHistory(num_marks, hidden_size, embedding_size)
         self.mixture_head = nn.Linear(hidden_size, 3 * num_mixtures)
         self.mark_head = nn.Linear(hidden_size, num_marks)
         self.register_buffer("log_tau_mean", torch.zeros((), dtype=torch.float64))
@@ -79,7 +76,7 @@ class IntensityFree(NeuralTPP):
     def _standardise(self, tau: Tensor) -> Tensor:
         """``(log tau - m) / d`` in the model's dtype."""
         log_tau = torch.log(tau)
-        return ((log_tau - self.log_tau_mean.to(tau.dtype)) / self.log_tau_std.to(tau.dtype)).to(self.h0.dtype)
+        return ((log_tau - self.log_tau_mean.to(tau.dtype)) / self.log_tau_std.to(tau.dtype)).to(self.history.h0.dtype)
 
     # ------------------------------------------------------------------ the model
     def encode(self, batch: EventBatch) -> Tensor:
@@ -87,9 +84,7 @@ class IntensityFree(NeuralTPP):
         if self.training and not bool(self.standardised):
             self.fit_standardisation(batch)
         gap = self._standardise(batch.inter_event_times.clamp_min(_MIN_GAP))
-        x = torch.cat([self.embedding(batch.mark, batch.mask), gap[..., None]], -1)
-        out, _ = self.rnn(x, self.h0.expand(1, len(batch), -1).contiguous())
-        return torch.cat([self.h0.expand(len(batch), 1, -1), out], 1)
+        return self.history(batch.mark, batch.mask, gap)
 
     def _mixture(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Log weights, means and log scales ``[..., C]`` of the standardised ``log tau``."""
@@ -164,8 +159,8 @@ class IntensityFree(NeuralTPP):
         probability ``w_c S_c(quiet) / S(quiet)``, then the normal truncated to ``x > x_quiet`` by
         inverting its upper tail. ``max_events`` bounds the new events per sequence.
         """
-        gen = torch.Generator(device=self.h0.device).manual_seed(int(as_numpy_rng(generator).integers(0, 2**62)))
-        dtype, device = torch.float64, self.h0.device
+        gen = torch.Generator(device=self.history.h0.device).manual_seed(int(as_numpy_rng(generator).integers(0, 2**62)))
+        dtype, device = torch.float64, self.history.h0.device
         if history is not None:
             if len(history) != n:
                 raise ValueError(f"n={n} but the history has {len(history)} sequences")
@@ -176,7 +171,7 @@ class IntensityFree(NeuralTPP):
             t_last = torch.cat([history.t_start[:, None], history.time], 1).gather(1, lengths[:, None])[:, 0]
             now, t0 = history.t_end.clone(), history.t_start.clone()
         else:
-            h = self.h0.expand(n, -1)
+            h = self.history.h0.expand(n, -1)
             now = torch.full((n,), float(t_start), dtype=dtype, device=device)
             t_last, t0 = now.clone(), now.clone()
         ends = torch.as_tensor(t_end, dtype=dtype, device=device).expand(n).clone()
@@ -203,8 +198,7 @@ class IntensityFree(NeuralTPP):
             times.append(torch.where(alive, t_new, math.inf))
             marks.append(mark)
             gap = (t_new - t_last).clamp_min(_MIN_GAP)  # as encode() sees it
-            x_in = torch.cat([self.embedding(mark), self._standardise(gap)[:, None]], -1)
-            h = torch.where(alive[:, None], self.rnn(x_in[:, None], h[None].contiguous())[0][:, 0], h)
+            h = torch.where(alive[:, None], self.history.step(mark, self._standardise(gap), h), h)
             t_last = torch.where(alive, t_new, t_last)
             now = t_last
         else:

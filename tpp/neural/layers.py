@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ScaledSoftplus", "TemporalEncoding", "ContinuousLSTMCell", "MarkEmbedding", "gather_state"]
+__all__ = [
+    "ScaledSoftplus", "TemporalEncoding", "ContinuousLSTMCell", "MarkEmbedding", "RecurrentHistory", "gather_state",
+]
 
 
 class ScaledSoftplus(nn.Module):
@@ -49,6 +51,32 @@ class MarkEmbedding(nn.Embedding):
         if mask is not None:
             mark = torch.where(mask, mark, torch.full_like(mark, self.num_marks))
         return super().forward(mark)
+
+
+class RecurrentHistory(nn.Module):
+    """A GRU over (mark embedding, one time feature) per event, with a learned state before any event.
+
+    The history encoder of RMTPP, FullyNN and IntensityFree; they differ only in the time feature
+    they feed (log1p of the gap, a scaled gap, the standardised log gap).
+    """
+
+    def __init__(self, num_marks: int, hidden_size: int, embedding_size: int | None = None) -> None:
+        super().__init__()
+        emb = embedding_size or hidden_size
+        self.embedding = MarkEmbedding(num_marks, emb)
+        self.rnn = nn.GRU(emb + 1, hidden_size, batch_first=True)
+        self.h0 = nn.Parameter(torch.zeros(hidden_size))
+
+    def forward(self, mark: Tensor, mask: Tensor, time_feature: Tensor) -> Tensor:
+        """``[B, L + 1, H]``: ``h0``, then the state after each event."""
+        x = torch.cat([self.embedding(mark, mask), time_feature[..., None].to(self.h0.dtype)], -1)
+        out, _ = self.rnn(x, self.h0.expand(1, mark.shape[0], -1).contiguous())
+        return torch.cat([self.h0.expand(mark.shape[0], 1, -1), out], 1)
+
+    def step(self, mark: Tensor, time_feature: Tensor, h: Tensor) -> Tensor:
+        """The state after one more event per sequence (``mark [B]``, ``time_feature [B]``, ``h [B, H]``)."""
+        x = torch.cat([self.embedding(mark), time_feature[:, None].to(self.h0.dtype)], -1)
+        return self.rnn(x[:, None], h[None].contiguous())[0][:, 0]
 
 
 class ContinuousLSTMCell(nn.Module):

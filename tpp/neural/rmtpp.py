@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from tpp.compensator import interval_bounds
 from tpp.events import EventBatch
 from tpp.neural.base import NeuralTPP
-from tpp.neural.layers import MarkEmbedding, gather_state
+from tpp.neural.layers import RecurrentHistory, gather_state
 
 __all__ = ["RMTPP"]
 
@@ -24,19 +24,14 @@ class RMTPP(NeuralTPP):
 
     def __init__(self, num_marks: int, hidden_size: int = 32, embedding_size: int | None = None, num_points: int = 16) -> None:
         super().__init__(num_marks, hidden_size, num_points)
-        emb = embedding_size or hidden_size
-        self.embedding = MarkEmbedding(num_marks, emb)
-        self.rnn = nn.GRU(emb + 1, hidden_size, batch_first=True)
-        self.h0 = nn.Parameter(torch.zeros(hidden_size))
+        self.history = RecurrentHistory(num_marks, hidden_size, embedding_size)
         self.time_head = nn.Linear(hidden_size, 1)
         self.mark_head = nn.Linear(hidden_size, num_marks)
         self.w = nn.Parameter(torch.tensor(-0.1))
 
     def encode(self, batch: EventBatch) -> Tensor:
         """``[B, L + 1, H]``: ``h0`` then the state after each event (inputs: mark and log1p of the gap)."""
-        x = torch.cat([self.embedding(batch.mark, batch.mask), torch.log1p(batch.inter_event_times)[..., None].float()], -1)
-        out, _ = self.rnn(x.to(self.h0.dtype), self.h0.expand(1, len(batch), -1).contiguous())
-        return torch.cat([self.h0.expand(len(batch), 1, -1), out], 1)
+        return self.history(batch.mark, batch.mask, torch.log1p(batch.inter_event_times))
 
     def _parts(self, states: Tensor, index: Tensor, batch: EventBatch) -> tuple[Tensor, Tensor, Tensor]:
         h = gather_state(states, index)
