@@ -118,3 +118,13 @@ def test_reads_the_shared_npz_layout():
 def test_reads_the_anhp_easytpp_pickle():
     b = read_events(f"{SHARED_DATA}/anhp_synthetic/anhp_train.pkl", split="train")
     assert len(b) == 800 and b.num_marks == 50 and b.num_events == 4000
+
+
+def test_written_files_get_ordinary_permissions(tmp_path, batch):
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    path = write_events(batch, tmp_path / "e.npz")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

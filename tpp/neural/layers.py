@@ -69,6 +69,8 @@ class RecurrentHistory(nn.Module):
 
     def forward(self, mark: Tensor, mask: Tensor, time_feature: Tensor) -> Tensor:
         """``[B, L + 1, H]``: ``h0``, then the state after each event."""
+        if mark.shape[1] == 0:  # a batch of empty histories: only the state before any event
+            return self.h0.expand(mark.shape[0], 1, -1)
         x = torch.cat([self.embedding(mark, mask), time_feature[..., None].to(self.h0.dtype)], -1)
         out, _ = self.rnn(x, self.h0.expand(1, mark.shape[0], -1).contiguous())
         return torch.cat([self.h0.expand(mark.shape[0], 1, -1), out], 1)

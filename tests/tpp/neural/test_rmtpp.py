@@ -100,3 +100,13 @@ def test_training_on_hawkes_data_approaches_the_true_process():
     assert after > before + 0.08
     assert after > Poisson(3).fit(train).score(test) + 0.06
     assert after > process.score(test) - 0.05
+
+
+def test_batches_of_empty_histories_are_scored_and_forecast():
+    from tpp.neural import FullyNN, IntensityFree
+
+    empty = EventBatch.from_sequences([[], []], [[], []], t_start=[0.0, 0.0], t_end=[1.0, 2.0], num_marks=3)
+    for model in (make_model(), FullyNN(3, 8).double(), IntensityFree(3, 8).double()):
+        ll = model.log_likelihood(empty)
+        assert ll.shape == (2,) and bool(torch.isfinite(ll).all())
+        assert bool(torch.isfinite(model.predict(empty).time_mean).all())
