@@ -195,7 +195,7 @@ def fit(
     for epoch in range(start_epoch, epochs):
         model.train()
         groups = length_buckets(lengths, batch_size, rng)
-        epoch_start = time.perf_counter()
+        epoch_start, cpu_start = time.perf_counter(), time.process_time()
         events_seen, loss_sum = 0, 0.0
         bar = tqdm(groups, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
                    disable=not progress or rank != 0)
@@ -224,6 +224,7 @@ def fit(
         seconds = time.perf_counter() - epoch_start
         record = {"epoch": epoch, "train_nll_per_event": loss_sum / max(events_seen, 1),
                   "events_per_second": events_seen / max(seconds, 1e-9), "seconds": seconds,
+                  "cpu_seconds": time.process_time() - cpu_start,
                   "lr": float(scheduler.get_last_lr()[0])}
         if val is not None:
             record["val_ll_per_event"] = evaluate(model, val, batch_size=max(batch_size, 32))

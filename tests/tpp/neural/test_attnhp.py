@@ -12,10 +12,7 @@ from tpp.compensator import integrate_intervals
 from tpp.hawkes import ExpHawkes, Poisson
 from tpp.neural.attnhp import AttNHP, attend_with_own_slot
 
-try:
-    from tpp.train import evaluate, fit
-except ImportError:  # the shared trainer is not there yet
-    fit = None
+from tpp.train import evaluate, fit
 
 TRUTH = ExpHawkes.from_params([0.3, 0.2, 0.1], [[0.3, 0.1, 0.0], [0.1, 0.3, 0.1], [0.0, 0.2, 0.3]], 1.5)
 
@@ -146,7 +143,6 @@ def test_adam_steps_improve_held_out_likelihood_beyond_poisson():
     assert after > Poisson(3).fit(train).score(test) + 0.1  # it uses the history, not only the rates
 
 
-@pytest.mark.skipif(fit is None, reason="tpp.train.fit is not available")
 def test_fit_on_50k_hawkes_events_gets_within_005_nats_of_the_true_process():
     """~50k training events, 6 epochs of tpp.fit with 8 Gauss-Legendre nodes per interval; scored
     with 32 nodes per interval against the exact log-likelihood of the true process on the same

@@ -11,10 +11,7 @@ from tpp.compensator import integrate_intervals
 from tpp.hawkes import ExpHawkes, Poisson
 from tpp.neural.thp import THP
 
-try:
-    from tpp.train import evaluate, fit
-except ImportError:  # the shared trainer is not there yet
-    fit = None
+from tpp.train import evaluate, fit
 
 TRUTH = ExpHawkes.from_params([0.3, 0.2, 0.1], [[0.3, 0.1, 0.0], [0.1, 0.3, 0.1], [0.0, 0.2, 0.3]], 1.5)
 
@@ -134,7 +131,6 @@ def test_adam_steps_improve_held_out_likelihood_beyond_poisson():
     assert after > Poisson(3).fit(train).score(test)  # it uses the history, not only the rates
 
 
-@pytest.mark.skipif(fit is None, reason="tpp.train.fit is not available")
 def test_fit_on_50k_hawkes_events_beats_poisson_but_stays_short_of_the_truth():
     """THP's intensity, a softplus of a line in the scaled elapsed time with a slope that does not
     depend on the history, cannot decay to a positive baseline as a Hawkes intensity does: it stays
