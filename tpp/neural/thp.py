@@ -63,8 +63,9 @@ class THP(NeuralTPP):
         self.softplus = ScaledSoftplus(num_marks)
 
     def encode(self, batch: EventBatch) -> Tensor:
-        """``[B, L + 1, H]``: ``h_{-1}`` then ``h_j`` after each event (padding comes last, so the causal
-        mask alone keeps it out of every real event's state)."""
+        """``[B, L + 1, K]``: ``w_k . h + b_k`` for ``h_{-1}`` and each ``h_j`` (padding comes last, so the
+        causal mask alone keeps it out of every real event's state). Projecting the L + 1 states once,
+        rather than at every quadrature node, is what makes the compensator cheap."""
         B, L = batch.time.shape
         x = self.embedding(batch.mark, batch.mask).to(self.h0.dtype)
         if L:
@@ -72,11 +73,11 @@ class THP(NeuralTPP):
             causal = torch.ones(L, L, dtype=torch.bool, device=batch.device).triu(1)  # True = may not attend
             for layer in self.layers:
                 x = layer(x + temporal, src_mask=causal, is_causal=True)
-        return torch.cat([self.h0.expand(B, 1, -1), x], 1)
+        return self.head(torch.cat([self.h0.expand(B, 1, -1), x], 1))
 
     def intensity_at(self, batch: EventBatch, context: Tensor, index: Tensor, t: Tensor) -> Tensor:
-        h = gather_state(context, index)
+        history = gather_state(context, index)  # [B, T, K]
         t_last = torch.cat([batch.t_start[:, None], batch.time], 1).gather(1, index)
         # Time ratio in the batch's (float64) precision, then the model's dtype.
-        elapsed = ((t - t_last) / (t_last - batch.t_start[:, None] + 1.0)).to(h.dtype)
-        return self.softplus(self.alpha * elapsed[..., None] + self.head(h)).to(t.dtype)
+        elapsed = ((t - t_last) / (t_last - batch.t_start[:, None] + 1.0)).to(history.dtype)
+        return self.softplus(self.alpha * elapsed[..., None] + history).to(t.dtype)
