@@ -73,22 +73,14 @@ from __future__ import annotations
 
 import os
 
-SINGLE_THREAD_ENV = {
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "NUMBA_NUM_THREADS": "1",
-}
-os.environ.update(SINGLE_THREAD_ENV)
+from _bench import SINGLE_THREAD_ENV, base_environment, reproduce_command, write_json_atomically  # sets the threads
 
 import json
 import math
 import platform
-import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -298,19 +290,6 @@ def relative_error(estimate: Any, truth: np.ndarray, weights: np.ndarray | None 
 def single_thread_env(**extra: str) -> dict[str, str]:
     return {**os.environ, **SINGLE_THREAD_ENV, **extra}
 
-
-def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(clean_json(payload), f, indent=2, default=float, allow_nan=False)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_events(path: Path, batch: EventBatch, num_marks: int) -> None:
@@ -1091,32 +1070,8 @@ def print_frame(title: str, frame: pd.DataFrame) -> None:
 
 
 def environment() -> dict[str, Any]:
-    import numba
-    import scipy
+    return base_environment()
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "python": platform.python_version(), "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "numpy": np.__version__,
-        "numba": numba.__version__, "scipy": scipy.__version__, "threads_env": SINGLE_THREAD_ENV,
-    }
-
-
-def reproduce_command() -> str:
-    exe = Path(sys.executable)
-    try:
-        exe_text = str(exe.relative_to(REPO))
-    except ValueError:
-        exe_text = str(exe)
-    script = Path(__file__).resolve().relative_to(REPO)
-    return f"cd {shlex.quote(str(REPO))} && " + shlex.join([exe_text, str(script), *sys.argv[1:]])
 
 
 def parse_list(text: str, cast: Callable[[str], Any]) -> list[Any]:
@@ -1178,7 +1133,7 @@ def main(
     if "exact" in part_set and "exp" not in kernel_list:
         print("note: the exact-MLE comparison runs on the truncated-exponential data: add exp to --kernels")
 
-    print(f"reproduce: {reproduce_command()}")
+    print(f"reproduce: {reproduce_command(__file__)}")
     env = environment()
     reference_python = None
     if "fadin" in part_set or "exact" in part_set:
@@ -1308,7 +1263,7 @@ def main(
                 f.extra["log_likelihood_trace_len"] = len(trace)
     payload = {
         "benchmark": "fadin_bench",
-        "command": reproduce_command(),
+        "command": reproduce_command(__file__),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "environment": env,
         "peers": peers,

@@ -58,22 +58,13 @@ from __future__ import annotations
 
 import os
 
-# Before numpy / torch / numba are imported: their thread pools read these once.
-SINGLE_THREAD_ENV = {
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "NUMBA_NUM_THREADS": "1",
-}
-os.environ.update(SINGLE_THREAD_ENV)
+from _bench import SINGLE_THREAD_ENV, base_environment, reproduce_command, write_json_atomically  # sets the threads
 
 import json
 import platform
-import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -782,55 +773,8 @@ def goals_table(goals: list[Goal]) -> pd.DataFrame:
 
 
 def environment(tick_python: Path) -> dict[str, Any]:
-    import numba
-    import scipy
+    return {**base_environment(), "tick": tick_version(tick_python), "tick_python": str(tick_python)}
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "numpy": np.__version__,
-        "numba": numba.__version__,
-        "scipy": scipy.__version__,
-        "tick": tick_version(tick_python),
-        "tick_python": str(tick_python),
-        "threads_env": SINGLE_THREAD_ENV,
-    }
-
-
-def reproduce_command() -> str:
-    exe = Path(sys.executable)
-    try:
-        exe_text = str(exe.relative_to(REPO))
-    except ValueError:
-        exe_text = str(exe)
-    script = Path(__file__).resolve().relative_to(REPO)
-    return f"cd {shlex.quote(str(REPO))} && " + shlex.join([exe_text, str(script), *sys.argv[1:]])
-
-
-def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, default=float)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def print_frame(title: str, frame: pd.DataFrame) -> None:
@@ -884,7 +828,7 @@ def main(
         raise typer.BadParameter(f"unknown settings {unknown}; choose from {sorted(SETTINGS)}")
 
     tick_options = TickOptions(penalty=tick_penalty, max_iter=tick_max_iter, tol=tick_tol)
-    print(f"reproduce: {reproduce_command()}")
+    print(f"reproduce: {reproduce_command(__file__)}")
     tick_python = ensure_tick_venv(scratch)
     env = environment(tick_python)
     print("environment: " + ", ".join(f"{k}={v}" for k, v in env.items() if k not in ("tick_python", "threads_env")))
@@ -949,7 +893,7 @@ def main(
 
     payload = {
         "benchmark": "hawkes_vs_tick",
-        "command": reproduce_command(),
+        "command": reproduce_command(__file__),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "environment": env,
         "options": {

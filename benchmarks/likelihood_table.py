@@ -58,13 +58,7 @@ by the next invocation; finished and skipped ones are not.
 # ruff: noqa: E402  (the thread variables below must be set before numpy/torch/numba are imported)
 import os
 
-SINGLE_THREAD_ENV = {
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "NUMBA_NUM_THREADS": "1",
-}
-os.environ.update(SINGLE_THREAD_ENV)
+from _bench import SINGLE_THREAD_ENV, base_environment, reproduce_command  # sets the threads
 os.environ.setdefault("MPLBACKEND", "Agg")
 _SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "data")
 if "TPP_DATA_DIR" not in os.environ and os.path.exists(os.path.join(_SHARED_DATA, "INDEX.md")):
@@ -74,7 +68,6 @@ import csv
 import hashlib
 import json
 import math
-import platform
 import shlex
 import sys
 import time
@@ -493,26 +486,8 @@ def plot(table: pd.DataFrame, models: list[str], names: list[str], path: Path) -
 
 
 def environment() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "torch": torch.__version__, "numpy": np.__version__}
+    return base_environment()
 
-
-def reproduce_command() -> str:
-    exe = Path(sys.executable)
-    try:
-        exe_text = str(exe.relative_to(REPO))
-    except ValueError:
-        exe_text = str(exe)
-    script = Path(__file__).resolve().relative_to(REPO)
-    return shlex.join([exe_text, str(script), *sys.argv[1:]])
 
 
 # --------------------------------------------------------------------------- CLI
@@ -562,7 +537,7 @@ def main(
             notes.append(f"{m}: not exported by tpp.neural yet, skipped")
         else:
             available.append(m)
-    command = reproduce_command()
+    command = reproduce_command(__file__)
     env = environment()
     print(f"reproduce: cd {shlex.quote(str(REPO))} && {command}")
     print("environment: " + ", ".join(f"{k}={v}" for k, v in env.items()))

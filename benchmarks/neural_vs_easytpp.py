@@ -74,23 +74,16 @@ Results: tables on stdout and ``--out`` (default ``benchmarks/results/neural_vs_
 # ruff: noqa: E402  (the thread variables below must be set before numpy/torch are imported)
 import os
 
-SINGLE_THREAD_ENV = {
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "NUMBA_NUM_THREADS": "1",
-}
+from _bench import SINGLE_THREAD_ENV, base_environment, reproduce_command, write_json_atomically  # sets the threads
+
 OFFLINE_ENV = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
-os.environ.update(SINGLE_THREAD_ENV)
 
 import json
 import pickle
 import platform
-import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -621,25 +614,11 @@ def goals_table(goals: list[Goal]) -> Any:
 
 
 def environment(easytpp_python: Path) -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
+        **base_environment(),
         "easy_tpp": package_version(easytpp_python, "easy-tpp"),
         "easytpp_torch": package_version(easytpp_python, "torch"),
         "easytpp_python": str(easytpp_python),
-        "threads_env": SINGLE_THREAD_ENV,
         "offline_env": OFFLINE_ENV,
     }
 
@@ -650,29 +629,6 @@ def load_average() -> list[float] | None:
     except OSError:
         return None
 
-
-def reproduce_command() -> str:
-    exe = Path(sys.executable)
-    try:
-        exe_text = str(exe.relative_to(REPO))
-    except ValueError:
-        exe_text = str(exe)
-    script = Path(__file__).resolve().relative_to(REPO)
-    return f"cd {shlex.quote(str(REPO))} && " + shlex.join([exe_text, str(script), *sys.argv[1:]])
-
-
-def write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, default=float)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def print_frame(title: str, frame: Any) -> None:
@@ -720,7 +676,7 @@ def main_cli() -> None:
         sizes = {"train": train_sequences or (250 if quick else 900), "val": 50 if quick else 100,
                  "test": 100 if quick else 200}
 
-        print(f"reproduce: {reproduce_command()}")
+        print(f"reproduce: {reproduce_command(__file__)}")
         python = ensure_easytpp_venv(scratch)
         env = environment(python)
         print("environment: " + ", ".join(f"{k}={v}" for k, v in env.items() if k not in ("threads_env", "offline_env")))
@@ -789,7 +745,7 @@ def main_cli() -> None:
         print(f"\n{sum(bool(g.passed) for g in measured)} of {len(measured)} measured goals pass")
         payload = {
             "benchmark": "neural_vs_easytpp",
-            "command": reproduce_command(),
+            "command": reproduce_command(__file__),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "environment": env,
             "load_average_end": load_average(),
