@@ -34,3 +34,27 @@ def pad_more(batch: EventBatch, extra: int) -> EventBatch:
         torch.cat([batch.mask, torch.zeros(B, extra, dtype=torch.bool)], 1),
         batch.t_start, batch.t_end, batch.num_marks,
     )
+
+
+def assert_future_events_do_not_reach(model, data: EventBatch, change: str) -> None:
+    """Move the later half of the longest sequence (its times, its marks, or both): the intensity at
+    and before the first moved event must not change, after it must, and other sequences stay put."""
+    times, marks = zip(*data.sequences())
+    b = int(np.argmax([t.size for t in times]))
+    j = len(times[b]) // 2
+    t_cut = times[b][j]
+    moved_t, moved_m = [t.copy() for t in times], [m.copy() for m in marks]
+    if change in ("time", "both"):
+        moved_t[b][j:] = t_cut + (moved_t[b][j:] - t_cut) * 0.5 + 0.01
+    if change in ("mark", "both"):
+        moved_m[b][j:] = (moved_m[b][j:] + 1) % data.num_marks
+    moved = EventBatch.from_sequences(moved_t, moved_m, t_start=data.t_start.numpy(), t_end=data.t_end.numpy(),
+                                      num_marks=data.num_marks)
+    query = torch.linspace(float(data.t_start[b]), float(data.t_end[b]), 400, dtype=torch.float64)
+    query = torch.sort(torch.cat([query, torch.tensor([t_cut])])).values.expand(len(data), -1)  # t_cut itself too
+    before, after = model.intensity(data, query).detach(), model.intensity(moved, query).detach()
+    early = query[b] <= t_cut
+    assert torch.equal(before[b][early], after[b][early])
+    assert not torch.allclose(before[b][~early], after[b][~early])  # the check is not vacuous
+    others = [i for i in range(len(data)) if i != b]
+    assert torch.equal(before[others], after[others])

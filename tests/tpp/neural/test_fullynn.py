@@ -1,6 +1,5 @@
 """FullyNN: exact gradients, padding/order invariance, exact compensator, causality, training."""
 
-import numpy as np
 import pytest
 import torch
 from torch.func import functional_call
@@ -10,7 +9,7 @@ from tpp.compensator import integrate_intervals
 from tpp.hawkes import ExpHawkes, Poisson
 from tpp.neural.fullynn import FullyNN
 
-from .conftest import A3, MU3, pad_more
+from .conftest import A3, MU3, assert_future_events_do_not_reach, pad_more
 
 
 def make_model(hidden_size: int = 8, seed: int = 0, **kwargs) -> FullyNN:
@@ -76,22 +75,7 @@ def test_intensity_is_autograd_derivative_of_cumulative_hazard_and_positive():
 
 def test_future_events_do_not_reach_earlier_intensity(hawkes_data):
     model = make_model().eval()
-    times, marks = zip(*hawkes_data.sequences())
-    b = int(np.argmax([t.size for t in times]))
-    j = len(times[b]) // 2
-    t_cut = times[b][j]
-    moved_t, moved_m = [t.copy() for t in times], [m.copy() for m in marks]
-    moved_t[b][j:] = t_cut + (moved_t[b][j:] - t_cut) * 0.5 + 0.01
-    moved_m[b][j:] = (moved_m[b][j:] + 1) % 3
-    moved = EventBatch.from_sequences(moved_t, moved_m, t_start=hawkes_data.t_start.numpy(),
-                                      t_end=hawkes_data.t_end.numpy(), num_marks=3)
-    query = torch.linspace(0.0, float(hawkes_data.t_end[0]), 400, dtype=torch.float64).expand(len(hawkes_data), -1)
-    before, after = model.intensity(hawkes_data, query).detach(), model.intensity(moved, query).detach()
-    early = query[b] <= t_cut
-    assert torch.equal(before[b][early], after[b][early])
-    assert not torch.allclose(before[b][~early], after[b][~early])  # the check is not vacuous
-    others = [i for i in range(len(hawkes_data)) if i != b]
-    assert torch.equal(before[others], after[others])
+    assert_future_events_do_not_reach(model, hawkes_data, 'both')
 
 
 def test_training_on_hawkes_data_approaches_the_true_process():

@@ -10,7 +10,7 @@ from tpp.compensator import integrate_intervals
 from tpp.hawkes import ExpHawkes, Poisson
 from tpp.neural.nhp import NHP
 
-from .conftest import A3, MU3, pad_more
+from .conftest import A3, MU3, assert_future_events_do_not_reach, pad_more
 
 
 def make_model(hidden_size: int = 8, seed: int = 0, **kwargs) -> NHP:
@@ -66,25 +66,7 @@ def test_compensator_equals_fine_quadrature_of_intensity(hawkes_data):
 @pytest.mark.parametrize("change", ["time", "mark"])
 def test_future_events_do_not_reach_earlier_intensity(hawkes_data, change):
     model = make_model()
-    times, marks = zip(*hawkes_data.sequences())
-    b = int(np.argmax([t.size for t in times]))
-    j = len(times[b]) // 2
-    t_cut = times[b][j]
-    moved_t, moved_m = [t.copy() for t in times], [m.copy() for m in marks]
-    if change == "time":
-        moved_t[b][j:] = t_cut + (moved_t[b][j:] - t_cut) * 0.5 + 0.01
-    else:
-        moved_m[b][j] = (moved_m[b][j] + 1) % 3
-    moved = EventBatch.from_sequences(moved_t, moved_m, t_start=hawkes_data.t_start.numpy(),
-                                      t_end=hawkes_data.t_end.numpy(), num_marks=3)
-    query = torch.linspace(float(hawkes_data.t_start[b]), float(hawkes_data.t_end[b]), 400, dtype=torch.float64)
-    query = torch.sort(torch.cat([query, torch.tensor([t_cut])])).values.expand(len(hawkes_data), -1)  # t_cut itself too
-    before, after = model.intensity(hawkes_data, query).detach(), model.intensity(moved, query).detach()
-    early = query[b] <= t_cut
-    assert torch.equal(before[b][early], after[b][early])
-    assert not torch.allclose(before[b][~early], after[b][~early])  # the check is not vacuous
-    others = [i for i in range(len(hawkes_data)) if i != b]
-    assert torch.equal(before[others], after[others])
+    assert_future_events_do_not_reach(model, hawkes_data, change)
 
 
 def test_training_on_hawkes_data_approaches_the_true_process():
