@@ -1,0 +1,37 @@
+"""Continuous-time latent models; each lives in its own small file and is imported on first use.
+
+``from sde.models import LSDE`` imports :mod:`sde.models.stable` only, so a user of one model never
+pays for the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "NeuralCDE": "sde.models.cde",
+    "LSDE": "sde.models.stable",
+    "LNSDE": "sde.models.stable",
+    "GSDE": "sde.models.stable",
+    "GRUTime": "sde.models.baselines",
+    "LatentSDE": "sde.models.latent",
+    "NeuralCox": "sde.models.latent",
+    "NeuralMJP": "sde.models.mjp",
+    "MarkovJumpProcess": "sde.models.mjp",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sde.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
