@@ -8,8 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tpp.neural._kernels import Recurrence, run_recurrence
+
 __all__ = [
-    "ScaledSoftplus", "TemporalEncoding", "ContinuousLSTMCell", "MarkEmbedding", "RecurrentHistory", "gather_state",
+    "CausalAttentionLayer", "Recurrence", "ScaledSoftplus", "TemporalEncoding", "ContinuousLSTMCell", "MarkEmbedding", "RecurrentHistory", "gather_state",
 ]
 
 
@@ -54,17 +56,25 @@ class MarkEmbedding(nn.Embedding):
 
 
 class RecurrentHistory(nn.Module):
-    """A GRU over (mark embedding, one time feature) per event, with a learned state before any event.
+    """A recurrent net (GRU or Elman RNN) over (mark embedding, one time feature) per event, with a
+    learned state before any event.
 
-    The history encoder of RMTPP, FullyNN and IntensityFree; they differ only in the time feature
-    they feed (log1p of the gap, a scaled gap, the standardised log gap).
+    The history encoder of RMTPP, FullyNN and IntensityFree; they differ in the time feature they
+    feed (log1p of the gap, a scaled gap, the standardised log gap) and the cell. Training on CPU
+    uses the fused backward pass of :mod:`tpp.neural._kernels` (same values and gradients).
     """
 
-    def __init__(self, num_marks: int, hidden_size: int, embedding_size: int | None = None) -> None:
+    def __init__(self, num_marks: int, hidden_size: int, embedding_size: int | None = None,
+                 cell: Recurrence = Recurrence.GRU) -> None:
         super().__init__()
         emb = embedding_size or hidden_size
+        self.cell = Recurrence(cell)
         self.embedding = MarkEmbedding(num_marks, emb)
-        self.rnn = nn.GRU(emb + 1, hidden_size, batch_first=True)
+        if self.cell is Recurrence.GRU:
+            self.rnn: nn.RNNBase = nn.GRU(emb + 1, hidden_size, batch_first=True)
+        else:
+            nonlinearity = "relu" if self.cell is Recurrence.RNN_RELU else "tanh"
+            self.rnn = nn.RNN(emb + 1, hidden_size, batch_first=True, nonlinearity=nonlinearity)
         self.h0 = nn.Parameter(torch.zeros(hidden_size))
 
     def forward(self, mark: Tensor, mask: Tensor, time_feature: Tensor) -> Tensor:
@@ -72,7 +82,7 @@ class RecurrentHistory(nn.Module):
         if mark.shape[1] == 0:  # a batch of empty histories: only the state before any event
             return self.h0.expand(mark.shape[0], 1, -1)
         x = torch.cat([self.embedding(mark, mask), time_feature[..., None].to(self.h0.dtype)], -1)
-        out, _ = self.rnn(x, self.h0.expand(1, mark.shape[0], -1).contiguous())
+        out = run_recurrence(self.cell, self.rnn, x, self.h0.expand(mark.shape[0], -1))
         return torch.cat([self.h0.expand(mark.shape[0], 1, -1), out], 1)
 
     def step(self, mark: Tensor, time_feature: Tensor, h: Tensor) -> Tensor:
@@ -117,3 +127,49 @@ def gather_state(states: Tensor, index: Tensor) -> Tensor:
     shape = index.shape + states.shape[2:]
     expanded = index.reshape(index.shape + (1,) * (states.dim() - 2)).expand(shape)
     return states.gather(1, expanded)
+
+
+class CausalAttentionLayer(nn.Module):
+    """One transformer layer over a sequence with a causal mask (position ``n`` sees ``<= n``).
+
+    Multi-head attention through ``F.scaled_dot_product_attention(is_causal=True)`` (no mask tensor,
+    so the fused CPU/GPU kernels apply), then a GELU feed-forward of width ``feedforward_size``
+    (0: none, as in EasyTPP's SAHP). ``norm_first`` picks pre-norm (SAHP) or post-norm (THP, the
+    original transformer) residual blocks.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, feedforward_size: int, norm_first: bool = True,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.norm_first = norm_first
+        self.dropout = dropout
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        self.out = nn.Linear(hidden_size, hidden_size)
+        self.norm1 = nn.LayerNorm(hidden_size)
+        self.feedforward = (
+            nn.Sequential(nn.Linear(hidden_size, feedforward_size), nn.GELU(), nn.Dropout(dropout),
+                          nn.Linear(feedforward_size, hidden_size))
+            if feedforward_size > 0 else None
+        )
+        self.norm2 = nn.LayerNorm(hidden_size) if feedforward_size > 0 else None
+
+    def _attention(self, x: Tensor) -> Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, L, D))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[B, L, H] -> [B, L, H]``."""
+        if self.norm_first:
+            x = x + self._attention(self.norm1(x))
+            if self.feedforward is not None:
+                x = x + self.feedforward(self.norm2(x))
+            return x
+        x = self.norm1(x + self._attention(x))
+        if self.feedforward is not None:
+            x = self.norm2(x + self.feedforward(x))
+        return x

@@ -11,9 +11,11 @@ The compensator is the Gauss-Legendre rule of :class:`NeuralTPP` per interval.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tpp.events import EventBatch
+from tpp.neural._kernels import ctlstm_states
 from tpp.neural.base import StateTPP
 from tpp.neural.layers import (
     ContinuousLSTMCell,
@@ -38,23 +40,19 @@ class NHP(StateTPP):
     def encode(self, batch: EventBatch) -> Tensor:
         """``[B, L + 1, 4H]``: ``(c, c_bar, delta, o)`` after the BOS input (index 0) and after each event.
 
-        State ``n`` defines the decay on ``(t_n, t_{n+1}]``. The loop runs over positions (an RNN
-        must); each step is batched. Padding steps see a zero gap and the padding embedding, and
-        their states are never read for real intervals.
+        State ``n`` defines the decay on ``(t_n, t_{n+1}]``. The input part of the gates is one
+        matrix product over all positions; the recurrence runs in
+        :func:`tpp.neural._kernels.ctlstm_states` (a compiled loop and reverse pass on CPU). Padding
+        steps see a zero gap and the padding embedding, and their states are never read for real
+        intervals.
         """
         dtype = self.head.weight.dtype
         B, L = batch.time.shape
-        x = self.embedding(batch.mark, batch.mask)  # [B, L, H]
-        bos = self.bos.expand(B, -1)
+        inputs = torch.cat([self.bos.expand(B, 1, -1), self.embedding(batch.mark, batch.mask)], 1)  # [B, L+1, H]
+        weight = self.cell.linear.weight
+        gx = F.linear(inputs, weight[:, : self.hidden_size], self.cell.linear.bias)
         gaps = batch.inter_event_times.to(dtype)  # differences in float64, then cast
-        zero = bos.new_zeros(B, self.hidden_size)
-        c, c_bar, delta, o = self.cell(bos, zero, zero, zero)
-        states = [torch.cat([c, c_bar, delta, o], -1)]
-        for n in range(L):
-            h, c_decayed = ContinuousLSTMCell.decay(c, c_bar, delta, o, gaps[:, n])
-            c, c_bar, delta, o = self.cell(x[:, n], h, c_decayed, c_bar)
-            states.append(torch.cat([c, c_bar, delta, o], -1))
-        return torch.stack(states, 1)
+        return ctlstm_states(gx, weight[:, self.hidden_size :], gaps)
 
     def intensity_after(self, state: Tensor, dt: Tensor) -> Tensor:
         """``[..., K]`` intensity a time ``dt [...]`` (float64) after the event whose state is ``state [..., 4H]``."""

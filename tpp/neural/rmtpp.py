@@ -1,4 +1,4 @@
-"""RMTPP (Du et al., KDD 2016): an RNN over the history, an exponential-in-time intensity.
+"""RMTPP (Du et al., KDD 2016): a recurrent net over the history, an exponential-in-time intensity.
 
 ``lambda*(t) = exp(v . h_n + w (t - t_n) + b)`` after the ``n``-th event (eq. 11), marks drawn
 from ``softmax(W h_n)`` independently of the time, so ``lambda_k(t) = lambda*(t) p(k | h_n)``.
@@ -14,17 +14,23 @@ from torch import Tensor, nn
 from tpp.compensator import interval_bounds
 from tpp.events import EventBatch
 from tpp.neural.base import NeuralTPP
-from tpp.neural.layers import RecurrentHistory, gather_state
+from tpp.neural.layers import Recurrence, RecurrentHistory, gather_state
 
 __all__ = ["RMTPP"]
 
 
 class RMTPP(NeuralTPP):
-    """Recurrent marked temporal point process: GRU history, exponential intensity, softmax marks."""
+    """Recurrent marked temporal point process: RNN history, exponential intensity, softmax marks.
 
-    def __init__(self, num_marks: int, hidden_size: int = 32, embedding_size: int | None = None, num_points: int = 16) -> None:
+    ``cell``: the paper's RNN is an Elman RNN with a ReLU (eq. 9, ``Recurrence.RNN_RELU``); the default
+    is its tanh twin (``RNN_TANH``, as in EasyTPP), whose bounded state keeps ``exp(v . h)`` finite on
+    sequences of thousands of events; ``Recurrence.GRU`` is the gated alternative.
+    """
+
+    def __init__(self, num_marks: int, hidden_size: int = 32, embedding_size: int | None = None,
+                 num_points: int = 16, cell: Recurrence = Recurrence.RNN_TANH) -> None:
         super().__init__(num_marks, hidden_size, num_points)
-        self.history = RecurrentHistory(num_marks, hidden_size, embedding_size)
+        self.history = RecurrentHistory(num_marks, hidden_size, embedding_size, cell=cell)
         self.time_head = nn.Linear(hidden_size, 1)
         self.mark_head = nn.Linear(hidden_size, num_marks)
         self.w = nn.Parameter(torch.tensor(-0.1))

@@ -4,7 +4,8 @@ Each event is embedded as its mark plus a time-shifted positional encoding
 ``sin / cos(n omega_i + w_i tau_n)`` of its position ``n`` and the gap ``tau_n`` before it, with
 learned ``w`` (sec. 3.2; the gap as in the authors' code). A learned begin-of-sequence input at
 ``t_start`` takes position 0, as in the authors' code. Causal multi-head self-attention (pre-norm
-transformer layers) gives a hidden state ``h_n`` at position ``n`` that sees the start input and
+transformer layers; a GELU feed-forward of width ``feedforward_size``, default ``4 H`` as in the
+authors' code, 0 for none as in EasyTPP's SAHP) gives a hidden state ``h_n`` at position ``n`` that sees the start input and
 events ``1 .. n`` only; ``h_0`` is the learned start state. From ``h_n`` come, per type ``k``, a
 baseline ``mu``, a start value ``eta`` and a decay ``gamma > 0`` (eqs. 12-14), and on
 ``(t_n, t_{n+1}]``
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 
 from tpp.events import EventBatch
 from tpp.neural.base import StateTPP
-from tpp.neural.layers import MarkEmbedding
+from tpp.neural.layers import CausalAttentionLayer, MarkEmbedding
 
 __all__ = ["SAHP"]
 
@@ -52,16 +53,15 @@ class SAHP(StateTPP):
     """Self-attentive Hawkes process: causal attention history, exponentially relaxing softplus intensity."""
 
     def __init__(
-        self, num_marks: int, hidden_size: int = 32, num_heads: int = 2, num_layers: int = 2, num_points: int = 16
+        self, num_marks: int, hidden_size: int = 32, num_heads: int = 2, num_layers: int = 2, num_points: int = 16,
+        feedforward_size: int | None = None,
     ) -> None:
         super().__init__(num_marks, hidden_size, num_points)
         self.embedding = MarkEmbedding(num_marks, hidden_size)
         self.time_encoding = TimeShiftedEncoding(hidden_size)
+        feedforward = 4 * hidden_size if feedforward_size is None else feedforward_size
         self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(
-                hidden_size, num_heads, 4 * hidden_size, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
-            )
-            for _ in range(num_layers)
+            CausalAttentionLayer(hidden_size, num_heads, feedforward, norm_first=True) for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(hidden_size)
         self.start = nn.Parameter(torch.randn(hidden_size) / math.sqrt(hidden_size))  # begin-of-sequence input
@@ -78,9 +78,8 @@ class SAHP(StateTPP):
         x = torch.cat([self.start.expand(B, 1, -1), self.embedding(batch.mark, batch.mask)], 1)
         gaps = torch.cat([batch.t_start.new_zeros(B, 1), batch.inter_event_times], 1)
         x = x + self.time_encoding(gaps.to(dtype))  # cast the differences, not the times
-        causal = torch.triu(torch.full((L + 1, L + 1), float("-inf"), dtype=dtype, device=x.device), diagonal=1)
         for layer in self.layers:
-            x = layer(x, src_mask=causal, is_causal=True)
+            x = layer(x)
         mu, eta, gamma = self.head(self.norm(x)).chunk(3, -1)
         return torch.cat([mu, eta, F.softplus(gamma)], -1)
 

@@ -2,7 +2,7 @@
 
 Event ``j`` enters as its mark embedding plus the sinusoidal temporal encoding of its time since
 ``t_start`` (eq. 2), re-added before every layer as in the authors' code. ``num_layers`` post-norm
-transformer layers (attention, then a GELU feed-forward of width ``2 H``) with a causal mask (event
+transformer layers (attention, then a GELU feed-forward of width ``feedforward_size``, default ``2 H``) with a causal mask (event
 ``j`` attends to itself and earlier events, eqs. 3-5) give a hidden state ``h_j``. Between events
 the intensity of type ``k`` is (eq. 6)
 
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from tpp.events import EventBatch
 from tpp.neural.base import NeuralTPP
-from tpp.neural.layers import MarkEmbedding, ScaledSoftplus, TemporalEncoding, gather_state
+from tpp.neural.layers import CausalAttentionLayer, MarkEmbedding, ScaledSoftplus, TemporalEncoding, gather_state
 
 __all__ = ["THP"]
 
@@ -45,16 +45,16 @@ class THP(NeuralTPP):
         num_layers: int = 2,
         num_points: int = 16,
         dropout: float = 0.0,
+        feedforward_size: int | None = None,
     ) -> None:
         super().__init__(num_marks, hidden_size, num_points)
         if hidden_size % num_heads or hidden_size % 2:
             raise ValueError(f"hidden_size={hidden_size} must be even and divisible by num_heads={num_heads}")
         self.embedding = MarkEmbedding(num_marks, hidden_size)
         self.temporal = TemporalEncoding(hidden_size)
+        feedforward = 2 * hidden_size if feedforward_size is None else feedforward_size
         self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(
-                hidden_size, num_heads, 2 * hidden_size, dropout, activation="gelu", batch_first=True
-            )
+            CausalAttentionLayer(hidden_size, num_heads, feedforward, norm_first=False, dropout=dropout)
             for _ in range(num_layers)
         )
         self.h0 = nn.Parameter(torch.zeros(hidden_size))
@@ -70,9 +70,8 @@ class THP(NeuralTPP):
         x = self.embedding(batch.mark, batch.mask).to(self.h0.dtype)
         if L:
             temporal = self.temporal((batch.time - batch.t_start[:, None]).to(self.h0.dtype))
-            causal = torch.ones(L, L, dtype=torch.bool, device=batch.device).triu(1)  # True = may not attend
             for layer in self.layers:
-                x = layer(x + temporal, src_mask=causal, is_causal=True)
+                x = layer(x + temporal)
         return self.head(torch.cat([self.h0.expand(B, 1, -1), x], 1))
 
     def intensity_at(self, batch: EventBatch, context: Tensor, index: Tensor, t: Tensor) -> Tensor:
