@@ -10,11 +10,12 @@ and 200 test sequences, each from its own seed. ``--quick``: 250 / 50 / 100 sequ
 
 Models (ours -> EasyTPP ``model_id``): RMTPP, NHP, THP, SAHP, AttNHP, IntensityFree, each built
 with the same hidden size (``--hidden-size``, 32), and for the attention models 2 layers and 2
-heads on both sides; both trained with the same batch size (64 sequences), epochs, learning rate
+heads on both sides (our SAHP without its feed-forward block, as EasyTPP builds it:
+``MATCHED_ARCHITECTURE``); both trained with the same batch size (64 sequences), epochs, learning rate
 and seed, validation every epoch and the best validation epoch kept. Each side keeps its own
 training recipe: ours ``tpp.fit`` (length-bucketed batches, AdamW with warm-up/cosine decay,
-gradient clipping, Gauss-Legendre compensator with ``num_points`` = 16 nodes per interval while
-training), EasyTPP its ``Runner`` (shuffled padded batches, Adam, the compensator on a fixed
+gradient clipping, Gauss-Legendre compensator with ``train_points`` = 8 nodes per interval in the
+training loss, 16 for validation), EasyTPP its ``Runner`` (shuffled padded batches, Adam, the compensator on a fixed
 ``linspace`` of 20 points per interval, first event and survival term left out).
 
 Reported per model and side:
@@ -116,6 +117,10 @@ MODEL_IDS = {
     "AttNHP": "AttNHP",
     "IntensityFree": "IntensityFree",
 }
+#: Our constructor arguments that give the architecture EasyTPP builds (its SAHP layers are attention
+#: only, without the feed-forward block of the authors' code; its THP's feed-forward is 2 H wide, as
+#: our default). Same sizes on both sides is the point of the comparison.
+MATCHED_ARCHITECTURE: dict[str, dict[str, Any]] = {"SAHP": {"feedforward_size": 0}}
 #: EasyTPP models whose ``compute_intensities_at_sample_times`` takes absolute sample times, not gaps
 EASYTPP_ABSOLUTE_SAMPLE_TIMES = {"AttNHP"}
 
@@ -279,7 +284,7 @@ def worker_ours(job: dict[str, Any]) -> dict[str, Any]:
     train, val, test = (load_split(job["data"][s]) for s in ("train", "val", "test"))
     cls = getattr(tpp.neural, job["model"])
     torch.manual_seed(job["seed"])
-    model = cls(num_marks=train.num_marks, hidden_size=job["hidden_size"])
+    model = cls(num_marks=train.num_marks, hidden_size=job["hidden_size"], **MATCHED_ARCHITECTURE.get(job["model"], {}))
     memory_before = read_memory_kib()
     result = fit(model, train, val, epochs=job["epochs"], batch_size=job["batch_size"], lr=job["lr"],
                  seed=job["seed"], progress=False)
@@ -297,7 +302,8 @@ def worker_ours(job: dict[str, Any]) -> dict[str, Any]:
         "memory_before_kib": memory_before,
         "memory_after_kib": memory_after,
         "num_parameters": sum(p.numel() for p in model.parameters()),
-        "config": {k: getattr(model, k) for k in ("num_heads", "num_layers", "num_mixtures") if hasattr(model, k)},
+        "config": {**{k: getattr(model, k) for k in ("num_heads", "num_layers", "num_mixtures", "train_points")
+                      if hasattr(model, k)}, **MATCHED_ARCHITECTURE.get(job["model"], {})},
         "test": score(model, test, job["eval_batch_size"]),
     }
 

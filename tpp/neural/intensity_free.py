@@ -31,7 +31,7 @@ from tpp.compensator import interval_bounds
 from tpp.events import EventBatch
 from tpp.neural.base import NeuralTPP
 from tpp.neural.layers import RecurrentHistory, gather_state
-from tpp.process import as_numpy_rng
+from tpp.process import Prediction, as_numpy_rng
 
 __all__ = ["IntensityFree"]
 
@@ -139,6 +139,54 @@ class IntensityFree(NeuralTPP):
         h_last = states.gather(1, lengths[:, None, None].expand(-1, 1, states.shape[-1]))[:, 0]
         _, log_surv = self._log_density_survival(h_last, batch.t_end - last_time)
         return (events + log_surv).to(batch.dtype)
+
+    # ------------------------------------------------------------------ exact forecast
+    @torch.no_grad()
+    def predict(self, batch: EventBatch, quantiles=(0.1, 0.5, 0.9), **_: object) -> Prediction:
+        """Next event after each window end, exactly from the mixture (no quadrature, no horizon).
+
+        Given the quiet time ``s = t_end - t_last``, the next gap is ``tau | tau > s``. With
+        ``log tau ~ sum_c w_c N(a_c, b_c^2)`` (``a_c = m + d mu_c``, ``b_c = d s_c``) the log-normal
+        moment gives ``E[tau 1{tau > s}] = sum_c w_c exp(a_c + b_c^2 / 2) Phi((a_c + b_c^2 - log s) / b_c)``,
+        divided by ``S(s)``; quantiles solve ``S(tau) = (1 - q) S(s)`` by bisection on ``log tau``.
+        Marks are independent of the gap: ``softmax(W h)``.
+        """
+        batch = self._prepare(batch)
+        states = self.encode(batch)
+        lengths = batch.lengths
+        h = states.gather(1, lengths[:, None, None].expand(-1, 1, states.shape[-1]))[:, 0].double()
+        last = torch.cat([batch.t_start[:, None], batch.time], 1).gather(1, lengths[:, None])[:, 0]
+        quiet = (batch.t_end - last).double()
+        log_w, mu, log_s = (part.double() for part in self._mixture(h.to(self.history.h0.dtype)))
+        m, d = self.log_tau_mean.double(), self.log_tau_std.double()
+        a, b = m + d * mu, d * torch.exp(log_s)  # mixture of log tau, [B, C]
+        log_quiet = torch.log(quiet.clamp_min(_MIN_GAP))[:, None]
+
+        def log_survival(log_tau: Tensor) -> Tensor:  # [B, ...] -> [B, ...]
+            z = (log_tau[..., None] - a.view(a.shape[0], *([1] * (log_tau.dim() - 1)), -1)) / b.view(
+                b.shape[0], *([1] * (log_tau.dim() - 1)), -1)
+            return torch.logsumexp(log_w.view(log_w.shape[0], *([1] * (log_tau.dim() - 1)), -1)
+                                   + torch.special.log_ndtr(-z), -1)
+
+        started = quiet > 0
+        log_s0 = torch.where(started, log_survival(log_quiet[:, 0]), torch.zeros_like(quiet))
+        partial = torch.special.log_ndtr((a + b * b - log_quiet) / b)
+        log_first_moment = torch.logsumexp(log_w + a + 0.5 * b * b + torch.where(started[:, None], partial, 0.0), -1)
+        mean_gap = torch.exp(log_first_moment - log_s0)  # E[tau | tau > s]
+        levels = torch.as_tensor(quantiles, dtype=torch.float64, device=h.device)
+        target = log_s0[:, None] + torch.log1p(-levels)[None, :]  # log S(tau_q) = log((1 - q) S(s))
+        low = torch.where(started, log_quiet[:, 0], (a - 12 * b).min(-1).values)[:, None].expand_as(target).clone()
+        high = (a + 12 * b).max(-1).values[:, None].expand_as(target).clone()
+        high = torch.maximum(high, low + 1.0)
+        for _ in range(80):  # bisection on log tau: S is decreasing
+            mid = 0.5 * (low + high)
+            above = log_survival(mid) > target
+            low, high = torch.where(above, mid, low), torch.where(above, high, mid)
+        gap_quantiles = torch.exp(0.5 * (low + high))
+        mark_probs = F.softmax(self.mark_head(h.to(self.history.h0.dtype)), -1).to(batch.dtype)
+        start = last.to(batch.dtype)
+        return Prediction(start + mean_gap.to(batch.dtype), start[:, None] + gap_quantiles.to(batch.dtype),
+                          levels.to(batch.dtype), mark_probs)
 
     # ------------------------------------------------------------------ exact sampling
     @torch.no_grad()

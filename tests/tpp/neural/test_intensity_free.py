@@ -175,3 +175,22 @@ def test_training_on_hawkes_data_approaches_the_true_process():
     assert after > before + 0.08
     assert after > Poisson(3).fit(train).score(test) + 0.06
     assert after > process.score(test) - 0.05
+
+
+def test_exact_predict_matches_the_quadrature_forecast(hawkes_data):
+    """The closed-form forecast (log-normal moments, bisection quantiles) equals the protocol's
+    quadrature forecast from the hazard, which knows nothing of the mixture."""
+    from tpp.process import PointProcess
+
+    torch.manual_seed(3)
+    model = IntensityFree(3, hidden_size=8, num_mixtures=3).double()
+    model.fit_standardisation(hawkes_data)
+    with torch.no_grad():
+        model.mixture_head.bias[3:6].fill_(-0.5)  # light tails: the quadrature's horizon sees all the mass
+        model.mixture_head.bias[6:9].fill_(-1.0)
+    exact = model.predict(hawkes_data, quantiles=(0.1, 0.5, 0.9))
+    numeric = PointProcess.predict(model, hawkes_data, quantiles=(0.1, 0.5, 0.9), num_intervals=256, num_points=8)
+    torch.testing.assert_close(exact.time_mean, numeric.time_mean, rtol=2e-4, atol=1e-6)
+    torch.testing.assert_close(exact.time_quantiles, numeric.time_quantiles, rtol=2e-3, atol=1e-4)
+    torch.testing.assert_close(exact.mark_probs, numeric.mark_probs, rtol=1e-6, atol=1e-8)
+    assert (exact.time_quantiles[:, 0] >= hawkes_data.t_end).all()
