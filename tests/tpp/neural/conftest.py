@@ -25,15 +25,14 @@ def tiny() -> EventBatch:
     )
 
 
-def pad_more(batch: EventBatch, extra: int) -> EventBatch:
-    """The same sequences with ``extra`` more padding columns."""
+def pad_more(batch: EventBatch, extra: int, mark: int = 2) -> EventBatch:
+    """The same sequences with ``extra`` more padding columns, every padded mark set to ``mark``
+    (a model must ignore what padding holds)."""
     B = len(batch)
-    return EventBatch(
-        torch.cat([batch.time, batch.t_end[:, None].expand(B, extra)], 1),
-        torch.cat([batch.mark, torch.zeros(B, extra, dtype=torch.long)], 1),
-        torch.cat([batch.mask, torch.zeros(B, extra, dtype=torch.bool)], 1),
-        batch.t_start, batch.t_end, batch.num_marks,
-    )
+    mask = torch.cat([batch.mask, torch.zeros(B, extra, dtype=torch.bool)], 1)
+    time = torch.cat([batch.time, batch.t_end[:, None].expand(B, extra)], 1)
+    marks = torch.where(mask, torch.cat([batch.mark, batch.mark.new_zeros(B, extra)], 1), mark)
+    return EventBatch(time, marks, mask, batch.t_start, batch.t_end, batch.num_marks)
 
 
 def assert_future_events_do_not_reach(model, data: EventBatch, change: str) -> None:

@@ -1,51 +1,14 @@
-"""FullyNN: exact gradients, padding/order invariance, exact compensator, causality, training."""
+"""FullyNN: what is particular to it (the contract every model meets is in test_contract.py)."""
 
-import pytest
 import torch
-from torch.func import functional_call
 
-from tpp import EventBatch
 from tpp.compensator import integrate_intervals
-from tpp.hawkes import ExpHawkes, Poisson
 from tpp.neural.fullynn import FullyNN
-
-from .conftest import A3, MU3, assert_future_events_do_not_reach, pad_more
 
 
 def make_model(hidden_size: int = 8, seed: int = 0, **kwargs) -> FullyNN:
     torch.manual_seed(seed)
     return FullyNN(3, hidden_size=hidden_size, **kwargs).double()
-
-
-@pytest.fixture(scope="module")
-def tiny() -> EventBatch:
-    """Three short sequences: one empty, one with a window starting before the first event."""
-    return EventBatch.from_sequences(
-        [[0.3, 0.9, 1.0, 2.2], [], [1.1, 1.7]], [[0, 2, 1, 0], [], [1, 1]],
-        t_start=[0.0, 0.0, 0.5], t_end=[3.0, 1.5, 2.5], num_marks=3,
-    )
-
-
-def test_log_likelihood_gradients_match_finite_differences(tiny):
-    model = make_model(hidden_size=4, num_layers=2)
-    model.fit_standardisation(tiny)
-    names = [n for n, _ in model.named_parameters()]
-    params = tuple(p.detach().clone().requires_grad_() for _, p in model.named_parameters())
-
-    def loglik(*values):
-        return functional_call(model, dict(zip(names, values)), (tiny,))
-
-    assert torch.autograd.gradcheck(loglik, params, eps=1e-6, atol=1e-6, rtol=1e-5)
-
-
-def test_log_likelihood_is_invariant_to_padding_and_batch_order(hawkes_data):
-    model = make_model().eval()
-    full = model.log_likelihood(hawkes_data).detach()
-    alone = torch.cat([model.log_likelihood(hawkes_data[i]).detach() for i in range(len(hawkes_data))])
-    torch.testing.assert_close(alone, full, rtol=1e-12, atol=1e-10)
-    torch.testing.assert_close(model.log_likelihood(pad_more(hawkes_data, 7)).detach(), full, rtol=1e-12, atol=1e-10)
-    perm = [4, 0, 5, 2, 1, 3]
-    torch.testing.assert_close(model.log_likelihood(hawkes_data[perm]).detach(), full[perm], rtol=1e-12, atol=1e-10)
 
 
 def test_compensator_equals_fine_quadrature_of_intensity(hawkes_data):
@@ -72,29 +35,3 @@ def test_intensity_is_autograd_derivative_of_cumulative_hazard_and_positive():
     far, far_hazard = model._hazard(h, torch.full((5, 7), 1e8, dtype=torch.float64))
     assert bool((far_hazard > 0).all()) and bool((far > 1.0).all())  # the gap distribution is proper
 
-
-def test_future_events_do_not_reach_earlier_intensity(hawkes_data):
-    model = make_model().eval()
-    assert_future_events_do_not_reach(model, hawkes_data, 'both')
-
-
-def test_training_on_hawkes_data_approaches_the_true_process():
-    """200 Adam steps on ~20k events of a 3-type Hawkes process: far above the start and above the best
-    Poisson process (so the history is used), near the true process's own held-out score."""
-    process = ExpHawkes.from_params(MU3, A3, 1.5)
-    data = process.sample(1024 + 64, 10.0, generator=11)
-    train, test = data[:1024], data[1024:]
-    model = make_model(hidden_size=16, seed=1).float()
-    model.fit_standardisation(train).eval()
-    before = model.score(test)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    order = torch.Generator().manual_seed(0)
-    for _ in range(200):
-        minibatch = train[torch.randperm(len(train), generator=order)[:64]]
-        opt.zero_grad()
-        (-model.log_likelihood(minibatch).sum() / minibatch.num_events).backward()
-        opt.step()
-    after = model.score(test)
-    assert after > before + 0.08
-    assert after > Poisson(3).fit(train).score(test) + 0.06
-    assert after > process.score(test) - 0.05
