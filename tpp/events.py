@@ -42,6 +42,7 @@ class EventDataError(ValueError):
         row: int | None = None,
         field: str | None = None,
     ) -> None:
+        self.detail = message  # without the location prefix, so a wrapper can re-locate it
         self.source, self.sequence, self.position, self.row, self.field = (
             source,
             sequence,
@@ -169,6 +170,32 @@ def _as_int_marks(values: np.ndarray, prov: _Provenance, offsets: np.ndarray) ->
     return values.astype(np.int64)
 
 
+def _real_array(values: Any, b: int, seq_names: Sequence[Any] | None, source: str | None) -> np.ndarray:
+    """One sequence's times as float64, refusing text, complex numbers and ragged nesting (no silent casts)."""
+    label = seq_names[b] if seq_names is not None and b < len(seq_names) else b
+    try:
+        array = np.asarray(values)
+    except ValueError as exc:  # ragged nesting
+        raise EventDataError(f"times are not one flat array ({exc})", source=source, sequence=label, field="time") from None
+    if array.dtype.kind not in "fiub" or array.ndim > 1:
+        what = f"dtype {array.dtype}" if array.dtype.kind not in "fiub" else f"shape {array.shape}"
+        raise EventDataError(f"times must be a flat array of real numbers, got {what}", source=source, sequence=label,
+                             field="time")
+    return array.astype(np.float64).reshape(-1)
+
+
+def _window(values: Any, num_seq: int, name: str, source: str | None) -> np.ndarray:
+    """A window bound per sequence from a scalar or one value per sequence."""
+    try:
+        array = np.asarray(values)
+        if array.dtype.kind not in "fiub":
+            raise TypeError(f"dtype {array.dtype}")
+        return np.broadcast_to(array.astype(np.float64), (num_seq,)).copy()
+    except (TypeError, ValueError) as exc:
+        raise EventDataError(f"must be a number or one number per sequence ({num_seq}); got {exc}",
+                             source=source, field=name) from None
+
+
 class EventBatch:
     """Padded event sequences with per-sequence observation windows (see module docstring).
 
@@ -195,6 +222,13 @@ class EventBatch:
             )
         if t_start.shape != (time.shape[0],) or t_end.shape != (time.shape[0],):
             raise EventDataError(f"t_start and t_end must have shape [B]={time.shape[0]}")
+        for name, tensor in (("time", time), ("t_start", t_start), ("t_end", t_end)):
+            if tensor.dtype == torch.bool or tensor.is_complex():
+                raise EventDataError(f"{name} must be real numbers, got dtype {tensor.dtype}", field=name)
+        if not time.is_floating_point():  # integer clock ticks: a float time axis like every other constructor
+            time = time.to(DEFAULT_TIME_DTYPE)
+        if mark.is_complex() or (mark.is_floating_point() and not torch.equal(mark, torch.round(mark))):
+            raise EventDataError(f"marks must be integers, got dtype {mark.dtype} with fractional values", field="mark")
         self.time = time
         self.mark = mark.long()
         self.mask = mask.bool()
@@ -257,8 +291,8 @@ class EventBatch:
             raise EventDataError("marks and times differ in length", source=source, field="mark")
         if num_marks is None:
             num_marks = int(marks.max()) + 1 if marks.size else 1
-        t_start = np.broadcast_to(np.asarray(t_start, dtype=np.float64), (offsets.size - 1,)).copy()
-        t_end = np.broadcast_to(np.asarray(t_end, dtype=np.float64), (offsets.size - 1,)).copy()
+        t_start = _window(t_start, offsets.size - 1, "t_start", source)
+        t_end = _window(t_end, offsets.size - 1, "t_end", source)
         _validate_flat(times, marks, offsets, t_start, t_end, int(num_marks), prov)
         lengths = np.diff(offsets)
         num_seq, max_len = lengths.size, int(lengths.max()) if lengths.size else 0
@@ -297,23 +331,27 @@ class EventBatch:
 
         ``t_end=None`` takes each sequence's last event (its ``t_start`` when it has none).
         """
-        arrays = [np.asarray(t, dtype=np.float64).reshape(-1) for t in times]
+        arrays = [_real_array(t, b, seq_names, source) for b, t in enumerate(times)]
         lengths = np.array([a.size for a in arrays], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         flat_t = np.concatenate(arrays) if arrays else np.zeros(0)
         flat_m = None
         if marks is not None:
-            mark_arrays = [np.asarray(m).reshape(-1) for m in marks]
+            try:
+                mark_arrays = [np.asarray(m).reshape(-1) for m in marks]
+            except ValueError as exc:  # ragged nesting
+                raise EventDataError(f"marks are not one flat array per sequence ({exc})", source=source,
+                                     field="mark") from None
             if len(mark_arrays) != len(arrays) or any(m.size != a.size for m, a in zip(mark_arrays, arrays)):
                 raise EventDataError("marks must have one array per sequence, each as long as its times", source=source)
             flat_m = np.concatenate(mark_arrays) if mark_arrays else np.zeros(0, np.int64)
-        t0 = np.broadcast_to(np.asarray(t_start, np.float64), lengths.shape).copy()
+        t0 = _window(t_start, lengths.size, "t_start", source)
         if t_end is None:
             with np.errstate(invalid="ignore"):
                 last = np.array([a[-1] if a.size else np.nan for a in arrays], np.float64)
             t1 = np.where(np.isnan(last), t0, last)
         else:
-            t1 = np.broadcast_to(np.asarray(t_end, np.float64), lengths.shape).copy()
+            t1 = _window(t_end, lengths.size, "t_end", source)
         return cls.from_flat(
             flat_t, offsets, t0, t1, flat_m, num_marks, seq_names=seq_names, source=source, dtype=dtype
         )

@@ -54,7 +54,16 @@ def _numeric_column(df: pd.DataFrame, column: str, source: str | None, field: st
     values = df[column]
     if values.dtype.kind in "fiub":
         return values.to_numpy()
+    if values.dtype.kind in "mMc":  # would be turned silently into nanoseconds, or lose the imaginary part
+        kind = {"m": "durations", "M": "dates", "c": "complex numbers"}[values.dtype.kind]
+        raise EventDataError(
+            f"column {column!r} holds {kind} ({values.dtype}); convert it to real numbers first"
+            + (" (e.g. seconds since a reference time)" if kind != "complex numbers" else ""),
+            source=source, field=field,
+        )
     converted = pd.to_numeric(values, errors="coerce")
+    if converted.dtype.kind not in "fiub":
+        raise EventDataError(f"column {column!r} is not real numbers ({converted.dtype})", source=source, field=field)
     bad = np.flatnonzero(converted.isna().to_numpy() & values.notna().to_numpy())
     if bad.size:
         i = int(bad[0])

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from tpp.compensator import gauss_legendre, integrate_intervals
-from tpp.events import EventBatch
+from tpp.events import EventBatch, EventDataError
 
 __all__ = ["PointProcess", "Prediction", "as_numpy_rng"]
 
@@ -87,6 +87,12 @@ class PointProcess(nn.Module, abc.ABC):
         t_start: float = 0.0,
     ) -> EventBatch:
         """``n`` sequences on ``[t_start, t_end]``, or continuations of ``history`` up to ``t_end``."""
+
+    def check_marks(self, batch: EventBatch) -> None:
+        """Refuse a batch with more mark types than the model knows (an :class:`EventDataError`)."""
+        if batch.num_marks > self.num_marks:
+            raise EventDataError(f"the batch has {batch.num_marks} mark types, the {type(self).__name__} model "
+                                 f"{self.num_marks}", field="mark")
 
     def forward(self, batch: EventBatch) -> Tensor:
         """Calling a model returns its log-likelihood ``[B]`` (so ``torch.func`` and DDP see it)."""

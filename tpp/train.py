@@ -1,26 +1,39 @@
 """The one training loop for every gradient-trained model: ``tpp.fit(model, train, val, ...)``.
 
+* Data: an :class:`~tpp.events.EventBatch`, or any :class:`~tpp.stream.BatchSource` (e.g. a
+  :class:`~tpp.stream.ParquetSource` streaming a log larger than memory); the same loop reads both.
 * Minibatches by length buckets: sequences sorted by length and cut into groups of
   ``batch_size`` (little padding), the order of the groups shuffled each epoch with the seed.
 * AdamW, linear warm-up then cosine decay of the learning rate, gradient-norm clipping.
 * Loss: minus the log-likelihood per event (``model.log_likelihood`` includes the survival term).
+* Never NaN silently: a non-finite loss or gradient norm raises :class:`TrainingDivergedError`
+  naming the epoch, the batch and its sequences, or (``on_nonfinite="skip"``) skips that update
+  and counts it in the history.
 * Early stopping on the validation log-likelihood per event; the best weights are restored.
 * tqdm progress on stderr with events per second.
-* Atomic checkpoints after every epoch (model, optimizer, schedule, RNG states, history); the
-  previous one is kept, a damaged file is detected on load and the previous one used instead.
-  ``resume=True`` continues a killed run from its last checkpoint and ends where an
-  uninterrupted run with the same seed would.
+* Atomic checkpoints (temporary file + rename) after every epoch and, with ``checkpoint_every``,
+  every that many steps within an epoch (model, optimizer, schedule, RNG states, the random state
+  at the epoch's start and the step reached, history). Each file carries the SHA-256 of its
+  contents; the previous one is kept, and a truncated or altered file is detected on load and the
+  previous one used instead. ``resume=True`` continues a killed run from its last checkpoint,
+  mid-epoch included (the epoch's batch order is rebuilt from its random state), and ends where
+  an uninterrupted run with the same seed would.
 * Data-parallel when launched by ``torchrun`` (``WORLD_SIZE > 1``): every process takes its share
-  of each minibatch, gradients are averaged by DDP, rank 0 writes checkpoints. The loss is scaled
-  so that the update equals the single-process update on the same global minibatch.
+  of each minibatch (sequences ``rank, rank + world, ...``), gradients are averaged by DDP, rank 0
+  writes checkpoints (``checkpoint_dir`` must be shared), every rank resumes from them. The loss
+  is scaled so that the update equals the single-process update on the same global minibatch.
 """
 
 from __future__ import annotations
 
+import enum
+import hashlib
+import io
 import math
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,12 +46,38 @@ from tqdm.auto import tqdm
 from tpp.events import EventBatch
 from tpp.io import atomic_write
 from tpp.process import PointProcess
+from tpp.stream import BatchSource, as_source, length_buckets
 
-__all__ = ["fit", "evaluate", "TrainResult", "length_buckets", "CheckpointError"]
+__all__ = [
+    "fit", "evaluate", "TrainResult", "length_buckets", "shard", "CheckpointError", "TrainingDivergedError",
+    "NonFinite",
+]
 
 
 class CheckpointError(RuntimeError):
-    """No readable checkpoint where one was expected."""
+    """No readable checkpoint where one was expected, or one written by a different run."""
+
+
+class NonFinite(str, enum.Enum):
+    """What :func:`fit` does when a step's loss or gradient norm is NaN or infinite."""
+
+    RAISE = "raise"  #: stop with TrainingDivergedError
+    SKIP = "skip"  #: drop that update (parameters and optimizer state untouched), count it, go on
+
+
+class TrainingDivergedError(FloatingPointError):
+    """A non-finite loss or gradient: names where, so the offending sequences can be inspected."""
+
+    def __init__(self, quantity: str, value: float, epoch: int, batch_index: int | None = None,
+                 sequences: list[int] | None = None, names: list[Any] | None = None) -> None:
+        self.quantity, self.value, self.epoch, self.batch_index = quantity, value, epoch, batch_index
+        self.sequences, self.names = sequences, names
+        where = f"epoch {epoch}"
+        if batch_index is not None:
+            ids = f" (ids {names})" if names is not None and names != sequences else ""
+            where += f", batch {batch_index}, sequences {sequences}{ids}"
+        super().__init__(f"non-finite {quantity} ({value}) at {where}; lower the learning rate, check the data, "
+                         "or pass on_nonfinite='skip'")
 
 
 @dataclass
@@ -50,32 +89,35 @@ class TrainResult:
     best_val_ll_per_event: float | None = None
     stopped_early: bool = False
     resumed_from_epoch: int | None = None
+    resumed_from_step: int | None = None  #: steps of that epoch already done (0: it had ended)
+    resume_seconds: float | None = None  #: time to read, verify and restore the checkpoint
 
     @property
     def train_events_per_second(self) -> float:
         rates = [h["events_per_second"] for h in self.history if h.get("events_per_second")]
         return float(np.mean(rates)) if rates else float("nan")
 
+    @property
+    def skipped_steps(self) -> int:
+        return int(sum(h.get("skipped_steps", 0) for h in self.history))
 
-def length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
-    """Indices of sequences grouped by similar length, ``batch_size`` per group; group order shuffled by ``rng``."""
-    order = np.argsort(lengths, kind="stable")
-    groups = [order[i : i + batch_size] for i in range(0, order.size, batch_size)]
-    if rng is not None:
-        groups = [groups[i] for i in rng.permutation(len(groups))]
-    return groups
+
+def shard(indices: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """This process's share of a minibatch: sequences ``rank, rank + world, ...`` (disjoint, covering)."""
+    return np.asarray(indices)[rank::world]
 
 
 @torch.no_grad()
-def evaluate(model: PointProcess, data: EventBatch, batch_size: int = 64) -> float:
+def evaluate(model: PointProcess, data: EventBatch | BatchSource, batch_size: int = 64) -> float:
     """Log-likelihood per event of ``data`` (in batches, no gradients)."""
+    source = as_source(data)
     was_training = model.training
     model.eval()
     total = 0.0
-    for idx in length_buckets(data.lengths.cpu().numpy(), batch_size, None):
-        total += float(model.log_likelihood(data[idx]).sum())
+    for idx in source.plan(batch_size, None):
+        total += float(model.log_likelihood(source.load(idx)).sum())
     model.train(was_training)
-    return total / max(data.num_events, 1)
+    return total / max(source.num_events, 1)
 
 
 def _distributed() -> tuple[int, int]:
@@ -90,31 +132,57 @@ def _distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+# --------------------------------------------------------------------------- checkpoints
+_MAGIC = b"TPP-CHECKPOINT-1\n"  # then the SHA-256 of the payload (64 hex digits), a newline, the payload
+
+
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Keep the current file as ``.prev.pt``, write the new one atomically with its checksum."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
     previous = path.with_suffix(".prev.pt")
     if path.exists():
         os.replace(path, previous)
     with atomic_write(path, ".pt") as tmp:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as fh:
+            fh.write(_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """One checkpoint file, its checksum verified; raises ValueError saying what is wrong."""
+    raw = path.read_bytes()
+    if raw.startswith(_MAGIC):
+        head = len(_MAGIC) + 65
+        digest, payload = raw[len(_MAGIC) : head - 1].decode("ascii", "replace"), raw[head:]
+        if len(raw) < head or hashlib.sha256(payload).hexdigest() != digest:
+            raise ValueError(f"checksum mismatch ({len(payload)} bytes of payload): the file is truncated or altered")
+    elif raw.startswith(b"PK"):
+        payload = raw  # written before checksums (a bare torch zip): loaded unverified
+    else:
+        raise ValueError("not a tpp checkpoint (unknown header)")
+    state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "epoch" not in state or "model" not in state:
+        raise ValueError("not a tpp checkpoint")
+    return state
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any] | None:
     """The latest readable checkpoint: ``path``, else the previous one; None if neither exists."""
+    problems = []
     for candidate in (path, path.with_suffix(".prev.pt")):
         if not candidate.exists():
             continue
         try:
-            state = torch.load(candidate, map_location="cpu", weights_only=False)
-            if not isinstance(state, dict) or "epoch" not in state or "model" not in state:
-                raise ValueError("not a tpp checkpoint")
-            return state
+            return _read_checkpoint(candidate)
         except Exception as exc:  # noqa: BLE001 - any unreadable file means: try the previous one
-            import warnings
-
+            problems.append(f"{candidate.name}: {exc}")
             warnings.warn(f"checkpoint {candidate} is unreadable ({type(exc).__name__}: {exc}); trying the previous one",
                           stacklevel=3)
-    if path.exists() or path.with_suffix(".prev.pt").exists():
-        raise CheckpointError(f"no readable checkpoint in {path.parent}")
+    if problems:
+        raise CheckpointError(f"no readable checkpoint in {path.parent}: " + "; ".join(problems))
     return None
 
 
@@ -128,10 +196,21 @@ def _schedule(total_steps: int, warmup_steps: int, floor: float = 0.1):
     return factor
 
 
+def _all_ranks_any(flag: bool, world: int, device: torch.device) -> bool:
+    """True if ``flag`` holds on any process (so every rank takes the same branch)."""
+    if world == 1:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def fit(
     model: PointProcess,
-    train: EventBatch,
-    val: EventBatch | None = None,
+    train: EventBatch | BatchSource,
+    val: EventBatch | BatchSource | None = None,
     *,
     epochs: int = 20,
     batch_size: int = 32,
@@ -142,24 +221,31 @@ def fit(
     patience: int = 5,
     seed: int = 0,
     checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
     resume: bool = False,
+    on_nonfinite: NonFinite | str = NonFinite.RAISE,
     progress: bool = True,
     device: str | torch.device | None = None,
     amp: bool = False,
 ) -> TrainResult:
     """Train ``model`` by maximum likelihood; returns the :class:`TrainResult` (the model keeps the best weights).
 
-    ``warmup`` is a fraction of all steps. ``patience`` epochs without a better validation
-    log-likelihood stop the run. ``amp`` runs the forward pass in bfloat16 autocast (off by
-    default: likelihoods of long sequences need float32 accumulation).
+    ``train``/``val``: an :class:`EventBatch` or a :class:`~tpp.stream.BatchSource` (streamed
+    minibatches: memory follows a batch, not the data). ``warmup`` is a fraction of all steps.
+    ``patience`` epochs without a better validation log-likelihood stop the run. ``checkpoint_every``
+    also checkpoints every that many steps within an epoch, so a killed run loses at most that many
+    steps. ``on_nonfinite``: :class:`NonFinite` ``"raise"`` (default) or ``"skip"``. ``amp`` runs the
+    forward pass in bfloat16 autocast (off by default: likelihoods of long sequences need float32
+    accumulation).
     """
-    if train.num_events == 0:
+    on_nonfinite = NonFinite(on_nonfinite)
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1 steps, got {checkpoint_every}")
+    source = as_source(train)
+    if source.num_events == 0:
         raise ValueError("the training data has no events")
     rank, world = _distributed()
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    if hasattr(model, "fit_standardisation") and not resume:
-        # Models that standardise inter-event times (log tau) take their statistics from all of train.
-        model.fit_standardisation(train)
     model.to(device)
     torch.manual_seed(seed)
     random.seed(seed)
@@ -168,66 +254,118 @@ def fit(
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    lengths = train.lengths.cpu().numpy()
-    steps_per_epoch = math.ceil(len(train) / batch_size)
+    lengths = source.lengths
+    steps_per_epoch = len(source.plan(batch_size, None))
     total_steps = steps_per_epoch * epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total_steps, int(warmup * total_steps)))
+    config = {"batch_size": batch_size, "steps_per_epoch": steps_per_epoch, "seed": seed, "epochs": epochs}
     result = TrainResult()
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     bad_epochs = 0
-    start_epoch = 0
+    start_epoch, start_step = 0, 0
+    epoch_so_far: dict[str, float] = {}  # an interrupted epoch's running totals
     ckpt_path = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir is not None else None
-    if resume and ckpt_path is not None:
-        state = _load_checkpoint(ckpt_path)
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
+    started = time.perf_counter()
+    state = _load_checkpoint(ckpt_path) if resume and ckpt_path is not None else None
+    if state is not None:
+        saved = state.get("config", config)
+        changed = [k for k in ("batch_size", "steps_per_epoch", "seed") if saved[k] != config[k]]
+        if changed:
+            raise CheckpointError(f"the checkpoint in {checkpoint_dir} belongs to another run: "
+                                  + ", ".join(f"{k} {saved[k]} there, {config[k]} here" for k in changed))
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        best_state = state["best_state"]
+        result.history = state["history"]
+        result.best_epoch, result.best_val_ll_per_event = state["best_epoch"], state["best_val"]
+        bad_epochs = state["bad_epochs"]
+        result.resumed_from_epoch = state["epoch"]
+        if state.get("step") is None:  # the epoch had ended
             rng.bit_generator.state = state["numpy_rng"]
-            torch.set_rng_state(state["torch_rng"])
-            random.setstate(state["python_rng"])
-            best_state = state["best_state"]
-            result.history = state["history"]
-            result.best_epoch, result.best_val_ll_per_event = state["best_epoch"], state["best_val"]
-            bad_epochs = state["bad_epochs"]
-            start_epoch = state["epoch"] + 1
-            result.resumed_from_epoch = state["epoch"]
+            start_epoch, result.resumed_from_step = state["epoch"] + 1, 0
+        else:  # rebuild that epoch's batch order from its random state, skip the steps done
+            rng.bit_generator.state = state["epoch_rng"]
+            start_epoch, start_step = state["epoch"], state["step"]
+            epoch_so_far = state["epoch_so_far"]
+            result.resumed_from_step = start_step
+        result.resume_seconds = time.perf_counter() - started
+    elif hasattr(model, "fit_standardisation"):
+        # Models that standardise inter-event times (log tau) take their statistics from the training data.
+        model.fit_standardisation(source.standardisation_sample().to(device))
+
+    def checkpoint(epoch: int, step: int | None, epoch_rng: dict, so_far: dict[str, float]) -> None:
+        """``step``: steps done in ``epoch`` (None: the epoch is complete)."""
+        if ckpt_path is None or rank != 0:
+            return
+        _save_checkpoint(ckpt_path, {
+            "epoch": epoch, "step": step, "epoch_rng": epoch_rng, "epoch_so_far": so_far, "config": config,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+            "best_state": best_state, "history": result.history, "best_epoch": result.best_epoch,
+            "best_val": result.best_val_ll_per_event, "bad_epochs": bad_epochs,
+        })
+
+    params = [p for p in model.parameters() if p.requires_grad]
     for epoch in range(start_epoch, epochs):
         model.train()
-        groups = length_buckets(lengths, batch_size, rng)
+        epoch_rng = rng.bit_generator.state
+        plan = source.plan(batch_size, rng)
+        first_step = start_step if epoch == start_epoch else 0
+        totals = {"events": 0.0, "loss": 0.0, "skipped": 0.0, "seconds": 0.0, "cpu_seconds": 0.0}
+        if first_step:
+            totals.update(epoch_so_far)
         epoch_start, cpu_start = time.perf_counter(), time.process_time()
-        events_seen, loss_sum = 0, 0.0
-        bar = tqdm(groups, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
-                   disable=not progress or rank != 0)
-        for idx in bar:
-            batch = train[idx]
-            n_events = batch.num_events
-            if n_events == 0:
-                continue
-            mine = batch[np.arange(rank, len(batch), world)] if world > 1 else batch
-            mine = mine.to(device)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                ll = net(mine)
-            # DDP averages gradients over processes: scale so the update is that of the whole minibatch.
-            loss = -ll.sum() * world / n_events
-            loss.backward()
-            if clip:
-                nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
-            scheduler.step()
-            events_seen += n_events
-            loss_sum += float(loss.detach()) * n_events / world
-            elapsed = time.perf_counter() - epoch_start
-            bar.set_postfix(nll=f"{loss_sum / events_seen:.4f}", ev_s=f"{events_seen / max(elapsed, 1e-9):.0f}")
+        bar = tqdm(total=len(plan), initial=first_step, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+                   leave=False, disable=not progress or rank != 0)
+        for step in range(first_step, len(plan)):
+            idx = plan[step]
+            n_events = int(lengths[idx].sum())
+            bar.update(1)
+            if n_events > 0:
+                batch = source.load(shard(idx, rank, world)).to(device)
+                optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    ll = net(batch)
+                # DDP averages gradients over processes: scale so the update is that of the whole minibatch.
+                loss = -ll.sum() * world / n_events
+                loss.backward()  # on every rank, even a non-finite loss: DDP's all-reduce needs all of them
+                grads = [p.grad for p in params if p.grad is not None]
+                grad_norm = nn.utils.clip_grad_norm_(params, clip) if clip else nn.utils.get_total_norm(grads)
+                loss_value, norm_value = float(loss.detach()), float(grad_norm)
+                if _all_ranks_any(not (math.isfinite(loss_value) and math.isfinite(norm_value)), world, device):
+                    if on_nonfinite is NonFinite.RAISE:
+                        bad, value = ("loss", loss_value) if not math.isfinite(loss_value) else ("gradient norm", norm_value)
+                        raise TrainingDivergedError(bad, value, epoch, step, [int(i) for i in idx],
+                                                    getattr(batch, "seq_names", None) if world == 1 else None)
+                    optimizer.zero_grad(set_to_none=True)
+                    totals["skipped"] += 1
+                else:
+                    optimizer.step()
+                    totals["events"] += n_events
+                    totals["loss"] += loss_value * n_events / world
+                # A skipped update still advances the schedule: the learning rate stays a function of the step.
+                scheduler.step()
+                elapsed = totals["seconds"] + time.perf_counter() - epoch_start
+                bar.set_postfix(nll=f"{totals['loss'] / max(totals['events'], 1):.4f}",
+                                ev_s=f"{totals['events'] / max(elapsed, 1e-9):.0f}")
+            if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < len(plan):
+                checkpoint(epoch, step + 1, epoch_rng, {
+                    **totals, "seconds": totals["seconds"] + time.perf_counter() - epoch_start,
+                    "cpu_seconds": totals["cpu_seconds"] + time.process_time() - cpu_start})
         bar.close()
-        seconds = time.perf_counter() - epoch_start
-        record = {"epoch": epoch, "train_nll_per_event": loss_sum / max(events_seen, 1),
-                  "events_per_second": events_seen / max(seconds, 1e-9), "seconds": seconds,
-                  "cpu_seconds": time.process_time() - cpu_start,
-                  "lr": float(scheduler.get_last_lr()[0])}
+        seconds = totals["seconds"] + time.perf_counter() - epoch_start
+        record = {"epoch": epoch, "train_nll_per_event": totals["loss"] / max(totals["events"], 1),
+                  "events_per_second": totals["events"] / max(seconds, 1e-9), "seconds": seconds,
+                  "cpu_seconds": totals["cpu_seconds"] + time.process_time() - cpu_start,
+                  "lr": float(scheduler.get_last_lr()[0]), "events": int(totals["events"]),
+                  "skipped_steps": int(totals["skipped"])}
         if val is not None:
             record["val_ll_per_event"] = evaluate(model, val, batch_size=max(batch_size, 32))
+            if not math.isfinite(record["val_ll_per_event"]) and on_nonfinite is NonFinite.RAISE:
+                raise TrainingDivergedError("validation log-likelihood", record["val_ll_per_event"], epoch)
             if result.best_val_ll_per_event is None or record["val_ll_per_event"] > result.best_val_ll_per_event:
                 result.best_val_ll_per_event, result.best_epoch = record["val_ll_per_event"], epoch
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -238,17 +376,9 @@ def fit(
             result.best_epoch = epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         result.history.append(record)
-        if ckpt_path is not None and rank == 0:
-            _save_checkpoint(ckpt_path, {
-                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "numpy_rng": rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(), "best_state": best_state,
-                "history": result.history, "best_epoch": result.best_epoch, "best_val": result.best_val_ll_per_event,
-                "bad_epochs": bad_epochs,
-            })
+        checkpoint(epoch, None, epoch_rng, {})
         if val is not None and bad_epochs >= patience:
             result.stopped_early = True
             break
     model.load_state_dict(best_state)
     return result
-

@@ -124,6 +124,57 @@ def loglik_and_grad(
 
 
 @numba.njit(**_JIT)
+def loglik_chunk(
+    times: np.ndarray,
+    marks: np.ndarray,
+    t_stop: float,
+    mu: np.ndarray,
+    adjacency: np.ndarray,
+    beta: np.ndarray,
+    state: np.ndarray,
+    pending: np.ndarray,
+    clock: np.ndarray,
+) -> float:
+    """The recursion of :func:`loglik_and_grad` over one chunk of ONE sequence's events, no gradient.
+
+    ``state [K, U]``, ``pending [K]`` and ``clock [1]`` (the current time) carry the recursion from
+    one chunk to the next and are updated in place: start them at zeros and ``t_start``. Returns the
+    chunk's share of the log-likelihood (log intensities minus each event's excitation integrated to
+    ``t_stop``); the caller subtracts ``sum(mu) (t_stop - t_start)`` once. Memory: O(K U) beyond the chunk.
+    """
+    K = mu.size
+    U = beta.size
+    col_sum = np.zeros((K, U))
+    for j in range(K):
+        for u in range(U):
+            for i in range(K):
+                col_sum[j, u] += adjacency[i, j, u]
+    t_now = clock[0]
+    total = 0.0
+    for n in range(times.size):
+        t = times[n]
+        i = marks[n]
+        if t > t_now:
+            dt = t - t_now
+            for u in range(U):
+                decay = math.exp(-beta[u] * dt)
+                for j in range(K):
+                    state[j, u] = decay * (state[j, u] + pending[j])
+            pending[:] = 0.0
+            t_now = t
+        lam = mu[i]
+        for j in range(K):
+            for u in range(U):
+                lam += adjacency[i, j, u] * beta[u] * state[j, u]
+        total += math.log(lam)
+        for u in range(U):
+            total -= col_sum[i, u] * (1.0 - math.exp(-beta[u] * (t_stop - t)))
+        pending[i] += 1.0
+    clock[0] = t_now
+    return total
+
+
+@numba.njit(**_JIT)
 def post_event_states(times: np.ndarray, marks: np.ndarray, offsets: np.ndarray, beta: np.ndarray, num_marks: int):
     """``R[n, j, u] = sum_{m <= n, mark_m = j} exp(-beta_u (t_n - t_m))`` and the counts ``C[n, j]`` of
     events ``m <= n`` of type ``j``, within each sequence. From these, the history strictly before

@@ -326,8 +326,7 @@ class FaDInHawkes(PointProcess):
         objective's relative reduction over the last 10 iterations falls below ``tol`` (a
         per-step test stopped early runs on one tiny line-search step, so none is used).
         """
-        if data.num_marks > self.num_marks:
-            raise ValueError(f"data has {data.num_marks} marks, the model {self.num_marks}")
+        self.check_marks(data)
         if data.num_events == 0:
             raise ValueError("cannot fit a Hawkes process to data without events")
         if init == "moments":
@@ -493,6 +492,7 @@ class FaDInHawkes(PointProcess):
 
     def log_likelihood(self, batch: EventBatch) -> Tensor:
         """Exact continuous-time log-likelihood per sequence ``[B]`` (closed-form compensator)."""
+        self.check_marks(batch)
         lam = self._history(batch, batch.time, cumulative=False)
         lam_event = lam.gather(2, batch.mark[..., None])[..., 0]
         log_terms = torch.where(batch.mask, torch.log(torch.where(batch.mask, lam_event, 1.0)), 0.0)

@@ -261,8 +261,7 @@ class NonparametricHawkes(PointProcess):
 
     # ------------------------------------------------------------------ protocol
     def _check(self, batch: EventBatch) -> None:
-        if batch.num_marks > self.num_marks:
-            raise ValueError(f"batch has {batch.num_marks} marks, the model {self.num_marks}")
+        self.check_marks(batch)
 
     def log_likelihood(self, batch: EventBatch) -> Tensor:
         """Exact log-likelihood per sequence ``[B]``, differentiable in ``baseline`` and ``kernel_values``."""

@@ -54,6 +54,7 @@ class Poisson(PointProcess):
         return self.rate_
 
     def log_likelihood(self, batch: EventBatch) -> Tensor:
+        self.check_marks(batch)
         log_rate = self.log_rate.to(batch.dtype)
         per_event = torch.where(batch.mask, log_rate[batch.mark], torch.zeros((), dtype=batch.dtype))
         return per_event.sum(1) - batch.duration * self.rate.to(batch.dtype).sum()
@@ -70,6 +71,7 @@ class Poisson(PointProcess):
 
     def fit(self, data: EventBatch) -> "Poisson":
         """Closed-form MLE; sets ``rate_`` and ``fit_result_``."""
+        self.check_marks(data)
         start = _time.perf_counter()
         total_time = float(data.duration.sum())
         if total_time <= 0:
