@@ -73,8 +73,7 @@ class NeuralTPP(PointProcess):
         param = next(self.parameters(), None)
         if param is not None and (batch.device != param.device):
             batch = batch.to(param.device)
-        if batch.num_marks > self.num_marks:
-            raise ValueError(f"batch has {batch.num_marks} marks, the model {self.num_marks}")
+        self.check_marks(batch)
         return batch
 
     def intensity(self, batch: EventBatch, t: Tensor) -> Tensor:
@@ -85,9 +84,14 @@ class NeuralTPP(PointProcess):
     def event_log_intensity(self, batch: EventBatch, context: Any) -> Tensor:
         """``[B, L]`` log intensity of each event's own mark at its time (0 on padding)."""
         index = history_index(batch, batch.time)
-        lam = self.intensity_at(batch, context, index, batch.time)
-        lam_event = lam.gather(-1, batch.mark.clamp(0, self.num_marks - 1)[..., None])[..., 0]
-        return torch.where(batch.mask, torch.log(torch.where(batch.mask, lam_event, torch.ones_like(lam_event))), 0.0)
+        log_lam = self.log_intensity_at(batch, context, index, batch.time)
+        log_event = log_lam.gather(-1, batch.mark.clamp(0, self.num_marks - 1)[..., None])[..., 0]
+        return torch.where(batch.mask, log_event, 0.0)
+
+    def log_intensity_at(self, batch: EventBatch, context: Any, index: Tensor, t: Tensor) -> Tensor:
+        """``[B, T, K]`` log of :meth:`intensity_at`; models whose intensity can underflow (an
+        exponential or a softplus far in its tail) override it with a log-space form."""
+        return torch.log(self.intensity_at(batch, context, index, t))
 
     def interval_compensator(self, batch: EventBatch, context: Any) -> Tensor:
         """``[B, L + 1, K]`` integral of each mark's intensity over each inter-event interval.

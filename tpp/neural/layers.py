@@ -26,6 +26,14 @@ class ScaledSoftplus(nn.Module):
         scale = self.log_scale.exp().to(x.dtype)
         return scale * F.softplus(x / scale)
 
+    def log_forward(self, x: Tensor) -> Tensor:
+        """``log`` of :meth:`forward` without underflow: ``log softplus(y) -> y`` for very negative ``y``."""
+        log_scale = self.log_scale.to(x.dtype)
+        y = x / log_scale.exp()
+        far = y < -20.0
+        near = torch.log(F.softplus(torch.where(far, torch.full_like(y, -20.0), y)))  # no log(0) in the unused branch
+        return log_scale + torch.where(far, y, near)
+
 
 class TemporalEncoding(nn.Module):
     """Sinusoidal encoding of (absolute or relative) times: ``sin / cos(t / 10000^(2i/d))`` (Zuo et al. 2020, eq. 1)."""

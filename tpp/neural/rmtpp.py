@@ -46,10 +46,13 @@ class RMTPP(NeuralTPP):
         t_last = torch.cat([batch.t_start[:, None], batch.time], 1).gather(1, index)
         return base, log_marks, t_last
 
-    def intensity_at(self, batch: EventBatch, context: Tensor, index: Tensor, t: Tensor) -> Tensor:
+    def log_intensity_at(self, batch: EventBatch, context: Tensor, index: Tensor, t: Tensor) -> Tensor:
         base, log_marks, t_last = self._parts(context, index, batch)
         log_total = base + self.w * (t - t_last).to(base.dtype)
-        return torch.exp(log_total[..., None] + log_marks).to(t.dtype)
+        return (log_total[..., None] + log_marks).to(t.dtype)
+
+    def intensity_at(self, batch: EventBatch, context: Tensor, index: Tensor, t: Tensor) -> Tensor:
+        return torch.exp(self.log_intensity_at(batch, context, index, t))
 
     def interval_compensator(self, batch: EventBatch, context: Tensor) -> Tensor:
         left, right, valid = interval_bounds(batch)

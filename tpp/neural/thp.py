@@ -74,9 +74,15 @@ class THP(NeuralTPP):
                 x = layer(x + temporal)
         return self.head(torch.cat([self.h0.expand(B, 1, -1), x], 1))
 
-    def intensity_at(self, batch: EventBatch, context: Tensor, index: Tensor, t: Tensor) -> Tensor:
+    def _activation(self, batch: EventBatch, context: Tensor, index: Tensor, t: Tensor) -> Tensor:
         history = gather_state(context, index)  # [B, T, K]
         t_last = torch.cat([batch.t_start[:, None], batch.time], 1).gather(1, index)
         # Time ratio in the batch's (float64) precision, then the model's dtype.
         elapsed = ((t - t_last) / (t_last - batch.t_start[:, None] + 1.0)).to(history.dtype)
-        return self.softplus(self.alpha * elapsed[..., None] + history).to(t.dtype)
+        return self.alpha * elapsed[..., None] + history
+
+    def intensity_at(self, batch: EventBatch, context: Tensor, index: Tensor, t: Tensor) -> Tensor:
+        return self.softplus(self._activation(batch, context, index, t)).to(t.dtype)
+
+    def log_intensity_at(self, batch: EventBatch, context: Tensor, index: Tensor, t: Tensor) -> Tensor:
+        return self.softplus.log_forward(self._activation(batch, context, index, t)).to(t.dtype)
