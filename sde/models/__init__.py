@@ -11,10 +11,13 @@ from typing import Any
 
 _EXPORTS: dict[str, str] = {
     "NeuralCDE": "sde.models.cde",
+    "NeuralODE": "sde.models.ode",
     "LSDE": "sde.models.stable",
     "LNSDE": "sde.models.stable",
     "GSDE": "sde.models.stable",
     "GRUTime": "sde.models.baselines",
+    "Task": "sde.models.heads",
+    "GeometricScheme": "sde.models.stable",
     "LatentSDE": "sde.models.latent",
     "NeuralCox": "sde.models.latent",
     "NeuralMJP": "sde.models.mjp",
