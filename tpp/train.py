@@ -253,7 +253,10 @@ def fit(
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    # One fused kernel per step instead of a loop over parameter tensors (about 1 ms per step saved
+    # on CPU for the attention models' ~30 tensors).
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in model.parameters())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=fused)
     lengths = source.lengths
     steps_per_epoch = len(source.plan(batch_size, None))
     total_steps = steps_per_epoch * epochs
