@@ -103,8 +103,8 @@ from tpp.neural.base import NeuralTPP
 torch.set_num_threads(1)
 
 #: pip calls in order: torch first (the local CPU wheel), then EasyTPP; scipy because the adapter imports
-#: ``tpp.neural.base`` (our integrator uses ``scipy.special``) in EasyTPP's venv.
-EASYTPP_REQUIREMENTS = (("torch==2.13.0",), ("easy-tpp==0.3.0",), ("scipy",))
+#: ``tpp.neural.base`` (our integrator uses ``scipy.special``, the recurrences numba) in EasyTPP's venv.
+EASYTPP_REQUIREMENTS = (("torch==2.13.0",), ("easy-tpp==0.3.0",), ("scipy",), ("numba",))
 DEFAULT_SCRATCH = Path("~/.cache/tpp-sde/bench").expanduser()
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "neural_vs_easytpp.json"
 
