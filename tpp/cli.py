@@ -1,4 +1,4 @@
-"""The ``tpp`` command: ``datasets | fit | eval | simulate | report``.
+"""The ``tpp`` command: ``datasets | fit | eval | simulate | report | bench``.
 
 Bad input ends with exit code 2 and one line on stderr naming the file, sequence, row and
 field; never a traceback. ``--json`` prints one JSON object on stdout and nothing else there.
@@ -17,6 +17,8 @@ from typing import Annotated, Any, Callable, Optional
 
 import numpy as np
 import typer
+
+from tpp.bench import Suite
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Temporal point processes: fit, evaluate, simulate.")
 
@@ -328,6 +330,67 @@ def report(
     typer.echo(table.to_string(index=False))
     typer.echo(f"\nplots and tables in {out.resolve()}: " + ", ".join(sorted(p.name for p in out.iterdir())))
     typer.echo(f"total {time.perf_counter() - start:.1f} s", err=True)
+
+
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated option as a list (None when not given)."""
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    return names or None
+
+
+@app.command()
+@_user_errors
+def bench(
+    suite: Annotated[Suite, typer.Option(help="Benchmark suite: likelihood = every model x the registry's event datasets.")] = Suite.LIKELIHOOD,
+    out: Annotated[Path, typer.Option(help="Folder for the cells, CSV, Markdown, PNG plots and environment.json; rerunning resumes.")] = Path("runs/bench"),
+    quick: Annotated[bool, typer.Option(help="2 seeds, 5 epochs, small cut data: under 10 minutes on 2 cores.")] = False,
+    models: Annotated[Optional[str], typer.Option(help="Comma-separated models (default: every neural model and Poisson, ExpHawkes, SumExpHawkes).")] = None,
+    dataset_names: Annotated[Optional[str], typer.Option("--datasets", help="Comma-separated registry datasets (default: the ten event datasets).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds (default 0,1,2; --quick 0,1).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Neural training epochs (default 30; --quick 5).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Sequences per minibatch (default 32; --quick 16).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 3e-3; --quick 1e-2).")] = None,
+    hidden_size: Annotated[Optional[int], typer.Option("--hidden-size", help="Hidden size of the neural models (default 32).")] = None,
+    max_predictions: Annotated[Optional[int], typer.Option("--max-predictions", help="Forecasts per test split (default 1000; --quick 100).")] = None,
+    max_hawkes_marks: Annotated[Optional[int], typer.Option("--max-hawkes-marks", help="Skip the Hawkes models above this many types (default 100).")] = None,
+    rescale: Annotated[bool, typer.Option(help="Divide times by the training split's mean gap for fitting (numbers reported in data units).")] = True,
+    threads: Annotated[int, typer.Option(help="Threads for torch and numba (one per pool: two pools on two cores fight).")] = 1,
+    progress: Annotated[bool, typer.Option(help="tqdm progress bar on stderr.")] = True,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of the Markdown.")] = False,
+) -> None:
+    """Run a benchmark suite into OUT (resumable: finished cells are kept); write CSV, Markdown, PNG, environment.json."""
+    import shlex
+
+    import numba
+    import torch
+
+    from tpp.bench import run_suite
+
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        seed_list = None if seeds is None else [int(s) for s in _names(seeds) or []]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    report = run_suite(
+        suite, out, quick=quick, models=_names(models), names=_names(dataset_names), seeds=seed_list, epochs=epochs,
+        batch_size=batch_size, lr=lr, hidden_size=hidden_size, max_predictions=max_predictions,
+        max_hawkes_marks=max_hawkes_marks, rescale=rescale, command=shlex.join(["tpp", *sys.argv[1:]]), progress=progress,
+    )
+    if json_output:
+        typer.echo(json.dumps({
+            "suite": Suite(suite).value, "out": str(report.out_dir), "files": {k: str(v) for k, v in report.files.items()},
+            "cells_computed": len(report.computed), "cells_reused": len(report.reused), "seconds": report.seconds,
+            "table": json.loads(report.table.to_json(orient="records")),
+        }))
+        return
+    typer.echo(report.markdown)
+    typer.echo(f"written in {report.out_dir}: " + ", ".join(p.name for p in report.files.values()), err=True)
+    typer.echo(f"{len(report.computed)} cells computed, {len(report.reused)} reused, {report.seconds:.0f} s", err=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -20,13 +21,20 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from tpp.events import EventBatch  # noqa: E402
 from tpp.io import atomic_write  # noqa: E402
 from tpp.metrics import RescalingResult  # noqa: E402
 from tpp.process import PointProcess  # noqa: E402
 
-__all__ = ["plot_intensity", "plot_adjacency", "plot_qq", "plot_kernels", "save_figure"]
+if TYPE_CHECKING:
+    import pandas
+
+__all__ = [
+    "plot_intensity", "plot_adjacency", "plot_qq", "plot_kernels", "save_figure", "plot_kernel_grid", "plot_benchmark",
+    "plot_training_curves", "plot_calibration", "plot_forecast", "plot_fan_chart",
+]
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (8, 3.5)) -> tuple[Figure, Axes]:
@@ -198,4 +206,204 @@ def plot_kernel_grid(
                 ax.set_ylabel(f"to {i}", fontsize=7)
     axes[0, 0].legend(fontsize=6)
     fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def plot_benchmark(
+    table: pandas.DataFrame,
+    metric: str = "ll",
+    models: Sequence[str] | None = None,
+    datasets: Sequence[str] | None = None,
+    relative_to: str | None = None,
+    title: str | None = None,
+    cols: int = 5,
+    log_scale: bool | None = None,
+) -> Figure:
+    """One small panel per dataset: ``<metric>_mean`` per model as a point with a ``<metric>_std`` error bar.
+
+    ``table`` has columns ``dataset``, ``model``, ``<metric>_mean`` and ``<metric>_std`` (as
+    :func:`tpp.bench.summarise` writes). Points, not bars, so that each panel's axis can zoom in on
+    the differences. ``relative_to`` subtracts that model's mean per dataset (log-likelihoods of
+    different datasets then share a meaning: nats per event gained over the baseline); when some
+    models sit far below (more than 20 units), the axis turns symmetric-logarithmic. ``log_scale``: a
+    logarithmic axis for positive metrics (None: when a panel's largest value exceeds 20 times its
+    smallest, e.g. one model's RMSE blown up by a heavy-tailed predicted mean).
+    """
+    mean_col, std_col = f"{metric}_mean", f"{metric}_std"
+    if mean_col not in table.columns:
+        raise ValueError(f"table has no column {mean_col!r}; columns: {list(table.columns)}")
+    models = list(models) if models is not None else list(dict.fromkeys(table["model"]))
+    shown = [d for d in (datasets if datasets is not None else dict.fromkeys(table["dataset"]))
+             if d in set(table["dataset"])]
+    cols = max(1, min(cols, len(shown) or 1))
+    rows = max(1, int(np.ceil(len(shown) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 0.6 + 0.22 * len(models) * rows + 0.7 * rows),
+                             squeeze=False, constrained_layout=True)
+    colors = plt.get_cmap("tab10")
+    for ax, name in zip(axes.flat, shown):
+        sub = table[table["dataset"] == name].set_index("model")
+        present = [m for m in models if m in sub.index and np.isfinite(float(sub.loc[m, mean_col]))]
+        base = 0.0
+        if relative_to is not None and relative_to in sub.index and np.isfinite(float(sub.loc[relative_to, mean_col])):
+            base = float(sub.loc[relative_to, mean_col])
+        values = np.array([float(sub.loc[m, mean_col]) - base for m in present])
+        errors = np.array([float(sub.loc[m, std_col]) if std_col in sub.columns else np.nan for m in present])
+        errors = np.where(np.isfinite(errors), errors, 0.0)
+        y = np.arange(len(present))[::-1]
+        for yi, m, v, e in zip(y, present, values, errors):
+            ax.errorbar(v, yi, xerr=e, fmt="o", ms=4, capsize=2, color=colors(models.index(m) % 10))
+        ax.set_yticks(y, present, fontsize=7)
+        ax.set_ylim(-0.7, len(present) - 0.3)
+        if relative_to is not None:
+            ax.axvline(0, color="k", lw=0.6)
+            if values.size and np.nanmax(np.abs(values)) > 20:  # a few models thousands of nats below
+                ax.set_xscale("symlog", linthresh=1.0)
+        elif values.size and np.all(values > 0) and (
+                log_scale or (log_scale is None and values.max() > 20 * values.min())):
+            ax.set_xscale("log")
+        ax.margins(x=0.08)
+        ax.grid(axis="x", lw=0.3, alpha=0.6)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(name, fontsize=8)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    fig.suptitle(title or (f"{metric} minus {relative_to}'s" if relative_to else metric), fontsize=9)
+    return fig
+
+
+def _history(result: object) -> list[dict]:
+    history = getattr(result, "history", result)
+    if not isinstance(history, (list, tuple)):
+        raise TypeError(f"expected a TrainResult or its history (a list of dicts), got {type(result).__name__}")
+    return list(history)
+
+
+def plot_training_curves(results: object, ax: Axes | None = None,
+                         title: str = "learning curves (log-likelihood per event)") -> Figure:
+    """Train and validation log-likelihood per event by epoch, from :class:`tpp.train.TrainResult` ``.history``.
+
+    ``results``: one TrainResult (or its history), or a mapping name -> TrainResult. Train curves are
+    dashed, validation curves solid, the best validation epoch (the weights kept) circled.
+    """
+    items = dict(results) if isinstance(results, dict) else {"model": results}
+    fig, ax = _axes(ax, figsize=(6, 3.5))
+    colors = plt.get_cmap("tab10")
+    for i, (name, result) in enumerate(items.items()):
+        history = _history(result)
+        epochs = [h["epoch"] for h in history]
+        ax.plot(epochs, [-h["train_nll_per_event"] for h in history], "--", color=colors(i % 10), lw=1,
+                label=f"{name} train")
+        val = [h.get("val_ll_per_event") for h in history]
+        if any(v is not None for v in val):
+            ax.plot(epochs, [np.nan if v is None else v for v in val], "-", color=colors(i % 10), lw=1.5,
+                    label=f"{name} validation")
+            best = getattr(result, "best_epoch", None)
+            if best is not None and best in epochs:
+                ax.plot(best, val[epochs.index(best)], "o", mfc="none", ms=9, color=colors(i % 10))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("log-likelihood per event")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def plot_calibration(metrics: dict, ax: Axes | None = None,
+                     title: str = "calibration of the next-time quantiles") -> Figure:
+    """Observed fraction of true next times below each predicted quantile against its level (ideal: the diagonal).
+
+    ``metrics``: the dict :func:`tpp.metrics.next_event_metrics` returns, or a mapping name -> such dict.
+    """
+    items = {"model": metrics} if "calibration_levels" in metrics else dict(metrics)
+    fig, ax = _axes(ax, figsize=(4.2, 4.2))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
+    for name, m in items.items():
+        ax.plot(m["calibration_levels"], m["calibration_observed"], "o-", ms=4, lw=1,
+                label=f"{name} ({m.get('num_predictions', '?')} forecasts)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("quantile level q")
+    ax.set_ylabel("fraction of true times below the q-quantile")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def plot_forecast(
+    models: PointProcess | dict,
+    batch: EventBatch,
+    seq: int = 0,
+    num_events: int = 30,
+    quantiles: tuple[float, float, float] = (0.1, 0.5, 0.9),
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Next-event forecasts along one sequence: from the history before each of its first ``num_events`` events,
+    the predicted median gap to the next event with the band between the outer quantiles, and the true gap.
+
+    ``models``: one model or a mapping name -> model (drawn side by side). Gaps on a log axis: real
+    inter-event times span decades.
+    """
+    items = dict(models) if isinstance(models, dict) else {type(models).__name__: models}
+    one = batch[seq]
+    times = one.time[one.mask].cpu().numpy()
+    marks = one.mark[one.mask].cpu().numpy()
+    t0 = float(one.t_start[0])
+    n = min(num_events, times.size)
+    if n == 0:
+        raise ValueError(f"sequence {seq} has no events to forecast")
+    # The history before event i, its window ending at the previous event (t_start for the first).
+    ends = np.concatenate([[t0], times[: n - 1]])
+    histories = EventBatch.from_sequences([times[:i] for i in range(n)], [marks[:i] for i in range(n)],
+                                          t_start=np.full(n, t0), t_end=ends, num_marks=batch.num_marks,
+                                          dtype=batch.dtype)
+    true_gap = times[:n] - ends
+    fig, ax = _axes(ax)
+    colors = plt.get_cmap("tab10")
+    width = 0.6 / max(len(items), 1)
+    x = np.arange(n)
+    for i, (name, model) in enumerate(items.items()):
+        with torch.no_grad():
+            pred = model.predict(histories, quantiles=quantiles)
+        q = pred.time_quantiles.cpu().numpy() - ends[:, None]
+        shift = (i - (len(items) - 1) / 2) * width
+        lo, mid, hi = q[:, 0], q[:, len(quantiles) // 2], q[:, -1]
+        ax.errorbar(x + shift, mid, yerr=[np.clip(mid - lo, 0, None), np.clip(hi - mid, 0, None)], fmt="_", ms=6,
+                    capsize=0, lw=2, alpha=0.7, color=colors(i % 10),
+                    label=f"{name}: median, {quantiles[0]:g}-{quantiles[-1]:g} band")
+    ax.plot(x, true_gap, "k.", ms=6, label="true gap")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"event index in sequence {seq}")
+    ax.set_ylabel("time to next event")
+    ax.legend(fontsize=7)
+    ax.set_title(title or "next-event forecasts with uncertainty", fontsize=9)
+    return fig
+
+
+def plot_fan_chart(
+    times: torch.Tensor | np.ndarray,
+    samples: torch.Tensor | np.ndarray,
+    observed_time: torch.Tensor | np.ndarray | None = None,
+    observed: torch.Tensor | np.ndarray | None = None,
+    bands: Sequence[tuple[float, float]] = ((0.05, 0.95), (0.25, 0.75)),
+    ax: Axes | None = None,
+    title: str = "forecast",
+) -> Figure:
+    """A forecast fan: the median of sampled paths ``samples [S, T]`` at ``times [T]`` with quantile
+    bands (outer band palest), after the observed series (NaN values skipped)."""
+    times = np.asarray(times, dtype=float)
+    paths = np.asarray(samples, dtype=float)
+    if paths.ndim != 2 or paths.shape[1] != times.size:
+        raise ValueError(f"samples must be [S, T] with T = {times.size} forecast times, got {paths.shape}")
+    fig, ax = _axes(ax)
+    if observed_time is not None and observed is not None:
+        t_obs, y_obs = np.asarray(observed_time, dtype=float), np.asarray(observed, dtype=float)
+        keep = np.isfinite(y_obs)
+        ax.plot(t_obs[keep], y_obs[keep], "k.-", ms=3, lw=1, label="observed")
+    for i, (low, high) in enumerate(sorted(bands, key=lambda b: b[1] - b[0], reverse=True)):
+        lo, hi = np.nanquantile(paths, [low, high], axis=0)
+        ax.fill_between(times, lo, hi, color="C0", alpha=0.2 + 0.2 * i, lw=0, label=f"{low:g}-{high:g}")
+    ax.plot(times, np.nanmedian(paths, axis=0), color="C0", lw=1.5, label="median")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
     return fig
