@@ -236,7 +236,8 @@ class SumExpHawkes(PointProcess):
         last = torch.searchsorted(times.contiguous(), t_cpu.contiguous(), side="left") - 1  # [B, T]
         offsets = torch.from_numpy(flat["seq_offsets"][:-1])[:, None]
         has = last >= 0
-        flat_idx = (offsets + last.clamp_min(0)).reshape(-1)
+        # Rows without an earlier event are masked by ``has``; clamp so an empty last sequence stays in range.
+        flat_idx = (offsets + last.clamp_min(0)).reshape(-1).clamp(0, max(R.shape[0] - 1, 0))
         K, U = self.num_marks, self.num_decays
         B, T = t_cpu.shape
         if R.shape[0] == 0:

@@ -142,48 +142,60 @@ class IntensityFree(NeuralTPP):
 
     # ------------------------------------------------------------------ exact forecast
     @torch.no_grad()
-    def predict(self, batch: EventBatch, quantiles=(0.1, 0.5, 0.9), **_: object) -> Prediction:
-        """Next event after each window end, exactly from the mixture (no quadrature, no horizon).
+    def predict(self, batch: EventBatch, quantiles=(0.1, 0.5, 0.9), max_horizon: float | None = None,
+                **_: object) -> Prediction:
+        """Next event after each window end, exactly from the mixture (no quadrature).
 
-        Given the quiet time ``s = t_end - t_last``, the next gap is ``tau | tau > s``. With
-        ``log tau ~ sum_c w_c N(a_c, b_c^2)`` (``a_c = m + d mu_c``, ``b_c = d s_c``) the log-normal
-        moment gives ``E[tau 1{tau > s}] = sum_c w_c exp(a_c + b_c^2 / 2) Phi((a_c + b_c^2 - log s) / b_c)``,
-        divided by ``S(s)``; quantiles solve ``S(tau) = (1 - q) S(s)`` by bisection on ``log tau``.
-        Marks are independent of the gap: ``softmax(W h)``.
+        Given the quiet time ``s = t_end - t_last``, the next gap is ``tau | s < tau < G`` with
+        ``G = s + max_horizon`` (default: 100 times the longest window of the batch), the protocol's
+        convention (:meth:`tpp.process.PointProcess.predict`): a log-normal mixture can put mass so far
+        out that its unconditional mean is astronomically large. With ``log tau ~ sum_c w_c N(a_c, b_c^2)``
+        (``a_c = m + d mu_c``, ``b_c = d s_c``) the truncated log-normal moment is
+        ``w_c exp(a_c + b_c^2 / 2) [Phi((log G - a_c - b_c^2) / b_c) - Phi((log s - a_c - b_c^2) / b_c)]``,
+        divided by ``S(s) - S(G)``; quantiles solve ``S(tau) = S(s) - q (S(s) - S(G))`` by bisection on
+        ``log tau``. Marks are independent of the gap: ``softmax(W h)``.
         """
         batch = self._prepare(batch)
         states = self.encode(batch)
         lengths = batch.lengths
-        h = states.gather(1, lengths[:, None, None].expand(-1, 1, states.shape[-1]))[:, 0].double()
+        h = states.gather(1, lengths[:, None, None].expand(-1, 1, states.shape[-1]))[:, 0]
         last = torch.cat([batch.t_start[:, None], batch.time], 1).gather(1, lengths[:, None])[:, 0]
         quiet = (batch.t_end - last).double()
-        log_w, mu, log_s = (part.double() for part in self._mixture(h.to(self.history.h0.dtype)))
-        m, d = self.log_tau_mean.double(), self.log_tau_std.double()
-        a, b = m + d * mu, d * torch.exp(log_s)  # mixture of log tau, [B, C]
-        log_quiet = torch.log(quiet.clamp_min(_MIN_GAP))[:, None]
+        if max_horizon is None:
+            max_horizon = 100.0 * float((batch.t_end - batch.t_start).max().clamp_min(1e-9))
+        log_w, mu, log_s = (part.double() for part in self._mixture(h))
+        a = self.log_tau_mean.double() + self.log_tau_std.double() * mu  # mixture of log tau, [B, C]
+        b = self.log_tau_std.double() * torch.exp(log_s)
+        log_low = torch.log(quiet.clamp_min(1e-300))[:, None]  # -690 for s = 0: Phi(-inf) = 0 in effect
+        log_high = torch.log(quiet + max_horizon)[:, None]
 
-        def log_survival(log_tau: Tensor) -> Tensor:  # [B, ...] -> [B, ...]
-            z = (log_tau[..., None] - a.view(a.shape[0], *([1] * (log_tau.dim() - 1)), -1)) / b.view(
-                b.shape[0], *([1] * (log_tau.dim() - 1)), -1)
-            return torch.logsumexp(log_w.view(log_w.shape[0], *([1] * (log_tau.dim() - 1)), -1)
-                                   + torch.special.log_ndtr(-z), -1)
+        def log_mass(lo: Tensor, hi: Tensor) -> Tensor:
+            """``log(Phi(hi) - Phi(lo))``, from the tail where it is accurate."""
+            upper = lo > 0  # both in the upper tail: Phi(-lo) - Phi(-hi) keeps the digits
+            big = torch.special.log_ndtr(torch.where(upper, -lo, hi))
+            small = torch.special.log_ndtr(torch.where(upper, -hi, lo))
+            return big + torch.log1p(-torch.exp((small - big).clamp_max(0.0)))
 
-        started = quiet > 0
-        log_s0 = torch.where(started, log_survival(log_quiet[:, 0]), torch.zeros_like(quiet))
-        partial = torch.special.log_ndtr((a + b * b - log_quiet) / b)
-        log_first_moment = torch.logsumexp(log_w + a + 0.5 * b * b + torch.where(started[:, None], partial, 0.0), -1)
-        mean_gap = torch.exp(log_first_moment - log_s0)  # E[tau | tau > s]
+        log_prob = torch.logsumexp(log_w + log_mass((log_low - a) / b, (log_high - a) / b), -1)  # P(s < tau < G)
+        log_moment = torch.logsumexp(
+            log_w + a + 0.5 * b * b + log_mass((log_low - a - b * b) / b, (log_high - a - b * b) / b), -1)
+        mean_gap = torch.exp(log_moment - log_prob)
+
+        def survival(log_tau: Tensor) -> Tensor:  # [B, Q] -> [B, Q]
+            z = (log_tau[..., None] - a[:, None, :]) / b[:, None, :]
+            return (torch.exp(log_w)[:, None, :] * torch.special.ndtr(-z)).sum(-1)
+
         levels = torch.as_tensor(quantiles, dtype=torch.float64, device=h.device)
-        target = log_s0[:, None] + torch.log1p(-levels)[None, :]  # log S(tau_q) = log((1 - q) S(s))
-        low = torch.where(started, log_quiet[:, 0], (a - 12 * b).min(-1).values)[:, None].expand_as(target).clone()
-        high = (a + 12 * b).max(-1).values[:, None].expand_as(target).clone()
-        high = torch.maximum(high, low + 1.0)
+        s_low, s_high = survival(log_low), survival(log_high)
+        target = s_low - levels[None, :] * (s_low - s_high)
+        low = log_low.expand_as(target).clone()
+        high = log_high.expand_as(target).clone()
         for _ in range(80):  # bisection on log tau: S is decreasing
             mid = 0.5 * (low + high)
-            above = log_survival(mid) > target
+            above = survival(mid) > target
             low, high = torch.where(above, mid, low), torch.where(above, high, mid)
         gap_quantiles = torch.exp(0.5 * (low + high))
-        mark_probs = F.softmax(self.mark_head(h.to(self.history.h0.dtype)), -1).to(batch.dtype)
+        mark_probs = F.softmax(self.mark_head(h), -1).to(batch.dtype)
         start = last.to(batch.dtype)
         return Prediction(start + mean_gap.to(batch.dtype), start[:, None] + gap_quantiles.to(batch.dtype),
                           levels.to(batch.dtype), mark_probs)

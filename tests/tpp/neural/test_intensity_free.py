@@ -141,3 +141,17 @@ def test_exact_predict_matches_the_quadrature_forecast(hawkes_data):
     torch.testing.assert_close(exact.time_quantiles, numeric.time_quantiles, rtol=2e-3, atol=1e-4)
     torch.testing.assert_close(exact.mark_probs, numeric.mark_probs, rtol=1e-6, atol=1e-8)
     assert (exact.time_quantiles[:, 0] >= hawkes_data.t_end).all()
+
+
+def test_forecast_of_a_heavy_tailed_mixture_stays_within_the_horizon(hawkes_data):
+    """Wide log-normal components have an astronomically large mean; the forecast, conditional on an
+    event before the horizon like every model's, stays finite and inside it."""
+    torch.manual_seed(5)
+    model = IntensityFree(3, hidden_size=8, num_mixtures=3).double()
+    model.fit_standardisation(hawkes_data)
+    with torch.no_grad():
+        model.mixture_head.bias[6:9].fill_(20.0)  # log scales at their bound: e^4 standardised units
+    forecast = model.predict(hawkes_data, max_horizon=50.0)
+    assert torch.isfinite(forecast.time_mean).all() and torch.isfinite(forecast.time_quantiles).all()
+    assert bool((forecast.time_mean <= hawkes_data.t_end + 50.0).all())
+    assert bool((forecast.time_quantiles[:, -1] <= hawkes_data.t_end + 50.0 + 1e-9).all())
