@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "plot_intensity", "plot_adjacency", "plot_qq", "plot_kernels", "save_figure", "plot_kernel_grid", "plot_benchmark",
-    "plot_training_curves", "plot_calibration", "plot_forecast", "plot_fan_chart",
+    "plot_training_curves", "plot_calibration", "plot_forecast", "plot_fan_chart", "plot_state_posterior",
 ]
 
 
@@ -405,5 +405,43 @@ def plot_fan_chart(
         ax.fill_between(times, lo, hi, color="C0", alpha=0.2 + 0.2 * i, lw=0, label=f"{low:g}-{high:g}")
     ax.plot(times, np.nanmedian(paths, axis=0), color="C0", lw=1.5, label="median")
     ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def plot_state_posterior(
+    times: torch.Tensor | np.ndarray,
+    probabilities: torch.Tensor | np.ndarray,
+    true_path: tuple[np.ndarray, np.ndarray] | None = None,
+    observed: tuple[np.ndarray, np.ndarray] | None = None,
+    t_end: float | None = None,
+    ax: Axes | None = None,
+    title: str = "posterior state probabilities",
+) -> Figure:
+    """Posterior probabilities ``[T, S]`` of a jump process's states over ``times [T]`` (stacked bands),
+    with the true path (jump times, states entered) as a step line on the state axis scaled to [0, 1],
+    and the observations on a second axis."""
+    times = np.asarray(times, dtype=float)
+    probs = np.asarray(probabilities, dtype=float)
+    if probs.ndim != 2 or probs.shape[0] != times.size:
+        raise ValueError(f"probabilities must be [T, S] with T = {times.size}, got {probs.shape}")
+    fig, ax = _axes(ax)
+    num_states = probs.shape[1]
+    ax.stackplot(times, probs.T, labels=[f"P(state {s})" for s in range(num_states)], alpha=0.45)
+    if true_path is not None:
+        jump_t, states = (np.asarray(a) for a in true_path)
+        end = times[-1] if t_end is None else t_end
+        level = (states + 0.5) / num_states  # the middle of each state's band height
+        ax.step(np.append(jump_t, end), np.append(level, level[-1]), where="post", color="k", lw=1.5,
+                label="true state")
+    if observed is not None:
+        twin = ax.twinx()
+        twin.plot(np.asarray(observed[0], dtype=float), np.asarray(observed[1], dtype=float), "r.", ms=4,
+                  label="observations")
+        twin.set_ylabel("observation", color="r")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("time")
+    ax.set_ylabel("probability")
+    ax.legend(fontsize=7, loc="upper left")
     ax.set_title(title, fontsize=9)
     return fig
