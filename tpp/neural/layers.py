@@ -147,11 +147,14 @@ class CausalAttentionLayer(nn.Module):
     """
 
     def __init__(self, hidden_size: int, num_heads: int, feedforward_size: int, norm_first: bool = True,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, window: int | None = None) -> None:
         super().__init__()
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
+        if window is not None and window < 1:
+            raise ValueError(f"window must be >= 1 or None, got {window}")
         self.num_heads = num_heads
+        self.window = window
         self.norm_first = norm_first
         self.dropout = dropout
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
@@ -167,7 +170,11 @@ class CausalAttentionLayer(nn.Module):
     def _attention(self, x: Tensor) -> Tensor:
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        dropout = self.dropout if self.training else 0.0
+        if self.window is None or L <= self.window:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        else:
+            y = _sliding_window_attention(q, k, v, self.window, dropout)
         return self.out(y.transpose(1, 2).reshape(B, L, D))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -181,3 +188,27 @@ class CausalAttentionLayer(nn.Module):
         if self.feedforward is not None:
             x = self.norm2(x + self.feedforward(x))
         return x
+
+
+def _sliding_window_attention(q: Tensor, k: Tensor, v: Tensor, window: int, dropout: float = 0.0) -> Tensor:
+    """Causal attention in which position ``i`` sees positions ``i - window + 1 .. i``, computed block by
+    block: queries of block ``b`` (``window`` positions) attend to the keys of blocks ``b - 1`` and ``b``,
+    so memory is ``O(L window)`` instead of ``O(L^2)``. ``q, k, v``: ``[B, heads, L, d]``."""
+    B, H, L, d = q.shape
+    W = window
+    nb = -(-L // W)
+    pad = nb * W - L
+
+    def blocks(t: Tensor) -> Tensor:
+        return F.pad(t, (0, 0, 0, pad)).view(B, H, nb, W, d)
+
+    qb, kb, vb = blocks(q), blocks(k), blocks(v)
+    previous = lambda t: F.pad(t, (0, 0, 0, 0, 1, 0))[:, :, :nb]  # noqa: E731 - block b-1 (zeros before the first)
+    keys, values = torch.cat([previous(kb), kb], 3), torch.cat([previous(vb), vb], 3)  # [B, H, nb, 2W, d]
+    i = torch.arange(W, device=q.device)[:, None]
+    j = torch.arange(2 * W, device=q.device)[None, :] - W  # key offset from the block start
+    band = (j <= i) & (j > i - W)  # [W, 2W]
+    first = torch.arange(nb, device=q.device)[:, None, None] == 0
+    mask = band & ~(first & (j < 0))  # the first block has no previous block
+    y = F.scaled_dot_product_attention(qb, keys, values, attn_mask=mask, dropout_p=dropout)
+    return y.reshape(B, H, nb * W, d)[:, :, :L]

@@ -5,9 +5,10 @@ Each event is embedded as its mark plus a time-shifted positional encoding
 learned ``w`` (sec. 3.2; the gap as in the authors' code). A learned begin-of-sequence input at
 ``t_start`` takes position 0, as in the authors' code. Causal multi-head self-attention (pre-norm
 transformer layers; a GELU feed-forward of width ``feedforward_size``, default ``4 H`` as in the
-authors' code, 0 for none as in EasyTPP's SAHP) gives a hidden state ``h_n`` at position ``n`` that sees the start input and
-events ``1 .. n`` only; ``h_0`` is the learned start state. From ``h_n`` come, per type ``k``, a
-baseline ``mu``, a start value ``eta`` and a decay ``gamma > 0`` (eqs. 12-14), and on
+authors' code, 0 for none as in EasyTPP's SAHP; ``window`` bounds how many positions each one
+attends to, for long sequences in O(L window) memory) gives a hidden state ``h_n`` at position
+``n`` that sees the start input and events ``1 .. n`` only (within the window); ``h_0`` is the
+learned start state. From ``h_n`` come, per type ``k``, a baseline ``mu``, a start value ``eta`` and a decay ``gamma > 0`` (eqs. 12-14), and on
 ``(t_n, t_{n+1}]``
 
     ``lambda_k(t) = softplus(mu_k + (eta_k - mu_k) exp(-gamma_k (t - t_n)))``     (eq. 15).
@@ -54,14 +55,15 @@ class SAHP(StateTPP):
 
     def __init__(
         self, num_marks: int, hidden_size: int = 32, num_heads: int = 2, num_layers: int = 2, num_points: int = 16,
-        feedforward_size: int | None = None,
+        feedforward_size: int | None = None, window: int | None = None,
     ) -> None:
         super().__init__(num_marks, hidden_size, num_points)
         self.embedding = MarkEmbedding(num_marks, hidden_size)
         self.time_encoding = TimeShiftedEncoding(hidden_size)
         feedforward = 4 * hidden_size if feedforward_size is None else feedforward_size
         self.layers = nn.ModuleList(
-            CausalAttentionLayer(hidden_size, num_heads, feedforward, norm_first=True) for _ in range(num_layers)
+            CausalAttentionLayer(hidden_size, num_heads, feedforward, norm_first=True, window=window)
+            for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(hidden_size)
         self.start = nn.Parameter(torch.randn(hidden_size) / math.sqrt(hidden_size))  # begin-of-sequence input

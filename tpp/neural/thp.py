@@ -2,7 +2,10 @@
 
 Event ``j`` enters as its mark embedding plus the sinusoidal temporal encoding of its time since
 ``t_start`` (eq. 2), re-added before every layer as in the authors' code. ``num_layers`` post-norm
-transformer layers (attention, then a GELU feed-forward of width ``feedforward_size``, default ``2 H``) with a causal mask (event
+transformer layers (attention, then a GELU feed-forward of width ``feedforward_size``, default ``2 H``;
+``window``: each event attends to at most that many events, itself included, computed block by
+block in O(L window) memory, so sequences of any length fit; stacked layers carry information
+further back) with a causal mask (event
 ``j`` attends to itself and earlier events, eqs. 3-5) give a hidden state ``h_j``. Between events
 the intensity of type ``k`` is (eq. 6)
 
@@ -46,6 +49,7 @@ class THP(NeuralTPP):
         num_points: int = 16,
         dropout: float = 0.0,
         feedforward_size: int | None = None,
+        window: int | None = None,
     ) -> None:
         super().__init__(num_marks, hidden_size, num_points)
         if hidden_size % num_heads or hidden_size % 2:
@@ -54,7 +58,7 @@ class THP(NeuralTPP):
         self.temporal = TemporalEncoding(hidden_size)
         feedforward = 2 * hidden_size if feedforward_size is None else feedforward_size
         self.layers = nn.ModuleList(
-            CausalAttentionLayer(hidden_size, num_heads, feedforward, norm_first=False, dropout=dropout)
+            CausalAttentionLayer(hidden_size, num_heads, feedforward, norm_first=False, dropout=dropout, window=window)
             for _ in range(num_layers)
         )
         self.h0 = nn.Parameter(torch.zeros(hidden_size))

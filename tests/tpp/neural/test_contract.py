@@ -160,3 +160,32 @@ def test_training_on_hawkes_data_approaches_the_true_process(spec, hawkes_train_
     assert after > before + 0.08
     assert after > Poisson(3).fit(train).score(test) + 0.06
     assert after > process.score(test) - 0.05
+
+
+def test_blockwise_sliding_window_attention_equals_the_dense_banded_mask():
+    from tpp.neural.layers import _sliding_window_attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 23, 4, dtype=torch.float64) for _ in range(3))
+    for window in (1, 4, 7, 23):
+        i, j = torch.arange(23)[:, None], torch.arange(23)[None, :]
+        dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=(j <= i) & (j > i - window))
+        torch.testing.assert_close(_sliding_window_attention(q, k, v, window), dense)
+
+
+@pytest.mark.parametrize("name", ["THP", "SAHP"])
+def test_windowed_attention_models_take_long_sequences(name, hawkes_data):
+    """With a window the encoders are still causal, equal the full model when the window covers every
+    event, and score a 20,000-event sequence (full attention would hold 4e8 weights per head and layer)."""
+    spec = next(s for s in SPECS if s.name == name)
+    full = prepared(spec.build(), hawkes_data)
+    wide = prepared(spec.build(window=1000), hawkes_data)
+    with torch.no_grad():
+        torch.testing.assert_close(wide.log_likelihood(hawkes_data), full.log_likelihood(hawkes_data))
+    narrow = prepared(spec.build(window=4), hawkes_data)
+    assert_future_events_do_not_reach(narrow, hawkes_data, "both")
+    long = ExpHawkes.from_params(MU3, A3, 1.5).sample(1, 5_000.0, generator=7)
+    assert long.num_events > 10_000
+    model = prepared(spec.build(window=32), long).float()
+    with torch.no_grad():
+        assert torch.isfinite(model.log_likelihood(long)).all()
