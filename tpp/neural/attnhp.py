@@ -18,7 +18,9 @@ with a learned scale per type (one query per time, as the authors' code does, no
 Vectorised: :meth:`AttNHP.encode` runs the events through the layers once (causal ``L x L``
 attention) and keeps each layer's keys and values; :meth:`AttNHP.intensity_at` runs all queries
 ``[B, T]`` at once, each masked to the first ``index`` events (``B x T x L`` attention per layer and
-head). The intensity depends on ``t`` through sinusoids whose fastest period is ``2 pi`` time units,
+head); with ``window`` set, every event and every query sees only the last ``window`` events before
+it (events attend block by block, queries to their gathered window), so memory grows as ``B x T x
+window`` and sequences of any length fit. The intensity depends on ``t`` through sinusoids whose fastest period is ``2 pi`` time units,
 so the quadrature points per interval (``num_points``) should grow with the longest gap in the data;
 ``compensator_error`` reports the error.
 """
@@ -33,7 +35,7 @@ from torch import Tensor, nn
 
 from tpp.events import EventBatch
 from tpp.neural.base import NeuralTPP
-from tpp.neural.layers import MarkEmbedding, ScaledSoftplus, TemporalEncoding
+from tpp.neural.layers import MarkEmbedding, ScaledSoftplus, TemporalEncoding, _sliding_window_attention
 
 __all__ = ["AttNHP"]
 
@@ -68,8 +70,12 @@ class AttNHP(NeuralTPP):
         num_layers: int = 2,
         num_points: int = 16,
         time_size: int | None = None,
+        window: int | None = None,
     ) -> None:
         super().__init__(num_marks, hidden_size, num_points)
+        if window is not None and window < 1:
+            raise ValueError(f"window must be >= 1 or None, got {window}")
+        self.window = window
         time_size = time_size or hidden_size + hidden_size % 2
         self.num_heads, self.num_layers = int(num_heads), int(num_layers)
         self.embedding = MarkEmbedding(num_marks, hidden_size)
@@ -110,20 +116,40 @@ class AttNHP(NeuralTPP):
         time_emb = self._time_embedding(batch, batch.time)
         state = torch.tanh(self.embedding(batch.mark, batch.mask).to(self.x0.dtype))
         state = state[:, None].expand(-1, self.num_heads, -1, -1)
-        causal = torch.ones(L, L, dtype=torch.bool, device=batch.device).tril()
+        windowed = self.window is not None and L >= self.window
+        causal = None if windowed else torch.ones(L, L, dtype=torch.bool, device=batch.device).tril()
         context = []
         for layer in range(self.num_layers):
             q, k, v = self._qkv(layer, state, time_emb)
             context.append((k, v))
             if layer + 1 < self.num_layers:
-                state = state + torch.tanh(F.scaled_dot_product_attention(q, k, v, attn_mask=causal))
+                attended = (_sliding_window_attention(q, k, v, self.window) if windowed
+                            else F.scaled_dot_product_attention(q, k, v, attn_mask=causal))
+                state = state + torch.tanh(attended)
         return context
 
     def intensity_at(self, batch: EventBatch, context: list[tuple[Tensor, Tensor]], index: Tensor, t: Tensor) -> Tensor:
         B, T = t.shape
         time_emb = self._time_embedding(batch, t)
-        visible = (torch.arange(batch.max_length, device=t.device) < index[..., None])[:, None]  # [B, 1, T, L]
         state = self.x0.expand(1, self.num_heads, 1, -1)
+        if self.window is not None and batch.max_length >= self.window:
+            # Each query sees the last ``window`` events before it: gather them ([B, heads, T, W, D]) and
+            # attend per query, so nothing of size T x L is formed.
+            W = self.window
+            slots = index[..., None] - W + torch.arange(W, device=t.device)  # [B, T, W]
+            visible = (slots >= 0)[:, None, :, None, :]  # [B, 1, T, 1, W]
+            flat = slots.clamp_min(0).reshape(B, 1, T * W, 1)
+            for layer, (k, v) in enumerate(context):
+                q, k_own, v_own = self._qkv(layer, state, time_emb)
+                D = k.shape[-1]
+                k_w, v_w = (x.gather(2, flat.expand(B, self.num_heads, T * W, D)).view(B, self.num_heads, T, W, D)
+                            for x in (k, v))
+                attended = attend_with_own_slot(q[..., None, :], k_w, v_w, visible, k_own[..., None, :],
+                                                v_own[..., None, :])[..., 0, :]
+                state = state + torch.tanh(attended)
+            x = state.transpose(1, 2).reshape(B, T, self.num_heads * self.hidden_size)
+            return self.softplus(self.head(x)).to(t.dtype)
+        visible = (torch.arange(batch.max_length, device=t.device) < index[..., None])[:, None]  # [B, 1, T, L]
         for layer, (k, v) in enumerate(context):
             q, k_own, v_own = self._qkv(layer, state, time_emb)
             state = state + torch.tanh(attend_with_own_slot(q, k, v, visible, k_own, v_own))

@@ -171,7 +171,7 @@ class CausalAttentionLayer(nn.Module):
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
         dropout = self.dropout if self.training else 0.0
-        if self.window is None or L <= self.window:
+        if self.window is None or L < self.window:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         else:
             y = _sliding_window_attention(q, k, v, self.window, dropout)

@@ -8,8 +8,8 @@ transformer layers; a GELU feed-forward of width ``feedforward_size``, default `
 authors' code, 0 for none as in EasyTPP's SAHP; ``window`` bounds how many positions each one
 attends to, for long sequences in O(L window) memory) gives a hidden state ``h_n`` at position
 ``n`` that sees the start input and events ``1 .. n`` only (within the window); ``h_0`` is the
-learned start state. From ``h_n`` come, per type ``k``, a baseline ``mu``, a start value ``eta`` and a decay ``gamma > 0`` (eqs. 12-14), and on
-``(t_n, t_{n+1}]``
+learned start state. From ``h_n`` come, per type ``k``, a baseline ``mu``, a start value ``eta``
+and a decay ``gamma > 0`` (eqs. 12-14), and on ``(t_n, t_{n+1}]``
 
     ``lambda_k(t) = softplus(mu_k + (eta_k - mu_k) exp(-gamma_k (t - t_n)))``     (eq. 15).
 
