@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from tpp.events import EventBatch
 from tpp.neural.base import NeuralTPP
-from tpp.neural.layers import MarkEmbedding, ScaledSoftplus, TemporalEncoding, _sliding_window_attention
+from tpp.neural.layers import MarkEmbedding, ScaledSoftplus, TemporalEncoding, sliding_window_attention
 
 __all__ = ["AttNHP"]
 
@@ -123,7 +123,7 @@ class AttNHP(NeuralTPP):
             q, k, v = self._qkv(layer, state, time_emb)
             context.append((k, v))
             if layer + 1 < self.num_layers:
-                attended = (_sliding_window_attention(q, k, v, self.window) if windowed
+                attended = (sliding_window_attention(q, k, v, self.window) if windowed
                             else F.scaled_dot_product_attention(q, k, v, attn_mask=causal))
                 state = state + torch.tanh(attended)
         return context

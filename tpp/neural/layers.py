@@ -11,7 +11,8 @@ from torch import Tensor, nn
 from tpp.neural._kernels import Recurrence, run_recurrence
 
 __all__ = [
-    "CausalAttentionLayer", "Recurrence", "ScaledSoftplus", "TemporalEncoding", "ContinuousLSTMCell", "MarkEmbedding", "RecurrentHistory", "gather_state",
+    "CausalAttentionLayer", "ContinuousLSTMCell", "MarkEmbedding", "Recurrence", "RecurrentHistory", "ScaledSoftplus",
+    "TemporalEncoding", "gather_state", "sliding_window_attention",
 ]
 
 
@@ -174,7 +175,7 @@ class CausalAttentionLayer(nn.Module):
         if self.window is None or L < self.window:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         else:
-            y = _sliding_window_attention(q, k, v, self.window, dropout)
+            y = sliding_window_attention(q, k, v, self.window, dropout)
         return self.out(y.transpose(1, 2).reshape(B, L, D))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -190,7 +191,7 @@ class CausalAttentionLayer(nn.Module):
         return x
 
 
-def _sliding_window_attention(q: Tensor, k: Tensor, v: Tensor, window: int, dropout: float = 0.0) -> Tensor:
+def sliding_window_attention(q: Tensor, k: Tensor, v: Tensor, window: int, dropout: float = 0.0) -> Tensor:
     """Causal attention in which position ``i`` sees positions ``i - window + 1 .. i``, computed block by
     block: queries of block ``b`` (``window`` positions) attend to the keys of blocks ``b - 1`` and ``b``,
     so memory is ``O(L window)`` instead of ``O(L^2)``. ``q, k, v``: ``[B, heads, L, d]``."""

@@ -163,14 +163,14 @@ def test_training_on_hawkes_data_approaches_the_true_process(spec, hawkes_train_
 
 
 def test_blockwise_sliding_window_attention_equals_the_dense_banded_mask():
-    from tpp.neural.layers import _sliding_window_attention
+    from tpp.neural.layers import sliding_window_attention
 
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 3, 23, 4, dtype=torch.float64) for _ in range(3))
     for window in (1, 4, 7, 23):
         i, j = torch.arange(23)[:, None], torch.arange(23)[None, :]
         dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=(j <= i) & (j > i - window))
-        torch.testing.assert_close(_sliding_window_attention(q, k, v, window), dense)
+        torch.testing.assert_close(sliding_window_attention(q, k, v, window), dense)
 
 
 @pytest.mark.parametrize("name", ["THP", "SAHP", "AttNHP"])
