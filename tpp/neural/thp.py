@@ -2,7 +2,7 @@
 
 Event ``j`` enters as its mark embedding plus the sinusoidal temporal encoding of its time since
 ``t_start`` (eq. 2), re-added before every layer as in the authors' code. ``num_layers`` post-norm
-transformer layers (attention, then a GELU feed-forward of width ``feedforward_size``, default ``2 H``;
+transformer layers (attention, then a ReLU feed-forward of width ``feedforward_size``, default ``2 H``, eq. 4;
 ``window``: each event attends to at most that many events, itself included, computed block by
 block in O(L window) memory, so sequences of any length fit; stacked layers carry information
 further back) with a causal mask (event
@@ -31,13 +31,13 @@ import torch
 from torch import Tensor, nn
 
 from tpp.events import EventBatch
-from tpp.neural.base import NeuralTPP
+from tpp.neural.base import StateTPP
 from tpp.neural.layers import CausalAttentionLayer, MarkEmbedding, ScaledSoftplus, TemporalEncoding, gather_state
 
 __all__ = ["THP"]
 
 
-class THP(NeuralTPP):
+class THP(StateTPP):
     """Transformer Hawkes process: causal transformer history, softplus intensity linear in elapsed time."""
 
     def __init__(
@@ -58,7 +58,8 @@ class THP(NeuralTPP):
         self.temporal = TemporalEncoding(hidden_size)
         feedforward = 2 * hidden_size if feedforward_size is None else feedforward_size
         self.layers = nn.ModuleList(
-            CausalAttentionLayer(hidden_size, num_heads, feedforward, norm_first=False, dropout=dropout, window=window)
+            CausalAttentionLayer(hidden_size, num_heads, feedforward, norm_first=False, dropout=dropout, window=window,
+                                 activation="relu")
             for _ in range(num_layers)
         )
         self.h0 = nn.Parameter(torch.zeros(hidden_size))
@@ -67,26 +68,29 @@ class THP(NeuralTPP):
         self.softplus = ScaledSoftplus(num_marks)
 
     def encode(self, batch: EventBatch) -> Tensor:
-        """``[B, L + 1, K]``: ``w_k . h + b_k`` for ``h_{-1}`` and each ``h_j`` (padding comes last, so the
-        causal mask alone keeps it out of every real event's state). Projecting the L + 1 states once,
-        rather than at every quadrature node, is what makes the compensator cheap."""
+        """``[B, L + 1, K + 1]``: ``w_k . h + b_k`` for ``h_{-1}`` and each ``h_j``, then ``1 / (t_j - t_start + 1)``.
+
+        Padding comes last, so the causal mask alone keeps it out of every real event's state.
+        Projecting the L + 1 states once, rather than at every quadrature node, and keeping the time
+        scale beside them (so an interval's nodes only broadcast its state) make the compensator cheap.
+        """
         B, L = batch.time.shape
         x = self.embedding(batch.mark, batch.mask).to(self.h0.dtype)
         if L:
             temporal = self.temporal((batch.time - batch.t_start[:, None]).to(self.h0.dtype))
             for layer in self.layers:
                 x = layer(x + temporal)
-        return self.head(torch.cat([self.h0.expand(B, 1, -1), x], 1))
+        elapsed = torch.cat([batch.t_start.new_zeros(B, 1), batch.time - batch.t_start[:, None]], 1)
+        scale = (1.0 / (elapsed + 1.0)).to(self.h0.dtype)  # the time ratio's denominator, in the batch's precision
+        return torch.cat([self.head(torch.cat([self.h0.expand(B, 1, -1), x], 1)), scale[..., None]], -1)
 
-    def _activation(self, batch: EventBatch, context: Tensor, index: Tensor, t: Tensor) -> Tensor:
-        history = gather_state(context, index)  # [B, T, K]
-        t_last = torch.cat([batch.t_start[:, None], batch.time], 1).gather(1, index)
-        # Time ratio in the batch's (float64) precision, then the model's dtype.
-        elapsed = ((t - t_last) / (t_last - batch.t_start[:, None] + 1.0)).to(history.dtype)
-        return self.alpha * elapsed[..., None] + history
+    def _activation(self, state: Tensor, dt: Tensor) -> Tensor:
+        history, scale = state[..., :-1], state[..., -1]
+        return self.alpha * (dt.to(state.dtype) * scale)[..., None] + history
 
-    def intensity_at(self, batch: EventBatch, context: Tensor, index: Tensor, t: Tensor) -> Tensor:
-        return self.softplus(self._activation(batch, context, index, t)).to(t.dtype)
+    def intensity_after(self, state: Tensor, dt: Tensor) -> Tensor:
+        return self.softplus(self._activation(state, dt))
 
     def log_intensity_at(self, batch: EventBatch, context: Tensor, index: Tensor, t: Tensor) -> Tensor:
-        return self.softplus.log_forward(self._activation(batch, context, index, t)).to(t.dtype)
+        t_last = torch.cat([batch.t_start[:, None], batch.time], 1).gather(1, index)
+        return self.softplus.log_forward(self._activation(gather_state(context, index), t - t_last)).to(t.dtype)

@@ -91,3 +91,33 @@ def test_float32_ctlstm_fast_activations():
     want = torch.autograd.grad((reference * probe).sum(), (gx, w_h))
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("kind", list(Recurrence))
+def test_history_embedding_table_path_matches_concatenated_input(kind):
+    """RecurrentHistory on CPU projects (mark embedding, time feature) through a [K + 1, G] table; values and
+    every parameter's gradient equal those of torch's recurrence on the concatenated input (padding too)."""
+    from tpp.neural.layers import RecurrentHistory
+
+    torch.manual_seed(3)
+    history = RecurrentHistory(4, 5, embedding_size=3, cell=kind).double()
+    with torch.no_grad():
+        history.h0.normal_()
+    mark = torch.randint(0, 4, (3, 6))
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    mask[2, 2:] = False
+    feature = torch.randn(3, 6, dtype=torch.float64)
+    out = history(mark, mask, feature)
+    x = torch.cat([history.embedding(mark, mask), feature[..., None]], -1)
+    h0 = history.h0.expand(3, -1)
+    reference = torch.cat([history.h0.expand(3, 1, -1),
+                           _torch_recurrence(kind, x, h0, tuple(history.rnn.parameters()))], 1)
+    torch.testing.assert_close(out, reference)
+    params = list(history.parameters())
+    probe = torch.randn_like(out)
+    got = torch.autograd.grad((out * probe).sum(), params)
+    want = torch.autograd.grad((reference * probe).sum(), params)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    assert float(got[1][4].abs().sum()) == 0.0 and float(got[1][:4].abs().sum()) > 0  # the embedding's padding row gets no gradient
