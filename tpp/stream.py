@@ -91,13 +91,25 @@ class InMemorySource(BatchSource):
         self.data = data
         self.num_marks = int(getattr(data, "num_marks", 0) or 0)
         self._lengths = data.lengths.cpu().numpy()
+        # Length buckets are the same groups every epoch (only their order changes), so each minibatch is
+        # sliced once and reused: the cache holds at most the data again, trimmed to each group's length.
+        self._loaded: dict[bytes, EventBatch] = {}
+        self._cached_rows = 0
 
     @property
     def lengths(self) -> np.ndarray:
         return self._lengths
 
     def load(self, indices: np.ndarray) -> EventBatch:
-        return self.data[np.asarray(indices, dtype=np.int64)]
+        indices = np.asarray(indices, dtype=np.int64)
+        key = indices.tobytes()
+        batch = self._loaded.get(key)
+        if batch is None:
+            batch = self.data[indices]
+            if self._cached_rows + len(indices) <= 2 * len(self._lengths):  # bounded for any pattern of requests
+                self._loaded[key] = batch
+                self._cached_rows += len(indices)
+        return batch
 
     def standardisation_sample(self) -> EventBatch:
         return self.data

@@ -196,6 +196,38 @@ def _schedule(total_steps: int, warmup_steps: int, floor: float = 0.1):
     return factor
 
 
+class _FlatParameters:
+    """The trainable parameters of a model as views of one buffer, their gradients views of another.
+
+    The optimizer then steps one tensor, and the gradient norm, clipping and zeroing are one kernel
+    each instead of one per tensor: a few tenths of a millisecond per step on CPU, a tenth of a small
+    recurrent model's step. Values, gradients and updates are those of the separate tensors (AdamW
+    is element-wise); gradients accumulate into the views in place.
+    """
+
+    def __init__(self, params: list[nn.Parameter]) -> None:
+        size = sum(p.numel() for p in params)
+        data = torch.empty(size, dtype=params[0].dtype, device=params[0].device)
+        grad = torch.zeros_like(data)
+        offset = 0
+        for p in params:
+            n = p.numel()
+            data[offset : offset + n].copy_(p.detach().reshape(-1))
+            p.data = data[offset : offset + n].view_as(p)
+            p.grad = grad[offset : offset + n].view_as(p)
+            offset += n
+        self.parameter = nn.Parameter(data)
+        self.parameter.grad = grad
+
+    @classmethod
+    def of(cls, model: nn.Module) -> _FlatParameters | None:
+        """Flatten ``model``'s trainable parameters if they share a dtype and a device (else None)."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        if len(params) < 2 or len({(p.dtype, p.device) for p in params}) > 1 or not params[0].is_floating_point():
+            return None
+        return cls(params)
+
+
 def _all_ranks_any(flag: bool, world: int, device: torch.device) -> bool:
     """True if ``flag`` holds on any process (so every rank takes the same branch)."""
     if world == 1:
@@ -256,7 +288,9 @@ def fit(
     # One fused kernel per step instead of a loop over parameter tensors (about 1 ms per step saved
     # on CPU for the attention models' ~30 tensors).
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in model.parameters())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=fused)
+    flat = _FlatParameters.of(model) if world == 1 else None
+    optimizer = torch.optim.AdamW([flat.parameter] if flat else model.parameters(), lr=lr,
+                                  weight_decay=weight_decay, fused=fused)
     lengths = source.lengths
     steps_per_epoch = len(source.plan(batch_size, None))
     total_steps = steps_per_epoch * epochs
@@ -311,7 +345,13 @@ def fit(
             "best_val": result.best_val_ll_per_event, "bad_epochs": bad_epochs,
         })
 
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [flat.parameter] if flat else [p for p in model.parameters() if p.requires_grad]
+
+    def zero_grad() -> None:
+        if flat:
+            flat.parameter.grad.zero_()  # the parameters' gradients are views of it: they must stay
+        else:
+            optimizer.zero_grad(set_to_none=True)
     for epoch in range(start_epoch, epochs):
         model.train()
         epoch_rng = rng.bit_generator.state
@@ -329,7 +369,7 @@ def fit(
             bar.update(1)
             if n_events > 0:
                 batch = source.load(shard(idx, rank, world)).to(device)
-                optimizer.zero_grad(set_to_none=True)
+                zero_grad()
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     ll = net(batch)
                 # DDP averages gradients over processes: scale so the update is that of the whole minibatch.
@@ -343,7 +383,7 @@ def fit(
                         bad, value = ("loss", loss_value) if not math.isfinite(loss_value) else ("gradient norm", norm_value)
                         raise TrainingDivergedError(bad, value, epoch, step, [int(i) for i in idx],
                                                     getattr(batch, "seq_names", None) if world == 1 else None)
-                    optimizer.zero_grad(set_to_none=True)
+                    zero_grad()
                     totals["skipped"] += 1
                 else:
                     optimizer.step()

@@ -138,3 +138,23 @@ def test_ddp_with_two_processes_matches_one_process(tmp_path):
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5)
+
+
+def test_flat_parameter_buffer_trains_like_separate_tensors(data, monkeypatch):
+    """The trainer steps one flat view of all parameters; the trajectory is that of the separate tensors."""
+    import tpp.train as train_module
+
+    train, val, _ = data
+    runs = []
+    for flatten in (True, False):
+        if not flatten:
+            monkeypatch.setattr(train_module._FlatParameters, "of", classmethod(lambda cls, model: None))
+        torch.manual_seed(0)
+        model = RMTPP(3, 8)
+        tpp.fit(model, train, val, epochs=2, batch_size=16, lr=5e-3, seed=0, progress=False)
+        runs.append(model)
+    flat, separate = runs
+    for (name, a), b in zip(flat.named_parameters(), separate.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    data_ptrs = {p.untyped_storage().data_ptr() for p in flat.parameters()}
+    assert len(data_ptrs) == 1  # every parameter is a view of the one buffer

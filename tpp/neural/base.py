@@ -186,6 +186,12 @@ class StateTPP(NeuralTPP):
 
     def interval_compensator(self, batch: EventBatch, context: Tensor) -> Tensor:
         left, right, valid = interval_bounds(batch)
-        offsets, weights = gauss_legendre(torch.zeros_like(left), right - left, self.num_points)  # [B, L + 1, P]
-        lam = self.intensity_after(context[:, :, None, :], offsets)
-        return (lam * weights[..., None]).sum(2) * valid[..., None]
+        return self.integrate_after(context, right - left).to(batch.dtype) * valid[..., None]
+
+    def integrate_after(self, state: Tensor, tau: Tensor) -> Tensor:
+        """``[B, I, K]``: ``intensity_after(state, s)`` integrated over ``s in [0, tau]`` (``state [B, I, S]``,
+        ``tau [B, I]``) by the ``num_points`` Gauss-Legendre rule. Models may override it with a fused kernel
+        of the same rule (:mod:`tpp.neural._kernels`)."""
+        offsets, weights = gauss_legendre(torch.zeros_like(tau), tau, self.num_points)  # [B, I, P]
+        lam = self.intensity_after(state[:, :, None, :], offsets)
+        return (lam * weights[..., None]).sum(2)

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from tpp.events import EventBatch
+from tpp.neural._kernels import thp_interval_integral
 from tpp.neural.base import StateTPP
 from tpp.neural.layers import CausalAttentionLayer, MarkEmbedding, ScaledSoftplus, TemporalEncoding, gather_state
 
@@ -87,6 +88,12 @@ class THP(StateTPP):
     def _activation(self, state: Tensor, dt: Tensor) -> Tensor:
         history, scale = state[..., :-1], state[..., -1]
         return self.alpha * (dt.to(state.dtype) * scale)[..., None] + history
+
+    def integrate_after(self, state: Tensor, tau: Tensor) -> Tensor:
+        """The Gauss-Legendre compensator of eq. 6 in one compiled pass on CPU (the base class's rule elsewhere)."""
+        fused = thp_interval_integral(state[..., :-1], state[..., -1], self.alpha, self.softplus.log_scale, tau,
+                                      self.num_points)
+        return super().integrate_after(state, tau) if fused is None else fused
 
     def intensity_after(self, state: Tensor, dt: Tensor) -> Tensor:
         return self.softplus(self._activation(state, dt))

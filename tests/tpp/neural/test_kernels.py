@@ -121,3 +121,46 @@ def test_history_embedding_table_path_matches_concatenated_input(kind):
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b)
     assert float(got[1][4].abs().sum()) == 0.0 and float(got[1][:4].abs().sum()) > 0  # the embedding's padding row gets no gradient
+
+
+@pytest.mark.parametrize("name", ["SAHP", "THP"])
+def test_fused_interval_integrals_match_the_torch_rule(name):
+    """SAHP's and THP's compiled compensators equal the base class's Gauss-Legendre rule in torch, values and
+    every parameter's gradient (float64), pass gradcheck, and agree to float32 noise in float32."""
+    import tpp.neural
+    from tpp.compensator import interval_bounds
+    from tpp.hawkes import ExpHawkes
+    from tpp.neural.base import StateTPP
+
+    batch = ExpHawkes.from_params([0.3, 0.2, 0.1], [[0.3, 0.1, 0.0], [0.1, 0.3, 0.1], [0.0, 0.2, 0.3]], 1.5).sample(
+        5, 30.0, generator=0)
+    left, right, _ = interval_bounds(batch)
+    tau = right - left
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+        torch.manual_seed(0)
+        model = getattr(tpp.neural, name)(3, 8).to(dtype)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+        context = model.encode(batch)
+        fused = model.integrate_after(context, tau)
+        reference = StateTPP.integrate_after(model, context, tau)
+        torch.testing.assert_close(fused.double(), reference.double(), rtol=tol, atol=tol)
+        params = list(model.parameters())
+        got = torch.autograd.grad(fused.sum(), params, retain_graph=True)
+        want = torch.autograd.grad(reference.sum(), params)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a.double(), b.double(), rtol=10 * tol, atol=10 * tol)
+    state = context.detach().double()
+    tau = tau.double()
+    if name == "THP":  # the last channel is the time scale, a function of the event times only
+        alpha, log_scale = (p.detach().double().requires_grad_() for p in (model.alpha, model.softplus.log_scale))
+        head = state[..., :-1].clone().requires_grad_()
+        from tpp.neural._kernels import thp_interval_integral
+
+        assert torch.autograd.gradcheck(
+            lambda h, a, s: thp_interval_integral(h, state[..., -1], a, s, tau, 8), (head, alpha, log_scale))
+    else:
+        from tpp.neural._kernels import sahp_interval_integral
+
+        assert torch.autograd.gradcheck(lambda s: sahp_interval_integral(s, tau, 8), (state.requires_grad_(),))
