@@ -48,7 +48,7 @@ def _names(text: str | None) -> list[str] | None:
 
 @app.command()
 def main(
-    quick: Annotated[bool, typer.Option(help="2 seeds, 5 epochs, small cut data: under 10 minutes.")] = False,
+    quick: Annotated[bool, typer.Option(help="3 seeds, 5 epochs, small cut data: under 10 minutes.")] = False,
     models: Annotated[str | None, typer.Option(help="Comma-separated models (default all).")] = None,
     dataset_names: Annotated[str | None, typer.Option("--datasets", help="Comma-separated datasets.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (default 0,1,2; --quick 0,1).")] = None,

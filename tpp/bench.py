@@ -144,9 +144,9 @@ class LikelihoodConfig:
 
     @classmethod
     def preset(cls, quick: bool = False, **overrides: Any) -> LikelihoodConfig:
-        """The full setting (3 seeds, 30 epochs, whole datasets) or ``quick`` (2 seeds, 5 epochs, at most
+        """The full setting (3 seeds, 30 epochs, whole datasets) or ``quick`` (3 seeds, 5 epochs, at most
         64/32/32 train/val/test sequences cut to 64 events, 100 forecasts); ``overrides`` that are not None win."""
-        base = cls(quick=True, seeds=(0, 1), epochs=5, batch_size=16, lr=1e-2, max_train_sequences=64,
+        base = cls(quick=True, seeds=(0, 1, 2), epochs=5, batch_size=16, lr=1e-2, max_train_sequences=64,
                    max_eval_sequences=32, max_events=64, max_predictions=100) if quick else cls()
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)

@@ -135,9 +135,13 @@ class FullyNN(NeuralTPP):
         _, hazard = self._hazard(h, t - t_last, cumulative=False)
         return (hazard[..., None] * log_marks.exp()).to(t.dtype)
 
-    def interval_compensator(self, batch: EventBatch, context: Tensor) -> Tensor:
+    def interval_ground_compensator(self, batch: EventBatch, context: Tensor) -> Tensor:
+        """``[B, L + 1]``: the exact cumulative hazard of each interval; interval ``n``'s state is ``context[:, n]``."""
         left, right, valid = interval_bounds(batch)
-        index = torch.arange(left.shape[1], device=batch.device).expand_as(left)
-        h, log_marks, _ = self._parts(context, index, batch)
-        cumulative, _ = self._hazard(h, right - left)
-        return (cumulative[..., None] * log_marks.exp() * valid[..., None]).to(batch.dtype)
+        cumulative, _ = self._hazard(context, right - left)
+        return (cumulative * valid).to(batch.dtype)
+
+    def interval_compensator(self, batch: EventBatch, context: Tensor) -> Tensor:
+        """``[B, L + 1, K]``: the ground compensator split over the marks by ``softmax(W h_n)``."""
+        marks = F.softmax(self.mark_head(context), -1)
+        return self.interval_ground_compensator(batch, context)[..., None] * marks.to(batch.dtype)

@@ -188,7 +188,9 @@ class CausalAttentionLayer(nn.Module):
 
     def _attention(self, x: Tensor) -> Tensor:
         B, L, D = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        # Unbind then transpose (strided views SDPA reads as they are): the gradients then stack straight
+        # into the projection's [B, L, 3 D] layout, one copy fewer than a permute of the whole.
+        q, k, v = (t.transpose(1, 2) for t in self.qkv(x).view(B, L, 3, self.num_heads, D // self.num_heads).unbind(2))
         dropout = self.dropout if self.training else 0.0
         if self.window is None or L < self.window:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
