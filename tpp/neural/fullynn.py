@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from tpp.compensator import interval_bounds
 from tpp.events import EventBatch
 from tpp.neural.base import NeuralTPP
-from tpp.neural.layers import RecurrentHistory, gather_state
+from tpp.neural.layers import RecurrentHistory, gather_state, log_softmax_last
 
 __all__ = ["FullyNN"]
 
@@ -128,7 +128,7 @@ class FullyNN(NeuralTPP):
     def _parts(self, states: Tensor, index: Tensor, batch: EventBatch) -> tuple[Tensor, Tensor, Tensor]:
         h = gather_state(states, index)
         t_last = torch.cat([batch.t_start[:, None], batch.time], 1).gather(1, index)
-        return h, F.log_softmax(self.mark_head(h), -1), t_last
+        return h, log_softmax_last(self.mark_head(h)), t_last
 
     def intensity_at(self, batch: EventBatch, context: Tensor, index: Tensor, t: Tensor) -> Tensor:
         h, log_marks, t_last = self._parts(context, index, batch)

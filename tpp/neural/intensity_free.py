@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from tpp.compensator import interval_bounds
 from tpp.events import EventBatch
 from tpp.neural.base import NeuralTPP
-from tpp.neural.layers import RecurrentHistory, gather_state
+from tpp.neural.layers import RecurrentHistory, gather_state, log_softmax_last
 from tpp.process import Prediction, as_numpy_rng
 
 __all__ = ["IntensityFree"]
@@ -91,7 +91,7 @@ class IntensityFree(NeuralTPP):
         raw = self.mixture_head(h)
         log_w, mu, raw_s = raw.split(self.num_mixtures, -1)
         log_s = _LOG_SCALE_BOUND * torch.tanh(raw_s / _LOG_SCALE_BOUND)
-        return F.log_softmax(log_w, -1), mu, log_s
+        return log_softmax_last(log_w), mu, log_s
 
     def _log_density(self, x: Tensor, tau: Tensor, mixture: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         """``log p(tau | h)`` for ``tau > 0`` with standardised ``x [...]`` and ``z [..., C]`` per component."""
@@ -114,7 +114,7 @@ class IntensityFree(NeuralTPP):
     def _parts(self, states: Tensor, index: Tensor, batch: EventBatch) -> tuple[Tensor, Tensor, Tensor]:
         h = gather_state(states, index)
         t_last = torch.cat([batch.t_start[:, None], batch.time], 1).gather(1, index)
-        return h, F.log_softmax(self.mark_head(h), -1), t_last
+        return h, log_softmax_last(self.mark_head(h)), t_last
 
     def intensity_at(self, batch: EventBatch, context: Tensor, index: Tensor, t: Tensor) -> Tensor:
         """Hazard ``p(tau) / S(tau)`` times ``p(k)``, in log space."""
@@ -137,7 +137,7 @@ class IntensityFree(NeuralTPP):
         h_before = states[:, :-1]  # state before event n: after events 0 .. n - 1
         tau = batch.inter_event_times.clamp_min(_MIN_GAP)
         log_p, _ = self._log_density(self._standardise(tau), tau, self._mixture(h_before))  # no survival needed here
-        log_mark = F.log_softmax(self.mark_head(h_before), -1).gather(-1, batch.mark[..., None])[..., 0]
+        log_mark = log_softmax_last(self.mark_head(h_before)).gather(-1, batch.mark[..., None])[..., 0]
         events = torch.where(batch.mask, log_p + log_mark, 0.0).sum(1)
         lengths = batch.lengths
         last_time = torch.cat([batch.t_start[:, None], batch.time], 1).gather(1, lengths[:, None])[:, 0]

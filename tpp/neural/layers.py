@@ -12,7 +12,7 @@ from tpp.neural._kernels import Recurrence, compiled_recurrence_applies, run_pro
 
 __all__ = [
     "CausalAttentionLayer", "ContinuousLSTMCell", "MarkEmbedding", "Recurrence", "RecurrentHistory", "ScaledSoftplus",
-    "TemporalEncoding", "gather_state", "sliding_window_attention",
+    "TemporalEncoding", "gather_state", "log_softmax_last", "sliding_window_attention",
 ]
 
 
@@ -95,11 +95,15 @@ class RecurrentHistory(nn.Module):
         if compiled_recurrence_applies(self.rnn, h0):
             # W_ih [E[k]; f] = (E W_e^T)[k] + f w_f: a [K + 1, G] table replaces the [B L, E + 1] input and
             # its two large matrix products in the backward pass (the table's gradient is a scatter).
+            # The time feature and the bias enter as one product of inner size 2: [f, 1] @ [w_f; b].
             w_ih = self.rnn.weight_ih_l0
             table = self.embedding.weight @ w_ih[:, :-1].t()
             index = torch.where(mask, mark, torch.full_like(mark, self.embedding.num_marks))
-            gi = F.embedding(index, table, padding_idx=self.embedding.num_marks)
-            gi = torch.addcmul(gi + self.rnn.bias_ih_l0, feature[..., None], w_ih[:, -1])
+            rows = F.embedding(index, table, padding_idx=self.embedding.num_marks)
+            B, L, G = rows.shape
+            feature_one = torch.stack([feature.reshape(B * L), feature.new_ones(B * L)], 1)
+            time_bias = torch.stack([w_ih[:, -1], self.rnn.bias_ih_l0])
+            gi = torch.addmm(rows.view(B * L, G), feature_one, time_bias).view(B, L, G)
             out = run_projected_recurrence(self.cell, self.rnn, gi, h0)
         else:
             x = torch.cat([self.embedding(mark, mask), feature[..., None]], -1)
@@ -141,6 +145,18 @@ class ContinuousLSTMCell(nn.Module):
         """``(h(t), c(t))`` a time ``dt`` after the last event (``dt`` broadcasts over the hidden size)."""
         c_t = c_bar + (c - c_bar) * torch.exp(-delta * dt[..., None])
         return o * torch.tanh(c_t), c_t
+
+
+def log_softmax_last(x: Tensor) -> Tensor:
+    """``log_softmax`` over the last dimension (mark or mixture logits, ``[..., K]``).
+
+    On CPU a short last dimension is computed along the first instead: torch's kernel reduces a
+    contiguous outer dimension with vector instructions, 3-6x faster forward and backward for
+    ``K <= 64`` even with the transposing copies (``[3840, 8]``: 95 vs 494 us).
+    """
+    if x.device.type != "cpu" or x.dim() < 2 or x.shape[-1] > 64:
+        return F.log_softmax(x, -1)
+    return F.log_softmax(x.movedim(-1, 0).contiguous(), 0).movedim(0, -1)
 
 
 def gather_state(states: Tensor, index: Tensor) -> Tensor:

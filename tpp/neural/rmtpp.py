@@ -8,13 +8,12 @@ The compensator of an interval is closed form: ``exp(v . h_n + b) (exp(w tau) - 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tpp.compensator import interval_bounds
 from tpp.events import EventBatch
 from tpp.neural.base import NeuralTPP, history_index
-from tpp.neural.layers import Recurrence, RecurrentHistory, gather_state
+from tpp.neural.layers import Recurrence, RecurrentHistory, gather_state, log_softmax_last
 
 __all__ = ["RMTPP"]
 
@@ -42,7 +41,7 @@ class RMTPP(NeuralTPP):
         """
         states = self.history(batch.mark, batch.mask, torch.log1p(batch.inter_event_times))
         heads = self.head(states)
-        return heads[..., 0], F.log_softmax(heads[..., 1:], -1)
+        return heads[..., 0], log_softmax_last(heads[..., 1:])
 
     def log_intensity_at(self, batch: EventBatch, context: tuple[Tensor, Tensor], index: Tensor, t: Tensor) -> Tensor:
         base, log_marks = context
