@@ -481,9 +481,11 @@ def run_projected_recurrence(kind: Recurrence, rnn: nn.RNNBase, gi: Tensor, h0: 
     mark embedding and one time feature, ``W_ih x`` is a row of a ``[K + 1, G]`` table plus a scaled
     column (:class:`tpp.neural.layers.RecurrentHistory`).
     """
+    w_hh, b_hh = rnn.weight_hh_l0, rnn.bias_hh_l0
+    if gi.dtype in (torch.bfloat16, torch.float16):  # autocast's products: the loop runs in the weights' dtype
+        gi = gi.to(w_hh.dtype)
     if gi.shape[1] == 0:
         return gi.new_zeros(gi.shape[0], 0, h0.shape[-1])
-    w_hh, b_hh = rnn.weight_hh_l0, rnn.bias_hh_l0
     if torch.is_grad_enabled() and any(t.requires_grad for t in (gi, h0, w_hh, b_hh)):
         return _CompiledRecurrence.apply(kind, gi, h0, w_hh, b_hh)
     return torch.from_numpy(_compiled_forward(kind, gi, h0, w_hh, b_hh)[0])
