@@ -311,7 +311,11 @@ def fit(
             raise CheckpointError(f"the checkpoint in {checkpoint_dir} belongs to another run: "
                                   + ", ".join(f"{k} {saved[k]} there, {config[k]} here" for k in changed))
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError as exc:  # e.g. per-tensor optimizer state from before the flat parameter buffer
+            raise CheckpointError(f"the optimizer state in {checkpoint_dir} does not fit this trainer ({exc}); it was "
+                                  "written by another version of tpp: resume with that version or start afresh") from exc
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])

@@ -172,3 +172,17 @@ def test_bfloat16_autocast_trains_every_neural_model(data, name):
     result = tpp.fit(model, train, val, epochs=2, batch_size=16, lr=5e-3, seed=0, progress=False, amp=True)
     assert all(np.isfinite(h["train_nll_per_event"]) for h in result.history)
     assert np.isfinite(evaluate(model, val))
+
+
+def test_resume_with_an_optimizer_state_of_another_layout_says_so(data, tmp_path):
+    """A checkpoint whose optimizer state has per-tensor entries (older trainers) stops resume with a clear error."""
+    from tpp.train import CheckpointError, _read_checkpoint, _save_checkpoint
+
+    train, _, _ = data
+    tpp.fit(RMTPP(3, 8), train, None, epochs=1, batch_size=16, progress=False, checkpoint_dir=tmp_path)
+    path = tmp_path / "checkpoint.pt"
+    state = _read_checkpoint(path)
+    state["optimizer"] = torch.optim.AdamW(RMTPP(3, 8).parameters()).state_dict()
+    _save_checkpoint(path, state)
+    with pytest.raises(CheckpointError, match="another version of tpp"):
+        tpp.fit(RMTPP(3, 8), train, None, epochs=2, batch_size=16, progress=False, checkpoint_dir=tmp_path, resume=True)

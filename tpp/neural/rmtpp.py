@@ -33,6 +33,14 @@ class RMTPP(NeuralTPP):
         self.head = nn.Linear(hidden_size, 1 + num_marks)  # v . h + b, then the mark logits W h
         self.w = nn.Parameter(torch.tensor(-0.1))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # Weights saved before the two heads were merged (``time_head``, ``mark_head``) load into ``head``.
+        for name in ("weight", "bias"):
+            time_key, mark_key = f"{prefix}time_head.{name}", f"{prefix}mark_head.{name}"
+            if time_key in state_dict and mark_key in state_dict:
+                state_dict[f"{prefix}head.{name}"] = torch.cat([state_dict.pop(time_key), state_dict.pop(mark_key)])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def encode(self, batch: EventBatch) -> tuple[Tensor, Tensor]:
         """``(base [B, L + 1], log_marks [B, L + 1, K])``: ``v . h_n + b`` and ``log softmax(W h_n)`` for
         ``h0`` and the state after each event (RNN inputs: mark and log1p of the gap).

@@ -34,3 +34,20 @@ def test_batches_of_empty_histories_are_scored_and_forecast():
         ll = model.log_likelihood(empty)
         assert ll.shape == (2,) and bool(torch.isfinite(ll).all())
         assert bool(torch.isfinite(model.predict(empty).time_mean).all())
+
+
+def test_weights_saved_with_separate_time_and_mark_heads_still_load():
+    """State dicts written before the heads were merged (``time_head``, ``mark_head``) load into ``head``."""
+    import torch
+
+    from tpp.neural import RMTPP
+
+    model = RMTPP(3, 8)
+    state = model.state_dict()
+    head_w, head_b = state.pop("head.weight"), state.pop("head.bias")
+    state["time_head.weight"], state["mark_head.weight"] = head_w[:1], head_w[1:]
+    state["time_head.bias"], state["mark_head.bias"] = head_b[:1], head_b[1:]
+    other = RMTPP(3, 8)
+    other.load_state_dict(state)
+    torch.testing.assert_close(other.head.weight, head_w)
+    torch.testing.assert_close(other.head.bias, head_b)
