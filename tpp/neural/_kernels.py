@@ -1,4 +1,5 @@
-"""Fused CPU backward passes for the recurrences of the neural TPPs (RNN, GRU, continuous-time LSTM).
+"""Compiled CPU kernels of the neural TPPs: the recurrences (RNN, GRU, continuous-time LSTM) with fused
+backward passes, and the Gauss-Legendre compensators of SAHP and THP (see "interval integrals" below).
 
 Why: on a CPU with small batches (64 sequences, 32 hidden units) a recurrence is bound by the
 per-step cost of autograd, not by arithmetic: torch's GRU backward runs about a dozen small

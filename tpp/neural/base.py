@@ -21,6 +21,7 @@ override :meth:`log_likelihood`.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -123,7 +124,8 @@ class NeuralTPP(PointProcess):
         ground = self._intervals(batch, context, points, self.interval_ground_compensator)
         return self.event_log_intensity(batch, context).sum(1) - ground.sum(1)
 
-    def _intervals(self, batch: EventBatch, context: Any, num_points: int | None, method: Any = None) -> Tensor:
+    def _intervals(self, batch: EventBatch, context: Any, num_points: int | None,
+                   method: Callable[[EventBatch, Any], Tensor] | None = None) -> Tensor:
         method = method or self.interval_compensator
         if num_points is None:
             return method(batch, context)
