@@ -106,6 +106,10 @@ class AttNHP(NeuralTPP):
         # Differences in the batch's (float64) precision, then the model's dtype.
         return self.temporal((t - batch.t_start[:, None]).to(self.x0.dtype))
 
+    def rate_biases(self) -> list[Tensor]:
+        """The head's per-type offsets (see :meth:`NeuralTPP.fit_standardisation`)."""
+        return [self.head.bias]
+
     def encode(self, batch: EventBatch) -> list[tuple[Tensor, Tensor]]:
         """Keys and values ``[B, heads, L, D]`` of the events at every layer.
 

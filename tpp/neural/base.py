@@ -59,6 +59,44 @@ class NeuralTPP(PointProcess):
         self.num_marks = int(num_marks)
         self.hidden_size = int(hidden_size)
         self.num_points = int(num_points)
+        self.register_buffer("rates_initialised", torch.tensor(False))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # Weights saved before the data-dependent start existed were trained: never re-initialise them.
+        state_dict.setdefault(f"{prefix}rates_initialised", torch.tensor(True))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ------------------------------------------------------------------ data-dependent start
+    def rate_biases(self) -> list[Tensor]:
+        """Biases that set each type's intensity where the history says nothing (``[K]`` each, through a
+        softplus): :meth:`fit_standardisation` starts them at the types' average rates. None by default."""
+        return []
+
+    def fit_standardisation(self, batch: EventBatch) -> NeuralTPP:
+        """Start each type's intensity at its average rate in ``batch`` (its events / the observed time), once
+        per model; the trainer calls it before the first step of a fresh run.
+
+        Why: a softplus intensity starts at ``softplus(0) = 0.69`` events per unit of time for every type, so
+        with many types or slow ones the untrained model expects hundreds of times too many events and a
+        short run never recovers (quick likelihood table, NHP on wikipedia's 8227 types: -5561 nats per
+        event before, -42 after; mimic2's 75 types: -8.0 before, -2.1 after). Types absent from ``batch``
+        start at 1% of the average type's rate. Returns self.
+        """
+        biases = self.rate_biases()
+        if not biases or bool(self.rates_initialised):
+            return self
+        K = self.num_marks
+        counts = torch.bincount(batch.mark[batch.mask].clamp(0, K - 1), minlength=K).double()
+        exposure = float((batch.t_end - batch.t_start).double().sum())
+        if exposure <= 0 or float(counts.sum()) == 0:
+            return self
+        rates = (counts + 0.01 * float(counts.sum()) / K) / exposure
+        start = torch.where(rates > 20, rates, torch.log(torch.expm1(rates.clamp_max(20))))  # softplus^-1
+        with torch.no_grad():
+            for bias in biases:
+                bias.copy_(start.to(bias))
+        self.rates_initialised.fill_(True)
+        return self
 
     # ------------------------------------------------------------------ to implement
     @abc.abstractmethod

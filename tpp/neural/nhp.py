@@ -37,6 +37,10 @@ class NHP(StateTPP):
         self.head = nn.Linear(hidden_size, num_marks)
         self.softplus = ScaledSoftplus(num_marks)
 
+    def rate_biases(self) -> list[Tensor]:
+        """The head's per-type offsets (see :meth:`NeuralTPP.fit_standardisation`)."""
+        return [self.head.bias]
+
     def encode(self, batch: EventBatch) -> Tensor:
         """``[B, L + 1, 4H]``: ``(c, c_bar, delta, o)`` after the BOS input (index 0) and after each event.
 

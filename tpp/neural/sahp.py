@@ -75,6 +75,11 @@ class SAHP(StateTPP):
         self.start = nn.Parameter(torch.randn(hidden_size) / math.sqrt(hidden_size))  # begin-of-sequence input
         self.head = nn.Linear(hidden_size, 3 * num_marks)  # mu, eta, gamma per type
 
+    def rate_biases(self) -> list[Tensor]:
+        """The head's per-type offsets (see :meth:`NeuralTPP.fit_standardisation`)."""
+        K = self.num_marks
+        return [self.head.bias[:K], self.head.bias[K : 2 * K]]  # mu, eta: the rate long after / right after an event
+
     def encode(self, batch: EventBatch) -> Tensor:
         """``[B, L + 1, 3K]``: ``(mu, eta, gamma)`` of the start state (index 0) and after each event.
 

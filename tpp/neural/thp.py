@@ -68,6 +68,10 @@ class THP(StateTPP):
         self.alpha = nn.Parameter(torch.full((num_marks,), -0.1))
         self.softplus = ScaledSoftplus(num_marks)
 
+    def rate_biases(self) -> list[Tensor]:
+        """The head's per-type offsets (see :meth:`NeuralTPP.fit_standardisation`)."""
+        return [self.head.bias]
+
     def encode(self, batch: EventBatch) -> Tensor:
         """``[B, L + 1, K + 1]``: ``w_k . h + b_k`` for ``h_{-1}`` and each ``h_j``, then ``1 / (t_j - t_start + 1)``.
 
