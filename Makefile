@@ -34,8 +34,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/tpp report --data $(DATA) --out $(OUT)
 
+# Two pytest-xdist workers, one per core (TEST_WORKERS=0 runs in this process). --dist loadfile keeps a
+# file's tests, and the fixtures they share, on one worker; every test writes only under its tmp_path.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) .cache runs

@@ -52,13 +52,15 @@ import math
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 import torch
 import typer
+
+# the protocol's pieces live in sde.tasks: the `sde` command runs the same --missing protocol
+from sde.tasks import accuracy, batch_size_rule, drop_values, pooled
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "irregular_classification"
 
@@ -71,6 +73,8 @@ class Dataset(str, enum.Enum):
 
 
 class ModelName(str, enum.Enum):
+    """The classifiers compared, by their names in the model table (:mod:`sde.table`)."""
+
     CDE = "cde"
     LSDE = "lsde"
     LNSDE = "lnsde"
@@ -126,42 +130,22 @@ class Run:
 
 
 # --------------------------------------------------------------------------- one run
-@cache
-def pooled(name: str) -> Any:
-    """Train and test series of the archive, pooled (the split is drawn per seed)."""
-    from sde.datasets import load_series
-    from sde.series import SeriesBatch
-
-    return SeriesBatch.concat([load_series(name, "train"), load_series(name, "test")])
-
-
-def batch_size_rule(n: int) -> int:
-    """The reference's rule: the largest power of two in [16, 128] not above ``n / 2``."""
-    size = 16
-    for k in range(4, 8):
-        if 2**k > n / 2:
-            break
-        size = 2**k
-    return size
-
-
 def build(model: ModelName, channels: int, hidden: int, classes: int) -> torch.nn.Module:
-    from sde.models import GSDE, LNSDE, LSDE, GRUTime, NeuralCDE
+    """A classifier ``model`` by its name in the model table (``cde`` is short for ``neural-cde``)."""
+    import sde.table  # noqa: F401 - registers the sde entries of the model table
+    from tpp import table
 
-    cls = {ModelName.CDE: NeuralCDE, ModelName.LSDE: LSDE, ModelName.LNSDE: LNSDE, ModelName.GSDE: GSDE,
-           ModelName.GRU: GRUTime}[model]
-    return cls(channels, hidden, classes)
+    return table.build(model.value, input_channels=channels, hidden_size=hidden, output_size=classes)
 
 
 def run_one(dataset: Dataset, model: ModelName, missing: float, seed: int, config: Config) -> Run:
     """Drop, split, train with ``tpp.fit``, score the test part."""
     torch.set_num_threads(1)
     import tpp
-    from sde.paths import drop
 
     data = pooled(dataset.value)
     if missing > 0:
-        data = drop(data, missing, seed=seed, per_channel=config.drop is DropProtocol.CHANNELS)
+        data = drop_values(data, missing, seed, per_channel=config.drop is DropProtocol.CHANNELS)[0]
     train, val, test = data.split((0.7, 0.15, 0.15), seed=seed)
     torch.manual_seed(seed)
     net = build(model, data.num_channels, config.hidden_size, data.num_classes)
@@ -171,11 +155,7 @@ def run_one(dataset: Dataset, model: ModelName, missing: float, seed: int, confi
                      progress=False)
     seconds = time.perf_counter() - started
     torch.manual_seed(seed + 10_000)  # the SDEs' test-time Brownian paths
-    correct = 0
-    for start in range(0, len(test), 128):
-        part = test[np.arange(start, min(start + 128, len(test)))]
-        correct += int((net.predict(part).argmax(1) == part.labels).sum())
-    return Run(dataset.value, model.value, missing, seed, correct / len(test), len(result.history), result.best_epoch,
+    return Run(dataset.value, model.value, missing, seed, accuracy(net, test), len(result.history), result.best_epoch,
                len(train), len(test), seconds)
 
 

@@ -1,84 +1,63 @@
 """The registry of named time-series datasets: one card per dataset (``data/series/<name>.toml``) and
-:func:`load_series` ``(name, split) -> SeriesBatch``.
+:func:`load` ``(name, split) -> SeriesBatch``.
 
-The cards follow the event-dataset cards of :mod:`tpp.datasets` (same keys where they mean the same:
-description, source, url, licence and its caveats, citation, units, ``[files.<split>]`` with path and
-sha256, ``[split]``, ``[download]``) plus ``task``, ``format``, ``num_series``, ``num_rows``,
-``num_channels``, ``num_classes`` and ``[options]`` for the reader. Files are found and checked with
-:mod:`tpp.datasets`' machinery: the ``data_dir`` argument, then ``$TPP_DATA_DIR``, then the user cache
-(``$TPP_CACHE_DIR``, default ``~/.cache/tpp-sde``, under ``series/<name>/original/``), where a missing
-original is downloaded from the card's ``[download]`` (the aeon / sktime / statsmodels wheels on PyPI,
-sha256 of the wheel and of the member checked). Every file is checked against its sha256 before it is
-read, and the loaded batch against the card's counts.
+The verbs (:func:`load`, :func:`card`, :func:`list_datasets`, :func:`describe`, :func:`download`,
+:func:`verify`) are those of :mod:`tpp.datasets`; both are :class:`tpp.registry.Registry`, which
+finds files (the ``data_dir`` argument, ``$TPP_DATA_DIR``, then the user cache ``$TPP_CACHE_DIR``,
+default ``~/.cache/tpp-sde``, under ``series/<name>/original/``), checks every file's sha256 before
+it is read, and downloads a missing original from the card's ``[download]`` (the aeon / sktime /
+statsmodels wheels on PyPI, sha256 of the wheel and of the member checked).
 
-Readers (all strict: a malformed file raises :class:`~sde.series.SeriesDataError`, an
-:class:`~tpp.events.EventDataError`, naming the file, line, series and field):
-
-* ``ts``: the sktime/aeon ``.ts`` format of the UCR/UEA archives (:func:`read_ts`). Without
-  ``@timeStamps true`` the time of row ``k`` is its index ``k`` (0, 1, ..., L - 1): the archives store
-  equally spaced samples without their clock. ``?`` is a missing value; trailing rows missing in every
-  channel are padding and dropped. Classification gives ``labels`` (indices into the header's class
-  list, kept as ``class_names``); regression (``@targetLabel true``) gives ``targets [B, 1]``.
-* ``tsf``: the Monash forecasting format (:func:`read_tsf`); time = index since each series' start.
-* ``csv``: one forecasting series per file (:func:`read_csv_series`), ``B = 1``; time = elapsed
-  periods (or ``unit``) since the first row, as the card's ``units`` say.
-* ``physionet2012``: the raw PhysioNet/CinC 2012 records (:func:`read_physionet2012`), parsed once and
-  cached in the user cache.
+A series card has the keys of an event card where they mean the same (description, source, url,
+licence and its caveats, citation, units, ``[files.<split>]`` with path and sha256, ``[split]``,
+``[download]``) plus ``task``, ``format`` (the reader, :mod:`sde.readers`), ``num_series``,
+``num_rows``, ``num_channels``, ``num_classes`` and ``[options]`` for the reader; a loaded batch is
+checked against the card's counts. The old names (:func:`load_series`, :func:`series_card`,
+:func:`list_series`, :func:`describe_series`, and the readers) stay.
 """
 
 from __future__ import annotations
 
-import difflib
-import enum
-import io
-import os
-import re
-import tarfile
-import tempfile
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-import numpy as np
-import pandas as pd
-import torch
-
-from sde.series import DEFAULT_DTYPE, SeriesBatch, SeriesDataError
-from tpp.datasets import (
-    SPLIT_ALIASES,
-    CardError,
-    Source,
-    SplitSpec,
-    _check_sha,
-    _data_roots,
-    _fail,
-    _fetch,
-    _get,
-    _parse_split,
-    _str_list,
-    _verify,
-    cache_dir,
-    sha256_file,
+from sde.readers import (
+    PHYSIONET_CHANNELS,
+    READERS,
+    Format,
+    read_csv_series,
+    read_physionet2012,
+    read_ts,
+    read_tsf,
 )
-from tpp.io import atomic_write
+from sde.series import SeriesBatch, SeriesDataError
+from tpp.registry import BaseCard, CardFile, CardTable, Registry, Source, SplitSpec
 
 __all__ = [
+    "CARDS_DIR",
     "PHYSIONET_CHANNELS",
+    "REGISTRY",
+    "TASKS",
     "Format",
     "SeriesCard",
     "SeriesFile",
+    "SeriesRegistry",
+    "card",
+    "describe",
     "describe_series",
+    "download",
+    "list_datasets",
     "list_series",
+    "load",
     "load_series",
     "read_csv_series",
     "read_physionet2012",
     "read_ts",
     "read_tsf",
     "series_card",
+    "verify",
 ]
 
 #: Where the cards live: ``data/series/`` at the repository root.
@@ -86,708 +65,124 @@ CARDS_DIR = Path(__file__).resolve().parent.parent / "data" / "series"
 TASKS = ("classification", "regression", "forecast")  # the values of sde.models.heads.Task
 
 
-class Format(enum.Enum):
-    """The reader a card's files need."""
-
-    TS = "ts"
-    TSF = "tsf"
-    CSV = "csv"
-    PHYSIONET2012 = "physionet2012"
-
-
 # --------------------------------------------------------------------------- the card
-@dataclass(frozen=True)
-class SeriesFile:
+@dataclass(frozen=True, kw_only=True)
+class SeriesFile(CardFile):
     """One split's files: the main file and companions (PhysioNet: ``outcomes``), each (path, sha256)."""
 
-    split: str
-    path: str
-    sha256: str
     num_series: int
     num_rows: int
-    companions: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class SeriesCard:
+@dataclass(frozen=True, kw_only=True)
+class SeriesCard(BaseCard):
     """Everything the registry knows about one time-series dataset (see ``data/series/README.md``)."""
 
-    name: str
-    aliases: tuple[str, ...]
-    description: str
-    source: str
-    url: str
-    licence: str
-    licence_note: str
-    citation: str
-    units: str
     task: str
     format: Format
     num_series: int
     num_rows: int
     num_channels: int
     num_classes: int
-    splits: tuple[str, ...]
     files: Mapping[str, SeriesFile]
-    split: SplitSpec | None = None
-    stratify: bool = True
     options: Mapping[str, Any] = field(default_factory=dict)
     download: Mapping[str, tuple[Source, ...]] | None = None
-    card_path: Path | None = None
+
+    @property
+    def stratify(self) -> bool:
+        """Whether the seeded split keeps the class proportions (``split.stratify``, default true)."""
+        return self.split is None or self.split.stratify
+
+    def summary(self) -> dict[str, Any]:
+        """Name, task, series, rows, channels, classes, licence: one row of the ``sde datasets`` table."""
+        return {"name": self.name, "task": self.task, "series": self.num_series, "rows": self.num_rows,
+                "channels": self.num_channels, "classes": self.num_classes, "licence": self.licence}
 
 
-def _parse_files(raw: Any, path: Path) -> dict[str, SeriesFile]:
-    if not isinstance(raw, dict) or not raw:
-        raise _fail(path, "[files] must be a non-empty table of splits")
-    files = {}
-    for split, entry in raw.items():
-        where = f"files.{split}."
-        if not isinstance(entry, dict):
-            raise _fail(path, f"[files.{split}] must be a table")
-        companions = {}
-        for role, spec in entry.items():
-            if isinstance(spec, dict):
-                companions[role] = (_get(spec, "path", str, path, f"{where}{role}."),
-                                    _check_sha(spec.get("sha256"), path, f"{where}{role}.sha256"))
-        files[split] = SeriesFile(split, _get(entry, "path", str, path, where),
-                                  _check_sha(entry.get("sha256"), path, f"{where}sha256"),
-                                  _get(entry, "num_series", int, path, where),
-                                  _get(entry, "num_rows", int, path, where),
-                                  companions)
-    return files
+def _file(split: str, e: CardTable) -> SeriesFile:
+    # every sub-table of [files.<split>] is a companion file of the main one
+    companions = {role: (c.get("path", str), c.sha256()) for role, c in
+                  ((k, e.table(k)) for k, v in e.raw.items() if isinstance(v, dict))}
+    return SeriesFile(split=split, path=e.get("path", str), sha256=e.sha256(), num_series=e.get("num_series", int),
+                      num_rows=e.get("num_rows", int), companions=companions)
 
 
-def _parse_download(raw: Any, files: Mapping[str, SeriesFile], path: Path) -> dict[str, tuple[Source, ...]]:
-    if not isinstance(raw, dict):
-        raise _fail(path, "[download] must be a table")
-    out = {}
-    for split, roles in raw.items():
-        if split not in files:
-            raise _fail(path, f"[download.{split}] has no matching [files.{split}]")
-        if not isinstance(roles, dict) or set(roles) != {"data", *files[split].companions}:
-            raise _fail(path, f"[download.{split}] needs one source per file: data"
-                        + "".join(f", {r}" for r in files[split].companions))
-        items = []
-        for role, spec in roles.items():
-            where = f"download.{split}.{role}."
-            if not isinstance(spec, dict):
-                raise _fail(path, f"{where[:-1]} must be a table with url and sha256")
-            url = _get(spec, "url", str, path, where)
-            if urlparse(url).scheme not in ("https", "http", "file"):
-                raise _fail(path, f"{where}url must be an http(s) URL, got {url!r}")
-            archive = spec.get("archive_sha256")
-            items.append(Source(role, url, _check_sha(spec.get("sha256"), path, f"{where}sha256"),
-                                None if archive is None else _check_sha(archive, path, f"{where}archive_sha256"),
-                                spec.get("member")))
-        out[split] = tuple(items)
-    return out
+# --------------------------------------------------------------------------- the registry of series cards
+class SeriesRegistry(Registry[SeriesCard, SeriesBatch]):
+    """Series cards (``data/series/*.toml``): every file is its own original, read by :mod:`sde.readers`."""
 
+    noun = "time-series dataset"
 
-def _parse_card(path: Path) -> SeriesCard:
-    """Read and check one card; raise :class:`tpp.datasets.CardError` naming the file and key."""
-    try:
-        with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise _fail(path, f"invalid TOML ({exc})") from None
-    name = _get(raw, "name", str, path)
-    if name != path.stem:
-        raise _fail(path, f"name {name!r} must equal the file name {path.stem!r}")
-    text = {k: _get(raw, k, str, path) for k in (
-        "description", "source", "url", "licence", "licence_note", "citation", "units")}
-    task = _get(raw, "task", str, path)
-    if task not in TASKS:
-        raise _fail(path, f"task must be one of {TASKS}, got {task!r}")
-    try:
-        fmt = Format(_get(raw, "format", str, path))
-    except ValueError:
-        raise _fail(path, f"format must be one of {[f.value for f in Format]}, got {raw['format']!r}") from None
-    numbers = {k: _get(raw, k, int, path) for k in ("num_series", "num_rows", "num_channels", "num_classes")}
-    if (task == "classification") != (numbers["num_classes"] >= 2):
-        raise _fail(path, "num_classes must be >= 2 for classification and 0 otherwise")
-    files = _parse_files(raw.get("files"), path)
-    split = None
-    stratify = True
-    if "split" in raw:
-        table = dict(raw["split"]) if isinstance(raw["split"], dict) else raw["split"]
-        if isinstance(table, dict):
-            stratify = table.pop("stratify", True)
-            if not isinstance(stratify, bool):
-                raise _fail(path, "split.stratify must be true or false")
-        split = _parse_split(table, path)
-        if set(files) != {"all"}:
-            raise _fail(path, "[split] is only for a dataset with a single [files.all]")
-    splits = _str_list(raw, "splits", path)
-    expected = [s for s in files if s != "all"] or (list(split.fractions) if split else [])
-    if list(splits) != expected:
-        raise _fail(path, f"splits = {list(splits)} but [files]/[split] give {expected}")
-    whole = [files["all"]] if "all" in files else list(files.values())
-    for key in ("num_series", "num_rows"):
-        total = sum(getattr(f, key) for f in whole)
-        if numbers[key] != total:
-            raise _fail(path, f"{key} = {numbers[key]} but the files add up to {total}")
-    options = raw.get("options", {})
-    if not isinstance(options, dict):
-        raise _fail(path, "[options] must be a table")
-    download = _parse_download(raw["download"], files, path) if "download" in raw else None
-    return SeriesCard(name=name, aliases=_str_list(raw, "aliases", path), **text, task=task, format=fmt,
-                      **numbers, splits=splits, files=files, split=split, stratify=stratify, options=options,
-                      download=download, card_path=path)
+    def parse(self, table: CardTable) -> SeriesCard:
+        t = table
+        task = t.get("task", str)
+        if task not in TASKS:
+            raise t.error(f"task must be one of {TASKS}, got {task!r}")
+        try:
+            fmt = Format(t.get("format", str))
+        except ValueError:
+            raise t.error(f"format must be one of {[f.value for f in Format]}, got {t.raw['format']!r}") from None
+        num_classes = t.get("num_classes", int)
+        if (task == "classification") != (num_classes >= 2):
+            raise t.error("num_classes must be >= 2 for classification and 0 otherwise")
+        files = {split: _file(split, e) for split, e in t.table("files").tables().items()}
+        split = SplitSpec.parse(t.table("split")) if "split" in t else None
+        download = None
+        if "download" in t:
+            download = {}
+            for part, spec in t.table("download").tables().items():
+                if part not in files:
+                    raise t.error(f"[download.{part}] has no matching [files.{part}]")
+                if set(spec.raw) != set(files[part].parts):
+                    raise t.error(f"[download.{part}] needs one source per file: {', '.join(files[part].parts)}")
+                download[part] = Source.parse_all(spec, require_sha256=True)
+        return SeriesCard(**t.header(), task=task, format=fmt, num_series=t.get("num_series", int),
+                          num_rows=t.get("num_rows", int), num_channels=t.get("num_channels", int),
+                          num_classes=num_classes, splits=BaseCard.check_layout(t, files, split,
+                                                                                ("num_series", "num_rows")),
+                          files=files, split=split, options=t.options(), download=download)
 
-
-@lru_cache(maxsize=4)
-def _registry(cards_dir: str) -> tuple[dict[str, SeriesCard], dict[str, str]]:
-    cards: dict[str, SeriesCard] = {}
-    lookup: dict[str, str] = {}
-    paths = sorted(Path(cards_dir).glob("*.toml"))
-    if not paths:
-        raise FileNotFoundError(f"no dataset cards (*.toml) in {cards_dir}")
-    for path in paths:
-        c = _parse_card(path)
-        cards[c.name] = c
-        for key in (c.name, *c.aliases):
-            if lookup.setdefault(key.lower(), c.name) != c.name:
-                raise CardError(f"{path}: name or alias {key!r} is also used by {lookup[key.lower()]!r}")
-    return cards, lookup
-
-
-def list_series() -> list[SeriesCard]:
-    """Every registered time-series dataset card, sorted by name."""
-    cards, _ = _registry(str(CARDS_DIR))
-    return [cards[n] for n in sorted(cards)]
-
-
-def series_card(name: str) -> SeriesCard:
-    """The card of ``name`` (a name or alias, any case); unknown names raise ``KeyError`` with close matches."""
-    cards, lookup = _registry(str(CARDS_DIR))
-    key = name.strip().lower()
-    if key in lookup:
-        return cards[lookup[key]]
-    close = list(dict.fromkeys(lookup[c] for c in difflib.get_close_matches(key, list(lookup), n=8, cutoff=0.5)))
-    hint = f"; did you mean {', '.join(map(repr, close[:4]))}?" if close else ""
-    raise KeyError(f"unknown time-series dataset {name!r}{hint} (sde.datasets.list_series() lists all {len(cards)})")
-
-
-def describe_series() -> pd.DataFrame:
-    """One row per dataset: name, task, series, rows, channels, classes, licence."""
-    return pd.DataFrame([{"name": c.name, "task": c.task, "series": c.num_series, "rows": c.num_rows,
-                          "channels": c.num_channels, "classes": c.num_classes, "licence": c.licence}
-                         for c in list_series()])
-
-
-# --------------------------------------------------------------------------- finding files
-def _locate(c: SeriesCard, f: SeriesFile, role: str, data_dir: str | os.PathLike | None, download: bool) -> Path:
-    """The checked local copy of one file: data folder, cache, or a fresh download (in that order)."""
-    rel, sha = (f.path, f.sha256) if role == "data" else f.companions[role]
-    searched = []
-    for root in _data_roots(data_dir):
-        path = root / rel
-        searched.append(str(path))
-        if path.is_file():
-            _verify(path, [sha], "The data folder holds another file than the card describes: re-stage it, or "
-                    "update the card if the data changed on purpose.")
-            return path
-    sources = {s.role: s for s in (c.download or {}).get(f.split, ())}
-    originals = cache_dir() / "series" / c.name / "original"
-    if role in sources:
-        src = sources[role]
-        cached = originals / PurePosixPath(src.member or urlparse(src.url).path).name
-        if cached.is_file() or download:
-            originals.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=originals, prefix=".download-") as scratch:
-                return _fetch(src, originals, Path(scratch), {})
-        searched.append(str(cached))
-    hint = ("and download=False" if role in sources else "and the card has no [download] for it")
-    raise FileNotFoundError(f"dataset {c.name!r} split {f.split!r} ({role}): no file at {', '.join(searched) or '-'} "
-                            f"{hint}. Set $TPP_DATA_DIR (or data_dir=) to the staged data folder.")
-
-
-def _read(c: SeriesCard, f: SeriesFile, data_dir: str | os.PathLike | None, download: bool) -> SeriesBatch:
-    path = _locate(c, f, "data", data_dir, download)
-    if c.format is Format.TS:
-        batch = read_ts(path)
-    elif c.format is Format.TSF:
-        batch = read_tsf(path)
-    elif c.format is Format.CSV:
-        batch = read_csv_series(path, name=c.name, **c.options)
-    else:
-        batch = read_physionet2012(path, _locate(c, f, "outcomes", data_dir, download))
-    if (len(batch), batch.num_events, batch.num_channels) != (f.num_series, f.num_rows, c.num_channels):
-        raise SeriesDataError(f"holds {len(batch)} series / {batch.num_events} rows / {batch.num_channels} channels, "
-                              f"but card {c.name!r} [files.{f.split}] says {f.num_series} / {f.num_rows} / "
-                              f"{c.num_channels}", source=str(path))
-    return batch
-
-
-def load_series(
-    name: str,
-    split: str = "all",
-    *,
-    data_dir: str | os.PathLike | None = None,
-    download: bool = True,
-) -> SeriesBatch:
-    """Load a registered time-series dataset as one :class:`~sde.series.SeriesBatch`.
-
-    ``split='all'`` gives everything (the ``all`` file, or the split files concatenated in card order);
-    ``'train'``/``'test'`` a file of the archive split; for a single-file dataset with a ``[split]``
-    (PhysioNet), ``'train'``/``'val'``/``'test'`` its seeded, stratified split
-    (:meth:`SeriesBatch.split`). The UCR/UEA archives have no validation split: carve one from
-    ``train`` (``train.split((0.8, 0.2), seed=0)``).
-    """
-    c = series_card(name)
-    key = SPLIT_ALIASES.get(split.strip().lower(), split.strip().lower())
-    if key == "all":
-        if "all" in c.files:
-            return _read(c, c.files["all"], data_dir, download)
-        return SeriesBatch.concat([_read(c, f, data_dir, download) for f in c.files.values()])
-    if key in c.files:
-        return _read(c, c.files[key], data_dir, download)
-    if c.split is not None and key in c.split.fractions:
-        whole = _read(c, c.files["all"], data_dir, download)
-        parts = whole.split(list(c.split.fractions.values()), seed=c.split.seed, stratify=c.stratify)
-        return parts[list(c.split.fractions).index(key)]
-    hint = " (the archive has no validation split: use load_series(name, 'train').split((0.8, 0.2), seed=0))" \
-        if key == "val" and c.format is Format.TS else ""
-    raise KeyError(f"dataset {c.name!r} has no split {split!r}; choose one of {list(c.splits)} or 'all'{hint}")
-
-
-# --------------------------------------------------------------------------- .ts (UCR/UEA archives)
-_TS_KEYS = {"problemname", "timestamps", "missing", "univariate", "dimension", "dimensions", "equallength",
-            "serieslength", "classlabel", "targetlabel"}
-_STAMP = re.compile(r"\(([^(),]+),([^()]*)\)")
-
-
-def _floats(tokens: list[str], source: str, line: int, series: int, what: str) -> np.ndarray:
-    """Parse ``tokens`` ('?' = NaN); name the first bad token's position on failure."""
-    clean = ["nan" if t.strip() == "?" else t for t in tokens]
-    try:
-        out = np.asarray(clean, dtype=np.float64)
-    except ValueError:
-        for k, tok in enumerate(clean):
-            try:
-                float(tok)
-            except ValueError:
-                raise SeriesDataError(f"{tok.strip()!r} at position {k} is not a number (use '?' for missing)",
-                                      source=source, line=line, series=series, row=k, field=what) from None
-        raise
-    bad = np.flatnonzero(np.isinf(out))
-    if bad.size:
-        raise SeriesDataError(f"value {out[bad[0]]} is not finite (use '?' for missing)", source=source, line=line,
-                              series=series, row=int(bad[0]), field=what)
-    return out
-
-
-def _flag(value: str, key: str, source: str, line: int) -> bool:
-    word = value.split()[0].lower() if value.split() else ""
-    if word not in ("true", "false"):
-        raise SeriesDataError(f"@{key} must be true or false, got {value!r}", source=source, line=line, field=key)
-    return word == "true"
-
-
-def read_ts(path: str | os.PathLike, *, dtype: torch.dtype = DEFAULT_DTYPE) -> SeriesBatch:
-    """Read a sktime/aeon ``.ts`` file (UCR/UEA archives) strictly; see the module docstring."""
-    src = str(path)
-    header: dict[str, tuple[str, int]] = {}
-    cases: list[tuple[int, str]] = []
-    in_data = False
-    with open(path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            if in_data:
-                cases.append((lineno, line))
-                continue
-            if not line.startswith("@"):
-                raise SeriesDataError("expected an @header line (or a # comment) before @data", source=src,
-                                      line=lineno)
-            key, _, rest = line[1:].partition(" ")
-            key = key.lower()
-            if key == "data":
-                in_data = True
-            elif key not in _TS_KEYS:
-                raise SeriesDataError(f"unknown header @{line[1:].split()[0]}", source=src, line=lineno, field=key)
-            else:
-                header[key] = (rest.strip(), lineno)
-    if not in_data:
-        raise SeriesDataError("no @data section", source=src)
-    if not cases:
-        raise SeriesDataError("no cases after @data", source=src)
-    stamps = "timestamps" in header and _flag(header["timestamps"][0], "timeStamps", src, header["timestamps"][1])
-    classes: tuple[str, ...] = ()
-    if "classlabel" in header:
-        value, line = header["classlabel"]
-        if _flag(value, "classLabel", src, line):
-            classes = tuple(value.split()[1:])
-            if len(classes) < 2:
-                raise SeriesDataError("@classLabel true needs the class names", source=src, line=line,
-                                      field="classLabel")
-    regression = "targetlabel" in header and _flag(header["targetlabel"][0], "targetLabel", src,
-                                                   header["targetlabel"][1])
-    if classes and regression:
-        raise SeriesDataError("both @classLabel and @targetLabel are true", source=src)
-    dims = None
-    if "univariate" in header and _flag(header["univariate"][0], "univariate", src, header["univariate"][1]):
-        dims = 1
-    for key in ("dimensions", "dimension"):
-        if key in header:
-            value, line = header[key]
-            if not value.isdigit() or (dims is not None and int(value) != dims):
-                raise SeriesDataError(f"@{key} {value!r} is not a positive integer consistent with @univariate",
-                                      source=src, line=line, field=key)
-            dims = int(value)
-    equal = "equallength" in header and _flag(header["equallength"][0], "equalLength", src, header["equallength"][1])
-    length = None
-    if "serieslength" in header:
-        value, line = header["serieslength"]
-        if not value.isdigit():
-            raise SeriesDataError(f"@seriesLength {value!r} is not an integer", source=src, line=line,
-                                  field="seriesLength")
-        length = int(value)
-    labelled = bool(classes) or regression
-    series, labels, targets = [], [], []
-    for b, (lineno, line) in enumerate(cases):
-        fields = line.split(":")
-        if dims is None:
-            dims = len(fields) - labelled
-        if len(fields) != dims + labelled:
-            raise SeriesDataError(f"{len(fields)} ':'-separated fields, expected {dims} channel(s)"
-                                  + (" and a label" if labelled else ""), source=src, line=lineno, series=b)
-        if stamps:
-            t, v = _stamped_case(fields[:dims], src, lineno, b)
+    def read(self, card: SeriesCard, entry: CardFile, paths: Mapping[str, Path]) -> SeriesBatch:
+        assert isinstance(entry, SeriesFile)
+        path = paths["data"]
+        if card.format is Format.PHYSIONET2012:
+            batch = read_physionet2012(path, paths["outcomes"])
+        elif card.format is Format.CSV:
+            batch = read_csv_series(path, name=card.name, **card.options)
         else:
-            chans = [_floats(f.split(","), src, lineno, b, f"channel {c}") for c, f in enumerate(fields[:dims])]
-            n = chans[0].size
-            for c, ch in enumerate(chans):
-                if ch.size != n:
-                    raise SeriesDataError(f"channel {c} has {ch.size} values, channel 0 has {n}", source=src,
-                                          line=lineno, series=b, field=f"channel {c}")
-            v = np.stack(chans, 1)
-            t = np.arange(n, dtype=np.float64)
-        keep = np.flatnonzero(~np.isnan(v).all(1))  # trailing all-missing rows are padding
-        if keep.size == 0:
-            raise SeriesDataError("every value is missing", source=src, line=lineno, series=b)
-        if (equal or length is not None) and not stamps:
-            want = length if length is not None else len(series[0][0]) if series else v.shape[0]
-            if v.shape[0] != want:
-                raise SeriesDataError(f"length {v.shape[0]} but the header says equal lengths of {want}", source=src,
-                                      line=lineno, series=b, field="seriesLength")
-        t, v = t[: keep[-1] + 1], v[: keep[-1] + 1]
-        series.append((t, v))
-        if classes:
-            label = fields[-1].strip()
-            if label not in classes:
-                raise SeriesDataError(f"class {label!r} is not among the header's {list(classes)}", source=src,
-                                      line=lineno, series=b, field="label")
-            labels.append(classes.index(label))
-        elif regression:
-            targets.append(_floats([fields[-1]], src, lineno, b, "target")[0])
-            if np.isnan(targets[-1]):
-                raise SeriesDataError("the target is missing", source=src, line=lineno, series=b, field="target")
-    return SeriesBatch.from_arrays(series, labels=np.asarray(labels, np.int64) if classes else None,
-                                   targets=np.asarray(targets)[:, None] if regression else None,
-                                   class_names=classes, dtype=dtype, source=src)
+            batch = READERS[card.format](path, **card.options)
+        if (len(batch), batch.num_events, batch.num_channels) != (entry.num_series, entry.num_rows, card.num_channels):
+            raise SeriesDataError(f"holds {len(batch)} series / {batch.num_events} rows / {batch.num_channels} "
+                                  f"channels, but card {card.name!r} [files.{entry.split}] says {entry.num_series} / "
+                                  f"{entry.num_rows} / {card.num_channels}", source=str(path))
+        return batch
+
+    def partition(self, card: SeriesCard, whole: SeriesBatch) -> Sequence[SeriesBatch]:
+        assert card.split is not None
+        return whole.split(list(card.split.fractions.values()), seed=card.split.seed, stratify=card.stratify)
+
+    def recipe(self, card: SeriesCard, entry: CardFile, role: str) -> Sequence[Source] | None:
+        sources = [s for s in (card.download or {}).get(entry.split, ()) if s.role == role]
+        return sources or None
+
+    def split_hint(self, card: SeriesCard, key: str) -> str:
+        if key == "val" and card.format is Format.TS:
+            return " (the archive has no validation split: use load(name, 'train').split((0.8, 0.2), seed=0))"
+        return ""
 
 
-def _stamped_case(fields: list[str], src: str, line: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(t, v)`` of one case written as ``(time,value)`` pairs per channel (numeric times): rows are
-    the union of the channels' times, NaN where a channel has no value at that time."""
-    per = []
-    for c, f in enumerate(fields):
-        pairs = _STAMP.findall(f)
-        if not pairs or _STAMP.sub("", f).replace(",", "").strip():
-            raise SeriesDataError("expected (time,value) pairs separated by ','", source=src, line=line, series=b,
-                                  field=f"channel {c}")
-        t = _floats([p[0] for p in pairs], src, line, b, f"channel {c} time")
-        if np.isnan(t).any() or np.any(np.diff(t) <= 0):
-            raise SeriesDataError("time stamps must be numbers, strictly increasing", source=src, line=line, series=b,
-                                  field=f"channel {c} time")
-        per.append((t, _floats([p[1] for p in pairs], src, line, b, f"channel {c}")))
-    times = np.unique(np.concatenate([t for t, _ in per]))
-    v = np.full((times.size, len(per)), np.nan)
-    for c, (t, x) in enumerate(per):
-        v[np.searchsorted(times, t), c] = x
-    return times, v
+REGISTRY = SeriesRegistry(CARDS_DIR, face="sde.datasets", cache_folder="series")
 
 
-# --------------------------------------------------------------------------- .tsf (Monash forecasting)
-def read_tsf(path: str | os.PathLike, *, dtype: torch.dtype = DEFAULT_DTYPE) -> SeriesBatch:
-    """Read a Monash ``.tsf`` file: one univariate series per line (its attributes, then the values).
+# --------------------------------------------------------------------------- the verbs
+# The registry's own methods, so that both packages answer the same verbs with the same code:
+# load(name, split=None, *, data_dir=None, download=True) -> SeriesBatch, card(name) -> SeriesCard,
+# list_datasets(), describe() (name, task, series, rows, channels, classes, licence),
+# download(name) and verify(name) -> the checked local files by split.
+load, card, list_datasets, describe, download, verify = REGISTRY.verbs
 
-    Time = index since each series' first value (the card's ``units`` give the frequency); ``ids`` =
-    the first (name) attribute; ``?`` is a missing value."""
-    src = str(path)
-    attributes: list[str] = []
-    series, ids = [], []
-    in_data = False
-    with open(path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            if not in_data:
-                if not line.startswith("@"):
-                    raise SeriesDataError("expected an @header line before @data", source=src, line=lineno)
-                key, _, rest = line[1:].partition(" ")
-                if key.lower() == "attribute":
-                    attributes.append(rest.split()[0] if rest.split() else "")
-                in_data = key.lower() == "data"
-                continue
-            fields = line.split(":")
-            if len(fields) != len(attributes) + 1:
-                raise SeriesDataError(f"{len(fields)} ':'-separated fields, expected {len(attributes)} attribute(s) "
-                                      "and the values", source=src, line=lineno, series=len(series))
-            v = _floats(fields[-1].split(","), src, lineno, len(series), "values")
-            series.append((np.arange(v.size, dtype=np.float64), v))
-            ids.append(fields[0] if attributes else str(len(series) - 1))
-    if not series:
-        raise SeriesDataError("no series after @data", source=src)
-    return SeriesBatch.from_arrays(series, ids=ids, channel_names=("value",), dtype=dtype, source=src)
-
-
-# --------------------------------------------------------------------------- forecasting CSV
-_PERIODS = ("Y", "Q", "M")
-
-
-def read_csv_series(
-    path: str | os.PathLike,
-    *,
-    time: str | Sequence[str] | None = None,
-    unit: str = "index",
-    time_format: str | None = None,
-    values: Sequence[str] | None = None,
-    channel_names: Sequence[str] | None = None,
-    layout: str = "long",
-    name: str | None = None,
-    dtype: torch.dtype = DEFAULT_DTYPE,
-) -> SeriesBatch:
-    """One forecasting series from a CSV file (``B = 1``); blank cells are missing values.
-
-    ``time``: the time column (``[year, quarter]`` columns for quarterly data; ``None``: row index);
-    ``unit``: ``'Y'``, ``'Q'``, ``'M'`` (calendar periods) or a pandas duration (``'1W'``, ``'1h'``):
-    time = elapsed units since the first row. ``layout='wide_months'``: one row per year and one
-    column per month (``values`` = the 12 month columns), read as one monthly series.
-    """
-    src = str(path)
-    try:
-        df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        m = re.search(r"line (\d+)", str(exc))
-        raise SeriesDataError(f"not a CSV table ({exc})", source=src, line=int(m.group(1)) if m else None) from None
-    cols = [time] if isinstance(time, str) else list(time or [])
-    values = list(values) if values is not None else [c for c in df.columns if c not in cols]
-    missing = [c for c in (*cols, *values) if c not in df.columns]
-    if missing:
-        raise SeriesDataError(f"no column(s) {missing} (columns: {list(df.columns)})", source=src, field=missing[0])
-    numeric = np.stack([_column(df, c, src) for c in values], 1)
-    if layout == "wide_months":
-        if len(values) != 12 or len(cols) != 1:
-            raise SeriesDataError("wide_months needs one year column and 12 month columns", source=src)
-        periods = pd.PeriodIndex.from_fields(year=np.repeat(df[cols[0]].to_numpy(), 12),
-                                             month=np.tile(np.arange(1, 13), len(df)), freq="M")
-        numeric = numeric.reshape(-1, 1)
-        t = (periods.asi8 - periods.asi8[0]).astype(np.float64)
-    elif layout != "long":
-        raise ValueError(f"layout must be 'long' or 'wide_months', got {layout!r}")
-    elif not cols or unit == "index":
-        t = np.arange(len(df), dtype=np.float64)
-    else:
-        t = _elapsed(df, cols, unit, time_format, src)
-    names = tuple(channel_names) if channel_names is not None else tuple(values) if layout == "long" else ("value",)
-    return SeriesBatch.from_arrays([(t, numeric)], channel_names=names, ids=[name or Path(src).stem], dtype=dtype,
-                                   source=src)
-
-
-def _column(df: pd.DataFrame, col: str, src: str) -> np.ndarray:
-    parsed = pd.to_numeric(df[col], errors="coerce")
-    bad = np.flatnonzero(parsed.isna().to_numpy() & df[col].notna().to_numpy())
-    if bad.size:
-        raise SeriesDataError(f"{df[col].iloc[bad[0]]!r} is not a number", source=src, line=int(bad[0]) + 2,
-                              field=col)
-    return parsed.to_numpy(np.float64)
-
-
-def _elapsed(df: pd.DataFrame, cols: list[str], unit: str, time_format: str | None, src: str) -> np.ndarray:
-    """Elapsed ``unit`` since the first row, from the time column(s); unparsable cells name their line."""
-    try:
-        if len(cols) == 2:  # year and quarter (or month) numbers
-            sub = "quarter" if unit == "Q" else "month"
-            idx = pd.PeriodIndex.from_fields(year=df[cols[0]].to_numpy(), **{sub: df[cols[1]].to_numpy()}, freq=unit)
-            return (idx.asi8 - idx.asi8[0]).astype(np.float64)
-        text = df[cols[0]].astype(str)
-        if unit in _PERIODS:
-            if time_format is not None:
-                idx = pd.PeriodIndex(pd.to_datetime(text, format=time_format), freq=unit)
-            else:
-                idx = pd.PeriodIndex(text.str.replace(" ", "", regex=False), freq=unit)
-            return (idx.asi8 - idx.asi8[0]).astype(np.float64)
-        stamps = pd.to_datetime(text, format=time_format, utc=True)
-        return ((stamps - stamps.iloc[0]) / pd.Timedelta(unit)).to_numpy(np.float64)
-    except (ValueError, TypeError) as exc:
-        raise SeriesDataError(f"cannot read the time column as {unit!r} ({exc})", source=src, field=cols[0]) from None
-
-
-# --------------------------------------------------------------------------- PhysioNet 2012
-#: The 37 time-varying variables of the PhysioNet/CinC 2012 records, in channel order. Age, Gender,
-#: Height and ICUType (and RecordID) are per-stay descriptors, not series, and are left out.
-PHYSIONET_CHANNELS = (
-    "Weight", "Albumin", "ALP", "ALT", "AST", "Bilirubin", "BUN", "Cholesterol", "Creatinine", "DiasABP", "FiO2",
-    "GCS", "Glucose", "HCO3", "HCT", "HR", "K", "Lactate", "Mg", "MAP", "MechVent", "Na", "NIDiasABP", "NIMAP",
-    "NISysABP", "PaCO2", "PaO2", "pH", "Platelets", "RespRate", "SaO2", "SysABP", "Temp", "TroponinI", "TroponinT",
-    "Urine", "WBC",
-)
-_DESCRIPTORS = ("RecordID", "Age", "Gender", "Height", "ICUType")
-_PHYSIONET_VERSION = 1  # bump when the parse changes: the cache key includes it
-_MAX_MINUTES = 4096  # > 48 h 59 min: packs (record, minute) into one integer key
-
-
-def read_physionet2012(archive: str | os.PathLike, outcomes: str | os.PathLike, *, cache: bool = True,
-                       dtype: torch.dtype = DEFAULT_DTYPE) -> SeriesBatch:
-    """PhysioNet/CinC Challenge 2012 records (a ``.tar.gz`` of ``<RecordID>.txt`` files) as a batch.
-
-    One series per record, ordered by file name; rows = the distinct times (hours since ICU admission,
-    from ``HH:MM``), always including ``t = 0`` (admission, where the descriptors are recorded, so
-    every series starts at 0); channels = :data:`PHYSIONET_CHANNELS`. Several values of one variable at
-    one time are averaged; ``Weight = -1`` is the file format's "missing". Labels: in-hospital death
-    from the outcomes file (``class_names = ('survived', 'died')``); ``ids`` = RecordIDs.
-
-    The parse (a few seconds for 4000 records) is cached in the user cache, keyed by the sha256 of
-    both files, and written atomically.
-    """
-    archive, outcomes = Path(archive), Path(outcomes)
-    target = cache_dir() / "series" / "physionet2012" / (
-        f"{sha256_file(archive)[:16]}-{sha256_file(outcomes)[:16]}-v{_PHYSIONET_VERSION}.npz")
-    arrays = None
-    if cache and target.is_file():
-        try:
-            with np.load(target, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError, KeyError):
-            arrays = None  # a damaged cache entry is rebuilt below
-    if arrays is None:
-        arrays = _parse_physionet(archive, outcomes)
-        if cache:
-            with atomic_write(target, ".npz") as tmp, open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-    offsets = arrays["offsets"]
-    values = np.full((arrays["times"].size, len(PHYSIONET_CHANNELS)), np.nan)
-    values[arrays["obs_row"], arrays["obs_channel"]] = arrays["obs_value"]
-    return SeriesBatch.from_flat(arrays["times"], values, offsets, arrays["labels"],
-                                 channel_names=PHYSIONET_CHANNELS, class_names=("survived", "died"),
-                                 ids=[str(i) for i in arrays["ids"]], dtype=dtype, source=str(archive))
-
-
-def _parse_physionet(archive: Path, outcomes: Path) -> dict[str, np.ndarray]:
-    """The records as sparse arrays: row times and offsets, and one (row, channel, value) per observation."""
-    src_o = str(outcomes)
-    out = pd.read_csv(outcomes)
-    for col in ("RecordID", "In-hospital_death"):
-        if col not in out:
-            raise SeriesDataError(f"no column {col!r} (columns: {list(out.columns)})", source=src_o, field=col)
-    death = out["In-hospital_death"].to_numpy()
-    bad = np.flatnonzero(~np.isin(death, (0, 1)))
-    if bad.size:
-        raise SeriesDataError(f"In-hospital_death is {death[bad[0]].item()!r}, must be 0 or 1", source=src_o,
-                              line=int(bad[0]) + 2, field="In-hospital_death")
-    dup = out["RecordID"].duplicated()
-    if dup.any():
-        raise SeriesDataError("RecordID appears twice", source=src_o, line=int(np.flatnonzero(dup)[0]) + 2,
-                              field="RecordID")
-    label_of = dict(zip(out["RecordID"].astype(str), death.astype(np.int64)))
-    names, chunks, starts, line_numbers = [], [], [0], []
-    with tarfile.open(archive) as tf:
-        for member in sorted((m for m in tf.getmembers() if m.isfile() and m.name.endswith(".txt")),
-                             key=lambda m: m.name):
-            text = tf.extractfile(member).read().decode("utf-8")  # type: ignore[union-attr]
-            lines = text.splitlines()
-            if not lines or lines[0].strip() != "Time,Parameter,Value":
-                raise SeriesDataError("expected the header 'Time,Parameter,Value'", source=f"{archive}:{member.name}",
-                                      line=1)
-            b = len(names)
-            names.append(member.name)
-            body = lines[1:]
-            numbers = np.arange(2, len(body) + 2)
-            if not all(body):  # empty lines (rare) are skipped; their neighbours keep their line numbers
-                numbers = numbers[[bool(s) for s in body]]
-                body = [s for s in body if s]
-            if body:
-                chunks.append(f"{b}," + f"\n{b},".join(body))
-            line_numbers.append(numbers)
-            starts.append(starts[-1] + len(body))
-    if not names:
-        raise SeriesDataError("no <RecordID>.txt records in the archive", source=str(archive))
-    text = "\n".join(chunks)
-    line_of = np.concatenate(line_numbers)  # file line of every data row
-
-    def read(value_dtype: Any) -> pd.DataFrame:
-        return pd.read_csv(io.StringIO(text), header=None, names=["rec", "time", "param", "value"],
-                           dtype={"rec": np.int64, "time": "category", "param": "category",
-                                  "value": value_dtype}, keep_default_na=False)
-
-    try:
-        try:
-            df = read(np.float64)
-        except ValueError:  # a value is not a number: read it as text to say where (slow path, errors only)
-            df = read(str)
-    except pd.errors.ParserError as exc:
-        m = re.search(r"line (\d+)", str(exc))
-        i = int(m.group(1)) - 1 if m else 0
-        b = int(np.searchsorted(starts, i, side="right") - 1)
-        raise SeriesDataError(f"not a 'Time,Parameter,Value' row ({exc})", source=f"{archive}:{names[b]}",
-                              line=int(line_of[i]) if i < line_of.size else None) from None
-
-    def fail(mask: np.ndarray, message: str, fld: str) -> None:
-        i = int(np.flatnonzero(mask)[0])
-        b = int(df["rec"].iat[i])
-        raise SeriesDataError(message.format(df.iloc[i]), source=f"{archive}:{names[b]}", line=int(line_of[i]),
-                              series=b, field=fld)
-
-    # times and parameters repeat (2881 and 42 distinct): check and convert each distinct text once
-    times = df["time"].cat.categories.astype(str)
-    ok = times.str.fullmatch(r"\d\d:[0-5]\d")
-    code = df["time"].cat.codes.to_numpy()
-    if not ok.all():
-        fail(~ok[code], "time {0.time!r} is not HH:MM", "Time")
-    minutes = (times.str.slice(0, 2).astype(int) * 60 + times.str.slice(3, 5).astype(int)).to_numpy()[code]
-    if minutes.max() >= _MAX_MINUTES:
-        fail(minutes >= _MAX_MINUTES, "time {0.time!r} is beyond 68 hours", "Time")
-    value = pd.to_numeric(df["value"], errors="coerce").to_numpy(np.float64)
-    if not np.isfinite(value).all():
-        fail(~np.isfinite(value), "value {0.value!r} is not a finite number", "Value")
-    vocab = PHYSIONET_CHANNELS + _DESCRIPTORS
-    index = pd.Index(vocab).get_indexer(df["param"].cat.categories.astype(str))
-    code = df["param"].cat.codes.to_numpy()
-    if (index < 0).any():
-        fail(index[code] < 0, "unknown parameter {0.param!r}", "Parameter")
-    param = index[code]  # position in vocab: channels first, then the descriptors
-    rec = df["rec"].to_numpy()
-    is_id = param == vocab.index("RecordID")
-    ids = np.full(len(names), -1, np.int64)
-    ids[rec[is_id]] = value[is_id].astype(np.int64)
-    for b, name in enumerate(names):
-        stem = PurePosixPath(name).stem
-        if ids[b] < 0 or str(ids[b]) != stem:
-            raise SeriesDataError(f"RecordID {ids[b] if ids[b] >= 0 else 'missing'} does not match the file name",
-                                  source=f"{archive}:{name}", series=b, field="RecordID")
-        if stem not in label_of:
-            raise SeriesDataError(f"record {stem} has no row in the outcomes file", source=src_o, series=b,
-                                  field="RecordID")
-    C = len(PHYSIONET_CHANNELS)
-    series = (param < C) & ~((param == PHYSIONET_CHANNELS.index("Weight")) & (value == -1))
-    key = rec[series] * _MAX_MINUTES + minutes[series]
-    admission = np.arange(len(names), dtype=np.int64) * _MAX_MINUTES  # every record has a row at t = 0
-    rows, row_of = np.unique(np.concatenate([admission, key]), return_inverse=True)
-    row_of = row_of[admission.size:]
-    # average repeated values of one variable at one time
-    cell, cell_of = np.unique(row_of * C + param[series], return_inverse=True)
-    total = np.bincount(cell_of, weights=value[series])
-    count = np.bincount(cell_of)
-    return {
-        "times": (rows % _MAX_MINUTES) / 60.0,
-        "offsets": np.concatenate([[0], np.cumsum(np.bincount(rows // _MAX_MINUTES, minlength=len(names)))]),
-        "obs_row": cell // C,
-        "obs_channel": (cell % C).astype(np.int16),
-        "obs_value": total / count,
-        "labels": np.array([label_of[str(i)] for i in ids], np.int64),
-        "ids": ids,
-    }
+# The names used before the registry was shared with tpp.
+load_series = load
+series_card = card
+list_series = list_datasets
+describe_series = describe

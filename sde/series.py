@@ -2,18 +2,20 @@
 
 A set of series is ragged: series ``b`` has ``L_b`` observation rows at strictly increasing times, and
 each row holds ``C`` channel values, NaN where that channel was not observed at that row (PhysioNet:
-most channels at most rows). :class:`SeriesBatch` stores them padded and left-aligned:
+most channels at most rows). :class:`SeriesBatch` (a :class:`tpp.batch.PaddedBatch`, like
+``EventBatch``) stores them padded and left-aligned:
 
 * ``time``   ``[B, L]`` absolute observation times (float64 by default),
 * ``values`` ``[B, L, C]`` NaN where a channel is not observed (and on every padding row),
 * ``mask``   ``[B, L]`` True where a row exists,
 * ``labels`` ``[B]`` class indices (classification) with their ``class_names``, or ``targets``
-  ``[B, ...]`` (regression: ``[B, O]``), and optional ``ids`` (record names) for error messages.
+  ``[B, ...]`` (regression: ``[B, O]``), and optional ``seq_names`` (record names; ``ids`` is an alias).
 
 Padding is canonical: a padding row repeats its series' last time (so ``time`` stays ordered and
 finite) and holds NaN values. Hence NaN-padded input and unpadded input give equal batches.
-Validation runs once, at construction, and raises :class:`SeriesDataError` (an
-:class:`~tpp.events.EventDataError`) naming the series, the row and the field.
+Device moves, indexing, splits (stratified by label), concatenation and equality (NaN equals NaN)
+come from the base class. Validation runs once, at construction, and raises
+:class:`SeriesDataError` (an :class:`~tpp.events.EventDataError`) naming the series, the row and the field.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from tpp.batch import PaddedBatch, allocate, check_offsets, first_true, pad_flat
 from tpp.events import EventDataError
 
 __all__ = ["DEFAULT_DTYPE", "SeriesBatch", "SeriesDataError"]
@@ -37,9 +40,11 @@ DEFAULT_DTYPE = torch.float64
 class SeriesDataError(EventDataError):
     """Bad time-series data; the message names the file (and line), the series, the row and the field.
 
-    ``series`` is the series index in the batch (the record id is added to the message when known),
-    ``row`` the row inside that series, ``line`` a line of the source file.
+    ``series`` is the series index in the batch (the record id ``series_id`` is added to the message
+    when known), ``row`` the row inside that series (also ``position``), ``line`` a line of the source file.
     """
+
+    noun, name_noun, position_noun = "series", "id", "row"
 
     def __init__(
         self,
@@ -52,39 +57,35 @@ class SeriesDataError(EventDataError):
         row: int | None = None,
         field: str | None = None,
     ) -> None:
-        where = [str(source)] if source is not None else []
-        if line is not None:
-            where.append(f"line {line}")
-        if series is not None:
-            where.append(f"series {series}" + (f" (id {series_id!r})" if series_id is not None else ""))
-        if row is not None:
-            where.append(f"row {row}")
-        if field is not None:
-            where.append(f"field {field!r}")
-        ValueError.__init__(self, f"{', '.join(where)}: {message}" if where else message)
-        # the attributes of EventDataError, so code catching either reads the same names
-        self.source, self.sequence, self.position, self.row, self.field = source, series, row, row, field
-        self.series, self.series_id, self.line, self.message = series, series_id, line, message
+        super().__init__(message, source=source, line=line, sequence=series, sequence_name=series_id, position=row,
+                         field=field)
+        self.row = row  # the row inside the series: the position of the event vocabulary
+        self.series, self.series_id = series, series_id
 
-    def with_source(self, source: str) -> SeriesDataError:
-        """The same error, naming ``source`` (a file) too."""
-        return SeriesDataError(self.message, source=source, line=self.line, series=self.series,
-                               series_id=self.series_id, row=self.row, field=self.field)
+    @classmethod
+    def at(
+        cls, message: str, *, index: int, name: Any = None, position: int | None = None, field: str | None = None,
+        source: str | None = None,
+    ) -> SeriesDataError:
+        return cls(message, source=source, series=index, series_id=name, row=position, field=field)
 
 
-def _first(bad: Tensor) -> tuple[int, ...] | None:
-    """Index of the first True entry (row-major), or None."""
-    hits = torch.nonzero(bad)
-    return None if hits.numel() == 0 else tuple(int(i) for i in hits[0])
-
-
-@dataclass(eq=False)
-class SeriesBatch:
+@dataclass(eq=False, repr=False, init=False)
+class SeriesBatch(PaddedBatch):
     """Padded irregular multivariate series (see the module docstring); validated at construction.
 
     Build one with :meth:`from_arrays`, :meth:`from_flat` or :meth:`from_dataframe`; the padded
     constructor takes tensors as they are (``validate=False`` is for code holding a checked batch).
+    ``ids=`` is an alias of ``seq_names=``.
     """
+
+    error = SeriesDataError
+    row_fields = {"time": 0.0, "values": float("nan"), "mask": False}
+    sequence_fields = ("labels", "targets")
+    meta_fields = ("channel_names", "class_names")
+    float_fields = frozenset({"time", "values", "targets"})
+    sequence_view = ("time", "values")
+    noun, row_noun = "series", "rows"
 
     time: Tensor
     values: Tensor
@@ -93,8 +94,29 @@ class SeriesBatch:
     targets: Tensor | None = None
     channel_names: tuple[str, ...] = ()
     class_names: tuple[str, ...] = ()
-    ids: tuple[str, ...] | None = None
+    seq_names: tuple[str, ...] | None = None
     validate: InitVar[bool] = True
+
+    def __init__(
+        self,
+        time: Tensor,
+        values: Tensor,
+        mask: Tensor,
+        labels: Tensor | None = None,
+        targets: Tensor | None = None,
+        channel_names: Sequence[str] = (),
+        class_names: Sequence[str] = (),
+        seq_names: Sequence[Any] | None = None,
+        validate: bool = True,
+        *,
+        ids: Sequence[Any] | None = None,
+    ) -> None:
+        if ids is not None and seq_names is not None:
+            raise TypeError("give seq_names or its alias ids, not both")
+        self.time, self.values, self.mask, self.labels, self.targets = time, values, mask, labels, targets
+        self.channel_names, self.class_names = channel_names, class_names  # type: ignore[assignment]
+        self.seq_names = seq_names if ids is None else ids  # type: ignore[assignment]
+        self.__post_init__(validate)
 
     def __post_init__(self, validate: bool) -> None:
         fail = SeriesDataError
@@ -115,10 +137,9 @@ class SeriesBatch:
         if len(self.channel_names) != C:
             raise fail(f"{len(self.channel_names)} channel_names for {C} channels", field="channel_names")
         self.class_names = tuple(str(c) for c in self.class_names)
-        if self.ids is not None:
-            self.ids = tuple(str(i) for i in self.ids)
-            if len(self.ids) != B:
-                raise fail(f"{len(self.ids)} ids for {B} series", field="ids")
+        if self.seq_names is not None:
+            self.seq_names = tuple(str(i) for i in self.seq_names)
+        self._check_names()
         if self.labels is not None:
             self.labels = torch.as_tensor(self.labels, device=self.time.device)
             if self.labels.shape != (B,) or self.labels.is_floating_point() or self.labels.is_complex():
@@ -131,53 +152,43 @@ class SeriesBatch:
                 raise fail(f"targets must be [B, ...] with B = {B}, got {tuple(self.targets.shape)}", field="targets")
         if validate:
             self._check()
-            last = self.time.gather(1, (self.lengths - 1).clamp(min=0)[:, None])
-            self.time = torch.where(self.mask, self.time, last)
-            self.values = torch.where(self.mask[..., None], self.values, torch.full_like(self.values, float("nan")))
-
-    def _fail(self, b: int, message: str, row: int | None = None, field: str | None = None) -> SeriesDataError:
-        return SeriesDataError(message, series=b, series_id=None if self.ids is None else self.ids[b], row=row,
-                               field=field)
+            self._canonicalise_padding()
 
     def _check(self) -> None:
         """Vectorised checks; raise on the first offending series/row (row-major order)."""
         mask, time, values = self.mask, self.time, self.values
-        lengths = mask.sum(1)
-        arange = torch.arange(mask.shape[1], device=mask.device)
-        hit = _first(mask != (arange[None, :] < lengths[:, None]))
+        self._check_left_aligned()
+        hit = first_true(self.lengths == 0)
         if hit is not None:
-            raise self._fail(hit[0], "mask must be left-aligned: rows first, then padding", hit[1], "mask")
-        hit = _first(lengths == 0)
+            raise self._error(hit[0], "series has no rows", field="mask")
+        hit = first_true(mask & ~torch.isfinite(time))
         if hit is not None:
-            raise self._fail(hit[0], "series has no rows", field="mask")
-        hit = _first(mask & ~torch.isfinite(time))
-        if hit is not None:
-            raise self._fail(hit[0], f"time is {float(time[hit])}, must be finite", hit[1], "time")
+            raise self._error(hit[0], f"time is {float(time[hit])}, must be finite", hit[1], "time")
         if time.shape[1] > 1:
             both = mask[:, 1:] & mask[:, :-1]
-            hit = _first(both & ~(time[:, 1:] > time[:, :-1]))
+            hit = first_true(both & ~(time[:, 1:] > time[:, :-1]))
             if hit is not None:
                 b, r = hit[0], hit[1] + 1
-                raise self._fail(b, f"times must be strictly increasing: {float(time[b, r])!r} comes after "
-                                 f"{float(time[b, r - 1])!r}", r, "time")
-        hit = _first(mask[..., None] & torch.isinf(values))
+                raise self._error(b, f"times must be strictly increasing: {float(time[b, r])!r} comes after "
+                                  f"{float(time[b, r - 1])!r}", r, "time")
+        hit = first_true(mask[..., None] & torch.isinf(values))
         if hit is not None:
             b, r, c = hit
-            raise self._fail(b, f"value is {float(values[b, r, c])} in channel {self.channel_names[c]!r}; values must "
-                             "be finite or NaN (missing)", r, "values")
+            raise self._error(b, f"value is {float(values[b, r, c])} in channel {self.channel_names[c]!r}; values "
+                              "must be finite or NaN (missing)", r, "values")
         if self.labels is not None and len(self):
-            hit = _first(self.labels < 0)
+            hit = first_true(self.labels < 0)
             if hit is not None:
-                raise self._fail(hit[0], f"label {int(self.labels[hit])} is negative", field="labels")
+                raise self._error(hit[0], f"label {int(self.labels[hit])} is negative", field="labels")
             if self.class_names:
-                hit = _first(self.labels >= len(self.class_names))
+                hit = first_true(self.labels >= len(self.class_names))
                 if hit is not None:
-                    raise self._fail(hit[0], f"label {int(self.labels[hit])} >= number of classes "
-                                     f"{len(self.class_names)} ({list(self.class_names)})", field="labels")
+                    raise self._error(hit[0], f"label {int(self.labels[hit])} >= number of classes "
+                                      f"{len(self.class_names)} ({list(self.class_names)})", field="labels")
         if self.targets is not None:
-            hit = _first(torch.isinf(self.targets).reshape(len(self), -1))
+            hit = first_true(torch.isinf(self.targets).reshape(len(self), -1))
             if hit is not None:
-                raise self._fail(hit[0], "targets must be finite or NaN", field="targets")
+                raise self._error(hit[0], "targets must be finite or NaN", field="targets")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -191,35 +202,29 @@ class SeriesBatch:
         targets: np.ndarray | None = None,
         channel_names: Sequence[str] = (),
         class_names: Sequence[str] = (),
+        seq_names: Sequence[Any] | None = None,
         ids: Sequence[Any] | None = None,
         dtype: torch.dtype = DEFAULT_DTYPE,
         source: str | None = None,
     ) -> SeriesBatch:
         """Build from concatenated rows: ``times [N]``, ``values [N, C]``, ``offsets [B + 1]`` (series
-        ``b`` = rows ``offsets[b]:offsets[b + 1]``). ``source`` names the origin in error messages."""
+        ``b`` = rows ``offsets[b]:offsets[b + 1]``). ``source`` names the origin in error messages;
+        ``ids`` is an alias of ``seq_names``."""
         times = np.asarray(times, np.float64).reshape(-1)
         values = np.asarray(values, np.float64)
         values = values.reshape(times.size, -1) if values.ndim < 2 else values
-        offsets = np.asarray(offsets, np.int64)
         if values.ndim != 2 or values.shape[0] != times.size:
             raise SeriesDataError(f"values must be [N, C] with N = {times.size} rows, got {values.shape}",
                                   source=source, field="values")
-        if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != times.size or np.any(
-                np.diff(offsets) < 0):
-            raise SeriesDataError("offsets must start at 0, be non-decreasing and end at the number of rows",
-                                  source=source, field="offsets")
-        lengths = np.diff(offsets)
-        B, L, C = lengths.size, int(lengths.max(initial=0)), values.shape[1]
-        mask = np.arange(L)[None, :] < lengths[:, None]
-        time_pad = np.zeros((B, L))
-        value_pad = np.full((B, L, C), np.nan)
-        time_pad[mask] = times
-        value_pad[mask] = values
+        offsets = check_offsets(offsets, times.size, SeriesDataError, source, "offsets")
+        time_pad, mask = pad_flat(times, offsets, 0.0)
+        value_pad = pad_flat(values, offsets, np.nan)[0]
+        names = ids if seq_names is None else seq_names
         try:
             return cls(torch.from_numpy(time_pad).to(dtype), torch.from_numpy(value_pad).to(dtype),
                        torch.from_numpy(mask), None if labels is None else torch.as_tensor(np.asarray(labels)),
                        None if targets is None else torch.as_tensor(np.asarray(targets, np.float64)).to(dtype),
-                       tuple(channel_names), tuple(class_names), None if ids is None else tuple(ids))
+                       tuple(channel_names), tuple(class_names), None if names is None else tuple(names))
         except SeriesDataError as err:
             if source is None or err.source is not None:
                 raise
@@ -234,6 +239,7 @@ class SeriesBatch:
         targets: Any = None,
         channel_names: Sequence[str] = (),
         class_names: Sequence[str] = (),
+        seq_names: Sequence[Any] | None = None,
         ids: Sequence[Any] | None = None,
         dtype: torch.dtype = DEFAULT_DTYPE,
         source: str | None = None,
@@ -275,7 +281,8 @@ class SeriesBatch:
         offsets = np.concatenate([[0], np.cumsum([t.size for t in ts])])
         label_idx, names = _label_indices(labels, class_names, source)
         return cls.from_flat(np.concatenate(ts), np.concatenate(vs), offsets, label_idx, targets=targets,
-                             channel_names=channel_names, class_names=names, ids=ids, dtype=dtype, source=source)
+                             channel_names=channel_names, class_names=names,
+                             seq_names=ids if seq_names is None else seq_names, dtype=dtype, source=source)
 
     @classmethod
     def from_dataframe(
@@ -329,25 +336,13 @@ class SeriesBatch:
             labels = first
         label_idx, names = _label_indices(labels, class_names, source)
         return cls.from_flat(times, values, offsets, label_idx, channel_names=[str(c) for c in value_cols],
-                             class_names=names, ids=[str(u) for u in uniques], dtype=dtype, source=source)
+                             class_names=names, seq_names=[str(u) for u in uniques], dtype=dtype, source=source)
 
     # ------------------------------------------------------------------ views
-    def __len__(self) -> int:
-        return self.time.shape[0]
-
     @property
-    def max_length(self) -> int:
-        return self.time.shape[1]
-
-    @property
-    def lengths(self) -> Tensor:
-        """Number of rows per series, ``[B]`` long."""
-        return self.mask.sum(1)
-
-    @property
-    def num_events(self) -> int:
-        """Number of rows that exist (the trainer normalises the loss by it)."""
-        return int(self.mask.sum())
+    def ids(self) -> tuple[str, ...] | None:
+        """Alias of :attr:`seq_names` (the record names)."""
+        return self.seq_names
 
     @property
     def num_channels(self) -> int:
@@ -367,155 +362,29 @@ class SeriesBatch:
         """``[B, L, C]`` bool: the channel was observed at that row (row exists and value not NaN)."""
         return self.mask[..., None] & ~torch.isnan(self.values)
 
-    @property
-    def device(self) -> torch.device:
-        return self.time.device
+    _with = PaddedBatch._replace  # the older name
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.time.dtype
+    def _strata(self) -> np.ndarray | None:
+        """Labels are strata: :meth:`split` splits every class in the same fractions."""
+        return None if self.labels is None else self.labels.cpu().numpy()
 
-    def _with(self, **fields: Any) -> SeriesBatch:
-        base = {k: getattr(self, k) for k in ("time", "values", "mask", "labels", "targets", "channel_names",
-                                              "class_names", "ids")}
-        return SeriesBatch(**{**base, **fields}, validate=False)
-
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> SeriesBatch:
-        """Move to a device and/or change the float dtype (time, values, targets); mask and labels keep theirs."""
-        dtype = dtype or self.dtype
-        return self._with(
-            time=self.time.to(device=device, dtype=dtype),
-            values=self.values.to(device=device, dtype=dtype),
-            mask=self.mask.to(device),
-            labels=None if self.labels is None else self.labels.to(device),
-            targets=None if self.targets is None else self.targets.to(device=device, dtype=dtype),
-        )
-
-    def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray | Tensor) -> SeriesBatch:
-        """Select series (never rows): ``batch[3]``, ``batch[2:5]``, ``batch[np.array([0, 4])]``, a bool mask.
-
-        The result is trimmed to the longest selected series."""
-        if isinstance(index, (int, np.integer)):
-            idx = torch.arange(len(self))[int(index)].reshape(1)
-        elif isinstance(index, slice):
-            idx = torch.arange(len(self))[index]
-        else:
-            idx = torch.as_tensor(np.asarray(index.cpu() if isinstance(index, Tensor) else index))
-            if idx.dtype == torch.bool:
-                if idx.shape != (len(self),):
-                    raise IndexError(f"boolean index of shape {tuple(idx.shape)} for {len(self)} series")
-                idx = torch.nonzero(idx).flatten()
-            idx = idx.long().reshape(-1)
-            idx = torch.where(idx < 0, idx + len(self), idx)
-            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
-                raise IndexError(f"series index out of range for {len(self)} series")
-        cpu_idx = idx
-        idx = idx.to(self.device)
-        max_len = int(self.lengths[idx].max()) if idx.numel() else 0
-        return self._with(
-            time=self.time[idx, :max_len],
-            values=self.values[idx, :max_len],
-            mask=self.mask[idx, :max_len],
-            labels=None if self.labels is None else self.labels[idx],
-            targets=None if self.targets is None else self.targets[idx],
-            ids=None if self.ids is None else tuple(self.ids[int(i)] for i in cpu_idx),
-        )
-
-    def split(
-        self, fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0, stratify: bool = True
-    ) -> tuple[SeriesBatch, ...]:
-        """Split by series into parts of the given fractions, shuffled with ``seed``.
-
-        With labels and ``stratify``, every class is split in the same fractions, up to one series per
-        class (as the reference codes' ``train_test_split(..., stratify=y)``); without, part ``k`` gets
-        ``round(fraction_k * B)`` series. The split depends only on ``(len, labels, fractions, seed)``,
-        so it is reproducible; each part keeps the original series order.
-        """
-        frac = np.asarray(fractions, np.float64)
-        if frac.ndim != 1 or np.any(frac < 0) or not np.isclose(frac.sum(), 1.0):
-            raise ValueError(f"fractions must be non-negative and sum to 1, got {frac.tolist()}")
-        rng = np.random.default_rng(seed)
-        strata = stratify and self.labels is not None
-        labels = self.labels.cpu().numpy() if strata else np.zeros(len(self), np.int64)
+    def _parts_without_strata(self, rng: np.random.Generator, fractions: np.ndarray) -> np.ndarray:
+        """One permutation, allocated at offset 1/2 (this family's unstratified split since its first version)."""
         part = np.empty(len(self), np.int64)
-        cuts = np.cumsum(frac)[:-1]
-        for c in np.unique(labels):
-            members = rng.permutation(np.flatnonzero(labels == c))
-            # systematic allocation: member j sits at (j + u) / n in [0, 1); with a random offset u per
-            # class, every class gets floor or ceil of fraction * n_c series in each part
-            u = rng.random() if strata else 0.5
-            part[members] = np.searchsorted(cuts, (np.arange(members.size) + u) / members.size, side="right")
-        out = [np.flatnonzero(part == k) for k in range(frac.size)]
-        if any(p.size == 0 for p in out):
-            raise ValueError(f"cannot split {len(self)} series into fractions {frac.tolist()}: a part would be empty")
-        return tuple(self[p] for p in out)
-
-    @staticmethod
-    def concat(batches: Sequence[SeriesBatch]) -> SeriesBatch:
-        """Stack the series of several batches (same channels, same classes; labels/targets in all or none)."""
-        if not batches:
-            raise ValueError("concat needs at least one batch")
-        first = batches[0]
-        for k, b in enumerate(batches[1:], 1):
-            if b.channel_names != first.channel_names:
-                raise ValueError(f"batch {k} has channels {b.channel_names}, batch 0 has {first.channel_names}")
-            if (b.labels is None) != (first.labels is None) or b.class_names != first.class_names:
-                raise ValueError(f"batch {k} has other labels/classes than batch 0")
-            if (b.targets is None) != (first.targets is None):
-                raise ValueError(f"batch {k} has targets where batch 0 has none, or the reverse")
-        L = max(b.max_length for b in batches)
-
-        def pad(x: Tensor, fill: float | bool) -> Tensor:
-            widths = [0, 0] * (x.dim() - 2) + [0, L - x.shape[1]]
-            return torch.nn.functional.pad(x, widths, value=fill)
-
-        ids = None
-        if all(b.ids is not None for b in batches):
-            ids = tuple(i for b in batches for i in b.ids)
-        cat = SeriesBatch(
-            torch.cat([pad(b.time.to(first.dtype), 0.0) for b in batches]),
-            torch.cat([pad(b.values.to(first.dtype), float("nan")) for b in batches]),
-            torch.cat([pad(b.mask, False) for b in batches]),
-            None if first.labels is None else torch.cat([b.labels for b in batches]),
-            None if first.targets is None else torch.cat([b.targets.to(first.dtype) for b in batches]),
-            first.channel_names, first.class_names, ids, validate=False,
-        )
-        last = cat.time.gather(1, (cat.lengths - 1)[:, None])  # re-canonicalise the new padding
-        cat.time = torch.where(cat.mask, cat.time, last)
-        return cat
+        part[rng.permutation(len(self))] = allocate(len(self), fractions, 0.5)
+        return part
 
     def series(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per-series ``(times [L_b], values [L_b, C])`` numpy arrays (the inverse of :meth:`from_arrays`)."""
-        time = self.time.detach().cpu().numpy().astype(np.float64)
-        values = self.values.detach().cpu().numpy().astype(np.float64)
-        return [(time[b, :n], values[b, :n]) for b, n in enumerate(self.lengths.tolist())]
+        """Alias of :meth:`sequences`: per-series ``(times [L_b], values [L_b, C])`` (inverts :meth:`from_arrays`)."""
+        return self.sequences()  # type: ignore[return-value]
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, SeriesBatch):
-            return NotImplemented
-
-        def same(a: Tensor | None, b: Tensor | None) -> bool:
-            if a is None or b is None:
-                return a is None and b is None
-            return a.shape == b.shape and bool(((a == b) | (torch.isnan(a) & torch.isnan(b))).all()) \
-                if a.is_floating_point() else torch.equal(a, b)
-
-        return (
-            self.time.shape == other.time.shape and torch.equal(self.mask, other.mask)
-            and same(self.time[self.mask], other.time[other.mask])
-            and same(self.values[self.mask], other.values[other.mask])
-            and same(self.labels, other.labels) and same(self.targets, other.targets)
-            and self.channel_names == other.channel_names and self.class_names == other.class_names
-            and self.ids == other.ids
-        )
-
-    __hash__ = None  # type: ignore[assignment]  # mutable tensors inside
-
-    def __repr__(self) -> str:
-        extra = f", classes={self.num_classes}" if self.labels is not None else ""
-        extra += f", targets={tuple(self.targets.shape[1:])}" if self.targets is not None else ""
-        return (f"SeriesBatch(series={len(self)}, rows={self.num_events}, channels={self.num_channels}, "
-                f"max_length={self.max_length}{extra}, dtype={self.dtype}, device={self.device})")
+    def _repr_counts(self) -> dict[str, Any]:
+        counts: dict[str, Any] = {"channels": self.num_channels}
+        if self.labels is not None:
+            counts["classes"] = self.num_classes
+        if self.targets is not None:
+            counts["targets"] = tuple(self.targets.shape[1:])
+        return counts
 
 
 def _numeric(column: pd.Series, source: str | None, name: str) -> np.ndarray:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from tpp.events import EventBatch
+from tpp.model import Seed
 from tpp.process import as_numpy_rng
 
 if TYPE_CHECKING:  # the series batch is only needed by observe(); imported there
@@ -107,7 +108,7 @@ def gillespie(
     *,
     t_start: float | np.ndarray = 0.0,
     initial: int | np.ndarray | Tensor | None = None,
-    generator: int | np.random.Generator | torch.Generator | None = None,
+    generator: Seed = None,
     max_jumps: int = 50_000_000,
 ) -> EventBatch:
     """``n`` exact paths of the jump process with off-diagonal ``rates [S, S]`` on ``[t_start, t_end]``.
@@ -183,7 +184,7 @@ def observe(
     times: Tensor | np.ndarray | None = None,
     means: np.ndarray | Sequence[float] | None = None,
     noise_std: float = 0.0,
-    generator: int | np.random.Generator | torch.Generator | None = None,
+    generator: Seed = None,
     channel_names: Sequence[str] = (),
 ) -> SeriesBatch:
     """Noisy observations of ``paths`` at irregular times: ``x = means[z(t)] + noise_std * N(0, 1)``.

@@ -32,24 +32,22 @@ on the wrapped system; for torchsde through the Brownian queries (one per step; 
 queries three times, and it was accepted iff the next attempt starts where it ended). Fixed steps:
 ``accepted == steps``, ``rejected == 0``. Stats describe the forward solve (not an adjoint pass).
 
-Brownian motion. torchsde's default Brownian object without a ``dt`` hint is 10-25x slower, so
-:func:`solve` always builds one itself when ``brownian`` is None: fixed steps get a
+Brownian motion (:mod:`sde.brownian`). torchsde's default Brownian object without a ``dt`` hint is
+10-25x slower, so :func:`solve` always builds one itself when ``brownian`` is None: fixed steps get a
 :class:`PrecomputedBrownian` on the step grid (``.grid``, ``.values`` can be handed to the JAX twin),
 adaptive steps a ``torchsde.BrownianInterval`` with the ``dt`` hint; both seeded by ``seed``.
 
-Regulariser (``regularise=True``, adaptive RK ODE/CDE, direct backprop): Pal, Ma, Shah, Rackauckas,
-"Opening the Blackbox: Accelerating Neural Differential Equations by Regularizing Internal Solver
-Heuristics", ICML 2021, Sec. 3: the error-estimate regulariser ``R_E = sum_j E_j |h_j|`` over the
-accepted steps ``j`` (``E_j`` the solver's scaled local error estimate, the quantity the step-size
-controller compares with 1; ``h_j`` the step) -> ``Solution.regulariser``, and the stiffness
-regulariser ``R_S = sum_j S_j`` with ``S_j = ||f(g_s) - f(g_{s-1})|| / ||g_s - g_{s-1}||`` from the last
-two stages of step ``j`` (for dopri5 both at ``t + h``: Hairer & Wanner's estimate of the dominant
-eigenvalue) -> ``Solution.stiffness``. Both keep their graph; add ``lambda * sol.regulariser`` to a loss.
+Regulariser (:mod:`sde.regulariser`; ``regularise=True``, adaptive RK ODE/CDE, direct backprop): Pal et
+al. (ICML 2021, Sec. 3)'s error-estimate regulariser ``R_E = sum_j E_j |h_j|`` over the accepted steps
+-> ``Solution.regulariser``, and the stiffness regulariser ``R_S`` -> ``Solution.stiffness``. Both keep
+their graph; add ``lambda * sol.regulariser`` to a loss.
+
+Layout: this module holds the options, the solution and :func:`solve`; the Brownian paths and the
+regulariser live in their own modules (the Brownian names are re-exported here).
 """
 
 from __future__ import annotations
 
-import bisect
 import enum
 import math
 from collections.abc import Callable
@@ -60,9 +58,11 @@ import torch
 import torchdiffeq
 import torchsde
 from torch import Tensor, nn
-from torchdiffeq._impl.misc import Perturb, _check_inputs  # the regulariser drives a solver object itself
-from torchdiffeq._impl.odeint import SOLVERS
 from torchsde._brownian import BaseBrownian
+
+# Brownian paths live in sde.brownian; re-exported so `from sde.solvers import brownian` keeps working.
+from sde.brownian import BrownianKind, CountingBrownian, PrecomputedBrownian, brownian
+from sde.regulariser import odeint_regularised
 
 __all__ = ["Backprop", "BrownianKind", "Method", "PrecomputedBrownian", "Solution", "SolverStats", "brownian", "solve"]
 
@@ -89,13 +89,6 @@ class Backprop(enum.Enum):
 
     DIRECT = "direct"
     ADJOINT = "adjoint"
-
-
-class BrownianKind(enum.Enum):
-    """``PATH``: increments precomputed on a fixed grid; ``INTERVAL``: torchsde's BrownianInterval (any query)."""
-
-    PATH = "path"
-    INTERVAL = "interval"
 
 
 @dataclass
@@ -140,180 +133,6 @@ def _sde_order(method: Method, sde_type: str, noise_type: str) -> float | None:
     if method is Method.REVERSIBLE_HEUN:
         return (1.0 if noise_type == "additive" else 0.5) if sde_type == "stratonovich" else None
     return None
-
-
-# --------------------------------------------------------------------------- Brownian motion
-class PrecomputedBrownian(BaseBrownian):
-    """A seeded Brownian sample path stored on a fixed grid, usable as torchsde's ``bm``.
-
-    ``W(tb) - W(ta)`` is a lookup when ``ta``, ``tb`` are grid points (up to rounding of the solver's
-    clock) and a linear interpolation of the stored path otherwise, so every query answers from one
-    fixed continuous path (forward and adjoint passes agree). With ``levy_area=True`` it also stores
-    each cell's space-time Levy area ``H ~ N(0, h/12)`` and answers ``return_U`` (needed by SRK) for
-    intervals made of whole cells, ``U = int_ta^tb (W_s - W_ta) ds`` as torchsde defines it.
-    """
-
-    def __init__(self, grid: Tensor, values: Tensor, levy: Tensor | None = None) -> None:
-        if grid.ndim != 1 or grid.numel() < 2 or not bool((grid[1:] > grid[:-1]).all()):
-            raise ValueError("grid must be a strictly increasing 1-D tensor with at least two points")
-        if values.shape[0] != grid.numel() or values.ndim < 2:
-            raise ValueError(f"values must be [N+1, *size] with N+1 = {grid.numel()}, got {tuple(values.shape)}")
-        self._grid = grid.to(device=values.device, dtype=torch.float64)
-        self._values = values
-        self._times = self._grid.tolist()
-        widths = self._grid.diff()
-        self._tol = 1e-4 * float(widths.min())  # absorbs the rounding of torchsde's accumulated clock
-        self._prefix_u = self._prefix_wh = None
-        if levy is not None:
-            # U over cells i..j-1 = sum_k [U_k + (W_k - W_i) h_k], with U_k = h_k (dW_k / 2 + H_k)
-            w = values.to(torch.float64)
-            shape = (-1,) + (1,) * (values.ndim - 1)
-            u_cell = widths.view(shape) * (0.5 * w.diff(dim=0) + levy.to(torch.float64))
-            zero = torch.zeros_like(w[:1])
-            self._prefix_u = torch.cat([zero, u_cell.cumsum(0)])
-            self._prefix_wh = torch.cat([zero, (w[:-1] * widths.view(shape)).cumsum(0)])
-
-    @property
-    def grid(self) -> Tensor:
-        """``[N+1]`` float64 times of the stored path."""
-        return self._grid
-
-    @property
-    def values(self) -> Tensor:
-        """``[N+1, *size]`` the path ``W(grid) - W(grid[0])`` (``values[0] == 0``)."""
-        return self._values
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._values.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self._values.device
-
-    @property
-    def shape(self) -> torch.Size:
-        return self._values.shape[1:]
-
-    @property
-    def levy_area_approximation(self) -> str:
-        return "none" if self._prefix_u is None else "space-time"
-
-    def __repr__(self) -> str:
-        return (f"PrecomputedBrownian(t0={self._times[0]}, t1={self._times[-1]}, steps={len(self._times) - 1}, "
-                f"size={tuple(self.shape)}, levy_area={self.levy_area_approximation!r})")
-
-    def _locate(self, t: float) -> tuple[int, float | None]:
-        """``(i, None)`` if ``t`` is grid point ``i``, else ``(i, w)``: ``t`` at fraction ``w`` of cell ``i-1..i``."""
-        if t < self._times[0] - self._tol or t > self._times[-1] + self._tol:
-            raise ValueError(f"Brownian query at t={t} outside its grid [{self._times[0]}, {self._times[-1]}]")
-        i = bisect.bisect_left(self._times, t - self._tol)
-        if abs(self._times[i] - t) <= self._tol:
-            return i, None
-        return i, (t - self._times[i - 1]) / (self._times[i] - self._times[i - 1])
-
-    def _value(self, t: float) -> Tensor:
-        i, w = self._locate(t)
-        if w is None:
-            return self._values[i]
-        return torch.lerp(self._values[i - 1], self._values[i], w)
-
-    def __call__(self, ta: Any, tb: Any = None, return_U: bool = False, return_A: bool = False) -> Any:
-        if return_A:
-            raise ValueError("PrecomputedBrownian has no Levy area A; use BrownianKind.INTERVAL for that method")
-        if tb is None:
-            ta, tb = self._times[0], ta
-        ta, tb = float(ta), float(tb)
-        if ta > tb:
-            raise ValueError(f"Brownian query needs ta <= tb, got ta={ta}, tb={tb}")
-        dw = self._value(tb) - self._value(ta)
-        if not return_U:
-            return dw
-        if self._prefix_u is None:
-            raise ValueError("return_U needs the space-time Levy area: build the path with levy_area=True")
-        (i, wa), (j, wb) = self._locate(ta), self._locate(tb)
-        if wa is not None or wb is not None:
-            raise ValueError(f"space-time Levy area is only stored for whole grid cells; [{ta}, {tb}] is not one "
-                             "(solve with the path's own step, or use BrownianKind.INTERVAL)")
-        w_i = self._values[i].to(torch.float64)
-        u = (self._prefix_u[j] - self._prefix_u[i]) + (self._prefix_wh[j] - self._prefix_wh[i]) - w_i * (tb - ta)
-        return dw, u.to(self.dtype)
-
-
-def _new_seed() -> int:
-    # drawn from torch's global generator, so torch.manual_seed makes unseeded solves reproducible
-    return int(torch.randint(0, 2**62, (), dtype=torch.int64))
-
-
-def brownian(t0: float, t1: float, size: tuple[int, ...], *, dt: float, kind: BrownianKind = BrownianKind.PATH,
-             seed: int | None = None, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-             levy_area: bool = False) -> BaseBrownian:
-    """A seeded Brownian motion on ``[t0, t1]`` of shape ``size`` (``(B, m)`` for torchsde) for :func:`solve`.
-
-    ``PATH``: a :class:`PrecomputedBrownian` on the grid ``t0 + k * dt`` (last point ``t1``; a last cell
-    shorter than ``dt / 1000`` is merged into the previous one), drawn on the CPU in float64 so the same
-    seed gives the same path on every device and dtype. ``INTERVAL``: ``torchsde.BrownianInterval``
-    with ``dt`` as its step hint. ``levy_area=True`` adds the space-time Levy area (needed by SRK).
-    """
-    t0, t1, dt = float(t0), float(t1), float(dt)
-    if not t1 > t0:
-        raise ValueError(f"brownian needs t0 < t1, got t0={t0}, t1={t1}")
-    if not dt > 0:
-        raise ValueError(f"brownian needs dt > 0, got {dt}")
-    dtype = dtype or torch.get_default_dtype()
-    seed = _new_seed() if seed is None else int(seed)
-    if kind is BrownianKind.INTERVAL:
-        return torchsde.BrownianInterval(t0=t0, t1=t1, size=tuple(size), dtype=dtype, device=device, entropy=seed,
-                                         dt=dt, levy_area_approximation="space-time" if levy_area else "none")
-    if not isinstance(kind, BrownianKind):
-        raise TypeError(f"kind must be a BrownianKind, got {kind!r}")
-    n = max(1, math.ceil((t1 - t0) / dt - 1e-3))
-    grid = t0 + dt * torch.arange(n + 1, dtype=torch.float64)
-    grid[-1] = t1
-    widths = grid.diff().view((-1,) + (1,) * len(size))
-    generator = torch.Generator().manual_seed(seed)
-    dw = torch.randn((n, *size), generator=generator, dtype=torch.float64) * widths.sqrt()
-    values = torch.cat([torch.zeros((1, *size), dtype=torch.float64), dw.cumsum(0)])
-    levy = None
-    if levy_area:
-        levy = (torch.randn((n, *size), generator=generator, dtype=torch.float64) * (widths / 12).sqrt()).to(device)
-    return PrecomputedBrownian(grid.to(device), values.to(device=device, dtype=dtype), levy)
-
-
-class _CountingBrownian(BaseBrownian):
-    """Forwards to a Brownian object and records the forward solve's steps (one query per solver step)."""
-
-    def __init__(self, base: BaseBrownian, counter: _CountedSDE, max_queries: int) -> None:
-        self.base, self.counter, self.max_queries = base, counter, max_queries
-        self.queries: list[tuple[float, float]] = []
-        self.recording = True
-
-    def __call__(self, ta: Any, tb: Any = None, return_U: bool = False, return_A: bool = False) -> Any:
-        if self.recording:
-            self.counter.counting = True  # stepping has started: evaluations from now on are the solve's
-            self.queries.append((float(ta), float(tb if tb is not None else ta)))
-            if len(self.queries) > self.max_queries:
-                raise RuntimeError(f"SDE solve exceeded max_steps ({self.max_queries} solver steps)")
-        return self.base(ta, tb, return_U=return_U, return_A=return_A)
-
-    def __repr__(self) -> str:
-        return f"_CountingBrownian({self.base!r})"
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.base.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.base.device
-
-    @property
-    def shape(self) -> torch.Size:
-        return self.base.shape
-
-    @property
-    def levy_area_approximation(self) -> str:
-        return self.base.levy_area_approximation
 
 
 # --------------------------------------------------------------------------- counted vector fields
@@ -384,64 +203,6 @@ class _CountedSDE(nn.Module):
 
     def g(self, t: Tensor, y: Tensor) -> Tensor:
         return self.sde.g(t.to(y.dtype), y)
-
-
-# --------------------------------------------------------------------------- the regulariser
-class _StageRecorder:
-    """Wraps a torchdiffeq solver's ``func`` to keep each stage's input and output (with their graph)."""
-
-    def __init__(self, func: Any, stages: list[tuple[Tensor, Tensor]]) -> None:
-        self.func, self.stages = func, stages
-
-    def __call__(self, t: Tensor, y: Tensor, *, perturb: Perturb = Perturb.NONE) -> Tensor:
-        f = self.func(t, y, perturb=perturb)
-        self.stages.append((y, f))
-        return f
-
-    def __getattr__(self, name: str) -> Any:  # the solver's callbacks live on the wrapped func
-        return getattr(self.func, name)
-
-
-_REGULARISED: dict[type, type] = {}
-
-
-def _regularised(solver: type) -> type:
-    """Subclass of a torchdiffeq RK solver that accumulates Pal et al.'s ``R_E`` and ``R_S`` per accepted step.
-
-    torchdiffeq computes the error estimate inside ``_adaptive_step`` and drops it; the stages it is
-    made of pass through ``func``, so we record them and rebuild ``err = h * sum_i c_err_i k_i`` (the
-    tableau's own weights) after the step, keeping the graph.
-    """
-    if solver not in _REGULARISED:
-
-        class Regularised(solver):  # type: ignore[misc, valid-type]
-            def __init__(self, **kwargs: Any) -> None:
-                super().__init__(**kwargs)
-                self.stages: list[tuple[Tensor, Tensor]] = []
-                self.func = _StageRecorder(self.func, self.stages)
-                self.error_estimate = self.stiffness = torch.zeros((), dtype=self.y0.dtype, device=self.y0.device)
-
-            def _adaptive_step(self, rk_state: Any) -> Any:
-                self.stages.clear()
-                new = super()._adaptive_step(rk_state)
-                if new.t1 > rk_state.t1:  # accepted: the solver moved on (a rejection keeps t1)
-                    stages = [(rk_state.y1, rk_state.f1)] + self.stages[: len(self.tableau.alpha)]
-                    k = torch.stack([f for _, f in stages], dim=-1)
-                    h = (new.t1 - rk_state.t1).to(k.dtype)
-                    error = (k * (h * self.tableau.c_error)).sum(-1)
-                    # the tolerance scale is a constant here: the penalty must not reward inflating the state
-                    scale = (self.atol + self.rtol * torch.max(rk_state.y1.abs(), new.y1.abs())).detach()
-                    ratio = (error / scale).pow(2).mean()
-                    ratio = (ratio + torch.finfo(ratio.dtype).tiny).sqrt().to(k.dtype)
-                    self.error_estimate = self.error_estimate + ratio * h.abs()
-                    (g_a, f_a), (g_b, f_b) = stages[-2], stages[-1]
-                    tiny = torch.finfo(k.dtype).tiny
-                    self.stiffness = self.stiffness + (f_b - f_a).norm() / (g_b - g_a).norm().clamp_min(tiny)
-                return new
-
-        Regularised.__name__ = f"Regularised{solver.__name__}"
-        _REGULARISED[solver] = Regularised
-    return _REGULARISED[solver]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -671,11 +432,8 @@ def _solve_ode(system: Any, y0: Tensor, ts: Tensor, ts_out: Tensor, control: Any
             ys = torchdiffeq.odeint_adjoint(counted, y0, ts, rtol=rtol, atol=atol, method=name, options=options,
                                             adjoint_params=params)
         elif regularise:
-            _, func, y0_, ts_, rtol_, atol_, _, options_, _, _ = _check_inputs(
-                counted, y0, ts, rtol, atol, name, options, None, SOLVERS)
-            solver = _regularised(SOLVERS[name])(func=func, y0=y0_, rtol=rtol_, atol=atol_, **options_)
-            ys = solver.integrate(ts_)
-            regulariser, stiffness = solver.error_estimate, solver.stiffness
+            ys, regulariser, stiffness = odeint_regularised(counted, y0, ts, method=name, rtol=rtol, atol=atol,
+                                                            options=options)
         else:
             ys = torchdiffeq.odeint(counted, y0, ts, rtol=rtol, atol=atol, method=name, options=options)
     except AssertionError as error:  # torchdiffeq signals exhaustion and underflow by assert
@@ -744,18 +502,18 @@ def _solve_sde(system: Any, y0: Tensor, ts: Tensor, ts_out: Tensor, method: Meth
                       levy_area=levy)
     else:
         if not isinstance(bm, BaseBrownian):
-            raise TypeError(f"brownian must be a torchsde Brownian object (see sde.solvers.brownian), got {type(bm)}")
+            raise TypeError(f"brownian must be a torchsde Brownian object (see sde.brownian.brownian), got {type(bm)}")
         if tuple(bm.shape) != (batch, m):
             raise ValueError(f"brownian has shape {tuple(bm.shape)}, the SDE needs (B, m) = {(batch, m)}")
         if levy and bm.levy_area_approximation == "none":
             raise ValueError("SRK needs a Brownian object with space-time Levy area (brownian(..., levy_area=True))")
-        if isinstance(bm, PrecomputedBrownian) and (bm.grid[0] > t0 + bm._tol or bm.grid[-1] < t1 - bm._tol):
+        if isinstance(bm, PrecomputedBrownian) and not bm.covers(t0, t1):
             raise ValueError(f"the Brownian path covers [{float(bm.grid[0])}, {float(bm.grid[-1])}], "
                              f"not the solve's [{t0}, {t1}]")
 
     counted = _CountedSDE(system)
     per_step = 3 if adaptive else 1  # step doubling: one full step and two half steps per attempt
-    counting_bm = _CountingBrownian(bm, counted, per_step * max_steps)
+    counting_bm = CountingBrownian(bm, counted, per_step * max_steps)
     kwargs = {"bm": counting_bm, "method": method.value, "dt": step_size, "adaptive": adaptive, "rtol": rtol,
               "atol": atol, "logqp": logqp}
     ts64 = ts.to(torch.float64)  # torchsde's clock accumulates ts[0] + k * dt; keep it in float64

@@ -6,40 +6,44 @@ field; never a traceback. ``--json`` prints one JSON object on stdout and nothin
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import time
 import warnings
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Optional
 
 import numpy as np
 import typer
 
+from tpp import table as model_table
 from tpp.bench import Suite
+from tpp.table import Family, Training
+from tpp.commandline import (
+    BatchSizeOption,
+    EpochsOption,
+    JsonOption,
+    LrOption,
+    SeedOption,
+    command_app,
+    echo_json,
+    is_file_argument,
+    load_data,
+    user_errors,
+)
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Temporal point processes: fit, evaluate, simulate.")
+app = command_app("Temporal point processes: fit, evaluate, simulate.")
+
+EVENT_FILE_SUFFIXES = (".csv", ".parquet", ".npz", ".pkl", ".json")
+"""Suffixes that make ``--data`` a file read by :func:`tpp.read_events` (anything else is a registry name)."""
 
 
-class ModelName(str, Enum):
-    poisson = "poisson"
-    exp_hawkes = "exp-hawkes"
-    sumexp_hawkes = "sumexp-hawkes"
-    fadin = "fadin"
-    nonparametric_em = "nonparametric-em"
-    rmtpp = "rmtpp"
-    nhp = "nhp"
-    thp = "thp"
-    sahp = "sahp"
-    attnhp = "attnhp"
-    fullynn = "fullynn"
-    intensity_free = "intensity-free"
+ModelName = model_table.model_enum(Family.TPP)
+"""``--model``: the tpp names of the model table (:mod:`tpp.table`), members such as ``ModelName.exp_hawkes``."""
 
-
-NEURAL_MODELS = {"rmtpp": "RMTPP", "nhp": "NHP", "thp": "THP", "sahp": "SAHP", "attnhp": "AttNHP",
-                 "fullynn": "FullyNN", "intensity-free": "IntensityFree"}
+NEURAL_MODELS = {n: model_table.spec(n).display for n in model_table.names(Family.TPP, Training.TRAINER)}
+"""CLI name -> display name of the models trained by the one trainer (from the table; kept for old imports)."""
 
 
 class Objective(str, Enum):
@@ -55,21 +59,7 @@ class KernelName(str, Enum):
     kumaraswamy = "kumaraswamy"
 
 
-def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn bad input into one line on stderr and exit code 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from tpp.events import EventDataError
-
-        try:
-            return func(*args, **kwargs)
-        except (EventDataError, ValueError, KeyError, FileNotFoundError, OSError) as exc:
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            typer.echo(f"error: {' '.join(str(message).split())}", err=True)
-            raise typer.Exit(code=2) from None
-
-    return wrapper
+_user_errors = user_errors  # the shared wrapper (tpp.commandline); the old private name kept
 
 
 def _load(data: str, split: str | None, t_end: float | None):
@@ -77,12 +67,11 @@ def _load(data: str, split: str | None, t_end: float | None):
     from tpp.events import EventBatch
     from tpp.io import read_events
 
-    if Path(data).exists() or any(data.endswith(s) for s in (".csv", ".parquet", ".npz", ".pkl", ".json")):
-        return read_events(data, t_end=t_end, split=split)
     from tpp import datasets
 
-    batch = datasets.load(data, split=split)
-    if t_end is not None:
+    batch = load_data(data, suffixes=EVENT_FILE_SUFFIXES, read_file=lambda path: read_events(path, t_end=t_end, split=split),
+                      load_registered=lambda name: datasets.load(name, split=split))
+    if t_end is not None and not is_file_argument(data, EVENT_FILE_SUFFIXES):
         flat = batch.to_flat()
         batch = EventBatch.from_flat(
             flat["times"], flat["seq_offsets"], flat["t_start"], np.full(len(batch), t_end), flat["marks"],
@@ -93,7 +82,7 @@ def _load(data: str, split: str | None, t_end: float | None):
 
 @app.command("datasets")
 @_user_errors
-def datasets_cmd(json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
+def datasets_cmd(json_output: JsonOption = False) -> None:
     """List the registered data sets with their size, marks and licence."""
     from tpp import datasets
 
@@ -122,18 +111,18 @@ def fit(
     delta: Annotated[Optional[float], typer.Option(help="fadin: grid step (default W / 100).")] = None,
     bins: Annotated[int, typer.Option(help="nonparametric-em: number of kernel bins.")] = 20,
     hidden_size: Annotated[int, typer.Option("--hidden-size", help="neural models: hidden size.")] = 32,
-    epochs: Annotated[int, typer.Option(help="neural models: training epochs (early stopping on validation).")] = 20,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="neural models: sequences per minibatch.")] = 32,
-    lr: Annotated[float, typer.Option(help="neural models: learning rate.")] = 1e-3,
-    seed: Annotated[int, typer.Option(help="Random seed (splits, initialisation, minibatches).")] = 0,
+    epochs: EpochsOption = 20,
+    batch_size: BatchSizeOption = 32,
+    lr: LrOption = 1e-3,
+    seed: SeedOption = 0,
     out: Annotated[Optional[Path], typer.Option(help="Folder for model.json / checkpoints and plots.")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Fit a Poisson, Hawkes, FaDIn, nonparametric or neural model; report likelihood, goodness of fit, parameters."""
     from tpp.metrics import time_rescaling
     from tpp.report import build_model, fit_model, model_params
 
-    if model.value in NEURAL_MODELS:
+    if model_table.spec(model.value).training is Training.TRAINER:
         result = _fit_neural(model.value, data, t_end, hidden_size, epochs, batch_size, lr, seed, out)
         typer.echo(json.dumps(result) if json_output else "\n".join(f"{k:>30}: {v}" for k, v in result.items()))
         return
@@ -169,7 +158,7 @@ def fit(
     if out is not None:
         _write_fit_outputs(out, model, estimator, batch, gof)
     if json_output:
-        typer.echo(json.dumps(result))
+        echo_json(result)
         return
     for key, value in result.items():
         if key == "kernel_values":
@@ -181,7 +170,7 @@ def fit(
 
 def _splits(data: str, t_end: float | None, seed: int):
     """(train, val, test): the registry's splits, or a seeded 70/15/15 split of a file's sequences."""
-    if not Path(data).exists() and not any(data.endswith(s) for s in (".csv", ".parquet", ".npz", ".pkl", ".json")):
+    if not is_file_argument(data, EVENT_FILE_SUFFIXES):
         return tuple(_load(data, part, t_end) for part in ("train", "val", "test"))
     batch = _load(data, None, t_end)
     if len(batch) < 3:
@@ -192,31 +181,24 @@ def _splits(data: str, t_end: float | None, seed: int):
 def _fit_neural(name: str, data: str, t_end: float | None, hidden_size: int, epochs: int, batch_size: int,
                 lr: float, seed: int, out: Path | None) -> dict[str, Any]:
     """Train a neural model with the shared trainer; score on the test split with a fine integrator."""
-    import torch
+    from tpp.metrics import log_likelihood_per_event, next_event_metrics
 
-    import tpp.neural
-    from tpp.metrics import next_event_metrics
-    from tpp.train import evaluate, fit as train_fit
-
-    cls = getattr(tpp.neural, NEURAL_MODELS[name], None)
-    if cls is None:
-        raise ValueError(f"model {name} is not available in this version")
     train, val, test = _splits(data, t_end, seed)
-    torch.manual_seed(seed)
-    estimator = cls(num_marks=train.num_marks, hidden_size=hidden_size)
-    result = train_fit(estimator, train, val, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                       checkpoint_dir=out, progress=True)
-    fine = 64
-    estimator.num_points = fine  # evaluation with a fine integrator: no coarse grid decides the score
+    estimator = model_table.build(name, train, seed=seed, hidden_size=hidden_size)
+    estimator, record = model_table.fit_model(estimator, train, val, epochs=epochs, batch_size=batch_size, lr=lr,
+                                              seed=seed, checkpoint_dir=out, progress=True)
+    fine = 64  # nodes per interval when scoring: no coarse grid decides the score
     forecasts = next_event_metrics(estimator, test, max_prefixes=1000, seed=seed)
+    estimator.eval()
+    test_ll = log_likelihood_per_event(estimator, test, num_points=fine, batch_size=64)
     return {
         "model": name, "num_events": train.num_events,
-        "test_log_likelihood_per_event": evaluate(estimator, test),
-        "val_log_likelihood_per_event": result.best_val_ll_per_event,
+        "test_log_likelihood_per_event": test_ll,
+        "val_log_likelihood_per_event": record.best_val_ll_per_event,
         "rmse": forecasts["rmse"], "mae": forecasts["mae"], "accuracy": forecasts["accuracy"],
         "top3_accuracy": forecasts["top3_accuracy"],
-        "train_events_per_second": result.train_events_per_second,
-        "epochs_run": len(result.history), "best_epoch": result.best_epoch,
+        "train_events_per_second": record.train_events_per_second,
+        "epochs_run": record.epochs_run, "best_epoch": record.best_epoch,
         "integrator_points_per_interval": fine,
     }
 
@@ -252,7 +234,7 @@ def eval_cmd(
     data: Annotated[str, typer.Option(help="Registered data set name or a file.")],
     split: Annotated[Optional[str], typer.Option(help="Split to evaluate (train/val/test); default all.")] = None,
     t_end: Annotated[Optional[float], typer.Option("--t-end", help="Observation window end for every sequence.")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Score a saved model on data: log-likelihood per event and time-rescaling KS test."""
     from tpp.hawkes import from_dict

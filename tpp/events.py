@@ -1,15 +1,18 @@
-"""The one batch type every model takes: padded event sequences with observation windows.
+"""The one batch type every point-process model takes: padded event sequences with observation windows.
 
-A set of event sequences is ragged. :class:`EventBatch` stores them padded to the longest
-sequence, left-aligned:
+A set of event sequences is ragged. :class:`EventBatch` (a :class:`~tpp.batch.PaddedBatch`) stores
+them padded to the longest sequence, left-aligned:
 
 * ``time``  ``[B, L]`` absolute event times (float64 by default),
 * ``mark``  ``[B, L]`` event types in ``0 .. num_marks - 1`` (long),
 * ``mask``  ``[B, L]`` True where an event is present,
+* ``features`` ``[B, L, D]`` optional continuous per-event features (locations, magnitudes), float64,
+  named by ``feature_names``; None (and ``()``) when absent,
 * ``t_start``, ``t_end`` ``[B]`` the observation window of each sequence. Likelihoods integrate
   the intensity over the whole window, not only up to the last event.
 
 Inter-event times are derived (:attr:`EventBatch.inter_event_times`), not stored twice.
+Device moves, indexing, splits, concatenation and equality come from the base class.
 Validation runs once, at construction, and raises :class:`EventDataError` naming the
 sequence, the position in the sequence (and the source row where known) and the field.
 """
@@ -24,45 +27,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tpp.batch import DataError, PaddedBatch, check_offsets, pad_flat
+
 __all__ = ["EventBatch", "EventDataError", "DEFAULT_TIME_DTYPE"]
 
 DEFAULT_TIME_DTYPE = torch.float64
 
 
-class EventDataError(ValueError):
+class EventDataError(DataError):
     """Bad event data: the message names the source, sequence, position/row and field."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        source: str | None = None,
-        sequence: Any = None,
-        position: int | None = None,
-        row: int | None = None,
-        field: str | None = None,
-    ) -> None:
-        self.detail = message  # without the location prefix, so a wrapper can re-locate it
-        self.source, self.sequence, self.position, self.row, self.field = (
-            source,
-            sequence,
-            position,
-            row,
-            field,
-        )
-        where = []
-        if source is not None:
-            where.append(str(source))
-        if sequence is not None:
-            where.append(f"sequence {sequence!r}")
-        if position is not None:
-            where.append(f"position {position}")
-        if row is not None:
-            where.append(f"row {row}")
-        if field is not None:
-            where.append(f"field {field!r}")
-        prefix = ", ".join(where)
-        super().__init__(f"{prefix}: {message}" if prefix else message)
 
 
 @dataclass(frozen=True)
@@ -88,8 +61,10 @@ def _validate_flat(
     t_end: np.ndarray,
     num_marks: int,
     prov: _Provenance,
+    features: np.ndarray | None = None,
+    feature_names: Sequence[str] = (),
 ) -> None:
-    """Vectorised checks on concatenated sequences; raise on the first offending event."""
+    """Vectorised checks on concatenated sequences (``features [N, D]`` too); raise on the first offending event."""
     num_seq = len(offsets) - 1
     if num_seq == 0:
         raise EventDataError("no sequences: the input is empty", source=prov.source)
@@ -144,6 +119,12 @@ def _validate_flat(
         if bad.size:
             i = int(bad[0])
             fail(i, "mark", f"mark {int(marks[i])} is >= num_marks={num_marks}")
+        if features is not None:
+            bad = np.flatnonzero(~np.isfinite(features).all(1))
+            if bad.size:
+                i = int(bad[0])
+                d = int(np.flatnonzero(~np.isfinite(features[i]))[0])
+                fail(i, feature_names[d], f"feature {feature_names[d]!r} is {float(features[i, d])}, must be finite")
 
 
 def _as_int_marks(values: np.ndarray, prov: _Provenance, offsets: np.ndarray) -> np.ndarray:
@@ -170,18 +151,73 @@ def _as_int_marks(values: np.ndarray, prov: _Provenance, offsets: np.ndarray) ->
     return values.astype(np.int64)
 
 
-def _real_array(values: Any, b: int, seq_names: Sequence[Any] | None, source: str | None) -> np.ndarray:
-    """One sequence's times as float64, refusing text, complex numbers and ragged nesting (no silent casts)."""
+def _sequence_array(
+    values: Any, b: int, seq_names: Sequence[Any] | None, source: str | None, field: str
+) -> tuple[np.ndarray, Any]:
+    """Sequence ``b``'s values of ``field`` as an array, and the sequence's label; ragged nesting raises."""
     label = seq_names[b] if seq_names is not None and b < len(seq_names) else b
     try:
-        array = np.asarray(values)
+        return np.asarray(values), label
     except ValueError as exc:  # ragged nesting
-        raise EventDataError(f"times are not one flat array ({exc})", source=source, sequence=label, field="time") from None
+        raise EventDataError(f"{field} values are not one array ({exc})", source=source, sequence=label,
+                             field=field) from None
+
+
+def _real_array(values: Any, b: int, seq_names: Sequence[Any] | None, source: str | None) -> np.ndarray:
+    """One sequence's times as float64, refusing text, complex numbers and ragged nesting (no silent casts)."""
+    array, label = _sequence_array(values, b, seq_names, source, "time")
     if array.dtype.kind not in "fiub" or array.ndim > 1:
         what = f"dtype {array.dtype}" if array.dtype.kind not in "fiub" else f"shape {array.shape}"
         raise EventDataError(f"times must be a flat array of real numbers, got {what}", source=source, sequence=label,
                              field="time")
     return array.astype(np.float64).reshape(-1)
+
+
+def _feature_names(names: Sequence[str] | None, num_features: int, source: str | None = None) -> tuple[str, ...]:
+    """Names of ``num_features`` features: as given (distinct strings, one per feature) or ``f0, f1, ...``."""
+    names = tuple(str(n) for n in names) if names is not None and len(names) else ()
+    if not names:
+        return tuple(f"f{d}" for d in range(num_features))
+    if len(names) != num_features:
+        raise EventDataError(f"{len(names)} feature_names {list(names)} for {num_features} features", source=source,
+                             field="feature_names")
+    if len(set(names)) != len(names):
+        raise EventDataError(f"feature_names must be distinct, got {list(names)}", source=source, field="feature_names")
+    return names
+
+
+def _flat_features(features: Any, num_events: int, source: str | None) -> np.ndarray:
+    """Per-event features ``[N, D]`` (or ``[N]``, one feature) as float64, refusing text and complex numbers."""
+    array = np.asarray(features)
+    if array.dtype.kind not in "fiu":
+        raise EventDataError(f"features must be real numbers, got dtype {array.dtype}", source=source, field="features")
+    array = array.astype(np.float64)
+    array = array[:, None] if array.ndim == 1 else array
+    if array.ndim != 2 or array.shape[0] != num_events:
+        raise EventDataError(f"features must be [N, D] with N = {num_events} events, got shape {array.shape}",
+                             source=source, field="features")
+    return array
+
+
+def _sequence_features(features: Sequence[Any], lengths: np.ndarray, seq_names: Sequence[Any] | None,
+                       source: str | None) -> np.ndarray:
+    """One ``[L_b, D]`` (or ``[L_b]``) array per sequence -> the concatenated ``[N, D]``."""
+    if len(features) != lengths.size:
+        raise EventDataError(f"features must have one array per sequence ({lengths.size}), got {len(features)}",
+                             source=source, field="features")
+    arrays, width = [], None
+    for b, values in enumerate(features):
+        array, label = _sequence_array(values, b, seq_names, source, "features")
+        array = array.reshape(-1, 1) if array.ndim == 1 else array
+        if array.ndim != 2 or array.shape[0] != lengths[b] or (width is not None and array.size
+                                                                and array.shape[1] != width):
+            raise EventDataError(f"features must be [L, D] with L = {lengths[b]} (the number of times)"
+                                 + (f" and D = {width}" if width is not None else "") + f", got shape {array.shape}",
+                                 source=source, sequence=label, field="features")
+        width = array.shape[1] if width is None and array.size else width
+        arrays.append(array)
+    width = width or 1
+    return _flat_features(np.concatenate([a.reshape(-1, width) for a in arrays]), int(lengths.sum()), source)
 
 
 def _window(values: Any, num_seq: int, name: str, source: str | None) -> np.ndarray:
@@ -196,12 +232,23 @@ def _window(values: Any, num_seq: int, name: str, source: str | None) -> np.ndar
                              source=source, field=name) from None
 
 
-class EventBatch:
+class EventBatch(PaddedBatch):
     """Padded event sequences with per-sequence observation windows (see module docstring).
 
     Build one with :meth:`from_sequences`, :meth:`from_flat` or :func:`tpp.read_events`; the
-    padded constructor is for code that already holds padded tensors.
+    padded constructor is for code that already holds padded tensors. ``features`` stay float64
+    under :meth:`to` (``dtype`` casts the time axis only), so locations keep their precision.
     """
+
+    error = EventDataError
+    row_fields = {"time": 0.0, "mark": 0, "mask": False, "features": 0.0}
+    sequence_fields = ("t_start", "t_end")
+    meta_fields = ("num_marks", "feature_names")
+    meta_merge = {"num_marks": max}  # batches with fewer types embed in the larger type space
+    float_fields = frozenset({"time", "t_start", "t_end"})
+    sequence_view = ("time", "mark")
+    names_in_equality = False  # readers name sequences differently; the events are the data
+    noun, row_noun = "sequences", "events"
 
     def __init__(
         self,
@@ -213,6 +260,8 @@ class EventBatch:
         num_marks: int,
         *,
         seq_names: Sequence[Any] | None = None,
+        features: Tensor | None = None,
+        feature_names: Sequence[str] = (),
         validate: bool = True,
     ) -> None:
         if time.dim() != 2 or mark.shape != time.shape or mask.shape != time.shape:
@@ -236,21 +285,31 @@ class EventBatch:
         self.t_end = t_end.to(time.dtype)
         self.num_marks = int(num_marks)
         self.seq_names = list(seq_names) if seq_names is not None else None
+        self.features, self.feature_names = self._checked_features(features, feature_names)
+        self._check_names()
         if validate:
-            lengths = self.mask.sum(1)
-            arange = torch.arange(self.max_length, device=self.mask.device)
-            if not torch.equal(self.mask, arange[None, :] < lengths[:, None]):
-                raise EventDataError("mask must be left-aligned: events first, then padding")
+            self._check_left_aligned()
             flat = self.to_flat()
-            _validate_flat(
-                flat["times"],
-                flat["marks"],
-                flat["seq_offsets"],
-                flat["t_start"],
-                flat["t_end"],
-                self.num_marks,
-                _Provenance(seq_names=self.seq_names),
-            )
+            _validate_flat(flat["times"], flat["marks"], flat["seq_offsets"], flat["t_start"], flat["t_end"],
+                           self.num_marks, _Provenance(seq_names=self.seq_names), flat.get("features"),
+                           self.feature_names)
+
+    def _checked_features(self, features: Tensor | None, names: Sequence[str]) -> tuple[Tensor | None, tuple[str, ...]]:
+        """``features`` as float64 ``[B, L, D]`` (``[B, L]`` is one feature) with ``D`` names; None when D = 0."""
+        if features is None:
+            if names is not None and len(names):
+                raise EventDataError(f"feature_names {list(names)} given without features", field="feature_names")
+            return None, ()
+        features = torch.as_tensor(features, device=self.time.device)
+        features = features[..., None] if features.dim() == 2 else features
+        if features.dim() != 3 or features.shape[:2] != self.time.shape:
+            raise EventDataError(f"features must be [B, L, D] = [{len(self)}, {self.max_length}, D], got "
+                                 f"{tuple(features.shape)}", field="features")
+        if features.dtype == torch.bool or features.is_complex():
+            raise EventDataError(f"features must be real numbers, got dtype {features.dtype}", field="features")
+        if features.shape[2] == 0:
+            return None, ()
+        return features.to(torch.float64), _feature_names(names, features.shape[2])
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -263,54 +322,52 @@ class EventBatch:
         marks: np.ndarray | None = None,
         num_marks: int | None = None,
         *,
+        features: np.ndarray | None = None,
+        feature_names: Sequence[str] | None = None,
         seq_names: Sequence[Any] | None = None,
         rows: np.ndarray | None = None,
         source: str | None = None,
         dtype: torch.dtype = DEFAULT_TIME_DTYPE,
-    ) -> "EventBatch":
+    ) -> EventBatch:
         """Build from concatenated sequences (the ``.npz`` layout of ``$TPP_DATA_DIR``).
 
-        ``rows`` (one per event) and ``source`` only serve error messages.
+        ``features`` ``[N, D]`` (or ``[N]``) are per-event features named ``feature_names`` (default
+        ``f0, f1, ...``). ``rows`` (one per event) and ``source`` only serve error messages. The
+        keys of :meth:`to_flat` are the arguments here: ``EventBatch.from_flat(**batch.to_flat())``.
         """
         prov = _Provenance(source=source, seq_names=seq_names, rows=rows)
-        offsets = np.asarray(seq_offsets, dtype=np.int64)
         times = np.asarray(times)
         if times.dtype.kind not in "fiu":
             raise EventDataError(f"times must be numeric, got dtype {times.dtype}", source=source, field="time")
-        times = times.astype(np.float64)
-        if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != times.size or np.any(
-            np.diff(offsets) < 0
-        ):
-            raise EventDataError(
-                "seq_offsets must start at 0, be non-decreasing and end at the number of events",
-                source=source,
-                field="seq_offsets",
-            )
+        times = times.astype(np.float64).reshape(-1)
+        offsets = check_offsets(seq_offsets, times.size, EventDataError, source, "seq_offsets")
         marks = np.zeros(times.size, np.int64) if marks is None else _as_int_marks(marks, prov, offsets)
         if marks.shape != times.shape:
             raise EventDataError("marks and times differ in length", source=source, field="mark")
         if num_marks is None:
             num_marks = int(marks.max()) + 1 if marks.size else 1
+        names: tuple[str, ...] = ()
+        if features is not None:
+            features = _flat_features(features, times.size, source)
+            names = _feature_names(feature_names, features.shape[1], source)
+        elif feature_names is not None and len(feature_names):
+            raise EventDataError(f"feature_names {list(feature_names)} given without features", source=source,
+                                 field="feature_names")
         t_start = _window(t_start, offsets.size - 1, "t_start", source)
         t_end = _window(t_end, offsets.size - 1, "t_end", source)
-        _validate_flat(times, marks, offsets, t_start, t_end, int(num_marks), prov)
-        lengths = np.diff(offsets)
-        num_seq, max_len = lengths.size, int(lengths.max()) if lengths.size else 0
-        mask = np.arange(max_len)[None, :] < lengths[:, None]
-        time_pad = np.zeros((num_seq, max_len), np.float64)
-        mark_pad = np.zeros((num_seq, max_len), np.int64)
-        time_pad[mask] = times
-        mark_pad[mask] = marks
+        _validate_flat(times, marks, offsets, t_start, t_end, int(num_marks), prov, features, names)
         # Padding repeats the window end: keeps padded times sorted and inside the window.
-        time_pad[~mask] = np.broadcast_to(t_end[:, None], (num_seq, max_len))[~mask]
+        time_pad, mask = pad_flat(times, offsets, t_end)
         return cls(
             torch.from_numpy(time_pad).to(dtype),
-            torch.from_numpy(mark_pad),
+            torch.from_numpy(pad_flat(marks, offsets, 0)[0]),
             torch.from_numpy(mask),
             torch.from_numpy(t_start).to(dtype),
             torch.from_numpy(t_end).to(dtype),
             int(num_marks),
             seq_names=seq_names,
+            features=None if features is None else torch.from_numpy(pad_flat(features, offsets, 0.0)[0]),
+            feature_names=names,
             validate=False,
         )
 
@@ -323,11 +380,13 @@ class EventBatch:
         t_start: float | Sequence[float] = 0.0,
         t_end: float | Sequence[float] | None = None,
         num_marks: int | None = None,
+        features: Sequence[np.ndarray | Sequence[Any]] | None = None,
+        feature_names: Sequence[str] | None = None,
         seq_names: Sequence[Any] | None = None,
         source: str | None = None,
         dtype: torch.dtype = DEFAULT_TIME_DTYPE,
-    ) -> "EventBatch":
-        """Build from one array of times (and marks) per sequence.
+    ) -> EventBatch:
+        """Build from one array of times (and marks, and ``[L_b, D]`` features) per sequence.
 
         ``t_end=None`` takes each sequence's last event (its ``t_start`` when it has none).
         """
@@ -345,6 +404,7 @@ class EventBatch:
             if len(mark_arrays) != len(arrays) or any(m.size != a.size for m, a in zip(mark_arrays, arrays)):
                 raise EventDataError("marks must have one array per sequence, each as long as its times", source=source)
             flat_m = np.concatenate(mark_arrays) if mark_arrays else np.zeros(0, np.int64)
+        flat_f = None if features is None or not arrays else _sequence_features(features, lengths, seq_names, source)
         t0 = _window(t_start, lengths.size, "t_start", source)
         if t_end is None:
             with np.errstate(invalid="ignore"):
@@ -352,31 +412,10 @@ class EventBatch:
             t1 = np.where(np.isnan(last), t0, last)
         else:
             t1 = _window(t_end, lengths.size, "t_end", source)
-        return cls.from_flat(
-            flat_t, offsets, t0, t1, flat_m, num_marks, seq_names=seq_names, source=source, dtype=dtype
-        )
+        return cls.from_flat(flat_t, offsets, t0, t1, flat_m, num_marks, features=flat_f, feature_names=feature_names,
+                             seq_names=seq_names, source=source, dtype=dtype)
 
     # ------------------------------------------------------------------ views
-    def __len__(self) -> int:
-        return self.time.shape[0]
-
-    @property
-    def batch_size(self) -> int:
-        return self.time.shape[0]
-
-    @property
-    def max_length(self) -> int:
-        return self.time.shape[1]
-
-    @property
-    def lengths(self) -> Tensor:
-        """Number of events per sequence, ``[B]``."""
-        return self.mask.sum(1)
-
-    @property
-    def num_events(self) -> int:
-        return int(self.mask.sum())
-
     @property
     def duration(self) -> Tensor:
         """Window length ``t_end - t_start`` per sequence, ``[B]``."""
@@ -389,127 +428,31 @@ class EventBatch:
         return torch.where(self.mask, self.time - prev, torch.zeros_like(self.time))
 
     @property
-    def device(self) -> torch.device:
-        return self.time.device
+    def num_features(self) -> int:
+        """``D``, the number of continuous per-event features (0 without features)."""
+        return len(self.feature_names)
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.time.dtype
+    def _padding_time(self) -> Tensor:
+        return self.t_end  # padding repeats the window end: sorted and inside the window
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "EventBatch":
-        """Move to a device and/or change the time dtype (marks and mask stay integer/bool)."""
-        dtype = dtype or self.time.dtype
-        return EventBatch(
-            self.time.to(device=device, dtype=dtype),
-            self.mark.to(device),
-            self.mask.to(device),
-            self.t_start.to(device=device, dtype=dtype),
-            self.t_end.to(device=device, dtype=dtype),
-            self.num_marks,
-            seq_names=self.seq_names,
-            validate=False,
-        )
-
-    def __getitem__(self, index: int | slice | Sequence[int] | Tensor | np.ndarray) -> "EventBatch":
-        """Select sequences (never events): ``batch[3]``, ``batch[2:5]``, ``batch[[0, 4]]``."""
-        if isinstance(index, int):
-            index = [index]
-        if isinstance(index, slice):
-            idx = torch.arange(len(self))[index]
-        else:
-            idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
-            if idx.dtype == torch.bool:
-                idx = torch.nonzero(idx).flatten()
-        idx = idx.to(self.device)
-        lengths = self.lengths[idx]
-        max_len = int(lengths.max()) if idx.numel() else 0
-        names = None if self.seq_names is None else [self.seq_names[int(i)] for i in idx.cpu()]
-        return EventBatch(
-            self.time[idx, :max_len],
-            self.mark[idx, :max_len],
-            self.mask[idx, :max_len],
-            self.t_start[idx],
-            self.t_end[idx],
-            self.num_marks,
-            seq_names=names,
-            validate=False,
-        )
-
-    def split(
-        self, fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0
-    ) -> tuple["EventBatch", ...]:
-        """Split by sequence into parts of the given fractions (e.g. train/val/test), shuffled with ``seed``.
-
-        The split is a function of ``(len(self), fractions, seed)`` only, so it is reproducible.
-        """
-        fractions = np.asarray(fractions, dtype=np.float64)
-        if np.any(fractions < 0) or not np.isclose(fractions.sum(), 1.0):
-            raise ValueError(f"fractions must be non-negative and sum to 1, got {fractions.tolist()}")
-        n = len(self)
-        perm = np.random.default_rng(seed).permutation(n)
-        bounds = np.round(np.cumsum(fractions) * n).astype(int)
-        parts = np.split(perm, bounds[:-1])
-        if any(p.size == 0 for p in parts):
-            raise ValueError(f"cannot split {n} sequences into fractions {fractions.tolist()}: a part would be empty")
-        return tuple(self[np.sort(p)] for p in parts)
-
-    @staticmethod
-    def concat(batches: Sequence["EventBatch"]) -> "EventBatch":
-        """Stack the sequences of several batches (same ``num_marks``)."""
-        num_marks = max(b.num_marks for b in batches)
-        flats = [b.to_flat() for b in batches]
-        offsets = [0]
-        for f in flats:
-            offsets.extend((offsets[-1] + f["seq_offsets"][1:]).tolist())
-        names = None
-        if all(b.seq_names is not None for b in batches):
-            names = [n for b in batches for n in b.seq_names]
-        return EventBatch.from_flat(
-            np.concatenate([f["times"] for f in flats]),
-            np.asarray(offsets, np.int64),
-            np.concatenate([f["t_start"] for f in flats]),
-            np.concatenate([f["t_end"] for f in flats]),
-            np.concatenate([f["marks"] for f in flats]),
-            num_marks,
-            seq_names=names,
-            dtype=batches[0].dtype,
-        )
+    def _repr_counts(self) -> dict[str, Any]:
+        counts: dict[str, Any] = {"num_marks": self.num_marks}
+        if self.features is not None:
+            counts["features"] = list(self.feature_names)
+        return counts
 
     def to_flat(self) -> dict[str, np.ndarray]:
-        """Concatenated numpy arrays: ``times``, ``marks``, ``seq_offsets``, ``t_start``, ``t_end``."""
+        """Concatenated numpy arrays: ``times``, ``marks``, ``seq_offsets``, ``t_start``, ``t_end`` and, with
+        features, ``features [N, D]`` and ``feature_names [D]`` (the arguments of :meth:`from_flat`)."""
         mask = self.mask.cpu().numpy()
-        lengths = mask.sum(1)
-        return {
+        flat = {
             "times": self.time.detach().cpu().numpy().astype(np.float64)[mask],
             "marks": self.mark.cpu().numpy()[mask],
-            "seq_offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            "seq_offsets": np.concatenate([[0], np.cumsum(mask.sum(1))]).astype(np.int64),
             "t_start": self.t_start.detach().cpu().numpy().astype(np.float64),
             "t_end": self.t_end.detach().cpu().numpy().astype(np.float64),
         }
-
-    def sequences(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per-sequence ``(times, marks)`` numpy arrays."""
-        flat = self.to_flat()
-        o = flat["seq_offsets"]
-        return [(flat["times"][o[b] : o[b + 1]], flat["marks"][o[b] : o[b + 1]]) for b in range(len(self))]
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, EventBatch):
-            return NotImplemented
-        return (
-            self.num_marks == other.num_marks
-            and self.time.shape == other.time.shape
-            and torch.equal(self.mask, other.mask)
-            and torch.equal(self.time[self.mask], other.time[other.mask])
-            and torch.equal(self.mark[self.mask], other.mark[other.mask])
-            and torch.equal(self.t_start, other.t_start)
-            and torch.equal(self.t_end, other.t_end)
-        )
-
-    __hash__ = None  # mutable tensors inside
-
-    def __repr__(self) -> str:
-        return (
-            f"EventBatch(sequences={len(self)}, events={self.num_events}, num_marks={self.num_marks}, "
-            f"max_length={self.max_length}, dtype={self.dtype}, device={self.device})"
-        )
+        if self.features is not None:
+            flat["features"] = self.features.detach().cpu().numpy()[mask]
+            flat["feature_names"] = np.asarray(self.feature_names, dtype=str)
+        return flat

@@ -6,6 +6,14 @@ Every reader funnels into :meth:`EventBatch.from_flat`, so validation and its er
 
 Window defaults: ``t_start`` 0 and ``t_end`` the last event of each sequence, unless given as a
 scalar, as a per-sequence column, or stored in the file itself (``.npz``, EasyTPP JSON windows).
+
+Continuous per-event features (locations, magnitudes): ``read_events(..., features=["lon", "lat"])``
+keeps those columns of a table (CSV, Parquet, JSON rows, JSON lines), those flat arrays of an
+``.npz`` (aligned with ``times``, as the registry stores ``lon``/``lat``/``magnitude``) or those
+per-event keys of EasyTPP records. Written files carry the features of their batch and read back
+with them: an ``.npz`` stores ``features``/``feature_names``, and a table in the layout that
+:func:`to_dataframe` writes (all of ``seq, time, mark, t_start, t_end, num_marks``) has its other
+columns as features.
 """
 
 from __future__ import annotations
@@ -25,6 +33,9 @@ import pandas as pd
 from tpp.events import DEFAULT_TIME_DTYPE, EventBatch, EventDataError
 
 __all__ = ["read_events", "write_events", "from_dataframe", "to_dataframe", "from_tick", "to_tick", "atomic_write"]
+
+LAYOUT_COLUMNS = ("seq", "time", "mark", "t_start", "t_end", "num_marks")
+"""The columns :func:`to_dataframe` writes besides the features."""
 
 
 @contextmanager
@@ -99,6 +110,19 @@ def _window_values(
     return per_seq
 
 
+def _feature_columns(df: pd.DataFrame, features: Sequence[str] | None, source: str | None) -> list[str]:
+    """The requested feature columns (each must exist), or with None those of the written layout (see module doc)."""
+    if features is None:
+        if not set(LAYOUT_COLUMNS) <= set(df.columns):
+            return []
+        features = [c for c in df.columns if c not in LAYOUT_COLUMNS]
+    for name in features:
+        if name not in df.columns:
+            raise EventDataError(f"missing feature column {name!r} (columns are {list(df.columns)})", source=source,
+                                 field=name)
+    return [str(name) for name in features]
+
+
 def from_dataframe(
     df: pd.DataFrame,
     seq: str | None = "seq",
@@ -108,6 +132,7 @@ def from_dataframe(
     t_end: float | str | None = None,
     num_marks: int | None = None,
     *,
+    features: Sequence[str] | None = None,
     source: str | None = None,
     dtype: Any = DEFAULT_TIME_DTYPE,
 ) -> EventBatch:
@@ -116,6 +141,8 @@ def from_dataframe(
     A missing ``seq`` column means one sequence; a missing ``mark`` column means unmarked events.
     ``t_start``/``t_end``: a number, a column name, or None (use columns ``t_start``/``t_end`` when
     present, else 0 and the last event). ``num_marks`` defaults to a ``num_marks`` column or max mark + 1.
+    ``features``: columns kept as continuous per-event features (None: the other columns of a table in
+    the layout :func:`to_dataframe` writes, else none; ``[]``: none).
     """
     if len(df) == 0:
         raise EventDataError("no events: the table is empty", source=source)
@@ -148,13 +175,22 @@ def from_dataframe(
     if t1 is None:
         last_idx = np.maximum(offsets[1:] - 1, 0)
         t1 = times[last_idx]
+    names = _feature_columns(df, features, source)
+    values = None
+    if names:
+        values = np.stack([_numeric_column(df, n, source, n).astype(np.float64)[order] for n in names], axis=1)
     return EventBatch.from_flat(
-        times, offsets, t0, t1, marks, num_marks, seq_names=seq_names, rows=order, source=source, dtype=dtype
+        times, offsets, t0, t1, marks, num_marks, features=values, feature_names=names or None, seq_names=seq_names,
+        rows=order, source=source, dtype=dtype,
     )
 
 
 def to_dataframe(batch: EventBatch) -> pd.DataFrame:
-    """One row per event with columns ``seq, time, mark, t_start, t_end, num_marks`` (lossless)."""
+    """One row per event with columns ``seq, time, mark``, the features, ``t_start, t_end, num_marks`` (lossless)."""
+    clash = [n for n in batch.feature_names if n in LAYOUT_COLUMNS]
+    if clash:
+        raise EventDataError(f"feature {clash[0]!r} has the name of a column of the event table; rename it",
+                             field=clash[0])
     flat = batch.to_flat()
     lengths = np.diff(flat["seq_offsets"])
     if np.any(lengths == 0):
@@ -165,11 +201,13 @@ def to_dataframe(batch: EventBatch) -> pd.DataFrame:
         )
     names = batch.seq_names if batch.seq_names is not None else list(range(len(batch)))
     seq_col = np.repeat(np.asarray(names, dtype=object), lengths)
+    features = {n: flat["features"][:, d] for d, n in enumerate(batch.feature_names)}
     return pd.DataFrame(
         {
             "seq": pd.array(seq_col.tolist()),
             "time": flat["times"],
             "mark": flat["marks"],
+            **features,
             "t_start": np.repeat(flat["t_start"], lengths),
             "t_end": np.repeat(flat["t_end"], lengths),
             "num_marks": np.full(flat["times"].size, batch.num_marks, np.int64),
@@ -178,7 +216,31 @@ def to_dataframe(batch: EventBatch) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- npz (the $TPP_DATA_DIR layout)
-def _read_npz(path: Path, num_marks: int | None, t_start: Any, t_end: Any, dtype: Any) -> EventBatch:
+def _npz_features(
+    data: Any, names: Sequence[str] | None, num_events: int, source: str
+) -> tuple[np.ndarray | None, list[str]]:
+    """``[N, D]`` features of an ``.npz``: the stored ``features`` matrix (columns ``feature_names``) or, by name,
+    flat arrays aligned with ``times`` (the registry's ``lon``, ``lat``, ``magnitude``). None: what is stored."""
+    stored = [str(n) for n in data["feature_names"]] if "features" in data and "feature_names" in data else []
+    names = stored if names is None else list(names)
+    columns = []
+    for name in names:
+        if name in stored:
+            column = data["features"][:, stored.index(name)]
+        elif name in data:
+            column = data[name]
+        else:
+            raise EventDataError(f"no feature {name!r}: the file holds arrays {list(data.keys())}"
+                                 + (f" and features {stored}" if stored else ""), source=source, field=name)
+        if column.dtype.kind not in "fiu" or column.shape != (num_events,):
+            raise EventDataError(f"feature {name!r} must be one real number per event ({num_events}), got "
+                                 f"{column.dtype} of shape {column.shape}", source=source, field=name)
+        columns.append(column.astype(np.float64))
+    return (np.stack(columns, axis=1) if columns else None), names
+
+
+def _read_npz(path: Path, num_marks: int | None, t_start: Any, t_end: Any, dtype: Any,
+              features: Sequence[str] | None = None) -> EventBatch:
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as exc:  # numpy raises several types for corrupt archives
@@ -199,9 +261,10 @@ def _read_npz(path: Path, num_marks: int | None, t_start: Any, t_end: Any, dtype
     if num_marks is None and "num_marks" in data:
         num_marks = int(data["num_marks"])
     names = data["seq_names"].tolist() if "seq_names" in data else None
+    values, feature_names = _npz_features(data, features, times.size, str(path))
     return EventBatch.from_flat(
         times, offsets, t_start, t_end, data["marks"] if "marks" in data else None, num_marks,
-        seq_names=names, source=str(path), dtype=dtype,
+        features=values, feature_names=feature_names or None, seq_names=names, source=str(path), dtype=dtype,
     )
 
 
@@ -216,9 +279,33 @@ def _write_npz(batch: EventBatch, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- EasyTPP and tick
-def _from_easytpp(obj: Any, split: str | None, source: str | None, dtype: Any) -> EventBatch:
+def _record_features(
+    records: Sequence[dict], names: Sequence[str], b: int, source: str | None, per_event: bool
+) -> np.ndarray:
+    """``[L_b, D]`` features of sequence ``b``: keys of its per-event dicts (``per_event``) or lists of its record."""
+    rows = records if per_event else [records[0]]
+    for position, record in enumerate(rows):
+        missing = [n for n in names if n not in record]
+        if missing:
+            raise EventDataError(f"no feature {missing[0]!r} (keys are {sorted(record)})", source=source, sequence=b,
+                                 position=position if per_event else None, field=missing[0])
+    columns = []
+    for name in names:
+        values = [r[name] for r in records] if per_event else records[0][name]
+        try:
+            columns.append(np.asarray(values, np.float64).reshape(-1))
+        except (TypeError, ValueError) as exc:
+            raise EventDataError(f"feature {name!r} is not real numbers ({exc})", source=source, sequence=b,
+                                 field=name) from None
+    return np.stack(columns, axis=1)
+
+
+def _from_easytpp(
+    obj: Any, split: str | None, source: str | None, dtype: Any, features: Sequence[str] | None = None
+) -> EventBatch:
     """EasyTPP data: a pickle dict ``{'dim_process': K, '<split>': [[{time_since_start, type_event}, ...], ...]}``
-    or the JSON/HF layout: a list of records ``{'time_since_start': [...], 'type_event': [...], 'dim_process': K}``."""
+    or the JSON/HF layout: a list of records ``{'time_since_start': [...], 'type_event': [...], 'dim_process': K}``.
+    ``features``: per-event keys (pickle) or per-record lists (JSON) kept as continuous features."""
     if isinstance(obj, dict) and "time_since_start" in obj:  # columnar HF dict of lists
         keys = list(obj)
         obj = [dict(zip(keys, values)) for values in zip(*(obj[k] for k in keys))]
@@ -236,14 +323,18 @@ def _from_easytpp(obj: Any, split: str | None, source: str | None, dtype: Any) -
         seqs = obj[split]
         times = [np.array([e["time_since_start"] for e in s], np.float64) for s in seqs]
         marks = [np.array([e["type_event"] for e in s]) for s in seqs]
-        return EventBatch.from_sequences(times, marks, t_start=0.0, num_marks=num_marks, source=source, dtype=dtype)
+        values = [_record_features(s, features, b, source, True) for b, s in enumerate(seqs)] if features else None
+        return EventBatch.from_sequences(times, marks, t_start=0.0, num_marks=num_marks, features=values,
+                                         feature_names=features, source=source, dtype=dtype)
     if isinstance(obj, list) and obj and isinstance(obj[0], dict) and "time_since_start" in obj[0]:
         num_marks = max(int(r.get("dim_process", 0)) for r in obj) or None
         times = [np.asarray(r["time_since_start"], np.float64) for r in obj]
         marks = [np.asarray(r["type_event"]) for r in obj]
         names = [r.get("seq_idx", i) for i, r in enumerate(obj)]
+        values = [_record_features([r], features, b, source, False) for b, r in enumerate(obj)] if features else None
         return EventBatch.from_sequences(
-            times, marks, t_start=0.0, num_marks=num_marks, seq_names=names, source=source, dtype=dtype
+            times, marks, t_start=0.0, num_marks=num_marks, features=values, feature_names=features, seq_names=names,
+            source=source, dtype=dtype,
         )
     raise EventDataError("not an EasyTPP dict or record list", source=source)
 
@@ -297,20 +388,34 @@ def read_events(
     *,
     num_marks: int | None = None,
     split: str | None = None,
+    features: Sequence[str] | None = None,
     dtype: Any = DEFAULT_TIME_DTYPE,
 ) -> EventBatch:
-    """Read events from a DataFrame, a ``.csv``/``.parquet``/``.npz``/``.pkl``/``.json`` path, an EasyTPP
-    dict, or tick's list-of-arrays-per-type, and return one validated :class:`EventBatch`.
+    """Read events from a DataFrame, a ``.csv``/``.parquet``/``.npz``/``.pkl``/``.json``/``.jsonl`` path, an
+    EasyTPP dict, or tick's list-of-arrays-per-type, and return one validated :class:`EventBatch`.
+
+    ``features``: names of continuous per-event features to keep (table columns, flat ``.npz`` arrays
+    aligned with ``times``, EasyTPP keys); a missing one raises naming it. None keeps the features a
+    file written by :func:`write_events` carries (see the module docstring).
+    A ``.json`` file is EasyTPP's layout or a list of rows ``{"seq": ..., "time": ..., ...}`` (a table,
+    as one JSON object per line in ``.jsonl``).
 
     Raises :class:`~tpp.events.EventDataError` naming file, sequence, position/row and field.
     """
+    def table(df: pd.DataFrame, path: str | None = None) -> EventBatch:
+        return from_dataframe(df, seq, time, mark, t_start, t_end, num_marks, features=features, source=path,
+                              dtype=dtype)
+
     if isinstance(source, pd.DataFrame):
-        return from_dataframe(source, seq, time, mark, t_start, t_end, num_marks, dtype=dtype)
+        return table(source)
     if isinstance(source, dict):
-        return _from_easytpp(source, split, None, dtype)
+        return _from_easytpp(source, split, None, dtype, features)
     if isinstance(source, (list, tuple)):
         if source and isinstance(source[0], dict):
-            return _from_easytpp(list(source), split, None, dtype)
+            return _from_easytpp(list(source), split, None, dtype, features)
+        if features:
+            raise EventDataError("tick's layout (arrays of times per type) has no per-event features",
+                                 field=features[0])
         return from_tick(source, t_start=0.0 if t_start is None else float(t_start), t_end=t_end, dtype=dtype)
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"cannot read events from a {type(source).__name__}")
@@ -318,18 +423,20 @@ def read_events(
     if not path.exists():
         raise EventDataError("no such file", source=str(path))
     suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-    def table(reader: Callable[[Path], pd.DataFrame]) -> Callable[[], EventBatch]:
-        return lambda: from_dataframe(
-            _read_table(path, reader), seq, time, mark, t_start, t_end, num_marks, source=str(path), dtype=dtype
-        )
+
+    def from_json(obj: Any) -> EventBatch:
+        if isinstance(obj, list) and obj and isinstance(obj[0], dict) and time in obj[0]:  # rows of a table
+            return table(pd.DataFrame(obj), str(path))
+        return _from_easytpp(obj, split, str(path), dtype, features)
 
     readers: dict[str, Callable[[], EventBatch]] = {
-        ".csv": table(pd.read_csv),
-        ".csv.gz": table(pd.read_csv),
-        ".parquet": table(pd.read_parquet),
-        ".npz": lambda: _read_npz(path, num_marks, t_start, t_end, dtype),
-        ".pkl": lambda: _from_easytpp(_load_pickle(path), split, str(path), dtype),
-        ".json": lambda: _from_easytpp(_read_json(path), split, str(path), dtype),
+        ".csv": lambda: table(_read_table(path, pd.read_csv), str(path)),
+        ".csv.gz": lambda: table(_read_table(path, pd.read_csv), str(path)),
+        ".parquet": lambda: table(_read_table(path, pd.read_parquet), str(path)),
+        ".jsonl": lambda: table(pd.DataFrame(_read_json_lines(path)), str(path)),
+        ".npz": lambda: _read_npz(path, num_marks, t_start, t_end, dtype, features),
+        ".pkl": lambda: _from_easytpp(_load_pickle(path), split, str(path), dtype, features),
+        ".json": lambda: from_json(_read_json(path)),
     }
     if suffix not in readers:
         raise EventDataError(f"unknown file type {suffix!r}; expected one of {sorted(readers)}", source=str(path))
@@ -351,8 +458,24 @@ def _read_json(path: Path) -> Any:
         raise EventDataError(f"invalid JSON ({exc})", source=str(path)) from None
 
 
+def _read_json_lines(path: Path) -> list[Any]:
+    """One JSON object per line (blank lines skipped); a bad line raises naming it."""
+    rows = []
+    with open(path) as fh:
+        for number, text in enumerate(fh, 1):
+            if text.strip():
+                try:
+                    rows.append(json.loads(text))
+                except json.JSONDecodeError as exc:
+                    raise EventDataError(f"invalid JSON ({exc})", source=str(path), line=number) from None
+    if not rows:
+        raise EventDataError("no events: the file is empty", source=str(path))
+    return rows
+
+
 def write_events(batch: EventBatch, path: str | os.PathLike) -> Path:
-    """Write ``batch`` to ``.csv``, ``.parquet`` or ``.npz`` (by suffix), atomically; reading it back is lossless."""
+    """Write ``batch`` to ``.csv``, ``.parquet`` or ``.npz`` (by suffix), atomically; reading it back is lossless
+    (features included)."""
     path = Path(path)
     if path.suffix == ".npz":
         _write_npz(batch, path)

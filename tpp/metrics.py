@@ -42,16 +42,36 @@ class RescalingResult:
         return -np.log1p(-probs), res
 
 
-def log_likelihood_per_event(model: PointProcess, batch: EventBatch) -> float:
-    """Total log-likelihood divided by the number of events (nats per event)."""
-    with torch.no_grad():
-        return float(model.log_likelihood(batch).detach().sum()) / max(batch.num_events, 1)
+def _accuracy(num_points: int | None, chunk_size: int | None = None) -> dict[str, int]:
+    """The numerical-accuracy arguments that were given (models with closed forms take none)."""
+    return {k: v for k, v in (("num_points", num_points), ("chunk_size", chunk_size)) if v is not None}
 
 
-def rescaled_residuals(model: PointProcess, batch: EventBatch) -> np.ndarray:
-    """Compensator increments between consecutive events of the same type, pooled (``[M]``)."""
+def log_likelihood_per_event(model: PointProcess, batch: EventBatch, num_points: int | None = None,
+                             chunk_size: int | None = None, batch_size: int | None = None) -> float:
+    """Total log-likelihood divided by the number of events (nats per event).
+
+    ``num_points`` and ``chunk_size`` go to the log-likelihood of models that integrate numerically
+    (:meth:`tpp.neural.NeuralTPP.log_likelihood`: nodes per interval, intervals per evaluation); leave
+    them out for models with closed forms. ``batch_size``: score that many sequences at a time (default:
+    all at once); the value does not depend on it.
+    """
+    options = _accuracy(num_points, chunk_size)
+    step = len(batch) if batch_size is None else int(batch_size)
+    if step < 1 and len(batch):
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    total = 0.0
     with torch.no_grad():
-        cum = model.cumulative_intensity(batch)  # [B, L, K]
+        for start in range(0, len(batch), max(step, 1)):
+            total += float(model.log_likelihood(batch[start : start + step], **options).detach().double().sum())
+    return total / max(batch.num_events, 1)
+
+
+def rescaled_residuals(model: PointProcess, batch: EventBatch, num_points: int | None = None) -> np.ndarray:
+    """Compensator increments between consecutive events of the same type, pooled (``[M]``); ``num_points``:
+    the quadrature rule of models without a closed-form cumulative intensity (default: the model's)."""
+    with torch.no_grad():
+        cum = model.cumulative_intensity(batch, **_accuracy(num_points))  # [B, L, K]
     mark = batch.mark
     value = cum.gather(2, mark.clamp_max(cum.shape[2] - 1)[..., None])[..., 0]
     mask = batch.mask.cpu().numpy()
@@ -66,9 +86,10 @@ def rescaled_residuals(model: PointProcess, batch: EventBatch) -> np.ndarray:
     return np.where(first, value, value - prev)
 
 
-def time_rescaling(model: PointProcess, batch: EventBatch) -> RescalingResult:
-    """Residuals of the time-rescaling theorem and the KS test of them against Exp(1)."""
-    residuals = rescaled_residuals(model, batch)
+def time_rescaling(model: PointProcess, batch: EventBatch, num_points: int | None = None) -> RescalingResult:
+    """Residuals of the time-rescaling theorem and the KS test of them against Exp(1) (``num_points`` as in
+    :func:`rescaled_residuals`)."""
+    residuals = rescaled_residuals(model, batch, num_points)
     if residuals.size == 0:
         return RescalingResult(residuals, float("nan"), float("nan"))
     test = scipy.stats.kstest(residuals, "expon")

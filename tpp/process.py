@@ -1,10 +1,16 @@
-"""The protocol every model answers: a point process is a distribution over event sequences.
+"""The protocol every point process answers: a distribution over event sequences.
+
+A :class:`PointProcess` is a :class:`tpp.model.Model` whose training objective is its exact
+log-likelihood (survival term included), whose ``score`` is the mean log-likelihood per event and
+whose ``predict`` is the distribution of the next event.
 
 Shapes, once for all models (``B`` sequences, ``L`` events, ``T`` query times, ``K`` marks):
 
 ``log_likelihood(batch) -> [B]``
     ``sum_n log lambda_{k_n}(t_n) - int_{t_start}^{t_end} sum_k lambda_k(t) dt`` per sequence,
-    including the survival term on ``(last event, t_end]``. Exact where a closed form exists.
+    including the survival term on ``(last event, t_end]``. Exact where a closed form exists; a
+    model that integrates numerically takes the rule as an argument (``num_points=``) and states its
+    error (:meth:`tpp.neural.NeuralTPP.compensator_error`).
 ``intensity(batch, t) -> [B, T, K]``
     conditional intensity at times ``t [B, T]`` given the events of ``batch`` strictly before ``t``.
 ``compensator(batch) -> [B]``
@@ -30,10 +36,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from tpp.compensator import gauss_legendre, integrate_intervals
 from tpp.events import EventBatch, EventDataError
+from tpp.model import Model, Seed
 
 __all__ = ["PointProcess", "Prediction", "as_numpy_rng"]
 
@@ -53,7 +60,7 @@ class Prediction:
         return self.mark_probs.argmax(-1)
 
 
-def as_numpy_rng(generator: int | np.random.Generator | torch.Generator | None) -> np.random.Generator:
+def as_numpy_rng(generator: Seed) -> np.random.Generator:
     """One seeding convention for every sampler: an int seed, a numpy or a torch generator."""
     if isinstance(generator, np.random.Generator):
         return generator
@@ -63,8 +70,13 @@ def as_numpy_rng(generator: int | np.random.Generator | torch.Generator | None) 
     return np.random.default_rng(generator)
 
 
-class PointProcess(nn.Module, abc.ABC):
-    """Base class of all models; see the module docstring for the contract and shapes."""
+class PointProcess(Model):
+    """Base class of all point processes; see the module docstring for the protocol and shapes.
+
+    The :class:`~tpp.model.Model` contract: ``objective`` is :meth:`log_likelihood` (so the trainer
+    maximises the exact likelihood), ``score`` the mean log-likelihood per event, ``predict`` the
+    next event.
+    """
 
     num_marks: int
 
@@ -83,7 +95,7 @@ class PointProcess(nn.Module, abc.ABC):
         n: int,
         t_end: float,
         history: EventBatch | None = None,
-        generator: int | np.random.Generator | torch.Generator | None = None,
+        generator: Seed = None,
         t_start: float = 0.0,
     ) -> EventBatch:
         """``n`` sequences on ``[t_start, t_end]``, or continuations of ``history`` up to ``t_end``."""
@@ -94,8 +106,8 @@ class PointProcess(nn.Module, abc.ABC):
             raise EventDataError(f"the batch has {batch.num_marks} mark types, the {type(self).__name__} model "
                                  f"{self.num_marks}", field="mark")
 
-    def forward(self, batch: EventBatch) -> Tensor:
-        """Calling a model returns its log-likelihood ``[B]`` (so ``torch.func`` and DDP see it)."""
+    def objective(self, batch: EventBatch) -> Tensor:
+        """``[B]`` what training maximises: the log-likelihood (calling the model returns it too)."""
         return self.log_likelihood(batch)
 
     # ------------------------------------------------------------------ defaults

@@ -7,8 +7,8 @@ KS statistic and p-value on the test set, the fitted parameters and the fit time
 
 from __future__ import annotations
 
+import inspect
 import json
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,15 +19,21 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from tpp.events import EventBatch
+from tpp import table as model_table
 from tpp.hawkes import ExpHawkes, FaDInHawkes, NonparametricHawkes, Poisson, SumExpHawkes
 from tpp.io import atomic_write
 from tpp.metrics import RescalingResult, log_likelihood_per_event, time_rescaling
 from tpp.process import PointProcess
+from tpp.table import Family, Training
 
-__all__ = ["ModelReport", "build_model", "fit_model", "model_params", "compare_models", "write_report", "MODEL_NAMES"]
+__all__ = ["ModelReport", "build_model", "fit_model", "model_params", "compare_models", "write_report", "MODEL_NAMES",
+           "ALL_MODEL_NAMES"]
 
-MODEL_NAMES = ("poisson", "exp-hawkes", "sumexp-hawkes")
-ALL_MODEL_NAMES = MODEL_NAMES + ("fadin", "nonparametric-em")
+MODEL_NAMES = tuple(s.name for s in model_table.specs(Family.TPP, Training.ESTIMATOR) if not s.required)
+"""The models :func:`compare_models` fits by default: the table's classic models that need no option
+(``poisson``, ``exp-hawkes``, ``sumexp-hawkes``)."""
+ALL_MODEL_NAMES = tuple(model_table.names(Family.TPP, Training.ESTIMATOR))
+"""Every classic model of the table (the ones fitted by their own estimator)."""
 
 
 def build_model(
@@ -41,41 +47,30 @@ def build_model(
     bins: int = 20,
     objective: str | None = None,
 ) -> PointProcess:
-    """A fresh model by CLI name.
+    """A fresh model by CLI name (:func:`tpp.table.build`), given the options the ``tpp fit`` command has.
 
     ``poisson``; ``exp-hawkes`` (decay learned unless given); ``sumexp-hawkes`` (3 decays learned);
     ``fadin`` (``kernel``, ``support`` W, grid ``delta`` (default W / 100), ``objective`` l2 or
-    likelihood); ``nonparametric-em`` (``support`` W, ``bins``).
+    likelihood); ``nonparametric-em`` (``support`` W, ``bins``). Each model takes the options its
+    constructor has; the others are ignored, and None means the table's default.
     """
-    if name == "poisson":
-        return Poisson(num_marks)
-    if name == "exp-hawkes":
-        return ExpHawkes(num_marks, decay=decay)
-    if name == "sumexp-hawkes":
-        # Three decays learned, started over four decades around the data's time scale.
-        return SumExpHawkes(num_marks, [1.0, 10.0, 100.0], learn_decays=True)
-    if name in ("fadin", "nonparametric-em"):
-        if support is None:
-            raise ValueError(f"model {name} needs the kernel support W (--support)")
-        if name == "fadin":
-            return FaDInHawkes(num_marks, kernel, support, delta if delta is not None else support / 100,
-                               objective=objective or "l2")
-        return NonparametricHawkes(num_marks, support=support, bins=bins)
-    raise ValueError(f"unknown model {name!r}: choose one of {', '.join(ALL_MODEL_NAMES)}")
+    entry = model_table.spec(name, Family.TPP)
+    options = {"decay": decay, "kernel": kernel, "support": support, "delta": delta, "bins": bins, "objective": objective}
+    accepted = inspect.signature(entry.cls).parameters
+    return model_table.build(entry.name, num_marks=num_marks,
+                             **{k: v for k, v in options.items() if v is not None and k in accepted})
 
 
 def fit_model(
     model: PointProcess, data: EventBatch, objective: str | None = None, progress: bool = False
 ) -> tuple[PointProcess, float]:
-    """Fit with the model's own estimator; returns the model and the wall seconds."""
-    start = time.perf_counter()
-    if isinstance(model, Poisson):
-        model.fit(data)
-    elif isinstance(model, SumExpHawkes):
-        model.fit(data, objective=objective or "likelihood", progress=progress)
-    else:
-        model.fit(data, progress=progress)
-    return model, time.perf_counter() - start
+    """Fit with the model's own estimator (:func:`tpp.table.fit_model`); returns the model and the wall seconds.
+    ``objective`` goes to a ``fit`` that has one (ExpHawkes, SumExpHawkes; FaDIn's is a constructor option)."""
+    options: dict[str, Any] = {"progress": progress}
+    if objective is not None and "objective" in inspect.signature(model.fit).parameters:
+        options["objective"] = objective
+    model, record = model_table.fit_model(model, data, **options)
+    return model, record.seconds
 
 
 def model_params(model: PointProcess) -> dict[str, Any]:
@@ -111,12 +106,11 @@ class ModelReport:
 
     def row(self) -> dict[str, Any]:
         params = self.params
-        summary = {
-            "poisson": lambda: f"rates={np.round(params['baseline'], 4).tolist()}",
-        }.get(self.name, lambda: (
-            f"branching={getattr(self.model, 'branching_ratio', float('nan')):.3f} "
-            f"decay={np.round(params['decay'], 4).tolist()}"
-        ))()
+        if isinstance(self.model, Poisson):
+            summary = f"rates={np.round(params['baseline'], 4).tolist()}"
+        else:
+            summary = (f"branching={getattr(self.model, 'branching_ratio', float('nan')):.3f} "
+                       f"decay={np.round(params['decay'], 4).tolist()}")
         return {
             "model": self.name,
             "train ll/event": round(self.train_ll_per_event, 4),

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from tpp.events import EventBatch
+from tpp.model import Seed
 from tpp.process import PointProcess, as_numpy_rng
 
 __all__ = ["ThinningStats", "thinning_sample"]
@@ -48,7 +48,7 @@ def thinning_sample(
     n: int,
     t_end: float,
     history: EventBatch | None = None,
-    generator: int | np.random.Generator | torch.Generator | None = None,
+    generator: Seed = None,
     t_start: float = 0.0,
     *,
     grid: int = 16,

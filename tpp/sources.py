@@ -3,8 +3,9 @@
 Each converter is a small function ``(sources, options) -> EventBatch`` registered under a format
 name that the dataset cards (``data/*.toml``) use. ``sources`` maps a role (``"data"``, or
 ``"time"``/``"event"`` for the RMTPP text pairs, ...) to a local file, in the card's order;
-``options`` holds the card's converter options plus ``num_marks`` and ``source`` (a label for
-error messages) added by :mod:`tpp.datasets`.
+``options`` holds the card's converter options plus ``num_marks``, ``features`` (the card's
+continuous per-event features, kept by the converters of files that hold them: ``npz``, ``csv``,
+``stpp-pkl``) and ``source`` (a label for error messages) added by :mod:`tpp.datasets`.
 
 Why here and not in :mod:`tpp.io`: these formats are the quirks of particular upstream
 repositories (legacy ``torch.save`` dicts, object-array ``.npz``, counting-process CSV, ...), needed
@@ -103,8 +104,9 @@ def _unpickle(path: Path, label: str) -> Any:
 # --------------------------------------------------------------------------- our own layout
 @register("npz")
 def from_npz(sources: Mapping[str, Path], options: Mapping[str, Any]) -> EventBatch:
-    """The uniform ``.npz`` layout of ``$TPP_DATA_DIR`` (times, seq_offsets, t_start, t_end, marks)."""
-    return read_events(_only(sources, "npz"), num_marks=_num_marks(options))
+    """The uniform ``.npz`` layout of ``$TPP_DATA_DIR`` (times, seq_offsets, t_start, t_end, marks, and
+    the per-event arrays named by option ``features``, e.g. ``lon``, ``lat``)."""
+    return read_events(_only(sources, "npz"), num_marks=_num_marks(options), features=options.get("features"))
 
 
 # --------------------------------------------------------------------------- upstream formats
@@ -211,21 +213,27 @@ def from_rmtpp_text(sources: Mapping[str, Path], options: Mapping[str, Any]) -> 
 def from_stpp_pkl(sources: Mapping[str, Path], options: Mapping[str, Any]) -> EventBatch:
     """Neural-STPP / DSTPP ``data_*.pkl``: a plain pickle list of sequences, each a list of
     ``[t, lon, lat]``. Window from options ``t_start`` (default 0) and ``t_end`` (number or ``'last'``).
-    The spatial columns are not kept (EventBatch has no continuous marks)."""
+    Option ``features`` names the columns after ``t`` that are kept (``["lon", "lat"]``); without it
+    only the times are."""
     path = _only(sources, "stpp-pkl")
     label = _label(options, path)
     obj = _unpickle(path, label)
-    times = []
+    names = list(options.get("features") or ())
+    times, features = [], []
     for i, seq in enumerate(obj):
         arr = np.asarray(seq, np.float64)
-        if arr.ndim != 2 or arr.shape[1] < 1:
-            raise EventDataError(f"expected rows [t, x, y], got shape {arr.shape}", source=label, sequence=i)
+        if arr.ndim != 2 or arr.shape[1] < 1 + len(names):
+            raise EventDataError(f"expected rows [t, {', '.join(names) or 'x, y'}], got shape {arr.shape}",
+                                 source=label, sequence=i)
         times.append(arr[:, 0])
+        features.append(arr[:, 1 : 1 + len(names)])
     return EventBatch.from_sequences(
         times,
         t_start=float(options.get("t_start", 0.0)),
         t_end=_window(options.get("t_end", "last"), "t_end"),
         num_marks=_num_marks(options) or 1,
+        features=features if names else None,
+        feature_names=names or None,
         source=label,
     )
 
@@ -276,11 +284,15 @@ def from_csv(sources: Mapping[str, Path], options: Mapping[str, Any]) -> EventBa
     ``time`` (column), ``time_format`` (``number`` | ``datetime``), ``time_origin`` and ``time_unit``
     (for datetimes), ``relative_to = "sequence"`` (times from each sequence's first event), ``seq``
     (column; without it each source file is one sequence), ``mark`` (column) and ``mark_base``,
-    ``t_start`` (default 0) and ``t_end`` (number or ``'last'``). Rows are stably sorted by time
-    within a sequence; sequences keep the order of first appearance, files the card's order.
+    ``t_start`` (default 0) and ``t_end`` (number or ``'last'``), ``features`` (names of continuous
+    per-event features) and ``feature_columns`` (feature name -> column, where they differ). Rows are
+    stably sorted by time within a sequence; sequences keep the order of first appearance, files the
+    card's order.
     """
     frames = []
     seq_col = options.get("seq")
+    names = list(options.get("features") or ())
+    columns = {name: options.get("feature_columns", {}).get(name, name) for name in names}
     for role, path in sources.items():
         label = str(path)
         try:
@@ -299,6 +311,11 @@ def from_csv(sources: Mapping[str, Path], options: Mapping[str, Any]) -> EventBa
             if mark_col not in df.columns:
                 raise EventDataError(f"missing column {mark_col!r}", source=label, field=mark_col)
             out["mark"] = df[mark_col].to_numpy() - int(options.get("mark_base", 0))
+        for name, column in columns.items():
+            if column not in df.columns:
+                raise EventDataError(f"missing column {column!r} for feature {name!r} (columns are "
+                                     f"{list(df.columns)})", source=label, field=column)
+            out[name] = df[column].to_numpy()
         frames.append(out)
     df = pd.concat(frames, ignore_index=True)
     codes, _ = pd.factorize(df["seq"], sort=False)
@@ -313,6 +330,7 @@ def from_csv(sources: Mapping[str, Path], options: Mapping[str, Any]) -> EventBa
         t_start=float(options.get("t_start", 0.0)),
         t_end=_window(options.get("t_end", "last"), "t_end"),
         num_marks=_num_marks(options),
+        features=names,
         source=str(options.get("source") or next(iter(sources.values()))),
     )
 

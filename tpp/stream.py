@@ -67,7 +67,8 @@ class BatchSource(abc.ABC):
         return length_buckets(self.lengths, batch_size, rng)
 
     def standardisation_sample(self) -> EventBatch:
-        """Data for models that standardise their inputs (``fit_standardisation``): all of it by default."""
+        """The data a model's one-time start learns from (:meth:`tpp.model.Model.initialise`, called by the
+        trainer before a fresh run: rates, time standardisation): all of it by default."""
         return self.load(np.arange(len(self.lengths)))
 
     @property
@@ -374,7 +375,7 @@ class ParquetSource(BatchSource):
                                  row=row, field=exc.field) from None
 
     def standardisation_sample(self) -> EventBatch:
-        """The first block (bounded memory), for ``fit_standardisation``."""
+        """The first block (bounded memory), for :meth:`tpp.model.Model.initialise`."""
         return self.load(np.arange(self._block_seq[0], self._block_seq[1]))
 
     def __repr__(self) -> str:

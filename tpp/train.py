@@ -1,15 +1,20 @@
-"""The one training loop for every gradient-trained model: ``tpp.fit(model, train, val, ...)``.
+"""The one training loop for every gradient-trained model: ``tpp.fit(model, train, val, ...)``, or ``model.fit(...)``.
+
+* The model: a :class:`tpp.model.Model`. The loop relies on its declared contract only:
+  ``initialise(sample)`` once before a fresh run (never on resume), ``model(batch)`` (its
+  ``objective`` ``[B]``, e.g. the exact log-likelihood of a point process) as the thing maximised,
+  ``after_step()`` after every optimizer step.
 
 * Data: an :class:`~tpp.events.EventBatch`, or any :class:`~tpp.stream.BatchSource` (e.g. a
   :class:`~tpp.stream.ParquetSource` streaming a log larger than memory); the same loop reads both.
 * Minibatches by length buckets: sequences sorted by length and cut into groups of
   ``batch_size`` (little padding), the order of the groups shuffled each epoch with the seed.
 * AdamW, linear warm-up then cosine decay of the learning rate, gradient-norm clipping.
-* Loss: minus the log-likelihood per event (``model.log_likelihood`` includes the survival term).
+* Loss: ``-model(batch).sum() / n_events``, minus the objective per event.
 * Never NaN silently: a non-finite loss or gradient norm raises :class:`TrainingDivergedError`
   naming the epoch, the batch and its sequences, or (``on_nonfinite="skip"``) skips that update
   and counts it in the history.
-* Early stopping on the validation log-likelihood per event; the best weights are restored.
+* Early stopping on the validation objective per event (:func:`evaluate`); the best weights are restored.
 * tqdm progress on stderr with events per second.
 * Atomic checkpoints (temporary file + rename) after every epoch and, with ``checkpoint_every``,
   every that many steps within an epoch (model, optimizer, schedule, RNG states, the random state
@@ -45,7 +50,7 @@ from tqdm.auto import tqdm
 
 from tpp.events import EventBatch
 from tpp.io import atomic_write
-from tpp.process import PointProcess
+from tpp.model import Model
 from tpp.stream import BatchSource, as_source, length_buckets
 
 __all__ = [
@@ -108,14 +113,16 @@ def shard(indices: np.ndarray, rank: int, world: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate(model: PointProcess, data: EventBatch | BatchSource, batch_size: int = 64) -> float:
-    """Log-likelihood per event of ``data`` (in batches, no gradients)."""
+def evaluate(model: Model, data: EventBatch | BatchSource, batch_size: int = 64) -> float:
+    """The model's objective per event on ``data`` in evaluation mode (in batches, no gradients): for a point
+    process its log-likelihood per event. For another quadrature rule than the model's default use
+    :func:`tpp.metrics.log_likelihood_per_event` with ``num_points=``."""
     source = as_source(data)
     was_training = model.training
     model.eval()
     total = 0.0
     for idx in source.plan(batch_size, None):
-        total += float(model.log_likelihood(source.load(idx)).sum())
+        total += float(model.objective(source.load(idx)).sum())
     model.train(was_training)
     return total / max(source.num_events, 1)
 
@@ -240,7 +247,7 @@ def _all_ranks_any(flag: bool, world: int, device: torch.device) -> bool:
 
 
 def fit(
-    model: PointProcess,
+    model: Model,
     train: EventBatch | BatchSource,
     val: EventBatch | BatchSource | None = None,
     *,
@@ -260,7 +267,7 @@ def fit(
     device: str | torch.device | None = None,
     amp: bool = False,
 ) -> TrainResult:
-    """Train ``model`` by maximum likelihood; returns the :class:`TrainResult` (the model keeps the best weights).
+    """Train ``model`` by maximising its objective; returns the :class:`TrainResult` (the model keeps the best weights).
 
     ``train``/``val``: an :class:`EventBatch` or a :class:`~tpp.stream.BatchSource` (streamed
     minibatches: memory follows a batch, not the data). ``warmup`` is a fraction of all steps.
@@ -270,6 +277,9 @@ def fit(
     forward pass in bfloat16 autocast (off by default: likelihoods of long sequences need float32
     accumulation).
     """
+    if not isinstance(model, Model):
+        raise TypeError(f"tpp.fit trains a tpp.model.Model (objective, initialise, after_step), got "
+                        f"{type(model).__name__}: subclass Model and implement objective(batch) -> [B]")
     on_nonfinite = NonFinite(on_nonfinite)
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1 steps, got {checkpoint_every}")
@@ -333,9 +343,9 @@ def fit(
             epoch_so_far = state["epoch_so_far"]
             result.resumed_from_step = start_step
         result.resume_seconds = time.perf_counter() - started
-    elif hasattr(model, "fit_standardisation"):
-        # Models that standardise inter-event times (log tau) take their statistics from the training data.
-        model.fit_standardisation(source.standardisation_sample().to(device))
+    else:
+        # The one-time data-dependent start (rates, time and channel standardisation) of a fresh run.
+        model.initialise(source.standardisation_sample().to(device))
 
     def checkpoint(epoch: int, step: int | None, epoch_rng: dict, so_far: dict[str, float]) -> None:
         """``step``: steps done in ``epoch`` (None: the epoch is complete)."""
@@ -375,9 +385,9 @@ def fit(
                 batch = source.load(shard(idx, rank, world)).to(device)
                 zero_grad()
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    ll = net(batch)
+                    objective = net(batch)  # [B]: Model.forward is the objective (through DDP when distributed)
                 # DDP averages gradients over processes: scale so the update is that of the whole minibatch.
-                loss = -ll.sum() * world / n_events
+                loss = -objective.sum() * world / n_events
                 loss.backward()  # on every rank, even a non-finite loss: DDP's all-reduce needs all of them
                 grads = [p.grad for p in params if p.grad is not None]
                 grad_norm = nn.utils.clip_grad_norm_(params, clip) if clip else nn.utils.get_total_norm(grads)
@@ -391,6 +401,7 @@ def fit(
                     totals["skipped"] += 1
                 else:
                     optimizer.step()
+                    model.after_step()
                     totals["events"] += n_events
                     totals["loss"] += loss_value * n_events / world
                 # A skipped update still advances the schedule: the learning rate stays a function of the step.

@@ -25,8 +25,10 @@ sol = sj.solve(field, y0, ts)                 # the solver face (diffrax), argum
   evaluated by the same formula.
 
 With the same weights and Brownian path the twins agree to rounding on fixed-step solves
-(``tests/sde/test_jax_parity.py``: 1e-5 in float64, values and parameter gradients); adaptive solves
-agree to their tolerance (different step-size controllers).
+(``tests/sde/test_jax_parity.py``: 1e-9 in float64, values and parameter gradients); adaptive solves
+agree to their tolerance (different step-size controllers). The stable SDEs' equations and layer layout
+are written once for both twins over an array namespace (:mod:`sde.models._stable_equations`); the
+classes follow equinox's abstract/final rule (``Abstract*`` bases, final models).
 """
 
 from sde.jax.convert import from_torch, state_dict, to_torch

@@ -74,7 +74,7 @@ def _torch_config(model: nn.Module) -> dict[str, Any]:
     return config
 
 
-def _jax_config(model: jm.PathModel) -> dict[str, Any]:
+def _jax_config(model: jm.AbstractPathModel) -> dict[str, Any]:
     """The constructor arguments of an equinox twin (the same names as the torch model's)."""
     config: dict[str, Any] = dict(
         input_channels=model.input_channels, hidden_size=model.hidden_size, output_size=model.output_size,
@@ -82,7 +82,7 @@ def _jax_config(model: jm.PathModel) -> dict[str, Any]:
         method=model.method, step_size=model.step_size, hidden_hidden_size=model.hidden_hidden_size,
         num_layers=model.num_layers,
         batch_norm=any(isinstance(m, BatchNorm) for m in model.head.net.layers))
-    if isinstance(model, jm.StableSDE):
+    if isinstance(model, jm.AbstractStableSDE):
         config.update(clip_drift=model.clip_drift, clip_diffusion=model.clip_diffusion,
                       brownian_seed=model.brownian_seed)
         if isinstance(model, jm.GSDE):
@@ -125,7 +125,7 @@ def _enable_x64_for(dtype: torch.dtype) -> None:
         jax.config.update("jax_enable_x64", True)  # JAX silently computes in float32 otherwise
 
 
-def from_torch(model: nn.Module) -> jm.PathModel:
+def from_torch(model: nn.Module) -> jm.AbstractPathModel:
     """The equinox twin of a torch series model (NeuralODE, NeuralCDE, LSDE, LNSDE, GSDE), with its
     constructor arguments, weights, buffers and mode (``model.training`` -> batch statistics)."""
     twins = _twin_classes()
@@ -155,7 +155,7 @@ def _load(twin: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return eqx.tree_at(lambda m: [_at(m, k) for k in names], twin, values)
 
 
-def to_torch(model: jm.PathModel, torch_model: nn.Module | None = None) -> nn.Module:
+def to_torch(model: jm.AbstractPathModel, torch_model: nn.Module | None = None) -> nn.Module:
     """Copy an equinox twin's weights and buffers into ``torch_model`` (in place; returned), or into a
     new torch model built from the twin's constructor arguments when ``torch_model`` is None. The torch
     model's mode follows the twin's batch-norm ``inference`` flag."""

@@ -10,7 +10,7 @@ ll = eqx.filter_jit(lambda m, d, k: m.log_likelihood(d, key=k))(model, data, key
 bm = model.brownian(data, seed=0)                       # the torch twin's Brownian path for that seed
 ```
 
-A model is used in two steps. :meth:`SeriesModel.prepare` turns a :class:`~sde.series.SeriesBatch`
+A model is used in two steps. :meth:`AbstractPathModel.prepare` turns a :class:`~sde.series.SeriesBatch`
 into a :class:`Prepared` pytree: the series on the model's clock, standardised, their control path
 (:class:`sde.jax.SeriesPath`), the readout times and the fixed step grid. It runs the torch base's
 own preprocessing code (``SeriesModel.prepare``, ``PathModel.control_path`` and ``.step`` on the
@@ -19,7 +19,7 @@ runs outside ``jit``. Everything after (:meth:`latent`, :meth:`log_likelihood`, 
 is pure JAX: wrap it in ``eqx.filter_jit`` and differentiate with ``eqx.filter_grad``.
 
 SDE models take their noise explicitly: ``brownian=`` (a :class:`sde.jax.BrownianPath` on
-``data.grid``, e.g. :meth:`StableSDE.brownian`, the torch twin's path for a seed) or ``key=`` (a
+``data.grid``, e.g. :meth:`AbstractStableSDE.brownian`, the torch twin's path for a seed) or ``key=`` (a
 path drawn in JAX on that grid). The torch models' ``brownian_seed`` is kept for the converter but
 cannot be used inside ``jit`` (it names a torch generator).
 
@@ -27,12 +27,21 @@ The standardisation buffers (``channel_mean``, ``channel_std``, ``time_scale``, 
 NumPy arrays: they are used in :meth:`prepare` only, in the torch twin's dtype (float64 for the
 clock) whatever JAX's x64 setting. The readout's batch-norm uses batch statistics unless
 ``inference`` (``eqx.nn.inference_mode(model)``; :meth:`predict` switches it on); being functional it
-does not update its running statistics in a forward pass: :meth:`SeriesModel.update_batch_norm`
+does not update its running statistics in a forward pass: :meth:`AbstractSeriesModel.update_batch_norm`
 returns the model after torch's update.
+
+Classes follow equinox's abstract/final rule: the abstract ones are named ``Abstract*`` and declare
+what a concrete model supplies (``latent``, ``default_method``, ``_grid``, the class variables
+``stochastic``, ``time_in_drift``, ``noise``) as abstract; the concrete models (:class:`NeuralODE`,
+:class:`NeuralCDE`, :class:`LSDE`, :class:`LNSDE`, :class:`GSDE`) are final and override nothing but
+those. The stable SDEs' equations and layer layout are the torch twin's own code, written once over an
+array namespace (:mod:`sde.models._stable_equations`). ``SeriesModel``, ``PathModel`` and ``StableSDE``
+are the old names of the abstract classes.
 """
 
 from __future__ import annotations
 
+import abc
 from typing import Any, ClassVar
 
 import equinox as eqx
@@ -48,11 +57,15 @@ from sde.jax.solvers import BrownianPath, brownian, brownian_from_torch, brownia
 from sde.models._base import PathModel as _TorchPathModel
 from sde.models._base import SeriesModel as _TorchSeriesModel
 from sde.models._base import _end_times
+from sde.models import _stable_equations as eq
+from sde.models._stable_equations import GeometricScheme, Noise
 from sde.models.heads import Task
-from sde.models.stable import GeometricScheme
+from sde.paths import Interpolation
 from sde.solvers import Method
+from tpp.options import Interval, Options, check_params
 
-__all__ = ["GSDE", "LNSDE", "LSDE", "NeuralCDE", "NeuralODE", "PathModel", "Prepared", "SeriesModel", "StableSDE"]
+__all__ = ["GSDE", "LNSDE", "LSDE", "AbstractPathModel", "AbstractSeriesModel", "AbstractStableSDE", "NeuralCDE",
+           "NeuralODE", "PathModel", "Prepared", "SeriesModel", "StableSDE"]
 
 _ADAPTIVE = (Method.BOSH3, Method.DOPRI5, Method.DOPRI8, Method.ADAPTIVE_HEUN)
 
@@ -93,7 +106,7 @@ class _TorchView:
     control_path = _TorchPathModel.control_path
     step = _TorchPathModel.step
 
-    def __init__(self, model: PathModel) -> None:
+    def __init__(self, model: AbstractPathModel) -> None:
         self.input_channels = model.input_channels
         self.interpolation = model.interpolation
         self.observation_counts = model.observation_counts
@@ -106,7 +119,7 @@ class _TorchView:
         self._param = torch.empty(0, dtype=getattr(torch, model.dtype.name))
 
 
-class SeriesModel(eqx.Module):
+class AbstractSeriesModel(eqx.Module):
     """What the JAX series models share (the twin of :class:`sde.models._base.SeriesModel`)."""
 
     input_channels: int = eqx.field(static=True)
@@ -120,15 +133,24 @@ class SeriesModel(eqx.Module):
     time_scale: np.ndarray
     train_step: np.ndarray
 
-    stochastic: ClassVar[bool] = False
+    _constraints: ClassVar[dict[str, Any]] = {
+        "input_channels": Interval(1, None, integer=True),
+        "hidden_size": Interval(1, None, integer=True),
+        "output_size": Interval(1, None, integer=True),
+        "task": Options(Task, strict=True),
+        "interpolation": Options(Interpolation, strict=True, none_ok=True),
+        "method": Options(Method, strict=True, none_ok=True),
+        "step_size": Interval(0, None, closed="neither", none_ok=True),
+        "num_layers": Interval(1, None, integer=True),
+        "hidden_hidden_size": Interval(1, None, integer=True, none_ok=True),
+        "rtol": Interval(0, None, closed="neither"),
+        "atol": Interval(0, None, closed="neither"),
+        "scheme": Options(GeometricScheme, strict=True),
+    }
 
     def _init_base(self, input_channels: int, hidden_size: int, output_size: int, task: Task,
                    batch_norm: bool | None, key: Array, dtype: np.dtype) -> None:
-        if input_channels < 1 or hidden_size < 1 or output_size < 1:
-            raise ValueError("input_channels, hidden_size and output_size must be >= 1, got "
-                             f"{input_channels}, {hidden_size}, {output_size}")
-        if not isinstance(task, Task):
-            raise TypeError(f"task must be a sde.models.Task, got {task!r}")
+        check_params(self, input_channels=input_channels, hidden_size=hidden_size, output_size=output_size, task=task)
         self.input_channels, self.hidden_size = int(input_channels), int(hidden_size)
         self.output_size = int(output_size)
         self.task, self.batch_norm = task, batch_norm
@@ -143,9 +165,16 @@ class SeriesModel(eqx.Module):
         """The parameters' dtype."""
         return np.dtype(self.head.net.layers[-1].weight.dtype)
 
+    # Abstract class variables as abstract properties (equinox's AbstractClassVar cannot be read from the
+    # string annotations of ``from __future__ import annotations``); a final class sets a ClassVar.
+    @property
+    @abc.abstractmethod
+    def stochastic(self) -> bool:
+        """Whether a forward pass draws noise (SDE models): :meth:`predict` then averages samples."""
+
+    @abc.abstractmethod
     def latent(self, data: Prepared, *, brownian: BrownianPath | None = None, key: Array | None = None) -> Array:
         """``[B, Q, H]`` latent states at ``data.query``."""
-        raise NotImplementedError
 
     def _readout_states(self, data: Prepared, brownian: BrownianPath | None, key: Array | None) -> Array:
         z = self.latent(data, brownian=brownian, key=key)
@@ -167,7 +196,7 @@ class SeriesModel(eqx.Module):
         return self.log_likelihood(data, brownian=brownian, key=key)
 
     def update_batch_norm(self, data: Prepared, *, brownian: BrownianPath | None = None,
-                          key: Array | None = None) -> SeriesModel:
+                          key: Array | None = None) -> AbstractSeriesModel:
         """The model with its readout's batch-norm running statistics updated as a torch training-mode
         forward pass on ``data`` updates them (the same noise gives the same statistics); the model
         itself when the readout has no batch-norm. Call it beside each training step, outside the
@@ -201,7 +230,7 @@ class SeriesModel(eqx.Module):
         return means.mean(0), std
 
 
-class PathModel(SeriesModel):
+class AbstractPathModel(AbstractSeriesModel):
     """A model driven by the control path (twin of :class:`sde.models._base.PathModel`)."""
 
     interpolation: Any = eqx.field(static=True)
@@ -211,31 +240,25 @@ class PathModel(SeriesModel):
 
     def _init_path(self, interpolation: Any, observation_counts: bool, method: Method | None,
                    step_size: float | None) -> None:
-        from sde.paths import Interpolation
-
+        check_params(self, interpolation=interpolation, method=method, step_size=step_size)
         self.interpolation = Interpolation.HERMITE if interpolation is None else interpolation
-        if not isinstance(self.interpolation, Interpolation):
-            raise TypeError(f"interpolation must be a sde.paths.Interpolation, got {interpolation!r}")
-        if method is not None and not isinstance(method, Method):
-            raise TypeError(f"method must be a sde.solvers.Method, got {method!r}")
-        if step_size is not None and not step_size > 0:
-            raise ValueError(f"step_size must be positive, got {step_size}")
         self.observation_counts, self.method, self.step_size = bool(observation_counts), method, step_size
 
     @property
     def path_channels(self) -> int:
         return 1 + self.input_channels * (2 if self.observation_counts else 1)
 
+    @abc.abstractmethod
     def default_method(self) -> Method:
-        raise NotImplementedError
+        """The solver used when ``method`` is None."""
 
     @property
     def solver_method(self) -> Method:
         return self.method if self.method is not None else self.default_method()
 
+    @abc.abstractmethod
     def _grid(self, ts: np.ndarray, step: float, path: SeriesPath) -> np.ndarray | None:
         """The fixed step grid of a solve on ``ts`` (None: adaptive)."""
-        raise NotImplementedError
 
     def prepare(self, batch: Any) -> Prepared:
         """The batch as the model reads it (see the module docstring); runs outside ``jit``."""
@@ -276,9 +299,8 @@ class PathModel(SeriesModel):
 
 # --------------------------------------------------------------------------- neural ODE and CDE
 def _mlp(in_size: int, width: int, out_size: int, num_layers: int, key: Array, dtype: np.dtype) -> list[Any]:
-    """``Linear -> ReLU -> (Linear -> ReLU) x (layers - 1) -> Linear -> tanh`` (torch's layer order)."""
-    if num_layers < 1:
-        raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+    """``Linear -> ReLU -> (Linear -> ReLU) x (layers - 1) -> Linear -> tanh`` (torch's layer order;
+    ``num_layers`` checked by the model's constraint table)."""
     keys = jax.random.split(key, num_layers + 1)
     layers: list[Any] = [Linear(in_size, width, key=keys[0], dtype=dtype), activation(jax.nn.relu)]
     for i in range(num_layers - 1):
@@ -306,7 +328,7 @@ class CDEVectorField(eqx.Module):
         return self.net(z).reshape(*z.shape[:-1], self.hidden_size, self.path_channels)
 
 
-class NeuralODE(PathModel):
+class NeuralODE(AbstractPathModel):
     """Twin of :class:`sde.models.NeuralODE`: ``z(0) = zeta(X(0))``, ``dz/dt = f(z)``; adaptive Dopri5
     (diffrax's PID controller) by default, or a fixed-step method on the torch twin's grid."""
 
@@ -317,6 +339,8 @@ class NeuralODE(PathModel):
     rtol: float = eqx.field(static=True)
     atol: float = eqx.field(static=True)
 
+    stochastic: ClassVar[bool] = False
+
     def __init__(self, input_channels: int, hidden_size: int = 32, output_size: int = 2,
                  task: Task = Task.CLASSIFICATION, interpolation: Any = None, *, hidden_hidden_size: int | None = None,
                  num_layers: int = 3, observation_counts: bool = False, method: Method | None = None,
@@ -326,8 +350,7 @@ class NeuralODE(PathModel):
         k_head, k_init, k_field = jax.random.split(_key(key), 3)
         self._init_base(input_channels, hidden_size, output_size, task, batch_norm, k_head, dtype)
         self._init_path(interpolation, observation_counts, method, step_size)
-        if not (rtol > 0 and atol > 0):
-            raise ValueError(f"rtol and atol must be positive, got rtol={rtol}, atol={atol}")
+        check_params(self, rtol=rtol, atol=atol, num_layers=num_layers, hidden_hidden_size=hidden_hidden_size)
         self.rtol, self.atol = float(rtol), float(atol)
         self.hidden_hidden_size, self.num_layers = int(hidden_hidden_size or hidden_size), int(num_layers)
         self.initial = Linear(self.path_channels, hidden_size, key=k_init, dtype=dtype)
@@ -352,13 +375,15 @@ class NeuralODE(PathModel):
         return self._pick(ys, data)
 
 
-class NeuralCDE(PathModel):
+class NeuralCDE(AbstractPathModel):
     """Twin of :class:`sde.models.NeuralCDE`: ``z(0) = zeta(X(0))``, ``dz = f(z) dX``; fixed-step RK4 by default."""
 
     initial: Linear
     field: CDEVectorField
     hidden_hidden_size: int = eqx.field(static=True)
     num_layers: int = eqx.field(static=True)
+
+    stochastic: ClassVar[bool] = False
 
     def __init__(self, input_channels: int, hidden_size: int = 32, output_size: int = 2,
                  task: Task = Task.CLASSIFICATION, interpolation: Any = None, *, hidden_hidden_size: int | None = None,
@@ -369,6 +394,7 @@ class NeuralCDE(PathModel):
         k_head, k_init, k_field = jax.random.split(_key(key), 3)
         self._init_base(input_channels, hidden_size, output_size, task, batch_norm, k_head, dtype)
         self._init_path(interpolation, observation_counts, method, step_size)
+        check_params(self, num_layers=num_layers, hidden_hidden_size=hidden_hidden_size)
         self.hidden_hidden_size, self.num_layers = int(hidden_hidden_size or hidden_size), int(num_layers)
         C = self.path_channels
         self.initial = Linear(C, hidden_size, key=k_init, dtype=dtype)
@@ -393,32 +419,33 @@ class NeuralCDE(PathModel):
 
 
 # --------------------------------------------------------------------------- stable neural SDEs
-def _time_features(t: Array, like: Array) -> Array:
-    """``[B, 2]``: ``sin t, cos t``."""
-    t = jnp.broadcast_to(jnp.asarray(t, like.dtype).reshape(-1, 1), (like.shape[0], 1))
-    return jnp.concatenate([jnp.sin(t), jnp.cos(t)], -1)
-
-
 class _System(eqx.Module):
     """The SDE of a model on one batch: ``f``, ``g`` with the batch's control path bound."""
 
-    model: StableSDE
+    model: AbstractStableSDE
     path: SeriesPath
     noise_type: ClassVar[str] = "diagonal"
     sde_type: ClassVar[str] = "ito"
 
     def f(self, t: Array, y: Array) -> Array:
-        # the path is held at its last value beyond its end (no extrapolation of the last piece)
-        x = self.path.evaluate(jnp.minimum(t, self.path.grid[-1].astype(t.dtype)).astype(y.dtype))
-        return self.model.drift(t, y, x)
+        return eq.field_drift(eq.jax_namespace(), self.model, self.path, self.path.grid[-1].astype(t.dtype), t, y)
 
     def g(self, t: Array, y: Array) -> Array:
         return self.model.diffusion(t, y)
 
 
-class StableSDE(PathModel):
-    """Shared parts of the JAX :class:`LSDE`, :class:`LNSDE`, :class:`GSDE` (twin of
-    :class:`sde.models.stable.StableSDE`)."""
+def _sequential(spec: tuple[tuple[int, int] | str, ...], key: Array, dtype: np.dtype) -> Sequential:
+    """A :class:`Sequential` from a layer list of :func:`sde.models._stable_equations.layout`."""
+    keys = iter(jax.random.split(key, max(sum(layer != eq.RELU for layer in spec), 1)))
+    return Sequential(tuple(activation(jax.nn.relu) if layer == eq.RELU else Linear(*layer, key=next(keys), dtype=dtype)
+                            for layer in spec))
+
+
+class AbstractStableSDE(AbstractPathModel):
+    """What the JAX :class:`LSDE`, :class:`LNSDE`, :class:`GSDE` share (twin of
+    :class:`sde.models.stable.StableSDE`): the layers, the noise and the solve; the equations are the
+    torch twin's (:mod:`sde.models._stable_equations`). A concrete class says whether the drift sees the
+    time (``time_in_drift``) and which noise it has (``noise``)."""
 
     initial: Linear
     embed_control: Linear
@@ -434,37 +461,38 @@ class StableSDE(PathModel):
     brownian_seed: int | None = eqx.field(static=True)
 
     stochastic: ClassVar[bool] = True
-    time_in_drift: ClassVar[bool] = True
 
-    def __init__(self, input_channels: int, hidden_size: int = 32, output_size: int = 2,
-                 task: Task = Task.CLASSIFICATION, interpolation: Any = None, *, hidden_hidden_size: int | None = None,
-                 num_layers: int = 3, observation_counts: bool = False, method: Method | None = None,
-                 step_size: float | None = None, clip_drift: bool = True, clip_diffusion: bool = True,
-                 theta: float = 1.0, brownian_seed: int | None = None, batch_norm: bool | None = None,
-                 key: Array | None = None, dtype: Any = None) -> None:
+    @property
+    @abc.abstractmethod
+    def time_in_drift(self) -> bool:
+        """Whether the drift network sees ``sin t, cos t`` (all but the LSDE)."""
+
+    @property
+    @abc.abstractmethod
+    def noise(self) -> Noise:
+        """The diffusion of the model (:class:`sde.models._stable_equations.Noise`)."""
+
+    def _init_stable(self, input_channels: int, hidden_size: int = 32, output_size: int = 2,
+                     task: Task = Task.CLASSIFICATION, interpolation: Any = None, *,
+                     hidden_hidden_size: int | None = None, num_layers: int = 3, observation_counts: bool = False,
+                     method: Method | None = None, step_size: float | None = None, clip_drift: bool = True,
+                     clip_diffusion: bool = True, theta: float = 1.0, brownian_seed: int | None = None,
+                     batch_norm: bool | None = None, key: Array | None = None, dtype: Any = None) -> None:
+        """The constructor of every stable SDE (the torch twin's arguments, plus ``key`` and ``dtype``)."""
         dtype = _dtype(dtype)
         keys = jax.random.split(_key(key), 8)
         self._init_base(input_channels, hidden_size, output_size, task, batch_norm, keys[0], dtype)
         self._init_path(interpolation, observation_counts, method, step_size)
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        check_params(self, num_layers=num_layers, hidden_hidden_size=hidden_hidden_size)
         hh = hidden_size if hidden_hidden_size is None else int(hidden_hidden_size)
         self.hidden_hidden_size, self.num_layers = hh, int(num_layers)
         self.clip_drift, self.clip_diffusion, self.brownian_seed = bool(clip_drift), bool(clip_diffusion), brownian_seed
-        C = self.path_channels
-        self.initial = Linear(C, hidden_size, key=keys[1], dtype=dtype)
-        self.embed_control = Linear(C, hidden_size, key=keys[2], dtype=dtype)
-        self.embed_state = Linear(hidden_size + (2 if self.time_in_drift else 0), hh, key=keys[3], dtype=dtype)
-        self.combine = Linear(hh + hidden_size, hh, key=keys[4], dtype=dtype)
-        gkeys = jax.random.split(keys[5], num_layers)
-        layers: list[Any] = [activation(jax.nn.relu)]
-        for i in range(num_layers - 1):
-            layers += [Linear(hh, hh, key=gkeys[i], dtype=dtype), activation(jax.nn.relu)]
-        layers.append(Linear(hh, hidden_size, key=gkeys[-1], dtype=dtype))
-        self.gamma_net = Sequential(tuple(layers))
-        s1, s2 = jax.random.split(keys[6])
-        self.sigma_net = Sequential((Linear(2, hidden_size, key=s1, dtype=dtype), activation(jax.nn.relu),
-                                     Linear(hidden_size, hidden_size, key=s2, dtype=dtype)))
+        spec = eq.layout(self.path_channels, hidden_size, hh, self.num_layers, self.time_in_drift)
+        self.initial, self.embed_control, self.embed_state, self.combine = (
+            Linear(*spec.linear[name], key=k, dtype=dtype)
+            for name, k in zip(("initial", "embed_control", "embed_state", "combine"), keys[1:5]))
+        self.gamma_net = _sequential(spec.gamma_net, keys[5], dtype)
+        self.sigma_net = _sequential(spec.sigma_net, keys[6], dtype)
         self.theta = jnp.asarray(float(theta), dtype)
 
     def default_method(self) -> Method:
@@ -473,30 +501,30 @@ class StableSDE(PathModel):
     def _grid(self, ts: np.ndarray, step: float, path: SeriesPath) -> np.ndarray | None:
         return brownian_grid(float(ts[0]), float(ts[-1]), step)
 
-    # ------------------------------------------------------------------ building blocks (as the torch twin)
+    # ------------------------------------------------------------------ the equations (the torch twin's)
     def gamma(self, t: Array, z: Array, x: Array) -> Array:
-        state = jnp.concatenate([_time_features(t, z), z], -1) if self.time_in_drift else z
-        mixed = self.combine(jnp.concatenate([self.embed_state(state), self.embed_control(x)], -1))
-        out = self.gamma_net(mixed)
-        return jnp.tanh(out) if self.clip_drift else out
+        """``[B, H]`` the drift network on ``z~`` (:func:`sde.models._stable_equations.gamma`)."""
+        return eq.gamma(eq.jax_namespace(), self, t, z, x)
 
     def sigma(self, t: Array, z: Array) -> Array:
-        return jax.nn.sigmoid(self.theta) * jax.nn.relu(self.sigma_net(_time_features(t, z)))
+        """``[B, H]`` the noise scale ``sigmoid(theta) relu(MLP(sin t, cos t))``."""
+        return eq.sigma(eq.jax_namespace(), self, t, z)
 
-    def _clip(self, g: Array) -> Array:
-        return jnp.tanh(g) if self.clip_diffusion else g
+    def drift(self, t: Array, y: Array, x: Array) -> Array:
+        """``[B, H]`` drift of the solved state at ``t`` given the path value ``x = X(t)``."""
+        return eq.drift(eq.jax_namespace(), self, t, y, x)
 
-    def drift(self, t: Array, z: Array, x: Array) -> Array:
-        return self.gamma(t, z, x)
-
-    def diffusion(self, t: Array, z: Array) -> Array:
-        raise NotImplementedError
+    def diffusion(self, t: Array, y: Array) -> Array:
+        """``[B, H]`` diagonal diffusion of the solved state."""
+        return eq.diffusion(eq.jax_namespace(), self, t, y)
 
     def initial_state(self, x0: Array) -> Array:
-        return self.initial(x0)
+        """The solved state at ``t = 0`` from ``X(0)``."""
+        return eq.initial_state(eq.jax_namespace(), self, x0)
 
     def state(self, solved: Array) -> Array:
-        return solved
+        """The latent ``z`` from the solved state (identity but for the GSDE in log space)."""
+        return eq.state(eq.jax_namespace(), self, solved)
 
     # ------------------------------------------------------------------ noise and solve
     def brownian(self, data: Prepared, seed: int | None = None) -> BrownianPath:
@@ -529,54 +557,45 @@ def _draw(key: Array, grid: Array, y0: Array) -> BrownianPath:
     return brownian(key, grid, tuple(y0.shape), y0.dtype)
 
 
-class LSDE(StableSDE):
+class LSDE(AbstractStableSDE):
     """Neural Langevin-type SDE ``dz = gamma(z~) dt + sigma(t) dW`` (twin of :class:`sde.models.LSDE`)."""
 
     time_in_drift: ClassVar[bool] = False
+    noise: ClassVar[Noise] = Noise.ADDITIVE
 
-    def diffusion(self, t: Array, z: Array) -> Array:
-        return self._clip(self.sigma(t, z))
+    def __init__(self, input_channels: int, hidden_size: int = 32, output_size: int = 2,
+                 task: Task = Task.CLASSIFICATION, interpolation: Any = None, **kwargs: Any) -> None:
+        self._init_stable(input_channels, hidden_size, output_size, task, interpolation, **kwargs)
 
 
-class LNSDE(StableSDE):
+class LNSDE(AbstractStableSDE):
     """Neural linear-noise SDE ``dz = gamma(t, z~) dt + sigma(t) z dW`` (twin of :class:`sde.models.LNSDE`)."""
 
-    def diffusion(self, t: Array, z: Array) -> Array:
-        return self._clip(self.sigma(t, z) * z)
+    time_in_drift: ClassVar[bool] = True
+    noise: ClassVar[Noise] = Noise.LINEAR
+
+    def __init__(self, input_channels: int, hidden_size: int = 32, output_size: int = 2,
+                 task: Task = Task.CLASSIFICATION, interpolation: Any = None, **kwargs: Any) -> None:
+        self._init_stable(input_channels, hidden_size, output_size, task, interpolation, **kwargs)
 
 
-class GSDE(StableSDE):
+class GSDE(AbstractStableSDE):
     """Neural geometric SDE ``dz = z gamma dt + z sigma dW`` (twin of :class:`sde.models.GSDE`), solved in
     ``log z`` by default (:class:`sde.models.stable.GeometricScheme`)."""
 
     scheme: GeometricScheme = eqx.field(static=True)
 
+    time_in_drift: ClassVar[bool] = True
+    noise: ClassVar[Noise] = Noise.GEOMETRIC
+
     def __init__(self, input_channels: int, hidden_size: int = 32, output_size: int = 2,
                  task: Task = Task.CLASSIFICATION, interpolation: Any = None, *,
                  scheme: GeometricScheme = GeometricScheme.LOG, **kwargs: Any) -> None:
-        super().__init__(input_channels, hidden_size, output_size, task, interpolation, **kwargs)
-        if not isinstance(scheme, GeometricScheme):
-            raise TypeError(f"scheme must be a GeometricScheme, got {scheme!r}")
-        self.scheme = scheme
+        self.scheme = check_params(self, scheme=scheme)["scheme"]
+        self._init_stable(input_channels, hidden_size, output_size, task, interpolation, **kwargs)
 
-    def _z(self, y: Array) -> Array:
-        return jnp.exp(y) if self.scheme is GeometricScheme.LOG else y
 
-    def drift(self, t: Array, y: Array, x: Array) -> Array:
-        z = self._z(y)
-        rate = self.gamma(t, z, x)
-        if self.scheme is GeometricScheme.LOG:
-            return rate - 0.5 * self._clip(self.sigma(t, y)) ** 2  # Itô correction of d log z
-        return z * rate
-
-    def diffusion(self, t: Array, y: Array) -> Array:
-        rate = self._clip(self.sigma(t, y))
-        return rate if self.scheme is GeometricScheme.LOG else self._z(y) * rate
-
-    def initial_state(self, x0: Array) -> Array:
-        log_z0 = self.initial(x0)
-        return log_z0 if self.scheme is GeometricScheme.LOG else jnp.exp(log_z0)
-
-    def state(self, solved: Array) -> Array:
-        return self._z(solved)
-
+# The old names of the abstract classes (kept so existing code runs).
+SeriesModel = AbstractSeriesModel
+PathModel = AbstractPathModel
+StableSDE = AbstractStableSDE

@@ -19,9 +19,17 @@ _EXPORTS: dict[str, str] = {
     "Task": "sde.models.heads",
     "GeometricScheme": "sde.models.stable",
     "LatentSDE": "sde.models.latent",
-    "NeuralCox": "sde.models.latent",
-    "NeuralMJP": "sde.models.mjp",
+    "NeuralCoxSDE": "sde.models.cox",
+    "NeuralCox": "sde.models.cox",
+    "NeuralMJP": "sde.models.neural_mjp",
     "MarkovJumpProcess": "sde.models.mjp",
+    "Emission": "sde.models.neural_mjp",
+    "Encoder": "sde.models.neural_mjp",
+    "KLIntegral": "sde.models.neural_mjp",
+    "PosteriorRates": "sde.models.neural_mjp",
+    "Reconstruction": "sde.models.neural_mjp",
+    "SeriesModel": "sde.models._base",
+    "GaussianPrediction": "sde.models.heads",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,17 +1,20 @@
 """What every time-series model of :mod:`sde.models` shares, written once.
 
 A model maps a :class:`~sde.series.SeriesBatch` to latent states at chosen times (its own
-business, :meth:`SeriesModel.latent`); everything else is here:
+business, :meth:`SeriesModel.latent`); everything else is here, on the one model contract
+(:class:`tpp.model.Model`):
 
-* the input standardisation (:meth:`SeriesModel.fit_standardisation`: per-channel mean and std of
-  the observed training values, and a time scale, the longest training series' duration, so a
-  series lives on about ``[0, 1]`` as in the stable-SDE reference code, which puts every series on
-  ``linspace(0, 1, L)``). ``tpp.fit`` calls it once before training;
+* the input standardisation (:meth:`SeriesModel.initialise`: per-channel mean and std of the
+  observed training values, and a time scale, the longest training series' duration, so a series
+  lives on about ``[0, 1]`` as in the stable-SDE reference code, which puts every series on
+  ``linspace(0, 1, L)``). The trainer calls it once before training;
 * the clock: each series starts at 0 (its first row); the class of a series does not depend on
   when it was recorded, and a batch of series solved together must all start at the solve's ``t0``;
-* the heads (:mod:`sde.models.heads`): ``log_likelihood(batch) -> [B]`` is ``log p(label | series)``
-  (classification) or a Gaussian log density (regression, forecast); ``forward = log_likelihood`` so
-  ``tpp.fit`` trains any model; ``predict(batch)`` gives class probabilities or mean and std.
+* the heads (:mod:`sde.models.heads`), per task: ``label_log_prob(batch) -> [B]`` is
+  ``log p(label | series)`` (classification), ``log_density(batch) -> [B]`` the Gaussian log density
+  of the targets (regression, forecast); :meth:`SeriesModel.objective` is the task's one;
+  ``predict(batch)`` gives class probabilities or mean and std; ``score(data)`` the accuracy
+  (classification) or the mean log density per observed target (regression, forecast).
 
 :class:`PathModel` adds what the models driven by a control path share (neural CDE, stable neural
 SDEs): the path (:class:`sde.paths.ControlPath`), the step-size rule of the reference code
@@ -21,22 +24,61 @@ SDEs): the path (:class:`sde.paths.ControlPath`), the step-size rule of the refe
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from sde.models.heads import ClassificationHead, GaussianHead, GaussianPrediction, Task, make_head
+from tpp.model import Model, Seed
+from tpp.options import Interval, Options, check_params
 
 if TYPE_CHECKING:  # imported for type hints only: a model imports the path machinery when it needs it
     from sde.paths import ControlPath
     from sde.series import SeriesBatch
 
-__all__ = ["MIN_STEP", "PathModel", "SeriesModel"]
+__all__ = ["MIN_STEP", "PathModel", "SeriesModel", "eval_mode", "seeded"]
 
 MIN_STEP = 1e-3
 """Smallest default step (the reference code's ``max(min gap, 1e-3)``): bounds the cost of a solve."""
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Every submodule in eval mode for the block, each one's own flag restored after it: a query
+    (``score``, ``predict``) never updates running statistics, whatever mode the model is in."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+@contextlib.contextmanager
+def seeded(seed: Seed, device: torch.device | None = None) -> Iterator[None]:
+    """Run the block on torch's global generator(s) seeded from ``seed``, restoring their state after it.
+
+    A Monte Carlo query (an ELBO, an importance-weighted estimate, the score of an SDE model) then
+    gives the same number for the same weights, and the caller's random stream is left as it was.
+    ``None``: no seeding (fresh noise from the global generator, which then advances).
+    """
+    if seed is None:
+        yield
+        return
+    if isinstance(seed, np.random.Generator):
+        seed = int(seed.integers(0, 2**62))
+    elif isinstance(seed, torch.Generator):
+        seed = int(torch.randint(0, 2**62, (1,), generator=seed, device=seed.device))
+    devices = [device] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        yield
 
 
 def _replace(batch: SeriesBatch, **fields: Any) -> SeriesBatch:
@@ -51,24 +93,38 @@ def _end_times(time: Tensor, mask: Tensor) -> Tensor:
     return time.gather(1, last[:, None])[:, 0]
 
 
-class SeriesModel(nn.Module):
+class SeriesModel(Model):
     """Base of the series models: standardisation, clock, heads; subclasses implement :meth:`latent`.
 
     ``batch_norm``: batch-norm in the readout (None: on for classification, as the reference
     classifier; see :mod:`sde.models.heads`).
+
+    The contract (:class:`tpp.model.Model`) per task:
+
+    * classification: :meth:`objective` = :meth:`label_log_prob` ``log p(label | series) [B]``;
+      :meth:`predict` the class probabilities ``[B, n_classes]``; :meth:`score` the accuracy;
+    * regression and forecast: :meth:`objective` = :meth:`log_density`, the Gaussian log density of
+      each series' targets ``[B]``; :meth:`predict` a :class:`GaussianPrediction`; :meth:`score` the
+      mean log density per observed target value (nats).
+
+    Queries (:meth:`label_log_prob`, :meth:`log_density`, :meth:`predict`, :meth:`score`) read the
+    readout's batch-norm through its running statistics in any mode and never update them; the
+    training objective in training mode uses the minibatch's statistics (and updates the running
+    ones), as every batch-norm network does.
     """
 
     stochastic: bool = False
     """True when a forward pass draws noise (SDE models): :meth:`predict` then averages samples."""
 
+    #: Constructor ranges, checked once by :func:`tpp.options.check_params` (subclasses add their own).
+    _constraints = {"input_channels": Interval(1, None, integer=True), "hidden_size": Interval(1, None, integer=True),
+                    "output_size": Interval(1, None, integer=True), "task": Options(Task, strict=True),
+                    "step_size": Interval(0, None, closed="neither", none_ok=True)}
+
     def __init__(self, input_channels: int, hidden_size: int, output_size: int, task: Task = Task.CLASSIFICATION,
                  batch_norm: bool | None = None) -> None:
         super().__init__()
-        if input_channels < 1 or hidden_size < 1 or output_size < 1:
-            raise ValueError("input_channels, hidden_size and output_size must be >= 1, got "
-                             f"{input_channels}, {hidden_size}, {output_size}")
-        if not isinstance(task, Task):
-            raise TypeError(f"task must be a sde.models.Task, got {task!r}")
+        check_params(self, input_channels=input_channels, hidden_size=hidden_size, output_size=output_size, task=task)
         self.input_channels = int(input_channels)
         self.hidden_size = int(hidden_size)
         self.output_size = int(output_size)
@@ -93,8 +149,10 @@ class SeriesModel(nn.Module):
         return next(self.parameters())
 
     @torch.no_grad()
-    def fit_standardisation(self, train: SeriesBatch) -> SeriesModel:
-        """Channel means and stds of the observed training values, and the time scale; returns self."""
+    def initialise(self, train: SeriesBatch) -> SeriesModel:
+        """Channel means and stds of the observed training values, and the time scale; returns self.
+
+        Called once by the trainer before the first step (on a sample of the training data)."""
         self._check_channels(train)
         values = train.values[train.mask].to(torch.float64)  # [N, C] rows that exist
         observed = torch.isfinite(values)
@@ -113,6 +171,10 @@ class SeriesModel(nn.Module):
         gaps = gaps[train.mask[:, 1:] & (gaps > 0)]
         self.train_step.fill_(max(float(gaps.min()), MIN_STEP) if gaps.numel() else MIN_STEP)
         return self
+
+    def fit_standardisation(self, train: SeriesBatch) -> SeriesModel:
+        """Old name of :meth:`initialise` (kept so existing code runs)."""
+        return self.initialise(train)
 
     def _check_channels(self, batch: SeriesBatch) -> None:
         if batch.values.shape[-1] != self.input_channels:
@@ -156,8 +218,8 @@ class SeriesModel(nn.Module):
             return self.latent(prepared, prepared.time)
         return self.latent(prepared, _end_times(prepared.time, prepared.mask)[:, None])[:, 0]
 
-    def log_likelihood(self, batch: SeriesBatch) -> Tensor:
-        """``[B]``: ``log p(label | series)`` (classification) or the Gaussian log density of the targets."""
+    def _task_log_prob(self, batch: SeriesBatch) -> Tensor:
+        """``[B]`` the task's log-probability in the model's current mode (no mode switch)."""
         prepared = self.prepare(batch)
         if self.task is Task.CLASSIFICATION:
             if prepared.labels is None:
@@ -172,9 +234,57 @@ class SeriesModel(nn.Module):
             targets = torch.where(prepared.mask[..., None], targets, torch.full_like(targets, float("nan")))
         return self.head.log_likelihood(self._readout_states(prepared), targets)
 
-    def forward(self, batch: SeriesBatch) -> Tensor:
-        """Same as :meth:`log_likelihood` (what ``tpp.fit`` calls)."""
-        return self.log_likelihood(batch)
+    def objective(self, batch: SeriesBatch) -> Tensor:
+        """``[B]`` the training objective: :meth:`label_log_prob` (classification) or :meth:`log_density`.
+
+        In training mode the readout's batch-norm uses (and updates) the minibatch's statistics."""
+        return self._task_log_prob(batch)
+
+    def label_log_prob(self, batch: SeriesBatch) -> Tensor:
+        """``[B]`` ``log p(label | series)`` of a classifier (differentiable; the readout's running statistics)."""
+        if self.task is not Task.CLASSIFICATION:
+            raise ValueError(f"label_log_prob is for classification; this model's task is {self.task.value}: "
+                             "use log_density")
+        with eval_mode(self):
+            return self._task_log_prob(batch)
+
+    def log_density(self, batch: SeriesBatch) -> Tensor:
+        """``[B]`` Gaussian log density of each series' finite targets, summed (regression, forecast)."""
+        if self.task is Task.CLASSIFICATION:
+            raise ValueError("log_density is for regression and forecast; a classifier has label_log_prob")
+        with eval_mode(self):
+            return self._task_log_prob(batch)
+
+    def log_likelihood(self, batch: SeriesBatch) -> Tensor:
+        """Deprecated alias of :meth:`objective` (kept for old code and the JAX parity checks).
+
+        It is ``log p(label | series)`` or a Gaussian log density of the targets, not a likelihood of
+        the series: use :meth:`label_log_prob` or :meth:`log_density`."""
+        return self.objective(batch)
+
+    @torch.no_grad()
+    def score(self, data: SeriesBatch, samples: int = 1, seed: Seed = 0) -> float:
+        """One number per data set, higher is better.
+
+        Classification: the accuracy of :meth:`predict` (``samples`` forward passes averaged for SDE
+        models). Regression and forecast: the mean Gaussian log density per observed target value
+        (nats). ``seed`` fixes the Brownian paths of SDE models (None: fresh noise), so the same
+        weights give the same score.
+        """
+        with seeded(seed, self._param.device):
+            if self.task is Task.CLASSIFICATION:
+                if data.labels is None:
+                    raise ValueError("scoring a classifier needs data.labels")
+                probs = self.predict(data, samples=samples)
+                return float((probs.argmax(-1).cpu() == data.labels.cpu()).to(torch.float64).mean())
+            if data.targets is None:
+                raise ValueError(f"scoring a {self.task.value} model needs data.targets")
+            targets = data.targets
+            finite = torch.isfinite(targets)
+            if self.task is Task.FORECAST:
+                finite = finite & data.mask.to(finite.device)[..., None]
+            total = float(self.log_density(data).sum())
+        return total / max(int(finite.sum()), 1)
 
     @torch.no_grad()
     def predict(self, batch: SeriesBatch, samples: int = 1) -> Tensor | GaussianPrediction:
@@ -183,17 +293,13 @@ class SeriesModel(nn.Module):
         Stochastic models average ``samples`` forward passes (each with its own Brownian path);
         the predictive std then adds the spread of the sampled means to the learned noise.
         """
-        was_training = self.training
-        self.eval()  # running statistics in the readout: each series' prediction is its own
-        try:
+        with eval_mode(self):  # running statistics in the readout: each series' prediction is its own
             prepared = self.prepare(batch)
             n = max(int(samples), 1) if self.stochastic else 1
             draws = [self._readout_states(prepared) for _ in range(n)]
             if isinstance(self.head, ClassificationHead):
                 return torch.stack([self.head.probabilities(z) for z in draws]).mean(0)
             preds = [self.head.predict(z) for z in draws]
-        finally:
-            self.train(was_training)
         means = torch.stack([p.mean for p in preds])
         std = (preds[0].std ** 2 + means.var(0, unbiased=False)).sqrt()
         return GaussianPrediction(means.mean(0), std)
@@ -220,8 +326,7 @@ class PathModel(SeriesModel):
             raise TypeError(f"interpolation must be a sde.paths.Interpolation, got {interpolation!r}")
         self.observation_counts = bool(observation_counts)
         self.method = method
-        if step_size is not None and not step_size > 0:
-            raise ValueError(f"step_size must be positive, got {step_size}")
+        check_params(self, step_size=step_size)
         self.step_size = step_size
 
     @property
@@ -241,7 +346,7 @@ class PathModel(SeriesModel):
 
     def step(self, prepared: SeriesBatch) -> float:
         """The fixed step: ``step_size`` if given, else the reference rule ``max(min observation
-        gap, 1e-3)`` over the training set (fixed by :meth:`fit_standardisation`, so a series' result
+        gap, 1e-3)`` over the training set (fixed by :meth:`initialise`, so a series' result
         does not depend on the batch it is in), else over ``prepared``."""
         if self.step_size is not None:
             return float(self.step_size)

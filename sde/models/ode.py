@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from sde.models._base import PathModel
 from sde.models.heads import Task
+from tpp.options import Interval, check_params
 
 __all__ = ["NeuralODE", "ODEVectorField"]
 
@@ -27,10 +28,11 @@ __all__ = ["NeuralODE", "ODEVectorField"]
 class ODEVectorField(nn.Module):
     """``f(t, z) -> [B, H]``: ``Linear -> ReLU -> (Linear -> ReLU) x (layers - 1) -> Linear -> tanh`` (autonomous)."""
 
+    _constraints = {"num_layers": Interval(1, None, integer=True)}
+
     def __init__(self, hidden_size: int, hidden_hidden_size: int, num_layers: int) -> None:
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        check_params(self, num_layers=num_layers)
         layers: list[nn.Module] = [nn.Linear(hidden_size, hidden_hidden_size), nn.ReLU()]
         for _ in range(num_layers - 1):
             layers += [nn.Linear(hidden_hidden_size, hidden_hidden_size), nn.ReLU()]

@@ -29,29 +29,23 @@ acts on the rates (``tanh(gamma)``, ``tanh(sigma)``) so the geometric form is ke
 
 from __future__ import annotations
 
-import enum
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from sde.models import _stable_equations as eq
 from sde.models._base import PathModel
+from sde.models._stable_equations import TORCH, GeometricScheme, Noise
 from sde.models.heads import Task
+from tpp.options import Interval, Options, check_params
 
 __all__ = ["GSDE", "LNSDE", "LSDE", "GeometricScheme", "StableSDE"]
 
 
-class GeometricScheme(enum.Enum):
-    """How the GSDE is integrated: in ``log z`` (positive for any step) or as written, in ``z``."""
-
-    LOG = "log"
-    DIRECT = "direct"
-
-
-def _time_features(t: Tensor, like: Tensor) -> Tensor:
-    """``[B, 2]``: ``sin t, cos t`` (the reference code's bounded time encoding)."""
-    t = t.to(like).expand(like.shape[0], 1) if t.dim() == 0 else t.to(like).reshape(-1, 1).expand(like.shape[0], 1)
-    return torch.cat([torch.sin(t), torch.cos(t)], -1)
+def _sequential(spec: tuple[tuple[int, int] | str, ...]) -> nn.Sequential:
+    """An ``nn.Sequential`` from a layer list of :func:`sde.models._stable_equations.layout`."""
+    return nn.Sequential(*(nn.ReLU() if layer == eq.RELU else nn.Linear(*layer) for layer in spec))
 
 
 class _System(nn.Module):
@@ -67,10 +61,7 @@ class _System(nn.Module):
         self.t_end = float(path.interval[1])
 
     def f(self, t: Tensor, y: Tensor) -> Tensor:
-        # the solver's clock is float64; the path is held at its last value beyond its end (no
-        # extrapolation of the last cubic piece)
-        x = self.path.evaluate(t.clamp(max=self.t_end).to(y.dtype))
-        return self.model.drift(t, y, x)
+        return eq.field_drift(TORCH, self.model, self.path, self.t_end, t, y)
 
     def g(self, t: Tensor, y: Tensor) -> Tensor:
         return self.model.diffusion(t, y)
@@ -88,12 +79,17 @@ class StableSDE(PathModel):
     an int: the same path every pass, e.g. for gradcheck), ``batch_norm`` (readout, see
     :mod:`sde.models.heads`).
 
-    Subclasses say whether the drift sees the time (``time_in_drift``) and define
-    :meth:`drift` and :meth:`diffusion` from :meth:`gamma` and :meth:`sigma`.
+    Subclasses say whether the drift sees the time (``time_in_drift``) and which noise they have
+    (``noise``); the equations (:meth:`drift`, :meth:`diffusion` from :meth:`gamma` and :meth:`sigma`)
+    and the layer layout are written once for this model and its JAX twin in
+    :mod:`sde.models._stable_equations`.
     """
 
     stochastic = True
     time_in_drift: bool = True
+    noise: ClassVar[Noise]
+    _constraints = {"num_layers": Interval(1, None, integer=True),
+                    "hidden_hidden_size": Interval(1, None, integer=True, none_ok=True)}
 
     def __init__(self, input_channels: int, hidden_size: int = 32, output_size: int = 2,
                  task: Task = Task.CLASSIFICATION, interpolation: Any = None, *, hidden_hidden_size: int | None = None,
@@ -102,21 +98,16 @@ class StableSDE(PathModel):
                  theta: float = 1.0, brownian_seed: int | None = None, batch_norm: bool | None = None) -> None:
         super().__init__(input_channels, hidden_size, output_size, task, interpolation, observation_counts, method,
                          step_size, batch_norm)
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        check_params(self, num_layers=num_layers, hidden_hidden_size=hidden_hidden_size)
         hh = hidden_size if hidden_hidden_size is None else int(hidden_hidden_size)
         self.clip_drift, self.clip_diffusion = bool(clip_drift), bool(clip_diffusion)
         self.brownian_seed = brownian_seed
-        self.initial = nn.Linear(self.path_channels, hidden_size)      # zeta_0
-        self.embed_control = nn.Linear(self.path_channels, hidden_size)  # zeta
-        self.embed_state = nn.Linear(hidden_size + (2 if self.time_in_drift else 0), hh)  # phi
-        self.combine = nn.Linear(hh + hidden_size, hh)                  # emb: z~
-        layers: list[nn.Module] = [nn.ReLU()]
-        for _ in range(num_layers - 1):
-            layers += [nn.Linear(hh, hh), nn.ReLU()]
-        layers.append(nn.Linear(hh, hidden_size))
-        self.gamma_net = nn.Sequential(*layers)
-        self.sigma_net = nn.Sequential(nn.Linear(2, hidden_size), nn.ReLU(), nn.Linear(hidden_size, hidden_size))
+        spec = eq.layout(self.path_channels, hidden_size, hh, int(num_layers), self.time_in_drift)
+        # zeta_0 (initial), zeta (embed_control), phi (embed_state), emb (combine: z~), in the twins' order
+        self.initial, self.embed_control, self.embed_state, self.combine = (
+            nn.Linear(*spec.linear[name]) for name in ("initial", "embed_control", "embed_state", "combine"))
+        self.gamma_net = _sequential(spec.gamma_net)
+        self.sigma_net = _sequential(spec.sigma_net)
         self.theta = nn.Parameter(torch.tensor(float(theta)))  # sigmoid(theta) bounds the noise scale
 
     def default_method(self) -> Any:
@@ -124,36 +115,30 @@ class StableSDE(PathModel):
 
         return Method.EULER
 
-    # ------------------------------------------------------------------ building blocks
+    # ------------------------------------------------------------------ the equations (shared with sde.jax)
     def gamma(self, t: Tensor, z: Tensor, x: Tensor) -> Tensor:
         """``[B, H]`` the drift network on ``z~ = emb([phi(t, z), zeta(X(t))])``, tanh-clipped if ``clip_drift``."""
-        state = torch.cat([_time_features(t, z), z], -1) if self.time_in_drift else z
-        mixed = self.combine(torch.cat([self.embed_state(state), self.embed_control(x)], -1))
-        out = self.gamma_net(mixed)
-        return torch.tanh(out) if self.clip_drift else out
+        return eq.gamma(TORCH, self, t, z, x)
 
     def sigma(self, t: Tensor, z: Tensor) -> Tensor:
         """``[B, H]`` the noise scale ``sigmoid(theta) relu(MLP(sin t, cos t))`` (unclipped)."""
-        return torch.sigmoid(self.theta) * torch.relu(self.sigma_net(_time_features(t, z)))
-
-    def _clip(self, g: Tensor) -> Tensor:
-        return torch.tanh(g) if self.clip_diffusion else g
+        return eq.sigma(TORCH, self, t, z)
 
     def drift(self, t: Tensor, z: Tensor, x: Tensor) -> Tensor:
         """``[B, H]`` drift of the solved state at ``t`` given the path value ``x = X(t)``."""
-        return self.gamma(t, z, x)
+        return eq.drift(TORCH, self, t, z, x)
 
     def diffusion(self, t: Tensor, z: Tensor) -> Tensor:
         """``[B, H]`` diagonal diffusion of the solved state."""
-        raise NotImplementedError
+        return eq.diffusion(TORCH, self, t, z)
 
     def initial_state(self, x0: Tensor) -> Tensor:
         """The solved state at ``t = 0`` from ``X(0)``."""
-        return self.initial(x0)
+        return eq.initial_state(TORCH, self, x0)
 
     def state(self, solved: Tensor) -> Tensor:
         """The latent ``z`` from the solved state (identity but for the GSDE in log space)."""
-        return solved
+        return eq.state(TORCH, self, solved)
 
     # ------------------------------------------------------------------ the solve
     def latent(self, batch: Any, times: Tensor) -> Tensor:
@@ -166,16 +151,13 @@ class LSDE(StableSDE):
     """Neural Langevin-type SDE: ``dz = gamma(z~) dt + sigma(t) dW`` (the drift does not see ``t``)."""
 
     time_in_drift = False
-
-    def diffusion(self, t: Tensor, z: Tensor) -> Tensor:
-        return self._clip(self.sigma(t, z))
+    noise = Noise.ADDITIVE
 
 
 class LNSDE(StableSDE):
     """Neural linear-noise SDE: ``dz = gamma(t, z~) dt + sigma(t) z dW``."""
 
-    def diffusion(self, t: Tensor, z: Tensor) -> Tensor:
-        return self._clip(self.sigma(t, z) * z)
+    noise = Noise.LINEAR
 
 
 class GSDE(StableSDE):
@@ -186,31 +168,11 @@ class GSDE(StableSDE):
     ``gamma`` and ``sigma`` (not the products), which keeps the geometric form.
     """
 
+    noise = Noise.GEOMETRIC
+    _constraints = {"scheme": Options(GeometricScheme, strict=True)}
+
     def __init__(self, input_channels: int, hidden_size: int = 32, output_size: int = 2,
                  task: Task = Task.CLASSIFICATION, interpolation: Any = None, *,
                  scheme: GeometricScheme = GeometricScheme.LOG, **kwargs: Any) -> None:
         super().__init__(input_channels, hidden_size, output_size, task, interpolation, **kwargs)
-        if not isinstance(scheme, GeometricScheme):
-            raise TypeError(f"scheme must be a GeometricScheme, got {scheme!r}")
-        self.scheme = scheme
-
-    def _z(self, y: Tensor) -> Tensor:
-        return torch.exp(y) if self.scheme is GeometricScheme.LOG else y
-
-    def drift(self, t: Tensor, y: Tensor, x: Tensor) -> Tensor:
-        z = self._z(y)
-        rate = self.gamma(t, z, x)
-        if self.scheme is GeometricScheme.LOG:
-            return rate - 0.5 * self._clip(self.sigma(t, y)) ** 2  # Itô correction of d log z
-        return z * rate
-
-    def diffusion(self, t: Tensor, y: Tensor) -> Tensor:
-        rate = self._clip(self.sigma(t, y))
-        return rate if self.scheme is GeometricScheme.LOG else self._z(y) * rate
-
-    def initial_state(self, x0: Tensor) -> Tensor:
-        log_z0 = self.initial(x0)
-        return log_z0 if self.scheme is GeometricScheme.LOG else torch.exp(log_z0)
-
-    def state(self, solved: Tensor) -> Tensor:
-        return self._z(solved)
+        self.scheme = check_params(self, scheme=scheme)["scheme"]

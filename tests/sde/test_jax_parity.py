@@ -87,6 +87,8 @@ def test_importing_tpp_and_sde_never_imports_jax():
         import torch
         import tpp, sde, sde.models, sde.solvers, sde.paths
         from sde.models import NeuralODE, NeuralCDE, LSDE
+        from sde.models import _stable_equations as eq  # the equations shared with the JAX twins
+        assert eq.get_namespace(torch.zeros(1)) is eq.TORCH
         from sde.series import SeriesBatch
         series = [([0.0, 0.5, 1.5], [[1.0], [2.0], [0.5]]), ([0.0, 1.0], [[0.0], [1.0]])]
         batch = SeriesBatch.from_arrays(series, [0, 1])
@@ -105,6 +107,69 @@ def test_importing_tpp_and_sde_never_imports_jax():
     """)
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- written once, abstract/final
+def test_jax_classes_follow_the_abstract_final_rule(jx):
+    """equinox's pattern: a class is abstract (named Abstract*, abstract methods or class variables left)
+    or final (no subclass among the models); a final class overrides only abstract methods (its own
+    ``__init__`` aside), so a reader never hunts for which ``drift`` runs."""
+    import inspect
+
+    from sde.jax import models as jm
+
+    classes = [c for _, c in inspect.getmembers(jm, inspect.isclass)
+               if c.__module__ == jm.__name__ and issubclass(c, jm.AbstractSeriesModel)]
+    assert {c.__name__ for c in classes} == {"AbstractSeriesModel", "AbstractPathModel", "AbstractStableSDE",
+                                             "NeuralODE", "NeuralCDE", "LSDE", "LNSDE", "GSDE"}
+    for cls in classes:
+        subclasses = [c for c in classes if c is not cls and issubclass(c, cls)]
+        if cls.__name__.startswith("Abstract"):
+            assert subclasses, f"{cls.__name__} has no concrete subclass"
+            continue
+        assert not subclasses, f"{cls.__name__} is concrete, so final, but has subclasses {subclasses}"
+        assert not getattr(cls, "__abstractmethods__", None), (cls.__name__, cls.__abstractmethods__)
+        for name, value in vars(cls).items():
+            if not callable(value) or name.startswith("__"):
+                continue
+            for base in cls.__mro__[1:]:
+                inherited = vars(base).get(name)
+                assert inherited is None or getattr(inherited, "__isabstractmethod__", False), \
+                    f"{cls.__name__}.{name} overrides the concrete {base.__name__}.{name}"
+    with pytest.raises(TypeError, match="abstract"):
+        jm.AbstractStableSDE(2, 4, 2)
+    # the old names still work
+    assert jm.StableSDE is jm.AbstractStableSDE and jm.PathModel is jm.AbstractPathModel
+    assert jm.SeriesModel is jm.AbstractSeriesModel
+
+
+def test_the_stable_sde_equations_and_layout_are_one_code_for_both_twins(jx):
+    """The torch and JAX twins call the same functions of sde.models._stable_equations (only the array
+    namespace differs): each twin's drift and diffusion on random inputs equal the shared functions
+    evaluated in the other library, and the layer layout gives both twins the same arrays."""
+    import jax.numpy as jnp
+
+    from sde.models import _stable_equations as eq
+
+    torch.manual_seed(0)
+    batch = float64_batch()
+    rng = np.random.default_rng(0)
+    for cls in (LSDE, LNSDE, GSDE):
+        model = cls(2, 6, 3, num_layers=2, hidden_hidden_size=5, clip_drift=False).double().fit_standardisation(batch)
+        twin = jx.from_torch(model)
+        arrays = jx.state_dict(twin)
+        layers = {k: tuple(v.shape) for k, v in model.state_dict().items() if k.split(".")[0] in eq.Layout.__annotations__
+                  or k.split(".")[0] in ("initial", "embed_control", "embed_state", "combine")}
+        assert len(layers) == 2 * (4 + 2 + 2) and layers == {k: arrays[k].shape for k in layers}
+        t, y, x = 0.3, rng.normal(size=(4, 6)), rng.normal(size=(4, model.path_channels))
+        tt, ty, tx = torch.tensor(t, dtype=torch.float64), torch.from_numpy(y), torch.from_numpy(x)
+        with torch.no_grad():
+            torch_drift, torch_diffusion = model.drift(tt, ty, tx).numpy(), model.diffusion(tt, ty).numpy()
+        assert eq.get_namespace(jnp.zeros(1)) is eq.jax_namespace()
+        np.testing.assert_allclose(np.asarray(twin.drift(jnp.asarray(t), jnp.asarray(y), jnp.asarray(x))),
+                                   torch_drift, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(np.asarray(twin.diffusion(jnp.asarray(t), jnp.asarray(y))), torch_diffusion,
+                                   rtol=0, atol=1e-13)
 
 
 # ----------------------------------------------------------------------------- the converter

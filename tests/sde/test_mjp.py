@@ -12,7 +12,7 @@ import torch
 import tpp
 from sde.models import MarkovJumpProcess, NeuralMJP
 
-from sde.models.mjp import Emission, Encoder, KLIntegral, PosteriorRates, Reconstruction, path_kl_integrand
+from sde.models.neural_mjp import Emission, Encoder, KLIntegral, PosteriorRates, Reconstruction, path_kl_integrand
 from sde.simulate import (
     flashing_ratchet_rates,
     generator_matrix,
@@ -184,8 +184,29 @@ def test_elbo_is_below_the_exact_log_likelihood() -> None:
     model.fit_standardisation(data)
     with torch.no_grad():
         model.rate_out[-1].weight.normal_(0, 0.5)  # some posterior, not the prior
-        elbo = model.log_likelihood(data).numpy()
+        elbo = model.elbo(data).numpy()
     assert np.all(elbo <= exact_log_likelihood(model, data) + 1e-6)
+
+
+def test_log_likelihood_is_the_forward_algorithm_and_bounds_the_elbo() -> None:
+    """The exact log p(x) of the prior jump process and the emission (scipy's expm, per series, in the
+    test) against the model's batched forward algorithm, with padding; the ELBO lies below it."""
+    torch.manual_seed(7)
+    _, data = switching_data(5, 14, seed=21)
+    model = NeuralMJP(2, 1).double().eval()
+    model.initialise(data)
+    with torch.no_grad():
+        model.prior_log_rates.copy_(torch.log(torch.tensor([[0.7, 1.3]], dtype=torch.float64)))
+        model.prior_log_initial.copy_(torch.log(torch.tensor([[0.3, 0.7]], dtype=torch.float64)))
+        model.rate_out[-1].weight.normal_(0, 0.5)
+        exact = model.log_likelihood(data).numpy()
+        elbo = model.elbo(data).numpy()
+    np.testing.assert_allclose(exact, exact_log_likelihood(model, data), rtol=1e-10)
+    assert np.all(elbo <= exact + 1e-9)
+    assert model.score(data) == pytest.approx(exact.sum() / int(data.mask.sum()))
+    shorter = data[[0]]
+    alone = model.log_likelihood(shorter)
+    torch.testing.assert_close(alone, torch.as_tensor(exact[:1]))  # padding rows of the batch change nothing
 
 
 def test_solver_and_quadrature_kl_agree_on_a_smooth_posterior() -> None:
@@ -196,8 +217,9 @@ def test_solver_and_quadrature_kl_agree_on_a_smooth_posterior() -> None:
     with torch.no_grad():
         model.rate_out[-1].weight.normal_(0, 0.3)
         solver = model.elbo_terms(data)["kl_path"]
-        model.kl_integral = KLIntegral.GAUSS_LEGENDRE
-        quadrature = model.elbo_terms(data)["kl_path"]
+        quadrature_model = NeuralMJP(2, 1, kl=KLIntegral.GAUSS_LEGENDRE, kl_points=128, rtol=1e-7, atol=1e-9).double()
+        quadrature_model.load_state_dict(model.state_dict())  # the same model, the other integral
+        quadrature = quadrature_model.eval().elbo_terms(data)["kl_path"]
     assert torch.allclose(solver, quadrature, rtol=1e-5)
 
 
@@ -225,15 +247,18 @@ def test_mean_field_and_categorical_variants_give_finite_elbos_and_gradients() -
     codes = observe(paths, 10, generator=15)  # exact state codes
     assert torch.equal(codes.values[..., 0].long(), states_at(paths, codes.time))
     cat = NeuralMJP(2, 2, emission=Emission.CATEGORICAL, num_processes=2, encoder=Encoder.ODE_RNN)
-    cat.fit_standardisation(codes)
-    elbo = cat.log_likelihood(codes)
+    cat.fit_standardisation(codes)  # the old name of initialise
+    elbo = cat.objective(codes)
     elbo.sum().backward()
     assert elbo.shape == (4,) and torch.isfinite(elbo).all()
+    exact = cat.log_likelihood(codes)  # forward algorithm over the 4 joint states
+    assert torch.isfinite(exact).all() and torch.all(cat.elbo(codes) <= exact + 1e-4)
     assert cat.posterior(codes, codes.time).shape == (4, 10, 2, 2)
     gauss = NeuralMJP(3, 2, num_processes=2, reconstruction=Reconstruction.EXPECTED)
     two_channel = observe(paths, 10, means=np.array([[0.0, 1.0], [1.0, 0.0]]), noise_std=0.2, generator=16)
-    gauss.fit_standardisation(two_channel)
-    assert torch.isfinite(gauss.log_likelihood(two_channel)).all()
+    gauss.initialise(two_channel)
+    assert torch.isfinite(gauss.elbo(two_channel)).all()
+    assert torch.all(gauss.elbo(two_channel) <= gauss.log_likelihood(two_channel) + 1e-4)
     assert gauss.rates_.shape == (2, 3, 3)
 
 
@@ -261,10 +286,16 @@ def test_training_calls_take_the_prior_m_step_and_anneal_the_temperature() -> No
         model.rate_out[-1].weight.normal_(0, 0.5)
         model.eval()
         before = model.rates_.copy()
-        model.log_likelihood(data)
+        model.objective(data)
         assert np.array_equal(model.rates_, before) and model.current_temperature == 1.0
         model.train()
-        model.log_likelihood(data)
+        model.elbo(data)  # a query, in any mode: records nothing
+        model.after_step()
+        assert np.array_equal(model.rates_, before) and int(model.stat_updates) == 0
+        model.steps.zero_()
+        model.objective(data)  # the training objective records the batch's statistics ...
+        assert np.array_equal(model.rates_, before) and model.current_temperature == 1.0
+        model.after_step()  # ... and the step hook takes the M-step and anneals
     # One update from zero statistics is the M-step itself: f = expected jumps / expected holding time.
     jumps, holding = model.stat_jumps[0], model.stat_holding[0]
     assert np.allclose(model.rates_[0, 1], float(jumps[0] / holding[0]), rtol=1e-6)
@@ -281,7 +312,8 @@ def test_neural_mjp_recovers_two_state_rates_from_noisy_irregular_observations(e
     torch.manual_seed(0)
     paths, data = switching_data(64, 50, seed=0)
     model = NeuralMJP(2, 1, encoder=encoder)
-    tpp.fit(model, data, epochs=25, batch_size=16, lr=2e-2, seed=0, progress=False)
+    assert model.fit(data, epochs=25, batch_size=16, lr=2e-2, seed=0, progress=False) is model
+    assert int(model.stat_updates) == int(model.steps) == 25 * 4  # one M-step per optimizer step (after_step)
     order = np.argsort(model.emission_["mean"][0, :, 0])  # states are learned up to relabelling
     rates = model.rates_[np.ix_(order, order)]
     pi = model.stationary_distribution_[order]
@@ -295,5 +327,53 @@ def test_neural_mjp_recovers_two_state_rates_from_noisy_irregular_observations(e
     assert np.allclose(model.emission_["mean"][0, order, 0], [0.0, 1.0], atol=0.05)
     model.eval()
     with torch.no_grad():
-        gap = exact_log_likelihood(model, data) - model.log_likelihood(data).numpy()
+        exact = model.log_likelihood(data).numpy()
+        gap = exact_log_likelihood(model, data) - model.elbo(data).numpy()
+    np.testing.assert_allclose(exact, exact_log_likelihood(model, data), rtol=1e-5)
     assert np.all(gap > -1e-3) and gap.mean() < 0.5  # a valid and tight bound (nats per series)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_queries_change_nothing_in_either_mode(training: bool) -> None:
+    torch.manual_seed(8)
+    _, data = switching_data(4, 10, seed=22)
+    model = NeuralMJP(2, 1, reconstruction=Reconstruction.GUMBEL).double().initialise(data).train(training)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.elbo(data)
+        model.elbo_terms(data)
+        model.kl(data)
+        model.log_likelihood(data)
+        probs = model.predict(data)
+    model.score(data)
+    assert probs.shape == (4, 10, 2) and torch.allclose(probs.sum(-1), torch.ones(4, 10, dtype=probs.dtype))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert model._pending is None and model.training == training
+
+
+def test_the_trainer_takes_one_m_step_per_optimizer_step() -> None:
+    """The M-step lives in after_step: one epoch of 3 minibatches moves the prior 3 times, and the
+    statistics it used are those of the training objective (an eval-mode pass records none)."""
+    torch.manual_seed(9)
+    _, data = switching_data(12, 10, seed=23)
+    model = NeuralMJP(2, 1)
+    before = model.initialise(data).rates_.copy()
+    model.fit(data, epochs=1, batch_size=4, lr=1e-2, seed=0, progress=False)
+    assert int(model.stat_updates) == 3 and int(model.steps) == 3
+    assert not np.allclose(model.rates_, before)
+    assert model._pending is None
+
+
+def test_closed_form_fit_accepts_and_ignores_trainer_options() -> None:
+    paths = gillespie(RATES3, 20, 10.0, generator=7)
+    plain = MarkovJumpProcess(3).fit(paths).rates_
+    with_options = MarkovJumpProcess(3).fit(paths, paths[:2], epochs=5, batch_size=3, lr=0.1, seed=1).rates_
+    assert np.array_equal(plain, with_options)
+    assert isinstance(MarkovJumpProcess(3), tpp.model.Model)
+
+
+def test_old_module_paths_still_import() -> None:
+    from sde.models.mjp import NeuralMJP as moved
+    from sde.models.mjp import Reconstruction as moved_enum
+
+    assert moved is NeuralMJP and moved_enum is Reconstruction

@@ -74,9 +74,9 @@ def test_padded_batch_scores_each_series_as_alone():
     series, labels = irregular(1)
     batch = pad_columns(SeriesBatch.from_arrays(nan_padded(series, 5), labels), 6)
     model = NeuralODE(2, 8, 3, method=Method.RK4).fit_standardisation(batch).eval()
-    alone = torch.cat([model.log_likelihood(SeriesBatch.from_arrays([s], labels[i : i + 1]))
+    alone = torch.cat([model.label_log_prob(SeriesBatch.from_arrays([s], labels[i : i + 1]))
                        for i, s in enumerate(series)])
-    torch.testing.assert_close(model.log_likelihood(batch), alone, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.label_log_prob(batch), alone, rtol=1e-5, atol=1e-5)
 
 
 def test_gradcheck_float64():
@@ -120,4 +120,4 @@ def test_bad_arguments_are_named():
         NeuralODE(2, 4, 2, num_layers=0)
     series, labels = irregular(6, n=2)
     with pytest.raises(ValueError, match="input_channels=3"):
-        NeuralODE(3, 4, 2).log_likelihood(SeriesBatch.from_arrays(series, labels))
+        NeuralODE(3, 4, 2).label_log_prob(SeriesBatch.from_arrays(series, labels))

@@ -128,7 +128,7 @@ def test_series_round_trip_and_concat_of_slices():
     b = ragged()
     assert SeriesBatch.from_arrays(b.series(), b.labels.numpy(), class_names=b.class_names) == b
     assert SeriesBatch.concat([b[:1], b[1:3], b[3:]]) == b
-    with pytest.raises(ValueError, match="channels"):
+    with pytest.raises(ValueError, match="channel_names"):
         SeriesBatch.concat([b, ragged(channels=2)])
     with pytest.raises(ValueError, match="labels"):
         SeriesBatch.concat([b, ragged(labels=False)])
@@ -204,3 +204,34 @@ def test_from_dataframe_groups_by_id_and_checks_order_and_labels():
         SeriesBatch.from_dataframe(bad, "pid", "t", ["hr", "temp"])
     with pytest.raises(SeriesDataError, match="no column"):
         SeriesBatch.from_dataframe(df, "pid", "time", ["hr"])
+
+
+def _reference_split(labels: np.ndarray | None, n: int, fractions, seed: int) -> list[list[int]]:
+    """The split of earlier versions, written out: systematic allocation per class (random offset), or over
+    one permutation at offset 1/2 without labels."""
+    rng = np.random.default_rng(seed)
+    strata = labels if labels is not None else np.zeros(n, np.int64)
+    part = np.empty(n, np.int64)
+    cuts = np.cumsum(fractions)[:-1]
+    for c in np.unique(strata):
+        members = rng.permutation(np.flatnonzero(strata == c))
+        u = rng.random() if labels is not None else 0.5
+        part[members] = np.searchsorted(cuts, (np.arange(members.size) + u) / members.size, side="right")
+    return [np.flatnonzero(part == k).tolist() for k in range(len(fractions))]
+
+
+@pytest.mark.parametrize("n", [5, 7, 15, 30, 61])
+@pytest.mark.parametrize("fractions", [(0.7, 0.15, 0.15), (0.5, 0.5), (0.85, 0.15)])
+@pytest.mark.parametrize("stratify", [True, False])
+def test_split_is_the_split_of_earlier_versions(n, fractions, stratify):
+    """Results (and benchmarks) depend on the exact split, labelled or not."""
+    labels = np.arange(n) % 2
+    b = SeriesBatch.from_arrays([(np.arange(2.0), np.full(2, float(i))) for i in range(n)], labels)
+    unlabelled = SeriesBatch.from_arrays([(np.arange(2.0), np.full(2, float(i))) for i in range(n)])
+    for seed in range(3):
+        for batch, lab in ((b, labels if stratify else None), (unlabelled, None)):
+            expected = _reference_split(lab, n, fractions, seed)
+            if any(not p for p in expected):
+                continue
+            got = batch.split(fractions, seed, stratify=stratify)
+            assert [p.values[:, 0, 0].long().tolist() for p in got] == expected

@@ -19,7 +19,9 @@ import pytest
 import torch
 
 import sde.datasets as sd
+import sde.readers as readers
 import tpp.datasets as ds
+import tpp.registry as registry
 from sde.series import SeriesDataError
 from tpp.events import EventDataError
 
@@ -42,7 +44,7 @@ def _offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_network(url: str, dest: Path, timeout: float = 0) -> None:
         raise AssertionError(f"test tried to download {url}")
 
-    monkeypatch.setattr(ds, "_download_url", no_network)
+    monkeypatch.setattr(registry, "download_url", no_network)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +80,37 @@ def test_every_card_parses_with_the_required_fields():
         sd.series_card("basicmotion")
 
 
+def test_both_packages_answer_the_same_verbs_with_one_code():
+    for verb in ("load", "card", "list_datasets", "describe", "download", "verify"):
+        ours, theirs = getattr(sd, verb), getattr(ds, verb)
+        assert ours.__func__ is theirs.__func__ is getattr(registry.Registry, verb), verb
+    assert (sd.load_series, sd.series_card, sd.list_series, sd.describe_series) == (sd.load, sd.card,
+                                                                                  sd.list_datasets, sd.describe)
+    assert (sd.read_ts, sd.read_tsf, sd.read_csv_series, sd.read_physionet2012) == (
+        readers.read_ts, readers.read_tsf, readers.read_csv_series, readers.read_physionet2012)
+    assert list(sd.describe().columns) == ["name", "task", "series", "rows", "channels", "classes", "licence"]
+    assert len(sd.describe()) == len(sd.list_datasets()) == len(UEA | PHYSIONET | FORECAST)
+
+
+def test_sde_imports_no_private_name_of_tpp():
+    """``sde`` may use only the public names of ``tpp`` (the architecture's one rule across the packages)."""
+    import ast
+
+    root = Path(sd.__file__).parent
+    private = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "tpp":
+                private += [f"{path}:{node.lineno} {node.module}.{a.name}" for a in node.names
+                            if a.name.startswith("_")]
+                private += [f"{path}:{node.lineno} {node.module}" for part in (node.module or "").split(".")
+                            if part.startswith("_")]
+            elif isinstance(node, ast.Import):
+                private += [f"{path}:{node.lineno} {a.name}" for a in node.names
+                            if a.name.split(".")[0] == "tpp" and any(p.startswith("_") for p in a.name.split("."))]
+    assert private == []
+
+
 def test_unknown_split_names_the_choices():
     with pytest.raises(KeyError, match=r"no validation split.*split\(\(0.8, 0.2\)"):
         sd.load_series("basicmotions", "val")
@@ -92,6 +125,14 @@ def test_every_card_sha256_matches_the_manifest(manifest):
             assert manifest.get(f.path) == f.sha256, f"{c.name}: {f.path}"
             for path, sha in f.companions.values():
                 assert manifest.get(path) == sha, f"{c.name}: {path}"
+
+
+@needs_data
+def test_verify_gives_every_checked_file_by_split_and_role():
+    paths = sd.verify("physionet2012_first200")
+    assert set(paths) == {"all", "all.outcomes"} and paths["all.outcomes"].name == "Outcomes-a.txt"
+    assert {k: p.name for k, p in sd.verify("gunpoint").items()} == {"train": "GunPoint_TRAIN.ts",
+                                                                     "test": "GunPoint_TEST.ts"}
 
 
 # --------------------------------------------------------------------------- real data
@@ -147,7 +188,7 @@ def test_physionet_first200_parse_labels_and_cache(monkeypatch):
     def no_parse(*args, **kwargs):
         raise AssertionError("parsed again instead of reading the cache")
 
-    monkeypatch.setattr(sd, "_parse_physionet", no_parse)
+    monkeypatch.setattr(readers, "_parse_physionet", no_parse)
     parts = [sd.load_series("physionet2012_first200", s) for s in ("train", "val", "test")]
     assert all(abs(len(p) - f * 200) <= 2 for p, f in zip(parts, (0.7, 0.15, 0.15)))  # up to one per class
     assert sorted(i for p in parts for i in p.ids) == sorted(b.ids)
@@ -221,7 +262,7 @@ num_rows = 7
 data = {{ url = "https://files.example.org/toy-1.0-py3-none-any.whl", archive_sha256 = "{archive_sha}", \
 member = "toy/data/Toy_TRAIN.ts", sha256 = "{sha}" }}
 ''')
-    monkeypatch.setattr(sd, "CARDS_DIR", cards)
+    monkeypatch.setattr(sd.REGISTRY, "cards_dir", cards)
     monkeypatch.delenv("TPP_DATA_DIR", raising=False)
     calls = []
 
@@ -229,14 +270,14 @@ member = "toy/data/Toy_TRAIN.ts", sha256 = "{sha}" }}
         calls.append(url)
         dest.write_bytes(wheel.read_bytes())
 
-    monkeypatch.setattr(ds, "_download_url", fake_download)
+    monkeypatch.setattr(registry, "download_url", fake_download)
     b = sd.load_series("toy", "train")
     assert len(calls) == 1 and b.lengths.tolist() == [3, 4] and b.class_names == ("a", "b")
     assert sd.load_series("toy", "train", download=False) == b and len(calls) == 1  # from the cache now
     # a corrupted wheel is refused and deleted
     cached = Path(os.environ["TPP_CACHE_DIR"]) / "series" / "toy" / "original" / "Toy_TRAIN.ts"
     cached.unlink()
-    monkeypatch.setattr(ds, "_download_url", lambda url, dest, timeout=0: dest.write_bytes(b"not a wheel"))
+    monkeypatch.setattr(registry, "download_url", lambda url, dest, timeout=0: dest.write_bytes(b"not a wheel"))
     with pytest.raises(ds.ChecksumError, match="sha256 mismatch"):
         sd.load_series("toy", "train")
 

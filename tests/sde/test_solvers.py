@@ -1,13 +1,20 @@
-"""Tests of sde.solvers: closed forms (ODE, SDE moments, CDE), adjoint = direct gradients, Brownian paths,
-solver statistics, input validation, the latent-SDE KL, and the Pal et al. (2021) regulariser."""
+"""Tests of sde.solvers: closed forms (ODE, SDE moments, CDE), adjoint = direct gradients, Brownian paths
+(sde.brownian), solver statistics, input validation, the latent-SDE KL, and the Pal et al. (2021)
+regulariser (sde.regulariser)."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torchcde
+import torchdiffeq
 from torch import Tensor, nn
 
+import sde.brownian
+import sde.solvers
+from sde.brownian import CountingBrownian
+from sde.regulariser import odeint_regularised
 from sde.solvers import Backprop, BrownianKind, Method, PrecomputedBrownian, Solution, SolverStats, brownian, solve
 
 F64 = torch.float64
@@ -323,6 +330,31 @@ def test_path_and_interval_agree_in_distribution_not_in_samples() -> None:
     assert abs(float(v1 - v2)) < 5 * float(torch.hypot(sv1, sv2))
 
 
+def test_brownian_names_moved_to_sde_brownian_are_the_same_objects_in_sde_solvers() -> None:
+    for name in ("BrownianKind", "PrecomputedBrownian", "brownian"):
+        assert getattr(sde.solvers, name) is getattr(sde.brownian, name) and name in sde.solvers.__all__
+
+
+def test_precomputed_path_covers_its_grid_up_to_the_rounding_of_a_solver_clock() -> None:
+    bm = brownian(0.0, 1.0, (2, 1), dt=0.1, seed=0, dtype=F64)
+    assert bm.covers(0.0, 1.0) and bm.covers(0.2, 0.7) and bm.covers(-1e-9, 1.0 + 1e-9)
+    assert not bm.covers(0.0, 1.1) and not bm.covers(-0.05, 1.0)
+
+
+def test_counting_brownian_records_each_query_answers_as_its_base_and_bounds_the_steps() -> None:
+    base = brownian(0.0, 1.0, (3, 1), dt=0.1, seed=2, dtype=F64)
+    counter = SimpleNamespace(counting=False)
+    bm = CountingBrownian(base, counter, max_queries=2)
+    assert (bm.shape, bm.dtype, bm.levy_area_approximation) == (base.shape, base.dtype, "none")
+    assert torch.equal(bm(0.1, 0.3), base(0.1, 0.3))
+    assert counter.counting and bm.queries == [(0.1, 0.3)]  # stepping started: the counter counts from now on
+    bm(0.3, 0.4)
+    with pytest.raises(RuntimeError, match="max_steps"):
+        bm(0.4, 0.5)
+    bm.recording = False  # e.g. an adjoint pass after the forward solve: answered, not recorded
+    assert torch.equal(bm(0.4, 0.5), base(0.4, 0.5)) and len(bm.queries) == 3
+
+
 def test_seeded_sde_solves_are_reproducible() -> None:
     ts, y0 = torch.linspace(0, 1, 3, dtype=F64), torch.ones(5, 1, dtype=F64)
     for adaptive, method in ((False, Method.EULER), (True, Method.MILSTEIN)):
@@ -467,6 +499,31 @@ def test_regulariser_and_stiffness_on_linear_decay() -> None:
     plain = solve(lambda t, y: -rate * y, torch.ones(4, 1, dtype=F64), torch.linspace(0, 2, 3, dtype=F64))
     assert torch.equal(plain.ys, sol.ys.detach()) and plain.stats == sol.stats  # same solve, only observed
     assert plain.regulariser is None and plain.stiffness is None
+
+
+def test_regularised_odeint_gives_torchdiffeqs_values_and_a_stiffness_within_the_fields_singular_values() -> None:
+    """The regulariser only observes the solver: values are torchdiffeq.odeint's. For a linear field f(y) = A y
+    each accepted step adds ||A d|| / ||d|| to R_S, so sigma_min(A) <= R_S / accepted <= sigma_max(A)."""
+    a = torch.tensor([[0.0, 1.0], [-4.0, -0.3]], dtype=F64)  # a damped oscillator
+    sigma = torch.linalg.svdvals(a)
+    y0, ts = torch.tensor([[1.0, -0.5]], dtype=F64), torch.linspace(0, 3, 4, dtype=F64)
+
+    class Field:
+        accepted = 0
+
+        def __call__(self, t: Tensor, y: Tensor) -> Tensor:
+            return y @ a.T
+
+        def callback_accept_step(self, t0: Tensor, y0: Tensor, dt: Tensor) -> None:
+            self.accepted += 1
+
+    for method in ("dopri5", "bosh3", "adaptive_heun"):
+        field = Field()
+        ys, r_e, r_s = odeint_regularised(field, y0, ts, method=method, rtol=1e-3, atol=1e-5, options={})
+        assert torch.equal(ys, torchdiffeq.odeint(Field(), y0, ts, method=method, rtol=1e-3, atol=1e-5))
+        assert r_e.ndim == 0 and float(r_e) > 0 and field.accepted > 0
+        per_step = float(r_s) / field.accepted
+        assert float(sigma.min()) * (1 - 1e-9) <= per_step <= float(sigma.max()) * (1 + 1e-9), (method, per_step)
 
 
 @pytest.mark.slow

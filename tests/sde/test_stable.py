@@ -25,11 +25,11 @@ def test_padding_changes_nothing(cls):
     padded = pad_columns(SeriesBatch.from_arrays(nan_padded(series, 3), labels), 7)
     assert padded.max_length == plain.max_length + 7
     model = cls(2, 8, 3, brownian_seed=3).fit_standardisation(plain)
-    torch.testing.assert_close(model.log_likelihood(plain), model.log_likelihood(padded), rtol=0, atol=0)
+    torch.testing.assert_close(model.objective(plain), model.objective(padded), rtol=0, atol=0)
     quiet = cls(2, 8, 3, theta=float("-inf")).fit_standardisation(plain).eval()  # readout: running statistics
-    alone = torch.cat([quiet.log_likelihood(SeriesBatch.from_arrays([s], labels[i : i + 1]))
+    alone = torch.cat([quiet.label_log_prob(SeriesBatch.from_arrays([s], labels[i : i + 1]))
                        for i, s in enumerate(series)])
-    torch.testing.assert_close(quiet.log_likelihood(padded), alone, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(quiet.label_log_prob(padded), alone, rtol=1e-5, atol=1e-5)
 
 
 def long_series(horizon: float = 50.0, rows: int = 200, batch: int = 8) -> SeriesBatch:
@@ -143,10 +143,29 @@ def test_half_the_values_missing_still_runs(cls):
     series, labels = irregular(3, n=6, missing=0.0)
     for kw in ({}, {"per_channel": True}, {"remove": True}):
         batch = drop(SeriesBatch.from_arrays(series, labels), 0.5, seed=0, **kw)
-        model = cls(2, 8, 3).fit_standardisation(batch)
-        ll = model.log_likelihood(batch)
+        model = cls(2, 8, 3).initialise(batch)
+        ll = model.objective(batch)
         ll.sum().backward()
         assert torch.isfinite(ll).all() and (ll < 0).all()
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
         probs = model.predict(batch, samples=3)
         torch.testing.assert_close(probs.sum(1), torch.ones(len(batch)))
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_score_is_reproducible_and_queries_change_nothing(cls):
+    """A stochastic model's score draws its Brownian paths from its seed: the same weights give the same
+    score, the caller's random stream is left where it was, and no running statistic moves."""
+    torch.manual_seed(0)
+    series, labels = irregular(4, n=5)
+    batch = SeriesBatch.from_arrays(series, labels)
+    model = cls(2, 8, 3).initialise(batch).train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    first = model.score(batch, samples=2)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert model.score(batch, samples=2) == first and 0.0 <= first <= 1.0
+    model.predict(batch)
+    model.label_log_prob(batch)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert model.training

@@ -49,7 +49,7 @@ def test_interrupted_run_resumes_without_recomputing_and_gives_the_same_table(tm
         calls.append((name, data.name, seed))
         return real(name, data, cfg, seed)
 
-    monkeypatch.setattr(bench, "run_cell", interrupted_after_three)
+    monkeypatch.setattr(bench.likelihood, "run_cell", interrupted_after_three)  # where run_likelihood looks it up
     with pytest.raises(Interrupt):
         run(tmp_path / "resumed", config)
     cells = sorted((tmp_path / "resumed" / "cells" / config.key()).glob("*/*.json"))
@@ -61,7 +61,7 @@ def test_interrupted_run_resumes_without_recomputing_and_gives_the_same_table(tm
         recomputed.append((name, data.name, seed))
         return real(name, data, cfg, seed)
 
-    monkeypatch.setattr(bench, "run_cell", counting)
+    monkeypatch.setattr(bench.likelihood, "run_cell", counting)
     resumed = run(tmp_path / "resumed", config)
     assert set(recomputed) == every - set(calls) and len(recomputed) == len(every) - 3
     assert set(resumed.reused) == set(calls)
@@ -118,18 +118,18 @@ def test_other_settings_do_not_reuse_cells_but_a_new_seed_reuses_the_old_ones(tm
 @needs_data
 def test_a_failed_cell_is_reported_and_retried(tmp_path, monkeypatch):
     config = bench.LikelihoodConfig.preset(quick=True, **{**TINY, "seeds": (0,)})
-    real = bench.fit_model
+    real = bench.fit_cell
 
     def broken(name, data, cfg, seed):
         if name == "RMTPP":
             raise RuntimeError("boom")
         return real(name, data, cfg, seed)
 
-    monkeypatch.setattr(bench, "fit_model", broken)
+    monkeypatch.setattr(bench.likelihood, "fit_cell", broken)
     report = run(tmp_path, config, ["Poisson", "RMTPP"], ["taxi"])
     assert "RMTPP on taxi (seed 0): error: RuntimeError: boom" in report.markdown
     assert report.table["model"].tolist() == ["Poisson"]
-    monkeypatch.setattr(bench, "fit_model", real)
+    monkeypatch.setattr(bench.likelihood, "fit_cell", real)
     again = run(tmp_path, config, ["Poisson", "RMTPP"], ["taxi"])
     assert again.computed == [("RMTPP", "taxi", 0)] and "boom" not in again.markdown
 
@@ -143,7 +143,7 @@ def test_hawkes_models_are_skipped_above_the_type_limit(tmp_path):
     assert len(run(tmp_path, config, ["ExpHawkes", "SumExpHawkes"], ["mimic2_rmtpp"]).computed) == 0  # not retried
 
 
-def test_chunked_quadrature_equals_the_model_log_likelihood(monkeypatch):
+def test_chunked_quadrature_equals_the_model_log_likelihood():
     """The scorer that keeps [B, T, K] small (wikipedia) must be the base class's rule, chunks or not."""
     from tpp.neural import THP
 
@@ -153,12 +153,11 @@ def test_chunked_quadrature_equals_the_model_log_likelihood(monkeypatch):
     marks = [rng.integers(0, 3, t.size) for t in times]
     batch = EventBatch.from_sequences(times, marks, t_end=[10.0, 10.0, 11.0], num_marks=3)
     model = THP(num_marks=3, hidden_size=8).double()
-    model.num_points = 64
     with torch.no_grad():
-        exact = float(model.log_likelihood(batch).sum()) / batch.num_events
+        exact = float(model.log_likelihood(batch, num_points=64).sum()) / batch.num_events
     assert bench.test_log_likelihood(model, batch, 64) == pytest.approx(exact, rel=1e-10)
-    monkeypatch.setattr(bench, "EVAL_ELEMENTS", 500)  # forces many chunks of intervals and of sequences
-    assert bench.test_log_likelihood(model, batch, 64) == pytest.approx(exact, rel=1e-10)
+    # a budget of 500 elements forces many chunks of intervals and of sequences
+    assert bench.test_log_likelihood(model, batch, 64, max_elements=500) == pytest.approx(exact, rel=1e-10)
 
 
 def test_truncate_keeps_the_first_events_and_ends_the_window_halfway():
@@ -191,6 +190,19 @@ def test_bad_settings_and_names_raise_clearly():
     with pytest.raises(ValueError, match="unknown model"):
         bench.run_likelihood("unused", models=["GPT"])
     assert set(bench.neural_model_names()) >= {"RMTPP", "NHP", "THP", "SAHP", "AttNHP", "FullyNN", "IntensityFree"}
+
+
+def test_the_suite_names_its_models_by_the_model_table():
+    """Columns and cells use the table's display names; CLI names resolve to them; a model the data alone
+    cannot build (FaDIn needs a kernel support) is not in the suite."""
+    from tpp import table
+
+    neural = tuple(s.display for s in table.specs("tpp", "trainer"))
+    assert bench.all_model_names() == neural + ("Poisson", "ExpHawkes", "SumExpHawkes") == neural + bench.CLASSIC_MODELS
+    models, names = bench.likelihood._check_names(["rmtpp", "Poisson", "exp-hawkes"], ["taxi"])
+    assert models == ["RMTPP", "Poisson", "ExpHawkes"] and names == ["taxi"]
+    with pytest.raises(ValueError, match=r"unknown model\(s\) \['FaDIn'\]"):
+        bench.run_likelihood("unused", models=["FaDIn"])
 
 
 def tpp_cli(*args: str):

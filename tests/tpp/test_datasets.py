@@ -12,13 +12,15 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import tpp.datasets as ds
+import tpp.registry as registry
 from tpp import EventBatch, write_events
 from tpp.sources import CONVERTERS, convert
 
-_REAL_DOWNLOAD = ds._download_url
+_REAL_DOWNLOAD = registry.download_url
 DATA = os.environ.get("TPP_DATA_DIR")
 needs_data = pytest.mark.skipif(
     not DATA or not Path(DATA).is_dir(),
@@ -46,7 +48,7 @@ def _offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_network(url: str, dest: Path, timeout: float = 0) -> None:
         raise AssertionError(f"test tried to download {url}")
 
-    monkeypatch.setattr(ds, "_download_url", no_network)
+    monkeypatch.setattr(registry, "download_url", no_network)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +115,7 @@ def test_describe_is_one_row_per_card() -> None:
 def test_malformed_card_names_file_and_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = (ds.CARDS_DIR / "taxi.toml").read_text().replace("num_events = 17904\n", "num_events = 17905\n", 1)
     (tmp_path / "taxi.toml").write_text(text)
-    monkeypatch.setattr(ds, "CARDS_DIR", tmp_path)
+    monkeypatch.setattr(ds.REGISTRY, "cards_dir", tmp_path)
     with pytest.raises(ds.CardError, match=r"taxi\.toml: num_events = 17905 but the files add up to 17904"):
         ds.list_datasets()
 
@@ -170,7 +172,7 @@ options = {{ seq = "seq", time = "t", mark = "type", mark_base = 1, t_end = 3.0 
 [download.all]
 data = {{ url = "{url}", sha256 = "{source_sha}"{extra} }}
 """)
-    monkeypatch.setattr(ds, "CARDS_DIR", cards)
+    monkeypatch.setattr(ds.REGISTRY, "cards_dir", cards)
     monkeypatch.delenv("TPP_DATA_DIR", raising=False)
 
 
@@ -193,7 +195,7 @@ def test_download_checks_converts_and_caches(tmp_path: Path, monkeypatch: pytest
     original.write_text(TOY_CSV)
     _toy_registry(tmp_path, monkeypatch, url="https://example.invalid/toy.csv", source_sha=_sha(original))
     calls: list[str] = []
-    monkeypatch.setattr(ds, "_download_url", _copying_downloader(original, calls))
+    monkeypatch.setattr(registry, "download_url", _copying_downloader(original, calls))
 
     batch = ds.load("toy")
     assert batch == _toy_expected()
@@ -223,7 +225,7 @@ def test_corrupt_download_raises_and_is_removed(tmp_path: Path, monkeypatch: pyt
     bad.write_text(TOY_CSV.replace("2.5", "2.6"))
     expected = _sha(good)
     _toy_registry(tmp_path, monkeypatch, url="https://example.invalid/toy.csv", source_sha=expected)
-    monkeypatch.setattr(ds, "_download_url", _copying_downloader(bad, []))
+    monkeypatch.setattr(registry, "download_url", _copying_downloader(bad, []))
     with pytest.raises(ds.ChecksumError) as info:
         ds.load("toy_events")
     msg = str(info.value)
@@ -260,9 +262,73 @@ def test_archive_member_and_real_urllib_downloader(tmp_path: Path, monkeypatch: 
         zf.write(member, "toy/data/toy.csv")
     _toy_registry(tmp_path, monkeypatch, url=wheel.as_uri(), source_sha=_sha(member),
                   extra=f', archive_sha256 = "{_sha(wheel)}", member = "toy/data/toy.csv"')
-    monkeypatch.setattr(ds, "_download_url", _REAL_DOWNLOAD)
+    monkeypatch.setattr(registry, "download_url", _REAL_DOWNLOAD)
     assert ds.load("toy") == _toy_expected()
     assert (tmp_path / "cache" / "toy_events" / "original" / "toy.csv").read_text() == TOY_CSV
+
+
+def test_verify_downloads_nothing_and_download_fills_the_cache(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    original = tmp_path / "toy.csv"
+    original.write_text(TOY_CSV)
+    _toy_registry(tmp_path, monkeypatch, url="https://example.invalid/toy.csv", source_sha=_sha(original))
+    calls: list[str] = []
+    monkeypatch.setattr(registry, "download_url", _copying_downloader(original, calls))
+    with pytest.raises(FileNotFoundError, match="download=False"):
+        ds.verify("toy")
+    assert calls == []
+    cached = tmp_path / "cache" / "toy_events" / "toy.npz"
+    assert ds.download("toy") == {"all": cached} and len(calls) == 1
+    assert ds.verify("toy") == {"all": cached} and ds.download("toy") == {"all": cached} and len(calls) == 1
+    cached.write_bytes(cached.read_bytes() + b"junk")
+    with pytest.raises(ds.ChecksumError, match="toy.npz: sha256 mismatch"):
+        ds.verify("toy")
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ('name = "toy_events"', 'name = "other"', "name 'other' must equal the file name 'toy_events'"),
+        ('sha256 = "0000', 'sha256 = "ABCD', r"files\.all\.sha256 must be 64 lowercase hex digits"),
+        ("num_sequences = 4\nnum_events = 6\n\n[download]", "num_events = 6\n\n[download]",
+         r"missing key files\.all\.'num_sequences'"),
+        ("test = 0.5", "test = 0.4", r"\[split\] fractions must sum to 1, got 0.9"),
+        ('format = "csv"', 'format = "xls"', "download.format 'xls' is not a registered format"),
+        ('url = "https://example.invalid/toy.csv"', 'url = "ftp://example.invalid/toy.csv"',
+         r"download\.all\.data\.url must be an http\(s\) URL"),
+        ("[download.all]", "[download.train]", r"\[download\.train\] has no matching \[files\.train\]"),
+        ('splits = ["train", "test"]', 'splits = ["train"]', r"splits = \['train'\] but \[files\]/\[split\] give"),
+        ("num_marks = 2", "num_marks = true", "key 'num_marks' must be int, got True"),
+        ("[split]", "features = 3\n[split]", "key 'features' must be a list of strings"),
+    ],
+)
+def test_malformed_card_errors_name_the_file_and_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         old: str, new: str, message: str) -> None:
+    _toy_registry(tmp_path, monkeypatch, url="https://example.invalid/toy.csv", source_sha="1" * 64)
+    path = tmp_path / "cards" / "toy_events.toml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ds.CardError, match=r"toy_events\.toml: " + message):
+        ds.list_datasets()
+
+
+def test_a_name_or_alias_used_twice_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _toy_registry(tmp_path, monkeypatch, url="https://example.invalid/toy.csv", source_sha="1" * 64)
+    text = (tmp_path / "cards" / "toy_events.toml").read_text()
+    (tmp_path / "cards" / "toy_two.toml").write_text(text.replace('name = "toy_events"', 'name = "toy_two"'))
+    with pytest.raises(ds.CardError, match="toy_two.toml: name or alias 'toy' is also used by 'toy_events'"):
+        ds.card("toy")
+
+
+def test_split_by_time_keeps_each_events_features() -> None:
+    batch = EventBatch.from_sequences([[0.5, 1.0, 6.0, 9.9]], t_start=0.0, t_end=10.0,
+                                      features=[[[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0]]],
+                                      feature_names=["lon", "lat"])
+    first, second = ds.split_by_time(batch, [0.5, 0.5])
+    assert first.feature_names == second.feature_names == ("lon", "lat")
+    assert first.features[0, :2].tolist() == [[0.0, 1.0], [2.0, 3.0]]
+    assert second.features[0, :2].tolist() == [[4.0, 5.0], [6.0, 7.0]]
 
 
 # --------------------------------------------------------------------------- the staged data
@@ -321,6 +387,35 @@ def test_seeded_split_is_reproducible_and_partitions() -> None:
         ds.load("mimic2", "val")
 
 
+FEATURES = {
+    "earthquakes_japan": ("lon", "lat"), "ridgecrest2019_comcat": ("lon", "lat", "magnitude", "depth"),
+    "phuket_earthquakes": ("lon", "lat", "magnitude", "mb"), "chicago_shootings": ("lon", "lat"),
+    "boko_haram_ucdp": ("lon", "lat"),
+}
+
+
+def test_only_the_located_datasets_have_features() -> None:
+    assert {c.name: c.features for c in ds.list_datasets() if c.features} == FEATURES
+
+
+@needs_data
+@pytest.mark.parametrize("name", sorted(FEATURES))
+def test_located_datasets_load_their_features_in_card_order(name: str) -> None:
+    """Every split carries the staged per-event arrays as ``features [B, L, D]``, column d = array d."""
+    c = ds.card(name)
+    whole = ds.load(name)
+    assert whole.feature_names == FEATURES[name] and whole.features.shape[-1] == len(FEATURES[name])
+    for split, f in c.files.items():
+        flat = ds.load(name, split if split != "all" else None).to_flat()
+        with np.load(Path(DATA) / f.path) as staged:
+            for d, feature in enumerate(FEATURES[name]):
+                assert np.array_equal(flat["features"][:, d], staged[feature]), (split, feature)
+    parts = [ds.load(name, s) for s in c.splits]
+    assert all(p.feature_names == FEATURES[name] for p in parts)
+    assert sum(p.num_events for p in parts) == whole.num_events
+    assert np.isfinite(whole.features[whole.mask].numpy()).all()
+
+
 def _local_sources(c: ds.Card, split: str, manifest: dict[str, Path]) -> dict[str, Path]:
     return {s.role: manifest[s.sha256] for s in c.download.files[split]}
 
@@ -334,7 +429,8 @@ def _conversions() -> list[tuple[str, str]]:
 def test_converter_on_local_original_gives_the_staged_events(name: str, split: str, manifest: dict[str, Path]) -> None:
     c = ds.card(name)
     f = c.files[split]
-    options = {**c.download.options, **(f.options if f.format == c.download.format else {}), "num_marks": c.num_marks}
+    options = {**c.download.options, **(f.options if f.format == c.download.format else {}), "num_marks": c.num_marks,
+               "features": list(c.features)}
     converted = convert(c.download.format, _local_sources(c, split, manifest), options)
     assert converted == ds.load(name, split if split != "all" else None)
 
@@ -347,18 +443,20 @@ def test_download_path_rebuilds_staged_files_from_originals(monkeypatch: pytest.
         s.url: manifest[s.sha256]
         for c in ds.list_datasets() for srcs in c.download.files.values() for s in srcs if s.member is None
     }
-    staged = {key: ds.load(*key) for key in [("taxi", None), ("mimic2", "train"), ("anhp", "val")]}
+    staged = {key: ds.load(*key) for key in [("taxi", None), ("mimic2", "train"), ("anhp", "val"),
+                                             ("earthquakes_japan", "val")]}
     calls: list[str] = []
 
     def fake(url: str, dest: Path, timeout: float = 0) -> None:
         calls.append(url)
         shutil.copyfile(url_to_local[url], dest)
 
-    monkeypatch.setattr(ds, "_download_url", fake)
+    monkeypatch.setattr(registry, "download_url", fake)
     monkeypatch.delenv("TPP_DATA_DIR")
     for (name, split), expected in staged.items():
         assert ds.load(name, split) == expected
-    assert len(calls) == 4  # taxi.pkl, mimic2 time+event fold 1 train, anhp dev.pkl
+    assert len(calls) == 5  # taxi.pkl, mimic2 time+event fold 1 train, anhp dev.pkl, earthquakes data_val.pkl
     for (name, split), expected in staged.items():
-        assert ds.load(name, split, download=False) == expected  # now from the cache
-    assert len(calls) == 4
+        assert ds.load(name, split, download=False) == expected  # now from the cache (features too)
+    assert len(calls) == 5
+    assert staged[("earthquakes_japan", "val")].feature_names == ("lon", "lat")

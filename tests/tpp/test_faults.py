@@ -50,12 +50,12 @@ KILL_SCRIPT = textwrap.dedent("""
 
     class Traced(RMTPP):
         # Appends one line per training step, then waits: the parent sees the progress and can kill mid-step.
-        def log_likelihood(self, batch):
+        def objective(self, batch):
             if self.training:
                 with open(trace, "a") as fh:
                     fh.write("step\\n")
                 time.sleep(delay)
-            return super().log_likelihood(batch)
+            return super().objective(batch)
 
     truth = ExpHawkes.from_params([0.3, 0.2, 0.1], [[0.3, 0.1, 0.0], [0.1, 0.3, 0.1], [0.0, 0.2, 0.3]], 1.5)
     train, val = truth.sample(100, 30.0, generator=0).split((0.8, 0.2), seed=0)
@@ -249,8 +249,8 @@ class _Rigged(RMTPP):
         super().__init__(3, 8)
         self.poison, self.mode = poison, mode
 
-    def log_likelihood(self, batch):
-        ll = super().log_likelihood(batch)
+    def objective(self, batch):
+        ll = super().objective(batch)
         if self.training and self.poison in (batch.seq_names or []):
             if self.mode == "loss":
                 return ll * float("nan")

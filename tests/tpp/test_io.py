@@ -6,6 +6,7 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from tpp import EventBatch, EventDataError, read_events, write_events
 from tpp.io import to_tick
@@ -128,3 +129,120 @@ def test_written_files_get_ordinary_permissions(tmp_path, batch):
     os.umask(umask)
     path = write_events(batch, tmp_path / "e.npz")
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+# ----------------------------------------------------------------------------- continuous per-event features
+@pytest.fixture
+def featured(batch, rng):
+    flat = batch.to_flat()
+    values = np.column_stack([rng.uniform(130, 145, flat["times"].size), rng.uniform(30, 45, flat["times"].size)])
+    return EventBatch.from_flat(**flat, num_marks=batch.num_marks, features=values, feature_names=["lon", "lat"],
+                                seq_names=batch.seq_names)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".npz"])
+def test_round_trip_keeps_features_exactly(tmp_path, featured, suffix):
+    path = write_events(featured, tmp_path / f"events{suffix}")
+    back = read_events(path)  # a written file declares its features
+    assert back == featured and back.feature_names == ("lon", "lat")
+    assert torch.equal(back.features[back.mask], featured.features[featured.mask])
+    assert read_events(path, features=["lat"]).feature_names == ("lat",)
+    assert read_events(path, features=[]).features is None
+
+
+def test_table_keeps_the_requested_feature_columns(tmp_path):
+    df = pd.DataFrame({"seq": ["a", "a", "b"], "time": [1.0, 2.0, 0.5], "lon": [139.1, 139.2, 140.0],
+                       "lat": [35.0, 35.5, 36.0], "place": ["Tokyo", "Tokyo", "Chiba"]})
+    b = read_events(df, features=["lat", "lon"])
+    assert b.feature_names == ("lat", "lon") and b.features[0, :, 1].tolist() == [139.1, 139.2]
+    assert read_events(df).features is None  # a table of one's own: features only when asked for
+    df.to_csv(tmp_path / "q.csv", index=False)
+    assert read_events(tmp_path / "q.csv", features=["lat", "lon"]) == b
+
+
+def test_a_missing_feature_names_the_file_and_the_field(tmp_path, featured):
+    (tmp_path / "q.csv").write_text("seq,time,lon\na,1.0,139.0\n")
+    with pytest.raises(EventDataError, match=r"q\.csv, field 'depth': missing feature column 'depth'"):
+        read_events(tmp_path / "q.csv", features=["depth"])
+    path = write_events(featured, tmp_path / "q.npz")
+    with pytest.raises(EventDataError, match=r"q\.npz, field 'depth': no feature 'depth'.*features \['lon', 'lat'\]"):
+        read_events(path, features=["depth"])
+
+
+def test_a_bad_feature_value_names_file_row_and_field(tmp_path):
+    (tmp_path / "q.csv").write_text("seq,time,lon\na,1.0,139.0\na,2.0,east\n")
+    with pytest.raises(EventDataError, match=r"q\.csv, row 1, field 'lon'.*'east'"):
+        read_events(tmp_path / "q.csv", features=["lon"])
+    (tmp_path / "r.csv").write_text("seq,time,lon\na,1.0,139.0\nb,2.0,inf\n")
+    with pytest.raises(EventDataError) as info:
+        read_events(tmp_path / "r.csv", features=["lon"])
+    assert (info.value.sequence, info.value.position, info.value.row, info.value.field) == ("b", 0, 1, "lon")
+
+
+def test_npz_flat_arrays_aligned_with_times_are_features_by_name(tmp_path):
+    np.savez(tmp_path / "cat.npz", times=np.array([0.5, 1.0, 2.0]), seq_offsets=np.array([0, 2, 3]),
+             t_start=np.zeros(2), t_end=np.full(2, 3.0), lon=np.array([1.0, 2.0, 3.0]), mag=np.array([4, 5, 6]),
+             seq_level=np.array([7.0, 8.0]))
+    b = read_events(tmp_path / "cat.npz", features=["mag", "lon"])
+    assert b.feature_names == ("mag", "lon") and b.features[0, :, 0].tolist() == [4.0, 5.0]
+    assert read_events(tmp_path / "cat.npz").features is None
+    with pytest.raises(EventDataError, match=r"field 'seq_level'.*one real number per event \(3\)"):
+        read_events(tmp_path / "cat.npz", features=["seq_level"])
+
+
+def test_easytpp_records_keep_feature_keys(tmp_path):
+    seqs = [[{"time_since_start": 0.5, "type_event": 1, "lon": 1.0}, {"time_since_start": 1.5, "type_event": 0,
+                                                                       "lon": 2.0}]]
+    with open(tmp_path / "d.pkl", "wb") as fh:
+        pickle.dump({"dim_process": 2, "train": seqs}, fh)
+    b = read_events(tmp_path / "d.pkl", features=["lon"])
+    assert b.feature_names == ("lon",) and b.features[0, :, 0].tolist() == [1.0, 2.0]
+    records = [{"dim_process": 2, "time_since_start": [0.5, 1.5], "type_event": [1, 0], "lon": [1.0, 2.0]}]
+    (tmp_path / "d.json").write_text(json.dumps(records))
+    assert read_events(tmp_path / "d.json", features=["lon"]) == b
+    with pytest.raises(EventDataError, match=r"sequence 0, position 0, field 'lat'"):
+        read_events(tmp_path / "d.pkl", features=["lat"])
+
+
+def test_json_rows_and_json_lines_are_tables_with_features(tmp_path):
+    rows = [{"seq": "a", "time": 0.5, "mark": 0, "lon": 1.25}, {"seq": "a", "time": 1.5, "mark": 1, "lon": -2.5}]
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    expected = read_events(pd.DataFrame(rows), features=["lon"])
+    assert read_events(tmp_path / "rows.json", features=["lon"]) == expected
+    assert read_events(tmp_path / "rows.jsonl", features=["lon"]) == expected
+    (tmp_path / "bad.jsonl").write_text(json.dumps(rows[0]) + "\n{oops\n")
+    with pytest.raises(EventDataError, match=r"bad\.jsonl, line 2: invalid JSON"):
+        read_events(tmp_path / "bad.jsonl")
+
+
+def test_a_feature_named_like_a_table_column_cannot_be_written(tmp_path):
+    b = EventBatch.from_sequences([[1.0]], features=[[2.0]], feature_names=["time"])
+    with pytest.raises(EventDataError, match="field 'time'.*rename it"):
+        write_events(b, tmp_path / "e.csv")
+    assert read_events(write_events(b, tmp_path / "e.npz")) == b  # the npz layout has no such clash
+
+
+def test_tick_layout_has_no_features():
+    with pytest.raises(EventDataError, match="no per-event features"):
+        read_events([np.array([0.5])], features=["lon"])
+
+
+@needs_data
+@pytest.mark.parametrize(
+    "path, features",
+    [
+        ("earthquakes_japan/earthquakes_japan_train.npz", ["lon", "lat"]),
+        ("ridgecrest2019_comcat/ridgecrest2019.npz", ["lon", "lat", "magnitude", "depth"]),
+        ("phuket_earthquakes/phuket.npz", ["lon", "lat", "magnitude"]),
+        ("chicago_shootings/chicago_shootings.npz", ["lon", "lat"]),
+        ("boko_haram_ucdp/boko_haram.npz", ["lon", "lat"]),
+    ],
+)
+def test_registry_files_with_locations_load_them_as_features(path, features):
+    b = read_events(f"{SHARED_DATA}/{path}", features=features)
+    raw = np.load(f"{SHARED_DATA}/{path}")
+    assert b.feature_names == tuple(features) and b.features.dtype == torch.float64
+    for d, name in enumerate(features):
+        np.testing.assert_array_equal(b.features[b.mask][:, d].numpy(), raw[name])
+    assert b == read_events(f"{SHARED_DATA}/{path}", features=features)[:]

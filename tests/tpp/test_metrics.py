@@ -39,6 +39,24 @@ def test_log_likelihood_per_event_is_total_over_count():
     assert log_likelihood_per_event(model, data) == pytest.approx(float(model.log_likelihood(data).detach().sum()) / data.num_events)
 
 
+def test_log_likelihood_per_event_takes_the_quadrature_rule_as_an_argument_and_batches_sequences():
+    """A neural model's rule and memory bound are arguments: scoring in batches of sequences and chunks of intervals
+    gives the one-call value, and the model's own default is left as it was."""
+    import torch
+
+    from tpp.neural import THP
+
+    data = ExpHawkes.from_params([0.5, 0.3], [[0.3, 0.1], [0.2, 0.4]], 2.0).sample(7, 20.0, generator=2)
+    torch.manual_seed(0)
+    model = THP(2, hidden_size=8).double().eval()
+    whole = log_likelihood_per_event(model, data, num_points=12)
+    assert whole == pytest.approx(model.score(data, num_points=12), rel=1e-12)
+    pieces = log_likelihood_per_event(model, data, num_points=12, chunk_size=4, batch_size=3)
+    assert pieces == pytest.approx(whole, rel=1e-12)
+    assert whole != log_likelihood_per_event(model, data, num_points=2)
+    assert model.num_points == 16
+
+
 def test_report_prefers_hawkes_on_hawkes_data_and_writes_plots(tmp_path):
     truth = ExpHawkes.from_params([0.5, 0.3], [[0.3, 0.1], [0.2, 0.4]], 2.0)
     train = truth.sample(4, 2000.0, generator=3)

@@ -231,14 +231,14 @@ DDP_SCRIPT = textwrap.dedent("""
     class Crashing(RMTPP):
         # Rank 1 kills itself at its crash_at-th step, once (a marker file remembers).
         calls = 0
-        def log_likelihood(self, batch):
+        def objective(self, batch):
             if self.training:
                 Crashing.calls += 1
                 marker = os.path.join(ckpt, "crashed")
                 if rank == 1 and Crashing.calls == crash_at and not os.path.exists(marker):
                     open(marker, "w").close()
                     os.kill(os.getpid(), signal.SIGKILL)
-            return super().log_likelihood(batch)
+            return super().objective(batch)
 
     os.makedirs(ckpt, exist_ok=True)
     truth = ExpHawkes.from_params([0.3, 0.2], [[0.3, 0.1], [0.1, 0.3]], 1.5)

@@ -1,4 +1,5 @@
-"""The trainer: learning, early stopping, checkpoints that resume exactly, DDP equivalence."""
+"""The trainer: the model contract it relies on, learning, early stopping, checkpoints that resume exactly, DDP
+equivalence."""
 
 import os
 import subprocess
@@ -10,7 +11,9 @@ import pytest
 import torch
 
 import tpp
+import tpp.stream
 from tpp.hawkes import ExpHawkes
+from tpp.model import Model
 from tpp.neural import RMTPP
 from tpp.train import _load_checkpoint, evaluate, length_buckets
 
@@ -186,3 +189,80 @@ def test_resume_with_an_optimizer_state_of_another_layout_says_so(data, tmp_path
     _save_checkpoint(path, state)
     with pytest.raises(CheckpointError, match="another version of tpp"):
         tpp.fit(RMTPP(3, 8), train, None, epochs=2, batch_size=16, progress=False, checkpoint_dir=tmp_path, resume=True)
+
+
+class CountingRate(Model):
+    """A Model that is not a point process of :mod:`tpp.process`: one Poisson rate for all sequences, its
+    objective ``n log r - r T`` per sequence. It records what the trainer calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_rate = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+        self.offset = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))  # a second tensor, flattened with it
+        self.initialised_with: list[int] = []
+        self.steps = 0
+
+    def objective(self, batch):
+        n = batch.mask.sum(1).to(torch.float64)
+        exposure = (batch.t_end - batch.t_start).to(torch.float64)
+        log_rate = self.log_rate + self.offset
+        return n * log_rate - torch.exp(log_rate) * exposure
+
+    def score(self, data) -> float:
+        with torch.no_grad():
+            return float(self.objective(data).sum()) / max(data.num_events, 1)
+
+    def predict(self, data):
+        return torch.exp(self.log_rate + self.offset).detach()
+
+    def initialise(self, train):
+        self.initialised_with.append(train.num_events)
+        return self
+
+    def after_step(self) -> None:
+        self.steps += 1
+
+
+def test_the_trainer_drives_any_model_through_its_contract_only(data):
+    """initialise once with the training data, maximise the objective (the rate reaches the MLE n / T),
+    after_step after every update, the objective per event as the validation score."""
+    train, val, _ = data
+    model = CountingRate()
+    assert model.fit(train, None, epochs=30, batch_size=16, lr=0.1, seed=0, progress=False) is model
+    assert model.initialised_with == [train.num_events]
+    steps_per_epoch = len(tpp.stream.as_source(train).plan(16, None))
+    assert model.steps == 30 * steps_per_epoch and len(model.train_result_.history) == 30
+    mle = train.num_events / float((train.t_end - train.t_start).sum())
+    assert float(model.predict(train)) == pytest.approx(mle, rel=0.01)
+    assert evaluate(model, val) == pytest.approx(model.score(val), rel=1e-12)
+    validated = CountingRate()
+    result = tpp.fit(validated, train, val, epochs=3, batch_size=16, lr=0.1, seed=0, progress=False)
+    assert result.best_val_ll_per_event == max(h["val_ll_per_event"] for h in result.history)
+    assert evaluate(validated, val) == pytest.approx(result.best_val_ll_per_event, rel=1e-12)  # best weights kept
+
+
+def test_a_resumed_run_does_not_initialise_again(data, tmp_path):
+    train, _, _ = data
+    first = CountingRate()
+    tpp.fit(first, train, epochs=2, batch_size=16, seed=0, progress=False, checkpoint_dir=tmp_path)
+    assert first.initialised_with == [train.num_events]
+    resumed = CountingRate()
+    result = tpp.fit(resumed, train, epochs=3, batch_size=16, seed=0, progress=False, checkpoint_dir=tmp_path,
+                     resume=True)
+    assert result.resumed_from_epoch == 1 and resumed.initialised_with == []
+
+
+def test_neural_models_start_from_the_training_data_in_a_fresh_run(data):
+    """The trainer calls initialise: the per-type rates start at the data's (NHP's head biases move before
+    any step), FullyNN's time scale is the training gaps' geometric mean."""
+    from tpp.neural import NHP, FullyNN
+
+    train, _, _ = data
+    torch.manual_seed(0)
+    nhp = NHP(3, 8)
+    tpp.fit(nhp, train, epochs=1, batch_size=16, lr=1e-12, seed=0, progress=False)
+    assert bool(nhp.rates_initialised)
+    fully = FullyNN(3, 8)
+    tpp.fit(fully, train, epochs=1, batch_size=16, lr=1e-12, seed=0, progress=False)
+    gaps = train.inter_event_times[train.mask]
+    assert float(fully.log_time_scale) == pytest.approx(float(torch.log(gaps[gaps > 0].double()).mean()), rel=1e-12)

@@ -4,15 +4,20 @@ window and history bookkeeping, and the branching (cluster) sampler for finite-s
 
 from __future__ import annotations
 
+import inspect
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
+import torch
 
 from tpp.events import EventBatch
 
 __all__ = [
     "FitResult",
+    "check_fit_arguments",
+    "record_validation",
     "NonStationaryWarning",
     "flat_events",
     "warn_if_not_stationary",
@@ -28,6 +33,33 @@ class NonStationaryWarning(UserWarning):
 
 class FitResult(dict):
     """Diagnostics of the last ``fit``: objective value, iterations, evaluations, seconds, convergence."""
+
+
+def check_fit_arguments(owner: Any, val: Any, options: Mapping[str, Any]) -> None:
+    """``val`` must be an :class:`EventBatch` or None (the second positional argument of ``fit`` was once the
+    objective: say so rather than fail later). Then accept the options of the one trainer
+    (:func:`tpp.train.fit`: ``epochs``, ``batch_size``, ``lr``, ``seed``, ``progress``, ...) so that every model answers ``fit(train, val, **trainer_options)``; a
+    closed-form, L-BFGS or EM estimator has no use for them. Any other name is a ``TypeError``, as
+    for a misspelt keyword argument."""
+    if val is not None and not isinstance(val, EventBatch):
+        raise TypeError(f"{type(owner).__name__}.fit(train, val=None, *, ...): val must be a held-out EventBatch or "
+                        f"None, got {val!r} (estimator options such as objective= are keyword-only)")
+    from tpp.train import fit as trainer
+
+    known = {p.name for p in inspect.signature(trainer).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"{type(owner).__name__}.fit() got unexpected keyword argument(s) {', '.join(unknown)}: "
+                        f"its own options or the trainer's ({', '.join(sorted(known))})")
+
+
+def record_validation(model: Any, val: EventBatch | None, result: dict) -> None:
+    """With a held-out batch, store its score (log-likelihood per event) in ``result["val_score"]``.
+
+    The classic estimators do not select anything on ``val`` (no early stopping): the score is a report."""
+    if val is not None:
+        with torch.no_grad():
+            result["val_score"] = float(model.score(val))
 
 
 def flat_events(batch: EventBatch) -> dict[str, np.ndarray]:

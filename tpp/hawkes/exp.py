@@ -7,9 +7,9 @@ branching ratio). :class:`ExpHawkes` is the single-decay case with ``adjacency``
 
 * Exact log-likelihood by the O(N K U) recursion (Ozaki 1979), compiled, fused with its
   gradient; the torch face is an ``autograd.Function`` whose backward is that gradient.
-* Maximum likelihood (``objective="likelihood"``) with positivity by an exp parametrisation and
-  L-BFGS; the decay is learned too unless fixed. Least squares (``"least-squares"``, tick's other
-  contrast) from closed-form sufficient statistics and non-negative least squares.
+* Maximum likelihood (``objective=Objective.LIKELIHOOD``) by bound-constrained L-BFGS; the decay is
+  learned too unless fixed. Least squares (``Objective.LEAST_SQUARES``, tick's other contrast) from
+  closed-form sufficient statistics and non-negative least squares.
 * Exact simulation by Ogata's thinning, compiled: between events the intensity only decays, so
   its current value bounds it; conditioning on a history starts from the history's state.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time as _time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -28,8 +29,11 @@ from tqdm.auto import tqdm
 
 from tpp.events import EventBatch, EventDataError
 from tpp.hawkes import _recursion
-from tpp.hawkes._common import FitResult, NonStationaryWarning, assemble, simulation_window, warn_if_not_stationary
+from tpp.hawkes._common import (FitResult, NonStationaryWarning, assemble, check_fit_arguments, record_validation,
+                                simulation_window, warn_if_not_stationary)
 from tpp.hawkes._common import flat_events as _flat
+from tpp.model import Seed
+from tpp.options import Interval, Objective, Options, check_params
 from tpp.process import PointProcess, as_numpy_rng
 
 __all__ = ["SumExpHawkes", "ExpHawkes", "NonStationaryWarning", "FitResult"]
@@ -108,13 +112,25 @@ class SumExpHawkes(PointProcess):
     ``decays_`` ``[U]``, ``fit_result_``.
     """
 
+    _constraints = {
+        "num_marks": Interval(1, None, integer=True),
+        "decays": Interval(0, None, closed="neither"),
+        "baseline": Interval(0, None, closed="neither"),
+        "adjacency": Interval(0, None),
+        "objective": Options(Objective),
+        "l1": Interval(0, None),
+        "l2": Interval(0, None),
+        "max_iter": Interval(1, None, integer=True),
+        "tol": Interval(0, None),
+    }
+
     def __init__(self, num_marks: int, decays: Sequence[float] | np.ndarray, learn_decays: bool = False) -> None:
         super().__init__()
         decays = np.atleast_1d(np.asarray(decays, dtype=np.float64))
-        if num_marks < 1:
-            raise ValueError(f"num_marks must be >= 1, got {num_marks}")
-        if decays.ndim != 1 or decays.size < 1 or not np.all(np.isfinite(decays)) or np.any(decays <= 0):
-            raise ValueError(f"decays must be positive and finite, got {decays.tolist()}")
+        if decays.ndim != 1 or decays.size < 1:
+            raise ValueError(f"{type(self).__name__}: decays must be a non-empty list of positive numbers, "
+                             f"got {decays.tolist()}")
+        check_params(self, num_marks=num_marks, decays=decays)
         self.num_marks = int(num_marks)
         self.num_decays = decays.size
         self.learn_decays = bool(learn_decays)
@@ -142,9 +158,7 @@ class SumExpHawkes(PointProcess):
         baseline = np.asarray(baseline, np.float64).reshape(K)
         adjacency = np.asarray(adjacency, np.float64).reshape(K, K, U)
         decays = np.asarray(decays, np.float64).reshape(U)
-        for name, value, strict in (("baseline", baseline, True), ("adjacency", adjacency, False), ("decays", decays, True)):
-            if not np.all(np.isfinite(value)) or np.any(value < 0) or (strict and np.any(value <= 0)):
-                raise ValueError(f"{name} must be {'positive' if strict else 'non-negative'} and finite, got {value.tolist()}")
+        check_params(self, baseline=baseline, adjacency=adjacency, decays=decays)
         with torch.no_grad(), np.errstate(divide="ignore"):
             self.log_baseline.copy_(torch.from_numpy(np.log(baseline)))
             self.log_adjacency.copy_(torch.from_numpy(np.log(adjacency)))
@@ -275,41 +289,54 @@ class SumExpHawkes(PointProcess):
     # ------------------------------------------------------------------ fitting
     def fit(
         self,
-        data: EventBatch,
-        objective: str = "likelihood",
+        train: EventBatch,
+        val: EventBatch | None = None,
         *,
+        objective: Objective | str = Objective.LIKELIHOOD,
         l1: float = 0.0,
         l2: float = 0.0,
         max_iter: int = 500,
         tol: float = 1e-10,
         progress: bool = False,
+        **trainer_options: Any,
     ) -> "SumExpHawkes":
-        """Fit to ``data`` and return self (sets ``baseline_``, ``adjacency_``, ``decays_``, ``fit_result_``).
+        """Fit to ``train`` and return self (sets ``baseline_``, ``adjacency_``, ``decays_``, ``fit_result_``).
 
-        ``objective``: ``"likelihood"`` (exact MLE; decays learned if ``learn_decays``) or
-        ``"least-squares"`` (tick's contrast, fixed decays). ``l1``/``l2`` penalise the adjacency:
+        ``objective``: :attr:`Objective.LIKELIHOOD` (exact MLE; decays learned if ``learn_decays``) or
+        :attr:`Objective.LEAST_SQUARES` (tick's contrast, fixed decays), or their values
+        ``"likelihood"`` / ``"least-squares"``. ``l1``/``l2`` penalise the adjacency:
         ``objective per event + l1 * sum(A) + l2 * sum(A^2)``. Converges when the relative change
         of the objective falls below ``tol``. ``progress`` shows a tqdm bar of likelihood
         evaluations on stderr.
+
+        ``val``: a held-out batch, only scored (``fit_result_["val_score"]``, log-likelihood per event);
+        nothing is selected on it. ``trainer_options`` (``epochs``, ``batch_size``, ``lr``, ``seed``, ...,
+        the options of :func:`tpp.train.fit`) are accepted for the model contract and unused: the
+        estimator is L-BFGS (or closed form) from a deterministic moment-based start.
         """
+        check_fit_arguments(self, val, trainer_options)
+        objective = check_params(self, objective=objective, l1=l1, l2=l2, max_iter=max_iter, tol=tol)["objective"]
+        if objective is Objective.L2:
+            raise ValueError(f"{type(self).__name__}: objective {Objective.L2.value!r} is FaDIn's contrast; use "
+                             f"{Objective.LIKELIHOOD.value!r} or {Objective.LEAST_SQUARES.value!r}")
+        data = train
         self._check(data)
         if data.num_events == 0:
             raise ValueError("cannot fit a Hawkes process to data without events")
         flat, scale = _standardise(_flat(data))
         start = _time.perf_counter()
-        if objective == "likelihood":
+        if objective is Objective.LIKELIHOOD:
             with tqdm(desc=f"fitting {type(self).__name__}", unit=" evals", disable=not progress, leave=False) as bar:
                 mu, adj, beta, result = self._fit_likelihood(flat, l1, l2, max_iter, tol, bar)
             result["log_likelihood"] = float(result["log_likelihood"] - flat["times"].size * np.log(scale))
-        elif objective in ("least-squares", "least_squares", "ls"):
+        else:
             if self.learn_decays:
                 raise ValueError("least squares needs fixed decays: build the model with fixed decays")
             mu, adj, beta, result = self._fit_least_squares(flat, l1, l2)
-        else:
-            raise ValueError(f"objective must be 'likelihood' or 'least-squares', got {objective!r}")
         result["seconds"] = _time.perf_counter() - start
         self.set_params(mu / scale, adj, beta / scale)
         self.fit_result_ = result
+        record_validation(self, val, result)
         warn_if_not_stationary(self.branching_ratio)
         return self
 
@@ -402,7 +429,7 @@ class SumExpHawkes(PointProcess):
             beta = np.exp(outer.x)
         mu, adj, value, converged = fit_at(beta)
         return mu, adj, beta, FitResult(
-            objective="likelihood", value=value, log_likelihood=-value * n_events,
+            objective=Objective.LIKELIHOOD.value, value=value, log_likelihood=-value * n_events,
             iterations=stats["iterations"], evaluations=stats["evaluations"], decay_steps=stats["decay_steps"],
             converged=converged,
         )
@@ -462,7 +489,7 @@ class SumExpHawkes(PointProcess):
         if np.any(mu <= 0):
             i = int(np.flatnonzero(mu <= 0)[0])
             raise ValueError(f"least squares put the baseline of type {i} at 0: too few events of that type to fit")
-        return mu, adj, beta, FitResult(objective="least-squares", value=total / n_events, iterations=1, evaluations=1, converged=True)
+        return mu, adj, beta, FitResult(objective=Objective.LEAST_SQUARES.value, value=total / n_events, iterations=1, evaluations=1, converged=True)
 
     def standard_errors(self, data: EventBatch, rel_step: float = 1e-5) -> dict[str, np.ndarray]:
         """Asymptotic standard errors of the MLE from the observed Fisher information.
@@ -505,7 +532,7 @@ class SumExpHawkes(PointProcess):
         n: int,
         t_end: float,
         history: EventBatch | None = None,
-        generator: int | np.random.Generator | torch.Generator | None = None,
+        generator: Seed = None,
         t_start: float = 0.0,
         max_events: int = 50_000_000,
     ) -> EventBatch:
@@ -543,7 +570,10 @@ class ExpHawkes(SumExpHawkes):
     ``baseline_`` ``[K]``, ``adjacency_`` ``[K, K]``, ``decay_`` (float).
     """
 
+    _constraints = {"decay": Interval(0, None, closed="neither", none_ok=True)}
+
     def __init__(self, num_marks: int, decay: float | None = None) -> None:
+        check_params(self, decay=decay)
         super().__init__(num_marks, [1.0 if decay is None else float(decay)], learn_decays=decay is None)
         self.decay = decay
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import time as _time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.optimize
@@ -40,8 +41,10 @@ from tqdm.auto import tqdm
 
 from tpp.events import EventBatch
 from tpp.hawkes import _grid
-from tpp.hawkes._common import simulate_branching, warn_if_not_stationary
+from tpp.hawkes._common import check_fit_arguments, record_validation, simulate_branching, warn_if_not_stationary
 from tpp.hawkes.kernels import Kernel, get_kernel
+from tpp.model import Seed
+from tpp.options import Initialisation, Interval, KernelName, Objective, Options, check_params
 from tpp.process import PointProcess, as_numpy_rng
 
 __all__ = ["FaDInHawkes", "GridStatistics"]
@@ -90,12 +93,14 @@ class FaDInHawkes(PointProcess):
 
     Args:
         num_marks: number of types ``K``.
-        kernel: ``"truncated-gaussian"`` (m, sigma), ``"raised-cosine"`` (u, sigma),
-            ``"truncated-exponential"`` (decay), ``"kumaraswamy"`` (a, b), or a
-            :class:`~tpp.hawkes.kernels.ParametricKernel`.
+        kernel: a :class:`~tpp.options.KernelName` or its value: ``"truncated-gaussian"`` (m, sigma),
+            ``"raised-cosine"`` (u, sigma), ``"truncated-exponential"`` (decay), ``"kumaraswamy"`` (a, b);
+            or a :class:`~tpp.hawkes.kernels.ParametricKernel`.
         support: ``W``, the kernels' support ``[0, W]``.
         delta: grid step of the discretisation.
-        objective: ``"l2"`` (FaDIn's contrast) or ``"likelihood"`` (discretised log-likelihood).
+        objective: :attr:`Objective.L2` (FaDIn's contrast, ``"l2"``) or :attr:`Objective.LIKELIHOOD`
+            (discretised log-likelihood, ``"likelihood"``); kept as :attr:`fit_objective` (the name
+            ``objective`` is the model contract's training objective, the log-likelihood).
         toeplitz: use the Toeplitz approximation of ``ztzG`` (drops the window-end correction).
         adjacency_mask: ``[K, K]`` booleans; False pins that ``A[i, j]`` to 0.
         fixed: parameters to hold at given values during ``fit``, e.g. ``{"sigma": 0.3}`` or
@@ -105,30 +110,43 @@ class FaDInHawkes(PointProcess):
     ``fit_result_``.
     """
 
+    _constraints = {
+        "num_marks": Interval(1, None, integer=True),
+        "support": Interval(0, None, closed="neither"),
+        "delta": Interval(0, None, closed="neither"),
+        "objective": Options(Objective),
+        "baseline": Interval(0, None, closed="neither"),
+        "adjacency": Interval(0, None),
+        "max_iter": Interval(1, None, integer=True),
+        "tol": Interval(0, None),
+        "init": Options(Initialisation),
+    }
+
     def __init__(
         self,
         num_marks: int,
-        kernel: str | Kernel = "truncated-gaussian",
+        kernel: KernelName | str | Kernel = KernelName.TRUNCATED_GAUSSIAN,
         support: float = 1.0,
         delta: float = 0.01,
-        objective: str = "l2",
+        objective: Objective | str = Objective.L2,
         *,
         toeplitz: bool = False,
         adjacency_mask: np.ndarray | None = None,
         fixed: Mapping[str, float | Sequence[float] | np.ndarray] | None = None,
     ) -> None:
         super().__init__()
-        if num_marks < 1:
-            raise ValueError(f"num_marks must be >= 1, got {num_marks}")
-        if objective not in ("l2", "likelihood"):
-            raise ValueError(f"objective must be 'l2' or 'likelihood', got {objective!r}")
-        if not (np.isfinite(delta) and 0 < delta <= support):
-            raise ValueError(f"delta must be in (0, support={support}], got {delta}")
+        checked = check_params(self, num_marks=num_marks, support=support, delta=delta, objective=objective)
+        objective = checked["objective"]
+        if objective is Objective.LEAST_SQUARES:
+            raise ValueError(f"FaDInHawkes: objective must be {Objective.L2.value!r} or "
+                             f"{Objective.LIKELIHOOD.value!r}, got {objective.value!r} (least squares is ExpHawkes')")
+        if delta > support:
+            raise ValueError(f"FaDInHawkes: delta must be in (0, support={support}], got {delta}")
         self.num_marks = K = int(num_marks)
         self.kernel = get_kernel(kernel, support)
         self.support = float(support)
         self.delta = float(delta)
-        self.objective = objective
+        self.fit_objective = objective
         self.toeplitz = bool(toeplitz)
         mask = np.ones((K, K), bool) if adjacency_mask is None else np.asarray(adjacency_mask, bool)
         if mask.shape != (K, K):
@@ -169,10 +187,7 @@ class FaDInHawkes(PointProcess):
         K = self.num_marks
         baseline = np.broadcast_to(np.asarray(baseline, np.float64), (K,))
         adjacency = np.broadcast_to(np.asarray(adjacency, np.float64), (K, K))
-        if not np.all(np.isfinite(baseline)) or np.any(baseline <= 0):
-            raise ValueError(f"baseline must be positive and finite, got {baseline.tolist()}")
-        if not np.all(np.isfinite(adjacency)) or np.any(adjacency < 0):
-            raise ValueError(f"adjacency must be non-negative and finite, got {adjacency.tolist()}")
+        check_params(self, baseline=baseline, adjacency=adjacency)
         missing = set(self.kernel.param_names) - set(kernel_params)
         if missing:
             raise ValueError(f"kernel {self.kernel.name} needs parameters {sorted(missing)}")
@@ -311,34 +326,44 @@ class FaDInHawkes(PointProcess):
 
     def fit(
         self,
-        data: EventBatch,
+        train: EventBatch,
+        val: EventBatch | None = None,
         *,
         max_iter: int = 2000,
         tol: float = 1e-6,
         progress: bool = False,
-        init: str = "moments",
+        init: Initialisation | str = Initialisation.MOMENTS,
+        **trainer_options: Any,
     ) -> "FaDInHawkes":
-        """Fit by FaDIn's discretised objective; returns self (``baseline_``, ``adjacency_``, ``kernel_params_``, ``fit_result_``).
+        """Fit by FaDIn's discretised objective (:attr:`fit_objective`); returns self (``baseline_``,
+        ``adjacency_``, ``kernel_params_``, ``fit_result_``).
 
-        ``init="moments"`` starts from rates and the dispersion-based branching ratio (kernel
-        parameters at the family's defaults); ``init="current"`` starts from the present values.
-        L-BFGS (scipy) on the softplus-parametrised values, gradients by autograd; stops when the
-        objective's relative reduction over the last 10 iterations falls below ``tol`` (a
-        per-step test stopped early runs on one tiny line-search step, so none is used).
+        ``init``: :attr:`Initialisation.MOMENTS` starts from rates and the dispersion-based branching
+        ratio (kernel parameters at the family's defaults); :attr:`Initialisation.CURRENT` starts from
+        the present values. L-BFGS (scipy) on the softplus-parametrised values, gradients by autograd;
+        stops when the objective's relative reduction over the last 10 iterations falls below ``tol``
+        (a per-step test stopped early runs on one tiny line-search step, so none is used).
+
+        ``val``: a held-out batch, only scored (``fit_result_["val_score"]``: exact log-likelihood per
+        event); nothing is selected on it. ``trainer_options`` (``epochs``, ``batch_size``, ``lr``,
+        ``seed``, ..., the options of :func:`tpp.train.fit`) are accepted for the model contract and
+        unused: the start is deterministic and the optimiser is L-BFGS.
         """
+        check_fit_arguments(self, val, trainer_options)
+        init = check_params(self, max_iter=max_iter, tol=tol, init=init)["init"]
+        data = train
         self.check_marks(data)
         if data.num_events == 0:
             raise ValueError("cannot fit a Hawkes process to data without events")
-        if init == "moments":
+        if init is Initialisation.MOMENTS:
             mu0, adj0 = self._initial_guess(data)
             self.set_params(mu0, np.where(self.adjacency_mask.numpy(), adj0, 0.0), self.kernel.default_params())
-        elif init != "current":
-            raise ValueError(f"init must be 'moments' or 'current', got {init!r}")
         self._apply_fixed()
         start = _time.perf_counter()
-        stats = GridStatistics(data, self.delta, self.support, exact=not self.toeplitz, pairs=self.objective == "likelihood")
+        likelihood = self.fit_objective is Objective.LIKELIHOOD
+        stats = GridStatistics(data, self.delta, self.support, exact=not self.toeplitz, pairs=likelihood)
         precompute = _time.perf_counter() - start
-        loss_fn = self.l2_loss if self.objective == "l2" else self.discrete_nll
+        loss_fn = self.discrete_nll if likelihood else self.l2_loss
         params = list(self._free_parameters())
         sizes = [p.numel() for p in params]
         trace: list[float] = []
@@ -404,7 +429,7 @@ class FaDInHawkes(PointProcess):
                    else "a fresh L-BFGS restart gained < tol: the optimum is flat" if stalled else str(res.message))
         self._publish()
         self.fit_result_ = {
-            "objective": self.objective,
+            "objective": self.fit_objective.value,
             "loss": float(res.fun),
             "loss_trace": trace,
             "iterations": len(iterates),
@@ -417,6 +442,7 @@ class FaDInHawkes(PointProcess):
             "grid_taps": stats.L,
             "toeplitz": self.toeplitz,
         }
+        record_validation(self, val, self.fit_result_)
         warn_if_not_stationary(self.branching_ratio)
         return self
 
@@ -504,7 +530,7 @@ class FaDInHawkes(PointProcess):
         n: int,
         t_end: float,
         history: EventBatch | None = None,
-        generator: int | np.random.Generator | torch.Generator | None = None,
+        generator: Seed = None,
         t_start: float = 0.0,
         max_events: int = 50_000_000,
     ) -> EventBatch:

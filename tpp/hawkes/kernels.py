@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tpp.options import Interval, KernelName, check_params
+
 __all__ = [
     "Kernel",
     "TruncatedGaussian",
@@ -51,9 +53,10 @@ class Kernel(abc.ABC):
     param_names: tuple[str, ...] = ()
     positive: tuple[str, ...] = ()  # parameters kept > 0 by a softplus
 
+    _constraints = {"support": Interval(0, None, closed="neither")}
+
     def __init__(self, support: float) -> None:
-        if not (np.isfinite(support) and support > 0):
-            raise ValueError(f"support W must be positive and finite, got {support}")
+        check_params(self, support=support)
         self.support = float(support)
 
     # ---------------------------------------------------------------- parameters
@@ -338,16 +341,19 @@ KERNELS: dict[str, type[Kernel]] = {
 }
 
 
-def get_kernel(kernel: str | Kernel, support: float) -> Kernel:
-    """A kernel instance from its name (``truncated-gaussian``, ``raised-cosine``,
-    ``truncated-exponential``, ``kumaraswamy``) or a :class:`Kernel` (e.g. :class:`ParametricKernel`)."""
+def get_kernel(kernel: KernelName | str | Kernel, support: float) -> Kernel:
+    """A kernel instance from its :class:`~tpp.options.KernelName` or that name's exact value
+    (``truncated-gaussian``, ``raised-cosine``, ``truncated-exponential``, ``kumaraswamy``), or a
+    :class:`Kernel` (e.g. :class:`ParametricKernel`)."""
     if isinstance(kernel, ParametricKernel) and not np.isfinite(kernel.support):
         return kernel.bind(support)
     if isinstance(kernel, Kernel):
         if abs(kernel.support - support) > 1e-12 * max(1.0, support):
             raise ValueError(f"kernel support {kernel.support} differs from the model's support {support}")
         return kernel
-    name = kernel.replace("_", "-").lower()
-    if name not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}: choose one of {', '.join(KERNELS)} or pass a ParametricKernel")
-    return KERNELS[name](support)
+    try:
+        name = KernelName(kernel)
+    except ValueError:
+        raise ValueError(f"unknown kernel {kernel!r}: choose one of {', '.join(KERNELS)} (tpp.options.KernelName) "
+                         "or pass a ParametricKernel") from None
+    return KERNELS[name.value](support)

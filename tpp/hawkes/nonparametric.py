@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time as _time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,8 +36,11 @@ from tqdm.auto import tqdm
 
 from tpp.events import EventBatch
 from tpp.hawkes import _em
-from tpp.hawkes._common import FitResult, simulate_branching, warn_if_not_stationary
+from tpp.hawkes._common import (FitResult, check_fit_arguments, record_validation, simulate_branching,
+                                warn_if_not_stationary)
 from tpp.hawkes._common import flat_events as _flat
+from tpp.model import Seed
+from tpp.options import Interval, check_params
 from tpp.process import PointProcess, as_numpy_rng
 
 __all__ = ["NonparametricHawkes"]
@@ -175,14 +179,19 @@ class NonparametricHawkes(PointProcess):
     ``fit_result_`` after :meth:`fit`.
     """
 
+    _constraints = {
+        "num_marks": Interval(1, None, integer=True),
+        "support": Interval(0, None, closed="neither"),
+        "bins": Interval(0, None, closed="neither", integer=True),
+        "baseline": Interval(0, None, closed="neither"),
+        "kernel_values": Interval(0, None),
+        "max_iter": Interval(0, None, integer=True),
+        "tol": Interval(0, None),
+    }
+
     def __init__(self, num_marks: int, support: float, bins: int) -> None:
         super().__init__()
-        if num_marks < 1:
-            raise ValueError(f"num_marks must be >= 1, got {num_marks}")
-        if not (np.isfinite(support) and support > 0):
-            raise ValueError(f"support must be positive and finite, got {support}")
-        if int(bins) != bins or bins < 1:
-            raise ValueError(f"bins must be a positive integer, got {bins}")
+        check_params(self, num_marks=num_marks, support=support, bins=bins)
         self.num_marks, self.support, self.bins = int(num_marks), float(support), int(bins)
         K, B = self.num_marks, self.bins
         # Before fitting: a branching ratio of 0.1 spread evenly, so the model is usable as is.
@@ -206,10 +215,7 @@ class NonparametricHawkes(PointProcess):
         kernel_values = np.asarray(kernel_values, np.float64)
         if kernel_values.shape != (K, K, B):
             raise ValueError(f"kernel_values must have shape {(K, K, B)}, got {kernel_values.shape}")
-        if not np.all(np.isfinite(baseline)) or np.any(baseline <= 0):
-            raise ValueError(f"baseline must be positive and finite, got {baseline.tolist()}")
-        if not np.all(np.isfinite(kernel_values)) or np.any(kernel_values < 0):
-            raise ValueError("kernel_values must be non-negative and finite")
+        check_params(self, baseline=baseline, kernel_values=kernel_values)
         with torch.no_grad():
             self.baseline.copy_(torch.from_numpy(baseline))
             self.kernel_values.copy_(torch.from_numpy(kernel_values))
@@ -324,9 +330,16 @@ class NonparametricHawkes(PointProcess):
 
     # ------------------------------------------------------------------ fitting
     def fit(
-        self, data: EventBatch, max_iter: int = 500, tol: float = 1e-6, progress: bool = False
+        self,
+        train: EventBatch,
+        val: EventBatch | None = None,
+        *,
+        max_iter: int = 500,
+        tol: float = 1e-6,
+        progress: bool = False,
+        **trainer_options: Any,
     ) -> "NonparametricHawkes":
-        """Maximum likelihood by EM (Lewis & Mohler 2011; Marsan & Lengline 2008); returns self.
+        """Maximum likelihood by EM (Lewis & Mohler 2011; Marsan & Lengline 2008) on ``train``; returns self.
 
         E-step: event ``n`` of type ``i`` is an immigrant with probability ``mu_i / lambda_i(t_n)`` and a
         child of the earlier event ``m`` (lag in ``(0, W)``) with probability
@@ -350,7 +363,15 @@ class NonparametricHawkes(PointProcess):
         ``fit_result_``: ``log_likelihood``, ``log_likelihood_trace`` (one value per E-step),
         ``iterations`` (M-steps), ``converged``, ``seconds`` (all), ``setup_seconds`` (pair list and
         exposures), ``em_seconds``, ``seconds_per_iteration``, ``num_pairs``.
+
+        ``val``: a held-out batch, only scored (``fit_result_["val_score"]``, exact log-likelihood per
+        event); nothing is selected on it. ``trainer_options`` (``epochs``, ``batch_size``, ``lr``,
+        ``seed``, ..., the options of :func:`tpp.train.fit`) are accepted for the model contract and
+        unused: EM starts from a deterministic moment-based value.
         """
+        check_fit_arguments(self, val, trainer_options)
+        check_params(self, max_iter=max_iter, tol=tol)
+        data = train
         self._check(data)
         if data.num_events == 0:
             raise ValueError("cannot fit a Hawkes process to data without events")
@@ -411,6 +432,7 @@ class NonparametricHawkes(PointProcess):
             seconds_per_iteration=em_seconds / max(iterations, 1),
             num_pairs=int(target.size),
         )
+        record_validation(self, val, self.fit_result_)
         warn_if_not_stationary(self.branching_ratio)
         return self
 
@@ -464,7 +486,7 @@ class NonparametricHawkes(PointProcess):
         n: int,
         t_end: float,
         history: EventBatch | None = None,
-        generator: int | np.random.Generator | torch.Generator | None = None,
+        generator: Seed = None,
         t_start: float = 0.0,
         max_events: int = 50_000_000,
     ) -> EventBatch:

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import time as _time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from tpp.events import EventBatch
-from tpp.hawkes._common import assemble, simulation_window
+from tpp.hawkes._common import assemble, check_fit_arguments, record_validation, simulation_window
+from tpp.model import Seed
+from tpp.options import Interval, check_params
 from tpp.process import PointProcess, as_numpy_rng
 
 __all__ = ["Poisson"]
@@ -23,10 +26,11 @@ __all__ = ["Poisson"]
 class Poisson(PointProcess):
     """Homogeneous Poisson process with one rate per mark; ``rate_`` after :meth:`fit`."""
 
+    _constraints = {"num_marks": Interval(1, None, integer=True)}
+
     def __init__(self, num_marks: int = 1) -> None:
         super().__init__()
-        if num_marks < 1:
-            raise ValueError(f"num_marks must be >= 1, got {num_marks}")
+        check_params(self, num_marks=num_marks)
         self.num_marks = int(num_marks)
         self.log_rate = nn.Parameter(torch.zeros(num_marks, dtype=torch.float64))
 
@@ -69,8 +73,15 @@ class Poisson(PointProcess):
         elapsed = (batch.time - batch.t_start[:, None])[..., None]
         return elapsed * self.rate.to(batch.dtype)
 
-    def fit(self, data: EventBatch) -> "Poisson":
-        """Closed-form MLE; sets ``rate_`` and ``fit_result_``."""
+    def fit(self, train: EventBatch, val: EventBatch | None = None, **trainer_options: Any) -> "Poisson":
+        """Closed-form MLE ``rate_k = N_k / total observed time``; sets ``rate_`` and ``fit_result_``.
+
+        ``val``: a held-out batch, only scored (``fit_result_["val_score"]``, log-likelihood per event).
+        ``trainer_options`` (``epochs``, ``batch_size``, ``lr``, ``seed``, ...) are accepted for the
+        model contract and unused: the estimate is closed form.
+        """
+        check_fit_arguments(self, val, trainer_options)
+        data = train
         self.check_marks(data)
         start = _time.perf_counter()
         total_time = float(data.duration.sum())
@@ -84,6 +95,7 @@ class Poisson(PointProcess):
             self.log_rate.copy_(torch.from_numpy(np.log(rates)))
         self.rate_ = rates
         self.fit_result_ = {"seconds": _time.perf_counter() - start, "converged": True}
+        record_validation(self, val, self.fit_result_)
         return self
 
     def sample(
@@ -91,7 +103,7 @@ class Poisson(PointProcess):
         n: int,
         t_end: float,
         history: EventBatch | None = None,
-        generator: int | np.random.Generator | torch.Generator | None = None,
+        generator: Seed = None,
         t_start: float = 0.0,
     ) -> EventBatch:
         rng = as_numpy_rng(generator)

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from tpp.events import EventBatch
 from tpp.neural.base import NeuralTPP
 from tpp.neural.layers import MarkEmbedding, ScaledSoftplus, TemporalEncoding, sliding_window_attention
+from tpp.options import Interval, check_params
 
 __all__ = ["AttNHP"]
 
@@ -62,6 +63,9 @@ def attend_with_own_slot(q: Tensor, k: Tensor, v: Tensor, visible: Tensor, k_own
 class AttNHP(NeuralTPP):
     """Attentive neural Hawkes process: continuous-time attention queried at the time being scored."""
 
+    _constraints = {"num_heads": Interval(1, None, integer=True), "num_layers": Interval(1, None, integer=True),
+                    "window": Interval(1, None, integer=True, none_ok=True)}
+
     def __init__(
         self,
         num_marks: int,
@@ -73,8 +77,7 @@ class AttNHP(NeuralTPP):
         window: int | None = None,
     ) -> None:
         super().__init__(num_marks, hidden_size, num_points)
-        if window is not None and window < 1:
-            raise ValueError(f"window must be >= 1 or None, got {window}")
+        check_params(self, num_heads=num_heads, num_layers=num_layers, window=window)
         self.window = window
         time_size = time_size or hidden_size + hidden_size % 2
         self.num_heads, self.num_layers = int(num_heads), int(num_layers)
@@ -107,7 +110,7 @@ class AttNHP(NeuralTPP):
         return self.temporal((t - batch.t_start[:, None]).to(self.x0.dtype))
 
     def rate_biases(self) -> list[Tensor]:
-        """The head's per-type offsets (see :meth:`NeuralTPP.fit_standardisation`)."""
+        """The head's per-type offsets (see :meth:`NeuralTPP.initialise`)."""
         return [self.head.bias]
 
     def encode(self, batch: EventBatch) -> list[tuple[Tensor, Tensor]]:

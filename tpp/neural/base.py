@@ -12,28 +12,39 @@ A model implements two methods:
 
 From these the base class derives, for every model the same way: ``intensity``, the event term
 of the log-likelihood, the compensator by Gauss-Legendre quadrature on every inter-event interval
-(``num_points`` nodes; ``tpp.compensator`` gives the error estimate), ``cumulative_intensity``,
+(``num_points`` nodes; :meth:`NeuralTPP.compensator_error` estimates the error), ``cumulative_intensity``,
 and ``log_likelihood`` including the survival term on ``(last event, t_end]``. Models with a
-closed-form compensator override :meth:`interval_compensator`; density models (intensity-free)
-override :meth:`log_likelihood`.
+closed-form compensator override :meth:`NeuralTPP.interval_compensator`; density models
+(intensity-free) override :meth:`NeuralTPP.log_likelihood`.
+
+The :class:`~tpp.model.Model` contract: ``initialise(train)`` is the one-time data-dependent start
+(per-type rates; subclasses add their time standardisation), ``objective`` the log-likelihood with
+the cheaper ``train_points`` rule while training. Numerical accuracy is an argument: every query
+takes ``num_points=`` (nodes per interval; the constructor's ``num_points`` is only the default) and
+``chunk_size=`` (intervals per intensity evaluation, to bound memory with many types or long
+sequences; the values do not depend on it), and no query changes the model's state.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
-from typing import Any
+import warnings
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from tpp.compensator import gauss_legendre, integrate_intervals, interval_bounds
 from tpp.events import EventBatch
+from tpp.model import Seed
+from tpp.options import Interval, check_params
 from tpp.neural.layers import gather_state
 from tpp.process import PointProcess
 
-__all__ = ["NeuralTPP", "StateTPP", "history_index"]
+if TYPE_CHECKING:
+    from tpp.stream import BatchSource
+
+__all__ = ["NeuralTPP", "StateTPP", "history_index", "training_sample", "check_accuracy"]
 
 
 def history_index(batch: EventBatch, t: Tensor) -> Tensor:
@@ -42,20 +53,49 @@ def history_index(batch: EventBatch, t: Tensor) -> Tensor:
     return torch.searchsorted(times.contiguous(), t.to(times.dtype).contiguous(), side="left")
 
 
+def training_sample(train: EventBatch | BatchSource) -> EventBatch:
+    """The events :meth:`NeuralTPP.initialise` learns its start from: a batch itself, or a source's
+    ``standardisation_sample()`` (the whole data in memory, the first block of a streamed log)."""
+    if isinstance(train, EventBatch):
+        return train
+    from tpp.stream import as_source
+
+    return as_source(train).standardisation_sample()
+
+
+def check_accuracy(num_points: int | None, chunk_size: int | None) -> None:
+    """Refuse a quadrature rule or chunk size below 1 (None: the defaults), also where a closed form ignores them."""
+    for name, value in (("num_points", num_points), ("chunk_size", chunk_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1 or None, got {value}")
+
+
+def _chunks(n: int, chunk_size: int | None) -> list[slice]:
+    """Consecutive slices of ``range(n)`` of at most ``chunk_size`` each; one slice (possibly empty) for None."""
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+    step = n if chunk_size is None else chunk_size
+    return [slice(start, min(start + step, n)) for start in range(0, n, step)] if n else [slice(0, 0)]
+
+
 class NeuralTPP(PointProcess):
     """Base of the neural models; see the module docstring for what a model implements."""
 
-    #: Gauss-Legendre nodes per interval in the training loss (gradients on, training mode); ``None``
-    #: means ``num_points``. Every other use (``compensator``, evaluation, scores) takes ``num_points``.
+    #: Gauss-Legendre nodes per interval in the training objective (gradients on, training mode; at most
+    #: ``num_points``); ``None`` means ``num_points``. Every query (``log_likelihood``, ``compensator``,
+    #: scores, validation) takes ``num_points`` unless given its own ``num_points=``.
     #: Eight nodes integrate the smooth between-event intensities of these models to ~1e-4 and halve
     #: the cost of a training step; the test scores (with a fine integrator) show whether a model
     #: learnt to exploit the coarser rule.
     train_points: int | None = 8
 
+    #: Constructor ranges, checked once by :func:`tpp.options.check_params` (subclasses add their own).
+    _constraints = {"num_marks": Interval(1, None, integer=True), "hidden_size": Interval(1, None, integer=True),
+                    "num_points": Interval(1, None, integer=True)}
+
     def __init__(self, num_marks: int, hidden_size: int, num_points: int = 16) -> None:
         super().__init__()
-        if num_marks < 1 or hidden_size < 1:
-            raise ValueError(f"num_marks and hidden_size must be >= 1, got {num_marks}, {hidden_size}")
+        check_params(self, num_marks=num_marks, hidden_size=hidden_size, num_points=num_points)
         self.num_marks = int(num_marks)
         self.hidden_size = int(hidden_size)
         self.num_points = int(num_points)
@@ -69,34 +109,69 @@ class NeuralTPP(PointProcess):
     # ------------------------------------------------------------------ data-dependent start
     def rate_biases(self) -> list[Tensor]:
         """Biases that set each type's intensity where the history says nothing (``[K]`` each, through a
-        softplus): :meth:`fit_standardisation` starts them at the types' average rates. None by default."""
+        softplus): :meth:`initialise` starts them at the types' average rates. None by default."""
         return []
 
-    def fit_standardisation(self, batch: EventBatch) -> NeuralTPP:
+    def initialise(self, train: EventBatch | BatchSource) -> NeuralTPP:
+        """One-time data-dependent start from (a sample of, :func:`training_sample`) the training data; returns
+        self. The trainer calls it before the first step of a fresh run (never on resume).
+
+        Here: each type's intensity starts at its average rate (:meth:`_start_rates`), once per model.
+        Subclasses that standardise times (FullyNN, IntensityFree) extend it.
+        """
+        self._start_rates(training_sample(train))
+        return self
+
+    def fit_standardisation(self, batch: EventBatch | BatchSource) -> NeuralTPP:
+        """Deprecated alias of :meth:`initialise` (the name meant four different things across the project)."""
+        warnings.warn(f"{type(self).__name__}.fit_standardisation is deprecated: call initialise(train)",
+                      DeprecationWarning, stacklevel=2)
+        return self.initialise(batch)
+
+    def _start_rates(self, batch: EventBatch) -> None:
         """Start each type's intensity at its average rate in ``batch`` (its events / the observed time), once
-        per model; the trainer calls it before the first step of a fresh run.
+        per model (a fine-tuning run keeps what was learnt).
 
         Why: a softplus intensity starts at ``softplus(0) = 0.69`` events per unit of time for every type, so
         with many types or slow ones the untrained model expects hundreds of times too many events and a
         short run never recovers (quick likelihood table, NHP on wikipedia's 8227 types: -5561 nats per
         event before, -25.1 after; on mimic2's 75 types: -8.05 before, -2.47 after). Types absent from ``batch``
-        start at 1% of the average type's rate. Returns self.
+        start at 1% of the average type's rate.
         """
         biases = self.rate_biases()
         if not biases or bool(self.rates_initialised):
-            return self
+            return
         K = self.num_marks
         counts = torch.bincount(batch.mark[batch.mask].clamp(0, K - 1), minlength=K).double()
         exposure = float((batch.t_end - batch.t_start).double().sum())
         if exposure <= 0 or float(counts.sum()) == 0:
-            return self
+            return
         rates = (counts + 0.01 * float(counts.sum()) / K) / exposure
         start = torch.where(rates > 20, rates, torch.log(torch.expm1(rates.clamp_max(20))))  # softplus^-1
         with torch.no_grad():
             for bias in biases:
                 bias.copy_(start.to(bias))
         self.rates_initialised.fill_(True)
-        return self
+
+    # ------------------------------------------------------------------ the Model contract
+    def objective(self, batch: EventBatch) -> Tensor:
+        """``[B]`` the training objective: :meth:`log_likelihood` with ``min(train_points, num_points)`` nodes
+        per interval while training with gradients (half the cost of a step), else with ``num_points``."""
+        cheap = self.training and torch.is_grad_enabled() and self.train_points
+        return self.log_likelihood(batch, num_points=min(self.train_points, self.num_points) if cheap else None)
+
+    def score(self, batch: EventBatch, num_points: int | None = None, chunk_size: int | None = None) -> float:
+        """Mean log-likelihood per event (higher is better); ``num_points`` and ``chunk_size`` as in
+        :meth:`log_likelihood`."""
+        with torch.no_grad():
+            return float(self.log_likelihood(batch, num_points, chunk_size).sum()) / max(batch.num_events, 1)
+
+    def quadrature_points(self, num_points: int | None = None) -> int:
+        """The Gauss-Legendre nodes per interval a query uses: ``num_points``, else the constructor's default."""
+        points = self.num_points if num_points is None else int(num_points)
+        if points < 1:
+            raise ValueError(f"num_points must be >= 1, got {num_points}")
+        return points
 
     # ------------------------------------------------------------------ to implement
     @abc.abstractmethod
@@ -120,76 +195,94 @@ class NeuralTPP(PointProcess):
         t = t.to(device=batch.device, dtype=batch.dtype)
         return self.intensity_at(batch, self.encode(batch), history_index(batch, t), t)
 
-    def event_log_intensity(self, batch: EventBatch, context: Any) -> Tensor:
-        """``[B, L]`` log intensity of each event's own mark at its time (0 on padding)."""
+    def event_log_intensity(self, batch: EventBatch, context: Any, chunk_size: int | None = None) -> Tensor:
+        """``[B, L]`` log intensity of each event's own mark at its time (0 on padding); ``[B, chunk_size, K]``
+        intensities at a time when ``chunk_size`` is set."""
         index = history_index(batch, batch.time)
-        log_lam = self.log_intensity_at(batch, context, index, batch.time)
-        log_event = log_lam.gather(-1, batch.mark.clamp(0, self.num_marks - 1)[..., None])[..., 0]
-        return torch.where(batch.mask, log_event, 0.0)
+        mark = batch.mark.clamp(0, self.num_marks - 1)
+        parts = []
+        for part in _chunks(batch.max_length, chunk_size):
+            log_lam = self.log_intensity_at(batch, context, index[:, part], batch.time[:, part])
+            parts.append(log_lam.gather(-1, mark[:, part, None])[..., 0])
+        return torch.where(batch.mask, torch.cat(parts, 1), 0.0)
 
     def log_intensity_at(self, batch: EventBatch, context: Any, index: Tensor, t: Tensor) -> Tensor:
         """``[B, T, K]`` log of :meth:`intensity_at`; models whose intensity can underflow (an
         exponential or a softplus far in its tail) override it with a log-space form."""
         return torch.log(self.intensity_at(batch, context, index, t))
 
-    def interval_compensator(self, batch: EventBatch, context: Any) -> Tensor:
+    def interval_compensator(self, batch: EventBatch, context: Any, num_points: int | None = None,
+                             chunk_size: int | None = None) -> Tensor:
         """``[B, L + 1, K]`` integral of each mark's intensity over each inter-event interval.
 
-        Gauss-Legendre with ``self.num_points`` nodes per interval; inside interval ``n`` the history
-        is the first ``n`` events, so one call of ``intensity_at`` covers every node.
+        Gauss-Legendre with ``num_points`` nodes per interval (default: the constructor's); inside interval
+        ``n`` the history is the first ``n`` events, so one call of ``intensity_at`` covers every node of
+        ``chunk_size`` intervals (all of them by default). Closed-form overrides ignore both arguments.
         """
         left, right, valid = interval_bounds(batch)
-        nodes, weights = gauss_legendre(left, right, self.num_points)  # [B, L + 1, P]
-        B, I, P = nodes.shape
-        index = torch.arange(I, device=batch.device)[None, :, None].expand(B, I, P)
-        lam = self.intensity_at(batch, context, index.reshape(B, I * P), nodes.reshape(B, I * P)).reshape(B, I, P, -1)
-        return (lam * weights[..., None]).sum(2) * valid[..., None]
+        nodes, weights = gauss_legendre(left, right, self.quadrature_points(num_points))  # [B, L + 1, P]
+        B, _, P = nodes.shape
+        parts = []
+        for part in _chunks(nodes.shape[1], chunk_size):
+            part_nodes, part_weights = nodes[:, part], weights[:, part]
+            I = part_nodes.shape[1]
+            index = torch.arange(part.start, part.start + I, device=batch.device)[None, :, None].expand(B, I, P)
+            lam = self.intensity_at(batch, context, index.reshape(B, I * P), part_nodes.reshape(B, I * P))
+            parts.append((lam.reshape(B, I, P, -1) * part_weights[..., None]).sum(2) * valid[:, part, None])
+        return torch.cat(parts, 1)
 
-    def interval_ground_compensator(self, batch: EventBatch, context: Any) -> Tensor:
+    def interval_ground_compensator(self, batch: EventBatch, context: Any, num_points: int | None = None,
+                                    chunk_size: int | None = None) -> Tensor:
         """``[B, L + 1]`` integral of the total intensity (all marks) over each inter-event interval.
 
         The likelihood needs only this sum; models whose marks come from a softmax independent of the
         time (RMTPP) override it with a closed form that never splits the total over the marks.
         """
-        return self.interval_compensator(batch, context).sum(-1)
+        return self.interval_compensator(batch, context, num_points, chunk_size).sum(-1)
 
-    def log_likelihood(self, batch: EventBatch) -> Tensor:
-        """``[B]``: event terms minus the compensator over the whole window (survival term included)."""
+    def log_likelihood(self, batch: EventBatch, num_points: int | None = None,
+                       chunk_size: int | None = None) -> Tensor:
+        """``[B]``: event terms minus the compensator over the whole window (survival term included).
+
+        ``num_points``: Gauss-Legendre nodes per inter-event interval (default: the constructor's
+        ``num_points``; closed-form compensators ignore it; :meth:`compensator_error` estimates the error).
+        ``chunk_size``: evaluate the intensities of at most that many events and intervals of every sequence
+        at once, which bounds memory by ``B x chunk_size x num_points x K`` instead of ``B x L x num_points x K``
+        (many types, long sequences); the values equal the unchunked call's up to rounding. To bound the
+        sequences too, call it on slices of the batch (the values do not depend on the batch's composition).
+        """
+        check_accuracy(num_points, chunk_size)
         batch = self._prepare(batch)
         context = self.encode(batch)
-        training = self.training and torch.is_grad_enabled() and self.train_points
-        points = min(self.train_points, self.num_points) if training else None
-        ground = self._intervals(batch, context, points, self.interval_ground_compensator)
-        return self.event_log_intensity(batch, context).sum(1) - ground.sum(1)
+        ground = self.interval_ground_compensator(batch, context, num_points, chunk_size)
+        return self.event_log_intensity(batch, context, chunk_size).sum(1) - ground.sum(1)
 
-    def _intervals(self, batch: EventBatch, context: Any, num_points: int | None,
-                   method: Callable[[EventBatch, Any], Tensor] | None = None) -> Tensor:
-        method = method or self.interval_compensator
-        if num_points is None:
-            return method(batch, context)
-        saved, self.num_points = self.num_points, num_points  # closed-form overrides ignore it
-        try:
-            return method(batch, context)
-        finally:
-            self.num_points = saved
-
-    def compensator(self, batch: EventBatch, num_points: int | None = None) -> Tensor:
+    def compensator(self, batch: EventBatch, num_points: int | None = None,
+                    chunk_size: int | None = None) -> Tensor:
+        """``[B]`` integral of the total intensity over each window (``num_points``, ``chunk_size`` as in
+        :meth:`log_likelihood`)."""
+        check_accuracy(num_points, chunk_size)
         batch = self._prepare(batch)
-        return self._intervals(batch, self.encode(batch), num_points, self.interval_ground_compensator).sum(1)
+        return self.interval_ground_compensator(batch, self.encode(batch), num_points, chunk_size).sum(1)
 
-    def cumulative_intensity(self, batch: EventBatch, num_points: int | None = None) -> Tensor:
+    def cumulative_intensity(self, batch: EventBatch, num_points: int | None = None,
+                             chunk_size: int | None = None) -> Tensor:
+        """``[B, L, K]`` ``Lambda_k(t_start, t_n]`` at each event (``num_points``, ``chunk_size`` as in
+        :meth:`log_likelihood`)."""
+        check_accuracy(num_points, chunk_size)
         batch = self._prepare(batch)
-        return self._intervals(batch, self.encode(batch), num_points).cumsum(1)[:, :-1]
+        return self.interval_compensator(batch, self.encode(batch), num_points, chunk_size).cumsum(1)[:, :-1]
 
     def sample(
         self,
         n: int,
         t_end: float,
         history: EventBatch | None = None,
-        generator: int | np.random.Generator | torch.Generator | None = None,
+        generator: Seed = None,
         t_start: float = 0.0,
     ) -> EventBatch:
-        """Sequences from the shared thinning sampler (:func:`tpp.sampling.thinning_sample`)."""
+        """Sequences from the shared thinning sampler (:func:`tpp.sampling.thinning_sample`); its counters are
+        left in ``sampling_stats_`` (a diagnostic, not part of the model's state dict)."""
         from tpp.sampling import thinning_sample
 
         batch, self.sampling_stats_ = thinning_sample(self, n, t_end, history, generator, t_start)
@@ -203,7 +296,7 @@ class NeuralTPP(PointProcess):
         def fn(b: EventBatch, t: Tensor) -> Tensor:
             return self.intensity_at(b, context, history_index(b, t), t)
 
-        return integrate_intervals(fn, batch, num_points or self.num_points).error.sum((1, 2))
+        return integrate_intervals(fn, batch, self.quadrature_points(num_points)).error.sum((1, 2))
 
 
 class StateTPP(NeuralTPP):
@@ -224,14 +317,18 @@ class StateTPP(NeuralTPP):
         t_last = torch.cat([batch.t_start[:, None], batch.time], 1).gather(1, index)
         return self.intensity_after(gather_state(context, index), t - t_last).to(t.dtype)
 
-    def interval_compensator(self, batch: EventBatch, context: Tensor) -> Tensor:
+    def interval_compensator(self, batch: EventBatch, context: Tensor, num_points: int | None = None,
+                             chunk_size: int | None = None) -> Tensor:
         left, right, valid = interval_bounds(batch)
-        return self.integrate_after(context, right - left).to(batch.dtype) * valid[..., None]
+        tau, points = right - left, self.quadrature_points(num_points)
+        parts = [self.integrate_after(context[:, part], tau[:, part], points)
+                 for part in _chunks(tau.shape[1], chunk_size)]
+        return torch.cat(parts, 1).to(batch.dtype) * valid[..., None]
 
-    def integrate_after(self, state: Tensor, tau: Tensor) -> Tensor:
+    def integrate_after(self, state: Tensor, tau: Tensor, num_points: int | None = None) -> Tensor:
         """``[B, I, K]``: ``intensity_after(state, s)`` integrated over ``s in [0, tau]`` (``state [B, I, S]``,
-        ``tau [B, I]``) by the ``num_points`` Gauss-Legendre rule. Models may override it with a fused kernel
-        of the same rule (:mod:`tpp.neural._kernels`)."""
-        offsets, weights = gauss_legendre(torch.zeros_like(tau), tau, self.num_points)  # [B, I, P]
+        ``tau [B, I]``) by the Gauss-Legendre rule of ``num_points`` nodes (default: the constructor's).
+        Models may override it with a fused kernel of the same rule (:mod:`tpp.neural._quadrature`)."""
+        offsets, weights = gauss_legendre(torch.zeros_like(tau), tau, self.quadrature_points(num_points))  # [B, I, P]
         lam = self.intensity_after(state[:, :, None, :], offsets)
         return (lam * weights[..., None]).sum(2)

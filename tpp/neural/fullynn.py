@@ -22,13 +22,14 @@ Marks are drawn from ``softmax(W h_n)`` independently of the time, as in RMTPP:
 
 Time enters as ``u = log1p(tau / s)`` with ``s`` the geometric mean of the training gaps (Omi
 standardises ``log tau``; ``log1p`` keeps ``u(0) = 0`` finite and the intensity smooth at 0), so the
-model behaves the same in seconds or days. ``s`` is set by :meth:`fit_standardisation`, or from the
-first batch the model sees in training mode.
+model behaves the same in seconds or days. ``s`` is set once per model by :meth:`FullyNN.initialise`
+(which the trainer calls before the first step); before it ``s = 1`` time unit, and no query ever sets it.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +37,12 @@ from torch import Tensor, nn
 
 from tpp.compensator import interval_bounds
 from tpp.events import EventBatch
-from tpp.neural.base import NeuralTPP
+from tpp.neural.base import NeuralTPP, training_sample
 from tpp.neural.layers import RecurrentHistory, gather_state, log_softmax_last
+from tpp.options import Interval, check_params
+
+if TYPE_CHECKING:
+    from tpp.stream import BatchSource
 
 __all__ = ["FullyNN"]
 
@@ -54,6 +59,8 @@ def _positive_init(fan_in: int, fan_out: int, shape: tuple[int, ...]) -> Tensor:
 class FullyNN(NeuralTPP):
     """Fully neural network TPP: GRU history, monotone cumulative-hazard network, softmax marks."""
 
+    _constraints = {"num_layers": Interval(1, None, integer=True)}
+
     def __init__(
         self,
         num_marks: int,
@@ -63,8 +70,7 @@ class FullyNN(NeuralTPP):
         embedding_size: int | None = None,
     ) -> None:
         super().__init__(num_marks, hidden_size, num_points)
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        check_params(self, num_layers=num_layers)
         self.history = RecurrentHistory(num_marks, hidden_size, embedding_size)
         self.mark_head = nn.Linear(hidden_size, num_marks)
         # Monotone network: h enters the first layer freely; every weight on a path from u is softplus(raw) >= 0.
@@ -81,8 +87,13 @@ class FullyNN(NeuralTPP):
         self.register_buffer("log_time_scale", torch.zeros((), dtype=torch.float64))
         self.register_buffer("standardised", torch.tensor(False))
 
-    def fit_standardisation(self, batch: EventBatch) -> FullyNN:
-        """Set the time scale ``s`` to the geometric mean of the positive gaps of ``batch``; returns self."""
+    def initialise(self, train: EventBatch | BatchSource) -> FullyNN:
+        """Set the time scale ``s`` to the geometric mean of the positive gaps of (a sample of) the training data,
+        once per model (later calls keep it: the weights were learnt in that unit); returns self."""
+        batch = training_sample(train)
+        super().initialise(batch)
+        if bool(self.standardised):
+            return self
         gaps = batch.inter_event_times[batch.mask]
         gaps = gaps[gaps > 0]
         if gaps.numel():
@@ -95,8 +106,6 @@ class FullyNN(NeuralTPP):
 
     def encode(self, batch: EventBatch) -> Tensor:
         """``[B, L + 1, H]``: ``h0`` then the state after each event (inputs: mark and ``log1p(gap / s)``)."""
-        if self.training and not bool(self.standardised):
-            self.fit_standardisation(batch)
         gap = self._time_feature(batch.inter_event_times)
         return self.history(batch.mark, batch.mask, gap)
 
@@ -135,13 +144,16 @@ class FullyNN(NeuralTPP):
         _, hazard = self._hazard(h, t - t_last, cumulative=False)
         return (hazard[..., None] * log_marks.exp()).to(t.dtype)
 
-    def interval_ground_compensator(self, batch: EventBatch, context: Tensor) -> Tensor:
-        """``[B, L + 1]``: the exact cumulative hazard of each interval; interval ``n``'s state is ``context[:, n]``."""
+    def interval_ground_compensator(self, batch: EventBatch, context: Tensor, num_points: int | None = None,
+                                    chunk_size: int | None = None) -> Tensor:
+        """``[B, L + 1]``: the exact cumulative hazard of each interval; interval ``n``'s state is ``context[:, n]``
+        (no quadrature: ``num_points`` and ``chunk_size`` do not apply)."""
         left, right, valid = interval_bounds(batch)
         cumulative, _ = self._hazard(context, right - left)
         return (cumulative * valid).to(batch.dtype)
 
-    def interval_compensator(self, batch: EventBatch, context: Tensor) -> Tensor:
-        """``[B, L + 1, K]``: the ground compensator split over the marks by ``softmax(W h_n)``."""
+    def interval_compensator(self, batch: EventBatch, context: Tensor, num_points: int | None = None,
+                             chunk_size: int | None = None) -> Tensor:
+        """``[B, L + 1, K]``: the ground compensator split over the marks by ``softmax(W h_n)`` (exact)."""
         marks = F.softmax(self.mark_head(context), -1)
         return self.interval_ground_compensator(batch, context)[..., None] * marks.to(batch.dtype)

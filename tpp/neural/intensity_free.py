@@ -13,14 +13,16 @@ quantities give the protocol's intensity (hazard ``p / S`` times ``p(k)``) and a
 compensator (``-log S`` per interval). Sampling is exact: component, normal draw, ``exp``, mark;
 a continued history draws its first gap conditioned on the quiet time since its last event.
 
-``m`` and ``d`` are buffers set by :meth:`fit_standardisation`, or from the first batch the model
-sees in training mode. Gaps of 0 (tied events) are floored at ``1e-10`` before the logarithm, as in
+``m`` and ``d`` are buffers set once per model by :meth:`IntensityFree.initialise` (which the trainer
+calls before the first step); before it ``m = 0`` and ``d = 1`` (``log tau`` in the data's own time
+unit), and no query ever sets them. Gaps of 0 (tied events) are floored at ``1e-10`` before the logarithm, as in
 the original code.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,9 +31,14 @@ from torch import Tensor, nn
 
 from tpp.compensator import interval_bounds
 from tpp.events import EventBatch
-from tpp.neural.base import NeuralTPP
+from tpp.model import Seed
+from tpp.neural.base import NeuralTPP, check_accuracy, training_sample
 from tpp.neural.layers import RecurrentHistory, gather_state, log_softmax_last
+from tpp.options import Interval, check_params
 from tpp.process import Prediction, as_numpy_rng
+
+if TYPE_CHECKING:
+    from tpp.stream import BatchSource
 
 __all__ = ["IntensityFree"]
 
@@ -42,6 +49,8 @@ _LOG_SCALE_BOUND = 4.0  # component scales s_c in (e^-4, e^4) standardised units
 class IntensityFree(NeuralTPP):
     """Intensity-free TPP: GRU history, log-normal mixture of the next gap, softmax marks."""
 
+    _constraints = {"num_mixtures": Interval(1, None, integer=True)}
+
     def __init__(
         self,
         num_marks: int,
@@ -51,8 +60,7 @@ class IntensityFree(NeuralTPP):
         embedding_size: int | None = None,
     ) -> None:
         super().__init__(num_marks, hidden_size, num_points)
-        if num_mixtures < 1:
-            raise ValueError(f"num_mixtures must be >= 1, got {num_mixtures}")
+        check_params(self, num_mixtures=num_mixtures)
         self.num_mixtures = int(num_mixtures)
         self.history = RecurrentHistory(num_marks, hidden_size, embedding_size)
         self.mixture_head = nn.Linear(hidden_size, 3 * num_mixtures)
@@ -62,8 +70,13 @@ class IntensityFree(NeuralTPP):
         self.register_buffer("standardised", torch.tensor(False))
 
     # ------------------------------------------------------------------ standardisation
-    def fit_standardisation(self, batch: EventBatch) -> IntensityFree:
-        """Set ``m``, ``d`` to the mean and std of ``log tau`` over the positive gaps of ``batch``; returns self."""
+    def initialise(self, train: EventBatch | BatchSource) -> IntensityFree:
+        """Set ``m``, ``d`` to the mean and std of ``log tau`` over the positive gaps of (a sample of) the training
+        data, once per model (later calls keep them: the weights were learnt in those units); returns self."""
+        batch = training_sample(train)
+        super().initialise(batch)
+        if bool(self.standardised):
+            return self
         gaps = batch.inter_event_times[batch.mask]
         log_gaps = torch.log(gaps[gaps > 0].double())
         if log_gaps.numel():
@@ -81,8 +94,6 @@ class IntensityFree(NeuralTPP):
     # ------------------------------------------------------------------ the model
     def encode(self, batch: EventBatch) -> Tensor:
         """``[B, L + 1, H]``: ``h0`` then the state after each event (inputs: mark and standardised ``log tau``)."""
-        if self.training and not bool(self.standardised):
-            self.fit_standardisation(batch)
         gap = self._standardise(batch.inter_event_times.clamp_min(_MIN_GAP))
         return self.history(batch.mark, batch.mask, gap)
 
@@ -122,16 +133,21 @@ class IntensityFree(NeuralTPP):
         log_p, log_surv = self._log_density_survival(h, t - t_last)
         return torch.exp((log_p - log_surv)[..., None] + log_marks).to(t.dtype)
 
-    def interval_compensator(self, batch: EventBatch, context: Tensor) -> Tensor:
-        """``-log S(interval length | h) p(k | h)`` for each interval: the exact integral of the intensity."""
+    def interval_compensator(self, batch: EventBatch, context: Tensor, num_points: int | None = None,
+                             chunk_size: int | None = None) -> Tensor:
+        """``-log S(interval length | h) p(k | h)`` for each interval: the exact integral of the intensity (no
+        quadrature: ``num_points`` and ``chunk_size`` do not apply)."""
         left, right, valid = interval_bounds(batch)
         index = torch.arange(left.shape[1], device=batch.device).expand_as(left)
         h, log_marks, _ = self._parts(context, index, batch)
         _, log_surv = self._log_density_survival(h, right - left)
         return (-log_surv[..., None] * log_marks.exp() * valid[..., None]).to(batch.dtype)
 
-    def log_likelihood(self, batch: EventBatch) -> Tensor:
-        """``[B]`` exact: gap densities and mark probabilities of every event plus ``log S`` of the last, open gap."""
+    def log_likelihood(self, batch: EventBatch, num_points: int | None = None,
+                       chunk_size: int | None = None) -> Tensor:
+        """``[B]`` exact: gap densities and mark probabilities of every event plus ``log S`` of the last, open gap
+        (no quadrature: ``num_points`` and ``chunk_size`` are accepted for the common signature and not used)."""
+        check_accuracy(num_points, chunk_size)
         batch = self._prepare(batch)
         states = self.encode(batch)
         h_before = states[:, :-1]  # state before event n: after events 0 .. n - 1
@@ -212,7 +228,7 @@ class IntensityFree(NeuralTPP):
         n: int,
         t_end: float,
         history: EventBatch | None = None,
-        generator: int | np.random.Generator | torch.Generator | None = None,
+        generator: Seed = None,
         t_start: float = 0.0,
         max_events: int = 100_000,
     ) -> EventBatch:

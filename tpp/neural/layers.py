@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tpp.neural._kernels import Recurrence, compiled_recurrence_applies, run_projected_recurrence, run_recurrence
+from tpp.neural._recurrences import Recurrence, compiled_recurrence_applies, run_projected_recurrence, run_recurrence
+from tpp.options import Activation, Interval, Options, check_params
 
 __all__ = [
     "CausalAttentionLayer", "ContinuousLSTMCell", "MarkEmbedding", "Recurrence", "RecurrentHistory", "ScaledSoftplus",
@@ -70,7 +71,7 @@ class RecurrentHistory(nn.Module):
 
     The history encoder of RMTPP, FullyNN and IntensityFree; they differ in the time feature they
     feed (log1p of the gap, a scaled gap, the standardised log gap) and the cell. Training on CPU
-    uses the fused backward pass of :mod:`tpp.neural._kernels` (same values and gradients).
+    uses the fused backward pass of :mod:`tpp.neural._recurrences` (same values and gradients).
     """
 
     def __init__(self, num_marks: int, hidden_size: int, embedding_size: int | None = None,
@@ -166,7 +167,7 @@ def gather_state(states: Tensor, index: Tensor) -> Tensor:
     return states.gather(1, expanded)
 
 
-_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
+_ACTIVATIONS = {Activation.GELU: nn.GELU, Activation.RELU: nn.ReLU}
 
 
 class CausalAttentionLayer(nn.Module):
@@ -174,20 +175,21 @@ class CausalAttentionLayer(nn.Module):
 
     Multi-head attention through ``F.scaled_dot_product_attention(is_causal=True)`` (no mask tensor,
     so the fused CPU/GPU kernels apply), then a feed-forward of width ``feedforward_size`` (``activation``
-    ``"gelu"`` or ``"relu"``)
+    a :class:`tpp.options.Activation` or its value, ``"gelu"`` or ``"relu"``)
     (0: none, as in EasyTPP's SAHP). ``norm_first`` picks pre-norm (SAHP) or post-norm (THP, the
     original transformer) residual blocks.
     """
 
+    _constraints = {"window": Interval(1, None, integer=True, none_ok=True), "activation": Options(Activation),
+                    "dropout": Interval(0, 1, closed="left")}
+
     def __init__(self, hidden_size: int, num_heads: int, feedforward_size: int, norm_first: bool = True,
-                 dropout: float = 0.0, window: int | None = None, activation: str = "gelu") -> None:
+                 dropout: float = 0.0, window: int | None = None,
+                 activation: Activation | str = Activation.GELU) -> None:
         super().__init__()
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
-        if window is not None and window < 1:
-            raise ValueError(f"window must be >= 1 or None, got {window}")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        activation = check_params(self, window=window, activation=activation, dropout=dropout)["activation"]
         self.num_heads = num_heads
         self.window = window
         self.norm_first = norm_first

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tpp.events import EventBatch
-from tpp.neural._kernels import ctlstm_states
+from tpp.neural._recurrences import ctlstm_states
 from tpp.neural.base import StateTPP
 from tpp.neural.layers import (
     ContinuousLSTMCell,
@@ -38,7 +38,7 @@ class NHP(StateTPP):
         self.softplus = ScaledSoftplus(num_marks)
 
     def rate_biases(self) -> list[Tensor]:
-        """The head's per-type offsets (see :meth:`NeuralTPP.fit_standardisation`)."""
+        """The head's per-type offsets (see :meth:`NeuralTPP.initialise`)."""
         return [self.head.bias]
 
     def encode(self, batch: EventBatch) -> Tensor:
@@ -46,7 +46,7 @@ class NHP(StateTPP):
 
         State ``n`` defines the decay on ``(t_n, t_{n+1}]``. The input part of the gates is one
         matrix product over all positions; the recurrence runs in
-        :func:`tpp.neural._kernels.ctlstm_states` (a compiled loop and reverse pass on CPU). Padding
+        :func:`tpp.neural._recurrences.ctlstm_states` (a compiled loop and reverse pass on CPU). Padding
         steps see a zero gap and the padding embedding, and their states are never read for real
         intervals.
         """

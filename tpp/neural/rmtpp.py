@@ -60,8 +60,10 @@ class RMTPP(NeuralTPP):
     def intensity_at(self, batch: EventBatch, context: tuple[Tensor, Tensor], index: Tensor, t: Tensor) -> Tensor:
         return torch.exp(self.log_intensity_at(batch, context, index, t))
 
-    def event_log_intensity(self, batch: EventBatch, context: tuple[Tensor, Tensor]) -> Tensor:
-        """``[B, L]``: only each event's own mark is gathered (``K`` times less than the base class)."""
+    def event_log_intensity(self, batch: EventBatch, context: tuple[Tensor, Tensor],
+                            chunk_size: int | None = None) -> Tensor:
+        """``[B, L]``: only each event's own mark is gathered (``K`` times less than the base class), so no
+        ``[B, L, K]`` tensor forms and ``chunk_size`` is not needed."""
         base, log_marks = context
         index = history_index(batch, batch.time)
         t_last = torch.cat([batch.t_start[:, None], batch.time], 1).gather(1, index)
@@ -71,8 +73,10 @@ class RMTPP(NeuralTPP):
         log_event = base.gather(1, index) + self.w * (batch.time - t_last).to(base.dtype) + log_mark
         return torch.where(batch.mask, log_event.to(batch.dtype), 0.0)
 
-    def interval_ground_compensator(self, batch: EventBatch, context: tuple[Tensor, Tensor]) -> Tensor:
-        """``[B, L + 1]`` closed form (eq. 12): ``exp(v . h_n + b) (exp(w tau) - 1) / w``."""
+    def interval_ground_compensator(self, batch: EventBatch, context: tuple[Tensor, Tensor],
+                                    num_points: int | None = None, chunk_size: int | None = None) -> Tensor:
+        """``[B, L + 1]`` closed form (eq. 12): ``exp(v . h_n + b) (exp(w tau) - 1) / w`` (exact: no quadrature,
+        so ``num_points`` and ``chunk_size`` do not apply)."""
         base, _ = context
         left, right, valid = interval_bounds(batch)
         tau = (right - left).to(base.dtype)
@@ -81,6 +85,7 @@ class RMTPP(NeuralTPP):
         growth = torch.where(wt.abs() > 1e-6, torch.expm1(wt) / self.w, tau * (1 + wt / 2))
         return (torch.exp(base) * growth * valid).to(batch.dtype)
 
-    def interval_compensator(self, batch: EventBatch, context: tuple[Tensor, Tensor]) -> Tensor:
-        """``[B, L + 1, K]``: the ground compensator split over the marks by ``softmax(W h_n)``."""
+    def interval_compensator(self, batch: EventBatch, context: tuple[Tensor, Tensor],
+                             num_points: int | None = None, chunk_size: int | None = None) -> Tensor:
+        """``[B, L + 1, K]``: the ground compensator split over the marks by ``softmax(W h_n)`` (exact)."""
         return self.interval_ground_compensator(batch, context)[..., None] * context[1].exp().to(batch.dtype)

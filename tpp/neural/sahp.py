@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from tpp.events import EventBatch
 from tpp.neural.base import StateTPP
-from tpp.neural._kernels import sahp_interval_integral
+from tpp.neural._quadrature import sahp_interval_integral
 from tpp.neural.layers import CausalAttentionLayer, MarkEmbedding
 
 __all__ = ["SAHP"]
@@ -76,7 +76,7 @@ class SAHP(StateTPP):
         self.head = nn.Linear(hidden_size, 3 * num_marks)  # mu, eta, gamma per type
 
     def rate_biases(self) -> list[Tensor]:
-        """The head's per-type offsets (see :meth:`NeuralTPP.fit_standardisation`)."""
+        """The head's per-type offsets (see :meth:`NeuralTPP.initialise`)."""
         K = self.num_marks
         return [self.head.bias[:K], self.head.bias[K : 2 * K]]  # mu, eta: the rate long after / right after an event
 
@@ -96,10 +96,11 @@ class SAHP(StateTPP):
         mu, eta, gamma = self.head(self.norm(x)).chunk(3, -1)
         return torch.cat([mu, eta, F.softplus(gamma)], -1)
 
-    def integrate_after(self, state: Tensor, tau: Tensor) -> Tensor:
+    def integrate_after(self, state: Tensor, tau: Tensor, num_points: int | None = None) -> Tensor:
         """The Gauss-Legendre compensator of eq. 15 in one compiled pass on CPU (the base class's rule elsewhere)."""
-        fused = sahp_interval_integral(state, tau, self.num_points)
-        return super().integrate_after(state, tau) if fused is None else fused
+        points = self.quadrature_points(num_points)
+        fused = sahp_interval_integral(state, tau, points)
+        return super().integrate_after(state, tau, points) if fused is None else fused
 
     def intensity_after(self, params: Tensor, dt: Tensor) -> Tensor:
         """``[..., K]`` intensity a time ``dt [...]`` (float64) after the event with ``params [..., 3K]`` (eq. 15)."""

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from tpp.events import EventBatch
-from tpp.neural._kernels import thp_interval_integral
+from tpp.neural._quadrature import thp_interval_integral
 from tpp.neural.base import StateTPP
 from tpp.neural.layers import CausalAttentionLayer, MarkEmbedding, ScaledSoftplus, TemporalEncoding, gather_state
 
@@ -69,7 +69,7 @@ class THP(StateTPP):
         self.softplus = ScaledSoftplus(num_marks)
 
     def rate_biases(self) -> list[Tensor]:
-        """The head's per-type offsets (see :meth:`NeuralTPP.fit_standardisation`)."""
+        """The head's per-type offsets (see :meth:`NeuralTPP.initialise`)."""
         return [self.head.bias]
 
     def encode(self, batch: EventBatch) -> Tensor:
@@ -93,11 +93,11 @@ class THP(StateTPP):
         history, scale = state[..., :-1], state[..., -1]
         return self.alpha * (dt.to(state.dtype) * scale)[..., None] + history
 
-    def integrate_after(self, state: Tensor, tau: Tensor) -> Tensor:
+    def integrate_after(self, state: Tensor, tau: Tensor, num_points: int | None = None) -> Tensor:
         """The Gauss-Legendre compensator of eq. 6 in one compiled pass on CPU (the base class's rule elsewhere)."""
-        fused = thp_interval_integral(state[..., :-1], state[..., -1], self.alpha, self.softplus.log_scale, tau,
-                                      self.num_points)
-        return super().integrate_after(state, tau) if fused is None else fused
+        points = self.quadrature_points(num_points)
+        fused = thp_interval_integral(state[..., :-1], state[..., -1], self.alpha, self.softplus.log_scale, tau, points)
+        return super().integrate_after(state, tau, points) if fused is None else fused
 
     def intensity_after(self, state: Tensor, dt: Tensor) -> Tensor:
         return self.softplus(self._activation(state, dt))

@@ -200,7 +200,7 @@ def test_non_stationary_fit_warns():
 
 
 def test_bad_parameters_are_rejected():
-    with pytest.raises(ValueError, match="decays must be positive"):
+    with pytest.raises(ValueError, match="decays? must be positive"):
         ExpHawkes(2, decay=-1.0)
     with pytest.raises(ValueError, match="adjacency must be non-negative"):
         ExpHawkes.from_params([0.1, 0.1], [[-0.1, 0], [0, 0]], 1.0)

@@ -1,6 +1,8 @@
 """The protocol every neural model answers, checked the same way for all of them.
 
-Per model: exact gradients (gradcheck in float64, on sequences with an empty one, a late window
+Per model: the :class:`tpp.model.Model` contract (construction with defaults, ``fit`` returning the
+model, queries that change no state, numerical accuracy as an argument, chunked evaluation equal to
+the unchunked one), exact gradients (gradcheck in float64, on sequences with an empty one, a late window
 start and, where the model scores ties, a tie), a log-likelihood invariant to padding and batch
 composition, float32 invariance to the clock origin, no information from events at or after ``t``
 in ``intensity(t)``, and a sampler and forecast that return valid objects. Model-specific properties
@@ -10,6 +12,7 @@ model's own test file.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +23,8 @@ from torch.func import functional_call
 import tpp.neural
 from tpp import EventBatch, fit
 from tpp.hawkes import ExpHawkes, Poisson
+from tpp.model import Model
+from tpp.process import PointProcess
 
 from .conftest import A3, MU3, assert_future_events_do_not_reach, pad_more
 
@@ -31,6 +36,7 @@ class Spec:
     name: str
     gradcheck_kwargs: dict[str, Any] = field(default_factory=dict)
     ties: bool = True  # the tiny batch keeps a tie (a zero gap); IntensityFree-type densities floor it
+    closed_form: bool = False  # the compensator is exact: the quadrature rule does not enter the likelihood
 
     def build(self, hidden_size: int = 8, seed: int = 0, **kwargs: Any) -> tpp.neural.NeuralTPP:
         torch.manual_seed(seed)
@@ -38,22 +44,20 @@ class Spec:
 
 
 SPECS = [
-    Spec("RMTPP", ties=False),
+    Spec("RMTPP", ties=False, closed_form=True),
     Spec("NHP", {"num_points": 4}),
     Spec("THP", {"num_layers": 1, "num_points": 4}),
     Spec("SAHP", {"num_points": 4}),
     Spec("AttNHP", {"num_layers": 1, "num_points": 4}),
-    Spec("FullyNN", {"num_layers": 2}, ties=False),
-    Spec("IntensityFree", {"num_mixtures": 3}, ties=False),
+    Spec("FullyNN", {"num_layers": 2}, ties=False, closed_form=True),
+    Spec("IntensityFree", {"num_mixtures": 3}, ties=False, closed_form=True),
 ]
 ids = [spec.name for spec in SPECS]
 
 
 def prepared(model: Any, data: EventBatch) -> Any:
-    """Models that standardise gaps take their statistics from ``data`` (as ``tpp.fit`` does)."""
-    if hasattr(model, "fit_standardisation"):
-        model.fit_standardisation(data)
-    return model.eval()
+    """The model's one-time start from ``data`` (rates, gap standardisation; as ``tpp.fit`` does), in eval mode."""
+    return model.initialise(data).eval()
 
 
 def tiny_batch(ties: bool) -> EventBatch:
@@ -68,9 +72,7 @@ def tiny_batch(ties: bool) -> EventBatch:
 @pytest.mark.parametrize("spec", SPECS, ids=ids)
 def test_log_likelihood_gradients_match_finite_differences(spec):
     tiny = tiny_batch(spec.ties)
-    model = spec.build(hidden_size=4, **spec.gradcheck_kwargs)
-    if hasattr(model, "fit_standardisation"):
-        model.fit_standardisation(tiny)
+    model = spec.build(hidden_size=4, **spec.gradcheck_kwargs).initialise(tiny)
     names = [n for n, _ in model.named_parameters()]
     params = tuple(p.detach().clone().requires_grad_() for _, p in model.named_parameters())
 
@@ -78,6 +80,100 @@ def test_log_likelihood_gradients_match_finite_differences(spec):
         return functional_call(model, dict(zip(names, values)), (tiny,))
 
     assert torch.autograd.gradcheck(log_likelihood, params, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=ids)
+def test_every_model_constructs_with_defaults_apart_from_the_number_of_marks(spec):
+    model = getattr(tpp.neural, spec.name)(num_marks=3)
+    assert isinstance(model, Model) and isinstance(model, PointProcess)
+    assert model.num_marks == 3 and model.train_result_ is None
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=ids)
+def test_fit_returns_the_model_with_the_record_of_its_run(spec, hawkes_data):
+    torch.manual_seed(0)
+    model = getattr(tpp.neural, spec.name)(num_marks=3)
+    assert model.fit(hawkes_data, val=None, epochs=1, batch_size=32, lr=1e-3, seed=0, progress=False) is model
+    assert len(model.train_result_.history) == 1 and model.train_result_.best_epoch == 0
+    assert math.isfinite(model.score(hawkes_data))
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=ids)
+def test_queries_leave_the_state_dict_and_settings_unchanged(spec, hawkes_data):
+    """A fresh model (never initialised: a lazily standardising model would fit itself here) answers every
+    query, in training and evaluation mode, with and without gradients, and its state stays bit for bit."""
+    model = spec.build()
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    settings = (model.num_points, model.train_points)
+    for training in (True, False):
+        model.train(training)
+        model(hawkes_data).sum().backward()
+        model.log_likelihood(hawkes_data, num_points=3, chunk_size=2)
+        model.score(hawkes_data, num_points=5)
+        model.compensator(hawkes_data, num_points=7)
+        model.cumulative_intensity(hawkes_data)
+        model.compensator_error(hawkes_data, num_points=4)
+        model.predict(hawkes_data[[0, 1]], num_intervals=16)
+        after = model.state_dict()
+        assert after.keys() == before.keys()
+        for key, value in before.items():
+            assert torch.equal(after[key], value), key
+        assert (model.num_points, model.train_points) == settings
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=ids)
+def test_num_points_is_an_argument_that_leaves_the_model_default_alone(spec, hawkes_data):
+    model = prepared(spec.build(num_points=16), hawkes_data)
+    with torch.no_grad():
+        coarse = model.log_likelihood(hawkes_data, num_points=3)
+        assert model.num_points == 16
+        torch.testing.assert_close(model.log_likelihood(hawkes_data, num_points=3), coarse, rtol=0, atol=0)
+        torch.testing.assert_close(model.log_likelihood(hawkes_data), model.log_likelihood(hawkes_data, num_points=16),
+                                   rtol=0, atol=0)
+        fine = model.log_likelihood(hawkes_data, num_points=64)
+        torch.testing.assert_close(model.compensator(hawkes_data, num_points=3), model.compensator(hawkes_data, 3),
+                                   rtol=0, atol=0)
+    assert model.num_points == 16
+    if spec.closed_form:  # the rule is accepted and does not enter an exact likelihood
+        torch.testing.assert_close(fine, coarse, rtol=1e-12, atol=1e-10)
+    else:  # the argument is used
+        assert float((fine - coarse).abs().max()) > 1e-10
+    with pytest.raises(ValueError, match="num_points"):  # checked even where a closed form ignores it
+        model.log_likelihood(hawkes_data, num_points=0)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=ids)
+def test_objective_is_the_log_likelihood_with_train_points_while_training(spec, hawkes_data):
+    model = prepared(spec.build(num_points=16), hawkes_data)
+    with torch.no_grad():  # evaluation: the model's default rule
+        torch.testing.assert_close(model.objective(hawkes_data), model.log_likelihood(hawkes_data), rtol=0, atol=0)
+    model.train()
+    cheap = model.log_likelihood(hawkes_data, num_points=min(model.train_points, 16))
+    torch.testing.assert_close(model(hawkes_data), cheap, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 1000])
+@pytest.mark.parametrize("spec", SPECS, ids=ids)
+def test_chunked_evaluation_equals_the_unchunked_one(spec, hawkes_data, chunk_size):
+    """``chunk_size`` bounds memory (intervals per intensity evaluation); the values do not depend on it, also
+    on sequences with an empty one and a late window start."""
+    model = prepared(spec.build(), hawkes_data)
+    with torch.no_grad():
+        for batch in (hawkes_data, tiny_batch(spec.ties)):
+            for query in (model.log_likelihood, model.compensator, model.cumulative_intensity):
+                torch.testing.assert_close(query(batch, num_points=5, chunk_size=chunk_size),
+                                           query(batch, num_points=5), rtol=1e-12, atol=1e-10)
+        assert model.score(hawkes_data, chunk_size=chunk_size) == pytest.approx(model.score(hawkes_data), rel=1e-12)
+    with pytest.raises(ValueError, match="chunk_size"):
+        model.log_likelihood(hawkes_data, chunk_size=0)
+
+
+@pytest.mark.parametrize("name", ["THP", "SAHP", "AttNHP"])
+def test_chunked_evaluation_of_windowed_attention_equals_the_unchunked_one(name, hawkes_data):
+    model = prepared(next(s for s in SPECS if s.name == name).build(window=4), hawkes_data)
+    with torch.no_grad():
+        torch.testing.assert_close(model.log_likelihood(hawkes_data, num_points=6, chunk_size=5),
+                                   model.log_likelihood(hawkes_data, num_points=6), rtol=1e-12, atol=1e-10)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=ids)

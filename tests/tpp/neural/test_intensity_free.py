@@ -25,27 +25,29 @@ def tiny() -> EventBatch:
     )
 
 
-def test_standardisation_is_of_log_gaps(hawkes_data):
-    model = make_model()
-    model(hawkes_data)  # the first call in training mode fits it
+def test_standardisation_is_of_log_gaps_and_set_by_initialise_only(hawkes_data):
+    untouched = make_model()
+    untouched(hawkes_data)  # a query, even in training mode, sets nothing behind the caller's back
+    assert not bool(untouched.standardised) and float(untouched.log_tau_mean) == 0.0
+    assert float(untouched.log_tau_std) == 1.0  # the documented default: log tau in the data's own unit
+    model = make_model().initialise(hawkes_data)
     log_gaps = np.log(np.concatenate([np.diff(np.concatenate([[0.0], t])) for t, _ in hawkes_data.sequences()]))
     assert float(model.log_tau_mean) == pytest.approx(log_gaps.mean(), rel=1e-12)
     assert float(model.log_tau_std) == pytest.approx(log_gaps.std(ddof=1), rel=1e-12)
-    again = make_model().eval()
-    again(hawkes_data)  # not in training mode: nothing is fitted behind the caller's back
-    assert not bool(again.standardised) and float(again.log_tau_std) == 1.0
+    model.initialise(hawkes_data[:2])  # once per model: the weights were learnt in these units
+    assert float(model.log_tau_mean) == pytest.approx(log_gaps.mean(), rel=1e-12)
 
 
 def test_density_likelihood_equals_intensity_form(hawkes_data, tiny):
     """sum log p(tau) + log p(k) + log S(last) == sum log lambda_k(t_n) - compensator (survival term included)."""
-    model = make_model().fit_standardisation(hawkes_data).eval()
+    model = make_model().initialise(hawkes_data).eval()
     for batch in (hawkes_data, tiny):
         intensity_form = NeuralTPP.log_likelihood(model, batch)
         torch.testing.assert_close(model.log_likelihood(batch), intensity_form, rtol=1e-12, atol=1e-10)
 
 
 def test_compensator_equals_fine_quadrature_of_intensity(hawkes_data):
-    model = make_model().fit_standardisation(hawkes_data).eval()
+    model = make_model().initialise(hawkes_data).eval()
     with torch.no_grad():
         exact = model.compensator(hawkes_data)
         fine = integrate_intervals(model.intensity, hawkes_data, 128)
@@ -131,7 +133,7 @@ def test_exact_predict_matches_the_quadrature_forecast(hawkes_data):
 
     torch.manual_seed(3)
     model = IntensityFree(3, hidden_size=8, num_mixtures=3).double()
-    model.fit_standardisation(hawkes_data)
+    model.initialise(hawkes_data)
     with torch.no_grad():
         model.mixture_head.bias[3:6].fill_(-0.5)  # light tails: the quadrature's horizon sees all the mass
         model.mixture_head.bias[6:9].fill_(-1.0)
@@ -148,7 +150,7 @@ def test_forecast_of_a_heavy_tailed_mixture_stays_within_the_horizon(hawkes_data
     event before the horizon like every model's, stays finite and inside it."""
     torch.manual_seed(5)
     model = IntensityFree(3, hidden_size=8, num_mixtures=3).double()
-    model.fit_standardisation(hawkes_data)
+    model.initialise(hawkes_data)
     with torch.no_grad():
         model.mixture_head.bias[6:9].fill_(20.0)  # log scales at their bound: e^4 standardised units
     forecast = model.predict(hawkes_data, max_horizon=50.0)

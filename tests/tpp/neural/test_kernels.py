@@ -1,10 +1,11 @@
-"""The fused recurrences give torch's values and gradients (float64 gradcheck and direct comparison)."""
+"""The compiled kernels give torch's values and gradients (float64 gradcheck and direct comparison): the
+recurrences of :mod:`tpp.neural._recurrences` and the interval integrals of :mod:`tpp.neural._quadrature`."""
 
 import pytest
 import torch
 from torch import nn
 
-from tpp.neural._kernels import (
+from tpp.neural._recurrences import (
     Recurrence,
     _torch_recurrence,
     ctlstm_states,
@@ -156,11 +157,11 @@ def test_fused_interval_integrals_match_the_torch_rule(name):
     if name == "THP":  # the last channel is the time scale, a function of the event times only
         alpha, log_scale = (p.detach().double().requires_grad_() for p in (model.alpha, model.softplus.log_scale))
         head = state[..., :-1].clone().requires_grad_()
-        from tpp.neural._kernels import thp_interval_integral
+        from tpp.neural._quadrature import thp_interval_integral
 
         assert torch.autograd.gradcheck(
             lambda h, a, s: thp_interval_integral(h, state[..., -1], a, s, tau, 8), (head, alpha, log_scale))
     else:
-        from tpp.neural._kernels import sahp_interval_integral
+        from tpp.neural._quadrature import sahp_interval_integral
 
         assert torch.autograd.gradcheck(lambda s: sahp_interval_integral(s, tau, 8), (state.requires_grad_(),))

@@ -1,4 +1,4 @@
-"""The data-dependent start of the per-type intensities (``NeuralTPP.fit_standardisation``)."""
+"""The data-dependent start of the per-type intensities (``NeuralTPP.initialise``)."""
 
 import numpy as np
 import pytest
@@ -29,7 +29,7 @@ def test_start_puts_each_type_at_its_average_rate_once(name):
     model = getattr(tpp.neural, name)(num_marks=batch.num_marks, hidden_size=8)
     model.eval()
     before = float(model.log_likelihood(batch).sum()) / batch.num_events
-    model.fit_standardisation(batch)
+    assert model.initialise(batch) is model
     after = float(model.log_likelihood(batch).sum()) / batch.num_events
     # softplus(0) = 0.69 events per unit time for each of 200 types is ~28x the true total rate
     assert after > before + 1.0
@@ -39,7 +39,7 @@ def test_start_puts_each_type_at_its_average_rate_once(name):
         torch.testing.assert_close(torch.nn.functional.softplus(bias.double()), rates, rtol=1e-5, atol=1e-9)
     with torch.no_grad():
         model.rate_biases()[0].fill_(0.5)
-    model.fit_standardisation(batch)  # once per model: a fine-tuning run keeps what was learnt
+    model.initialise(batch)  # once per model: a fine-tuning run keeps what was learnt
     assert float(model.rate_biases()[0][0]) == 0.5
 
 
@@ -50,3 +50,15 @@ def test_state_dicts_from_before_the_start_existed_count_as_initialised():
     fresh = tpp.neural.NHP(3, 8)
     fresh.load_state_dict(state)
     assert bool(fresh.rates_initialised)
+
+
+def test_fit_standardisation_is_a_deprecated_alias_of_initialise():
+    batch = many_type_batch(K=20, n=10)
+    torch.manual_seed(0)
+    old, new = tpp.neural.NHP(20, 8), tpp.neural.NHP(20, 8)
+    new.load_state_dict(old.state_dict())
+    with pytest.warns(DeprecationWarning, match="initialise"):
+        assert old.fit_standardisation(batch) is old
+    new.initialise(batch)
+    for key, value in new.state_dict().items():
+        assert torch.equal(old.state_dict()[key], value), key

@@ -1,0 +1,88 @@
+"""The ``sde`` entries of the one model table (:mod:`tpp.table`): importing this module registers them.
+
+``import sde`` does not import it (it stays cheap); the ``sde`` CLI and the tests do. Names:
+
+* series models (input ``[B, L, C]`` with NaN for unobserved values; classification when the data have
+  labels, else a forecast of every channel): ``neural-cde``, ``neural-ode``, ``lsde``, ``lnsde``,
+  ``gsde``, ``gru``;
+* latent models of series: ``latent-sde`` (ELBO), ``neural-mjp`` (neural Markov jump process);
+* event models: ``neural-cox-sde`` (SDE-driven Cox process), ``mjp`` (the exact Markov jump process,
+  fitted in closed form, saved as its rates).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tpp.table import Family, ModelSpec, Training, event_shape, register
+
+__all__ = ["NAMES", "SERIES_NAMES", "EVENT_NAMES", "series_shape"]
+
+
+def series_shape(data: Any) -> dict[str, Any]:
+    """``input_channels``, ``output_size`` and ``task`` of a series batch: classification when it has labels
+    (one output per class), else a forecast of every channel."""
+    from sde.models import Task
+
+    classes = data.num_classes
+    if classes:
+        return {"input_channels": int(data.num_channels), "output_size": int(classes), "task": Task.CLASSIFICATION}
+    return {"input_channels": int(data.num_channels), "output_size": int(data.num_channels), "task": Task.FORECAST}
+
+
+def _latent_shape(data: Any) -> dict[str, Any]:
+    """``num_channels`` of a series batch (the latent SDE models every channel)."""
+    return {"num_channels": int(data.num_channels)}
+
+
+def _mjp_series_shape(data: Any) -> dict[str, Any]:
+    """``obs_dim`` of a series batch (Gaussian emission of every channel)."""
+    return {"obs_dim": int(data.num_channels)}
+
+
+def _jump_shape(data: Any) -> dict[str, Any]:
+    """``num_states`` of an event batch whose marks are the states entered."""
+    return {"num_states": int(data.num_marks)}
+
+
+def _mjp(params: dict[str, Any]) -> Any:
+    from sde.models import MarkovJumpProcess
+
+    rates = params["rates"]
+    return MarkovJumpProcess(len(rates), rates)
+
+
+_S, _T, _E = Family.SDE, Training.TRAINER, Training.ESTIMATOR
+_ENTRIES = [
+    ModelSpec("neural-cde", "sde.models:NeuralCDE", _S, "NeuralCDE", _T, series_shape, aliases=("cde",),
+              summary="neural controlled differential equation (Kidger et al. 2020)"),
+    ModelSpec("lsde", "sde.models:LSDE", _S, "LSDE", _T, series_shape,
+              summary="Langevin-type stable neural SDE (Oh, Lim & Kim 2024)"),
+    ModelSpec("lnsde", "sde.models:LNSDE", _S, "LNSDE", _T, series_shape,
+              summary="linear-noise stable neural SDE (Oh, Lim & Kim 2024)"),
+    ModelSpec("gsde", "sde.models:GSDE", _S, "GSDE", _T, series_shape,
+              summary="geometric stable neural SDE (Oh, Lim & Kim 2024)"),
+    ModelSpec("gru", "sde.models:GRUTime", _S, "GRUTime", _T, series_shape,
+              summary="GRU on values, observation mask, per-channel gaps and time"),
+    ModelSpec("neural-ode", "sde.models:NeuralODE", _S, "NeuralODE", _T, series_shape,
+              summary="ODE-RNN style neural ODE on the control path"),
+    ModelSpec("latent-sde", "sde.models:LatentSDE", _S, "LatentSDE", _T, _latent_shape,
+              summary="latent SDE of partly observed series, trained on its ELBO (Li et al. 2020)"),
+    ModelSpec("neural-mjp", "sde.models:NeuralMJP", _S, "NeuralMJP", _T, _mjp_series_shape,
+              defaults={"num_states": 2},
+              summary="neural Markov jump process of noisy series (Seifner & Sanchez 2023)"),
+    ModelSpec("neural-cox-sde", "sde.models:NeuralCoxSDE", _S, "NeuralCoxSDE", _T, event_shape,
+              aliases=("neural-cox",), summary="marked Cox process driven by a latent neural SDE"),
+    ModelSpec("mjp", "sde.models:MarkovJumpProcess", _S, "MarkovJumpProcess", _E, _jump_shape, loader=_mjp,
+              aliases=("markov-jump-process",), summary="Markov jump process, rates by maximum likelihood"),
+]
+for _entry in _ENTRIES:
+    register(_entry)
+
+NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES)
+"""Every sde name, in table order."""
+SERIES_NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES if e.shape is not event_shape and e.shape is not _jump_shape)
+"""The models of series batches (``sde fit --model``): neural-cde, lsde, lnsde, gsde, gru, neural-ode, latent-sde,
+neural-mjp."""
+EVENT_NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES if e.name not in SERIES_NAMES)
+"""The sde models of event batches: neural-cox-sde, mjp."""

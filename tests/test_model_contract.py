@@ -1,0 +1,91 @@
+"""One contract suite for every model of both families (tpp.model.Model), run over the one model table.
+
+Each model: constructed with the table's defaults (only the data's shape filled in), fitted for one epoch
+on a small real data set through ``fit(train, val=None, epochs=, batch_size=, lr=, seed=)``, which must
+return the model itself; ``score`` is a finite number; ``predict`` answers; a query leaves the state
+unchanged; save and load (state dict and constructor arguments) give identical scores.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import sde.table  # noqa: F401 - registers the sde entries of the one table
+from tpp import table
+from tpp.model import Model
+
+SUPPORT = 2.0  # the kernel support of fadin / nonparametric-em, the one argument no default fits
+SERIES = set(sde.table.SERIES_NAMES)
+
+
+@pytest.fixture(scope="module")
+def quakes():
+    """16 thirty-day sequences of Japanese earthquakes, with their lon/lat features (ignored by the models)."""
+    from tpp import datasets
+
+    batch = datasets.load("earthquakes_japan", "train")[:16]
+    assert batch.features is not None and batch.feature_names == ("lon", "lat")
+    return batch
+
+
+@pytest.fixture(scope="module")
+def power():
+    """16 labelled daily power-demand series (UEA ItalyPowerDemand, one channel)."""
+    from sde import datasets
+
+    batch = datasets.load("italypowerdemand", "train")
+    return batch[: min(16, len(batch))]
+
+
+@pytest.fixture(scope="module")
+def jumps():
+    """Jump paths of a three-state Markov jump process (no real data set holds observed jump paths)."""
+    from sde.models import MarkovJumpProcess
+
+    return MarkovJumpProcess(3, [[0, 1.0, 0.5], [0.3, 0, 0.7], [0.6, 0.4, 0]]).sample(8, 10.0, generator=0)
+
+
+@pytest.fixture
+def data(request, quakes, power, jumps):
+    name = request.node.callspec.params["name"]
+    return power if name in SERIES else jumps if name == "mjp" else quakes
+
+
+def _score(model, data) -> float:
+    torch.manual_seed(0)
+    return float(model.score(data))
+
+
+def _state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", table.names())
+def test_every_model_fits_scores_predicts_and_round_trips(name, data, tmp_path):
+    extra = {k: SUPPORT for k in table.spec(name).required}
+    model = table.build(name, data, seed=0, **extra)
+    assert isinstance(model, Model)
+    options = {"max_iter": 20} if name == "fadin" else {}
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a Hawkes fit on 16 short sequences may warn about stationarity
+        fitted = model.fit(data, None, epochs=1, batch_size=8, lr=1e-3, seed=0, progress=False, **options)
+    assert fitted is model
+
+    before = _state(model)
+    score = _score(model, data)
+    assert math.isfinite(score)
+    prediction = model.predict(data)
+    assert prediction is not None
+    after = _state(model)
+    assert before.keys() == after.keys()
+    for key in before:  # queries never change state
+        torch.testing.assert_close(after[key], before[key], rtol=0, atol=0, equal_nan=True, msg=key)
+
+    loaded = table.load(table.save(model, tmp_path / f"{name}.model"))
+    assert type(loaded) is type(model)
+    assert _score(loaded, data) == score
