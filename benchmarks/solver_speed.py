@@ -24,7 +24,7 @@ Problems (batch 128, state 32 by default, as in shared/PEERS.md):
   on ``BrownianInterval`` with the dt hint) vs our face; JAX: bare diffrax (``LinearInterpolation``
   of the path + ``StepTo``; and ``VirtualBrownianTree`` in the full run) vs our face.
 * ``LSDE model``: :class:`sde.models.LSDE` (hidden 32) on 128 regular series of 101 rows (2
-  channels) -> ``log_likelihood`` (control path, 100 Euler steps, readout), against its JAX twin
+  channels) -> ``objective`` (control path, 100 Euler steps, readout), against its JAX twin
   (:func:`sde.jax.from_torch`, noise drawn with a key inside the compiled step). The torch call
   builds the batch's control path each time; the JAX twin does that in ``prepare`` (outside jit),
   timed as its own row, and the ratio is given with and without it.
@@ -200,12 +200,12 @@ def torch_impls(batch: int, state: int) -> tuple[Groups, dict[str, Any]]:
         "sde.solvers.solve": Impl(sde_face, steps=100)}
 
     data = series_batch(batch, 101)
-    model = LSDE(2, state, 2, brownian_seed=0).fit_standardisation(data)
+    model = LSDE(2, state, 2, brownian_seed=0).initialise(data)
 
     def lsde() -> None:
-        (-model.log_likelihood(data).sum()).backward()
+        (-model.objective(data).sum()).backward()
 
-    groups["LSDE model", SDE_SETTING] = {"torch LSDE.log_likelihood": Impl(lsde, steps=100)}
+    groups["LSDE model", SDE_SETTING] = {"torch LSDE.objective": Impl(lsde, steps=100)}
     shared = {"field": field, "y0": y0, "sde": sde, "bm": bm, "lsde": model, "data": data}
     return groups, shared
 
@@ -316,12 +316,12 @@ def jax_impls(groups: Groups, shared: dict[str, Any], quick: bool) -> Callable[[
 
     @eqx.filter_jit
     def step(m: Any, d: Any, key: Any) -> Any:
-        return eqx.filter_grad(lambda m: -m.log_likelihood(d, key=key).sum())(m)
+        return eqx.filter_grad(lambda m: -m.objective(d, key=key).sum())(m)
 
     key = jax.random.PRNGKey(0)
     groups["LSDE model", SDE_SETTING].update({
         "JAX twin prepare (outside jit)": Impl(lambda: twin.prepare(shared["data"])),
-        "JAX twin log_likelihood (jit)": Impl(lambda: step(twin, data, key), jax=True, steps=100)})
+        "JAX twin objective (jit)": Impl(lambda: step(twin, data, key), jax=True, steps=100)})
     return jax.block_until_ready
 
 
@@ -363,15 +363,15 @@ def ratios(rows: list[Row]) -> list[dict[str, Any]]:
     add("JAX face / bare", "neural SDE", s, "sde.jax.solve", "diffrax (bare), LinearInterpolation + StepTo", goal=1.1)
     add("JAX face / bare", "neural SDE", s, "sde.jax.solve", "diffrax (bare), VirtualBrownianTree")
     add("torch / JAX", "neural SDE", s, "sde.solvers.solve", "sde.jax.solve")
-    add("torch / JAX", "LSDE model", s, "torch LSDE.log_likelihood", "JAX twin log_likelihood (jit)")
+    add("torch / JAX", "LSDE model", s, "torch LSDE.objective", "JAX twin objective (jit)")
     by_model = {(r.problem, r.setting, r.impl): r for r in rows}
-    key = ("LSDE model", s, "JAX twin log_likelihood (jit)")
+    key = ("LSDE model", s, "JAX twin objective (jit)")
     prep = ("LSDE model", s, "JAX twin prepare (outside jit)")
-    torch_key = ("LSDE model", s, "torch LSDE.log_likelihood")
+    torch_key = ("LSDE model", s, "torch LSDE.objective")
     if key in by_model and prep in by_model and torch_key in by_model:
         value = by_model[torch_key].ms / (by_model[key].ms + by_model[prep].ms)
         out.append({"comparison": "torch / JAX", "problem": "LSDE model", "setting": s,
-                    "ratio": "torch LSDE.log_likelihood / (JAX prepare + jit step)", "value": round(value, 3),
+                    "ratio": "torch LSDE.objective / (JAX prepare + jit step)", "value": round(value, 3),
                     "goal": None, "pass": None})
     return out
 

@@ -10,7 +10,6 @@ import json
 import sys
 import time
 import warnings
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -19,6 +18,7 @@ import typer
 
 from tpp import table as model_table
 from tpp.bench import Suite
+from tpp.options import KernelName, Objective
 from tpp.table import Family, Training
 from tpp.commandline import (
     BatchSizeOption,
@@ -46,17 +46,6 @@ NEURAL_MODELS = {n: model_table.spec(n).display for n in model_table.names(Famil
 """CLI name -> display name of the models trained by the one trainer (from the table; kept for old imports)."""
 
 
-class Objective(str, Enum):
-    likelihood = "likelihood"
-    least_squares = "least-squares"
-    l2 = "l2"
-
-
-class KernelName(str, Enum):
-    truncated_gaussian = "truncated-gaussian"
-    raised_cosine = "raised-cosine"
-    truncated_exponential = "truncated-exponential"
-    kumaraswamy = "kumaraswamy"
 
 
 _user_errors = user_errors  # the shared wrapper (tpp.commandline); the old private name kept
@@ -106,7 +95,7 @@ def fit(
     decay: Annotated[Optional[float], typer.Option(help="exp-hawkes: fix the decay (learned when omitted).")] = None,
     objective: Annotated[Optional[Objective], typer.Option(
         help="Contrast: likelihood (default) or least-squares for exp/sumexp-hawkes; l2 (default) or likelihood for fadin.")] = None,
-    kernel: Annotated[KernelName, typer.Option(help="fadin: kernel family.")] = KernelName.truncated_gaussian,
+    kernel: Annotated[KernelName, typer.Option(help="fadin: kernel family.")] = KernelName.TRUNCATED_GAUSSIAN,
     support: Annotated[Optional[float], typer.Option(help="fadin / nonparametric-em: kernel support W.")] = None,
     delta: Annotated[Optional[float], typer.Option(help="fadin: grid step (default W / 100).")] = None,
     bins: Annotated[int, typer.Option(help="nonparametric-em: number of kernel bins.")] = 20,
@@ -130,9 +119,9 @@ def fit(
     for name, value in (("--decay", decay), ("--support", support), ("--delta", delta)):
         if value is not None and not value > 0:
             raise ValueError(f"{name} must be positive, got {value}")
-    if objective is Objective.l2 and model is not ModelName.fadin:
+    if objective is Objective.L2 and model is not ModelName.fadin:
         raise ValueError("--objective l2 is FaDIn's contrast: use it with --model fadin")
-    if objective is Objective.least_squares and model not in (ModelName.exp_hawkes, ModelName.sumexp_hawkes):
+    if objective is Objective.LEAST_SQUARES and model not in (ModelName.exp_hawkes, ModelName.sumexp_hawkes):
         raise ValueError("--objective least-squares applies to exp-hawkes and sumexp-hawkes")
     estimator = build_model(model.value, batch.num_marks, decay=decay, kernel=kernel.value, support=support,
                             delta=delta, bins=bins, objective=None if objective is None else objective.value)

@@ -8,7 +8,7 @@ import sde.jax as sj
 model = sj.from_torch(torch_model)            # NeuralODE / NeuralCDE / LSDE / LNSDE / GSDE, same weights
 # or sj.LSDE(input_channels, hidden_size=32, output_size=2, ..., key=jax.random.PRNGKey(0))
 data = model.prepare(series_batch)            # outside jit: clock, standardisation, control path, grids
-loss = lambda m, d, k: -m.log_likelihood(d, key=k).sum()
+loss = lambda m, d, k: -m.objective(d, key=k).sum()
 grads = eqx.filter_jit(eqx.filter_grad(loss))(model, data, jax.random.PRNGKey(1))
 sj.to_torch(model, torch_model)               # weights back into the torch twin
 sol = sj.solve(field, y0, ts)                 # the solver face (diffrax), arguments as sde.solvers.solve
@@ -16,7 +16,7 @@ sol = sj.solve(field, y0, ts)                 # the solver face (diffrax), argum
 
 * Models (:mod:`sde.jax.models`): the torch models' constructor arguments and parameter names, plus
   ``key`` (initialisation) and ``dtype``; ``prepare`` -> :class:`Prepared`, then ``latent``,
-  ``log_likelihood`` (also ``__call__``), ``predict``; SDEs take ``brownian=`` or ``key=``.
+  ``objective`` (also ``__call__``; ``log_likelihood`` is its deprecated alias), ``predict``; SDEs take ``brownian=`` or ``key=``.
 * Converter (:mod:`sde.jax.convert`): :func:`from_torch`, :func:`to_torch`, :func:`state_dict`.
 * Solver face (:mod:`sde.jax.solvers`): :func:`solve`, :class:`Solution`, :class:`SolverStats`,
   :class:`BrownianPath` (a precomputed path: :func:`brownian`, :func:`brownian_from_torch`),

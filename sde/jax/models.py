@@ -6,7 +6,7 @@ constructor arguments, parameter names and equations, solved by :func:`sde.jax.s
 model = sde.jax.LSDE(input_channels=2, hidden_size=32, output_size=3, key=jax.random.PRNGKey(0))
 model = sde.jax.from_torch(torch_model)                 # or the twin of a torch model, same weights
 data = model.prepare(batch)                             # SeriesBatch -> Prepared (NumPy/torch side, once)
-ll = eqx.filter_jit(lambda m, d, k: m.log_likelihood(d, key=k))(model, data, key)   # [B], pure JAX
+ll = eqx.filter_jit(lambda m, d, k: m.objective(d, key=k))(model, data, key)   # [B], pure JAX
 bm = model.brownian(data, seed=0)                       # the torch twin's Brownian path for that seed
 ```
 
@@ -15,7 +15,7 @@ into a :class:`Prepared` pytree: the series on the model's clock, standardised, 
 (:class:`sde.jax.SeriesPath`), the readout times and the fixed step grid. It runs the torch base's
 own preprocessing code (``SeriesModel.prepare``, ``PathModel.control_path`` and ``.step`` on the
 JAX model's buffers) so the two twins see identical inputs; it has data-dependent shapes, so it
-runs outside ``jit``. Everything after (:meth:`latent`, :meth:`log_likelihood`, :meth:`predict`)
+runs outside ``jit``. Everything after (:meth:`latent`, :meth:`objective`, :meth:`predict`)
 is pure JAX: wrap it in ``eqx.filter_jit`` and differentiate with ``eqx.filter_grad``.
 
 SDE models take their noise explicitly: ``brownian=`` (a :class:`sde.jax.BrownianPath` on
@@ -180,9 +180,9 @@ class AbstractSeriesModel(eqx.Module):
         z = self.latent(data, brownian=brownian, key=key)
         return z if self.task is Task.FORECAST else z[:, 0]
 
-    def log_likelihood(self, data: Prepared, *, brownian: BrownianPath | None = None,
-                       key: Array | None = None) -> Array:
-        """``[B]``: ``log p(label | series)`` or the Gaussian log density of the targets (as the torch twin)."""
+    def objective(self, data: Prepared, *, brownian: BrownianPath | None = None, key: Array | None = None) -> Array:
+        """``[B]`` the training objective, as the torch twin's: ``log p(label | series)`` (classification) or
+        the Gaussian log density of the targets."""
         z = self._readout_states(data, brownian, key)
         if self.task is Task.CLASSIFICATION:
             if data.labels is None:
@@ -192,8 +192,13 @@ class AbstractSeriesModel(eqx.Module):
             raise ValueError(f"a {self.task.value} model needs batch.targets")
         return self.head.log_likelihood(z, data.targets)
 
+    def log_likelihood(self, data: Prepared, *, brownian: BrownianPath | None = None,
+                       key: Array | None = None) -> Array:
+        """Deprecated alias of :meth:`objective` (not a likelihood of the series)."""
+        return self.objective(data, brownian=brownian, key=key)
+
     def __call__(self, data: Prepared, *, brownian: BrownianPath | None = None, key: Array | None = None) -> Array:
-        return self.log_likelihood(data, brownian=brownian, key=key)
+        return self.objective(data, brownian=brownian, key=key)
 
     def update_batch_norm(self, data: Prepared, *, brownian: BrownianPath | None = None,
                           key: Array | None = None) -> AbstractSeriesModel:

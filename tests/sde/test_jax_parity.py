@@ -51,7 +51,7 @@ def float64_batch(task: Task = Task.CLASSIFICATION) -> SeriesBatch:
 
 def torch_grads(model: torch.nn.Module, batch: SeriesBatch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     model.zero_grad()
-    ll = model.log_likelihood(batch)
+    ll = model.objective(batch)
     (-ll.sum()).backward()
     return ll.detach().numpy(), {n: p.grad.numpy() for n, p in model.named_parameters()}
 
@@ -62,7 +62,7 @@ def jax_grads(jx, model, data, brownian_path=None) -> tuple[np.ndarray, dict[str
     @eqx.filter_jit
     def value_and_grad(m, d, bm):
         def loss(m):
-            ll = m.log_likelihood(d, brownian=bm)
+            ll = m.objective(d, brownian=bm)
             return -ll.sum(), ll
 
         return eqx.filter_value_and_grad(loss, has_aux=True)(m)
@@ -93,7 +93,7 @@ def test_importing_tpp_and_sde_never_imports_jax():
         series = [([0.0, 0.5, 1.5], [[1.0], [2.0], [0.5]]), ([0.0, 1.0], [[0.0], [1.0]])]
         batch = SeriesBatch.from_arrays(series, [0, 1])
         for cls in (NeuralODE, NeuralCDE, LSDE):
-            ll = cls(1, 4, 2).fit_standardisation(batch).log_likelihood(batch)
+            ll = cls(1, 4, 2).initialise(batch).objective(batch)
             assert torch.isfinite(ll).all()
         try:
             import sde.jax
@@ -155,7 +155,7 @@ def test_the_stable_sde_equations_and_layout_are_one_code_for_both_twins(jx):
     batch = float64_batch()
     rng = np.random.default_rng(0)
     for cls in (LSDE, LNSDE, GSDE):
-        model = cls(2, 6, 3, num_layers=2, hidden_hidden_size=5, clip_drift=False).double().fit_standardisation(batch)
+        model = cls(2, 6, 3, num_layers=2, hidden_hidden_size=5, clip_drift=False).double().initialise(batch)
         twin = jx.from_torch(model)
         arrays = jx.state_dict(twin)
         layers = {k: tuple(v.shape) for k, v in model.state_dict().items() if k.split(".")[0] in eq.Layout.__annotations__
@@ -178,7 +178,7 @@ def test_converter_round_trip_is_exact(jx, cls):
     torch.manual_seed(0)
     batch = float64_batch()
     kwargs = {"num_layers": 2, "hidden_hidden_size": 5}
-    source = cls(2, 6, 3, **kwargs).double().fit_standardisation(batch)
+    source = cls(2, 6, 3, **kwargs).double().initialise(batch)
     twin = jx.from_torch(source)
     assert type(twin).__name__ == cls.__name__ and twin.num_layers == 2 and twin.hidden_hidden_size == 5
     rebuilt = jx.to_torch(twin)  # a new torch model from the twin's constructor arguments
@@ -231,7 +231,7 @@ def test_fixed_step_twins_agree_with_gradients(jx, case):
     out = 1 if task is Task.FORECAST else 3
     if cls in (LSDE, LNSDE, GSDE):
         kwargs = {**kwargs, "brownian_seed": 7}
-    model = cls(2, 6, out, task, **kwargs).double().fit_standardisation(batch).train(training)
+    model = cls(2, 6, out, task, **kwargs).double().initialise(batch).train(training)
     twin = jx.from_torch(model)
     data = twin.prepare(batch)
     path = twin.brownian(data) if model.stochastic else None  # the path torch draws for brownian_seed=7
@@ -250,10 +250,10 @@ def test_batch_norm_running_statistics_follow_torchs_update(jx):
 
     torch.manual_seed(0)
     batch = float64_batch()
-    model = LSDE(2, 6, 3, brownian_seed=5).double().fit_standardisation(batch).train()
+    model = LSDE(2, 6, 3, brownian_seed=5).double().initialise(batch).train()
     twin = jx.from_torch(model)
     data = twin.prepare(batch)
-    model.log_likelihood(batch)  # torch updates its running statistics here
+    model.objective(batch)  # torch updates its running statistics here
     updated = eqx.filter_jit(lambda m, d, bm: m.update_batch_norm(d, brownian=bm))(twin, data, twin.brownian(data))
     norm, jnorm = model.head.net[2], updated.head.net.layers[2]
     assert not torch.allclose(norm.running_mean, torch.zeros_like(norm.running_mean))
@@ -268,7 +268,7 @@ def test_adaptive_ode_twins_agree_to_their_tolerance(jx):
     each as far from a fine fixed-step reference), so they are compared at 1e-3."""
     torch.manual_seed(0)
     batch = float64_batch()
-    model = NeuralODE(2, 6, 3, rtol=1e-9, atol=1e-9).double().fit_standardisation(batch).eval()
+    model = NeuralODE(2, 6, 3, rtol=1e-9, atol=1e-9).double().initialise(batch).eval()
     twin = jx.from_torch(model)
     ll_jax, g_jax = jax_grads(jx, twin, twin.prepare(batch))
     ll_torch, g_torch = torch_grads(model, batch)
@@ -285,17 +285,17 @@ def test_sde_twin_with_its_own_noise_is_a_different_draw(jx):
 
     torch.manual_seed(0)
     batch = float64_batch()
-    quiet = LSDE(2, 6, 3, theta=float("-inf")).double().fit_standardisation(batch).eval()
+    quiet = LSDE(2, 6, 3, theta=float("-inf")).double().initialise(batch).eval()
     twin = jx.from_torch(quiet)
     data = twin.prepare(batch)
-    score = eqx.filter_jit(lambda m, d, k: m.log_likelihood(d, key=k))  # one compilation for all calls
+    score = eqx.filter_jit(lambda m, d, k: m.objective(d, key=k))  # one compilation for all calls
     np.testing.assert_allclose(np.asarray(score(twin, data, jax.random.PRNGKey(3))),
-                               quiet.log_likelihood(batch).detach().numpy(), rtol=0, atol=1e-9)
-    loud = jx.from_torch(LSDE(2, 6, 3).double().fit_standardisation(batch).eval())
+                               quiet.objective(batch).detach().numpy(), rtol=0, atol=1e-9)
+    loud = jx.from_torch(LSDE(2, 6, 3).double().initialise(batch).eval())
     a, b = score(loud, data, jax.random.PRNGKey(0)), score(loud, data, jax.random.PRNGKey(1))
     assert np.abs(np.asarray(a - b)).max() > 1e-6
     with pytest.raises(ValueError, match="brownian= .* or key="):
-        loud.log_likelihood(data)
+        loud.objective(data)
 
 
 # ----------------------------------------------------------------------------- the solver face
