@@ -20,3 +20,17 @@ def rng() -> np.random.Generator:
 needs_data = pytest.mark.skipif(
     not SHARED_DATA or not os.path.isdir(SHARED_DATA), reason="real data sets need TPP_DATA_DIR (make test sets it)"
 )
+
+
+@pytest.fixture
+def offline_registry(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A private data cache and a downloader that fails: a registry test may reach neither the network nor
+    ~/.cache (the event and the series registry share one download function, tpp.registry.download_url)."""
+    from tpp import registry
+
+    monkeypatch.setenv("TPP_CACHE_DIR", str(tmp_path / "cache"))
+
+    def no_network(url: str, dest, timeout: float = 0) -> None:
+        raise AssertionError(f"test tried to download {url}")
+
+    monkeypatch.setattr(registry, "download_url", no_network)

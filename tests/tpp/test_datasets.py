@@ -40,15 +40,7 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture(autouse=True)
-def _offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A private cache, and a downloader that fails: no test may reach the network or ~/.cache."""
-    monkeypatch.setenv("TPP_CACHE_DIR", str(tmp_path / "cache"))
-
-    def no_network(url: str, dest: Path, timeout: float = 0) -> None:
-        raise AssertionError(f"test tried to download {url}")
-
-    monkeypatch.setattr(registry, "download_url", no_network)
+pytestmark = pytest.mark.usefixtures("offline_registry")  # private cache, no network (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
