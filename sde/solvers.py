@@ -48,9 +48,10 @@ regulariser live in their own modules (the Brownian names are re-exported here).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +65,8 @@ from torchsde._brownian import BaseBrownian
 from sde.brownian import BrownianKind, CountingBrownian, PrecomputedBrownian, brownian
 from sde.regulariser import odeint_regularised
 
-__all__ = ["Backprop", "BrownianKind", "Method", "PrecomputedBrownian", "Solution", "SolverStats", "brownian", "solve"]
+__all__ = ["Backprop", "BrownianKind", "Method", "PrecomputedBrownian", "Solution", "SolverStats", "brownian", "recording",
+           "solve"]
 
 
 class Method(enum.Enum):
@@ -317,6 +319,28 @@ def _batch_first(ys: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- the solve
+_RECORDS: list[list[SolverStats]] = []
+"""The open :func:`recording` blocks; every solve appends its stats to each."""
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[SolverStats]]:
+    """Collect the :class:`SolverStats` of every :func:`solve` run inside the block (nested blocks each see
+    every solve), e.g. to report what a model's evaluation cost: ``with recording() as stats: model.predict(x)``."""
+    record: list[SolverStats] = []
+    _RECORDS.append(record)
+    try:
+        yield record
+    finally:
+        _RECORDS.remove(record)
+
+
+def _recorded(solution: Solution) -> Solution:
+    for record in _RECORDS:
+        record.append(solution.stats)
+    return solution
+
+
 def solve(system: Any, y0: Tensor, ts: Tensor, *, control: Any = None, method: Method | None = None,
           step_size: float | None = None, adaptive: bool | None = None, rtol: float = 1e-3, atol: float = 1e-6,
           max_steps: int = 10_000, backprop: Backprop = Backprop.DIRECT, brownian: BaseBrownian | None = None,
@@ -441,8 +465,8 @@ def _solve_ode(system: Any, y0: Tensor, ts: Tensor, ts_out: Tensor, control: Any
             raise RuntimeError(f"{kind} solve exceeded max_steps={max_steps} within one output interval "
                                "(loosen rtol/atol or raise max_steps)") from error
         raise RuntimeError(f"{kind} solve failed: {error}") from error
-    return Solution(ts_out, _batch_first(ys), counted.stats(is_adaptive), regulariser=regulariser,
-                    stiffness=stiffness)
+    return _recorded(Solution(ts_out, _batch_first(ys), counted.stats(is_adaptive), regulariser=regulariser,
+                              stiffness=stiffness))
 
 
 def _solve_sde(system: Any, y0: Tensor, ts: Tensor, ts_out: Tensor, method: Method | None, step_size: float | None,
@@ -534,4 +558,4 @@ def _solve_sde(system: Any, y0: Tensor, ts: Tensor, ts_out: Tensor, method: Meth
         stats = SolverStats(counted.nfe, steps, accepted, steps - accepted)
     else:
         stats = SolverStats(counted.nfe, len(queries), len(queries), 0)
-    return Solution(ts_out, _batch_first(ys), stats, logqp=None if kl is None else kl.sum(0))
+    return _recorded(Solution(ts_out, _batch_first(ys), stats, logqp=None if kl is None else kl.sum(0)))

@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import math
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -368,36 +367,17 @@ class SolverWork:
 
 @contextlib.contextmanager
 def record_solver_work() -> Iterator[SolverWork]:
-    """Sum the :class:`~sde.solvers.SolverStats` of every solve run inside the block.
+    """Sum the :class:`~sde.solvers.SolverStats` of every solve run inside the block (through
+    :func:`sde.solvers.recording`, the solver's own hook)."""
+    from sde.solvers import recording
 
-    The models call the one solver face :func:`sde.solvers.solve` (some bind it at import), so for the
-    block every ``sde`` module's binding of it is replaced by a wrapper that records each solution's
-    stats; after the block every binding of the wrapper (also in modules first imported inside it) is
-    set back to the solver. The solves themselves are untouched. Not thread-safe (a CLI run is one thread).
-    """
-    import sde.solvers
-
-    original = sde.solvers.solve
     work = SolverWork()
-
-    def recording(*args: Any, **kwargs: Any) -> Any:
-        solution = original(*args, **kwargs)
-        work.add(solution.stats)
-        return solution
-
-    def bound_to(function: Any) -> list[Any]:
-        return [module for name, module in list(sys.modules.items())
-                if module is not None and (name == "sde" or name.startswith("sde."))
-                and vars(module).get("solve") is function]
-
-    for module in bound_to(original):
-        module.solve = recording
-    try:
-        yield work
-    finally:
-        # also the modules first imported inside the block: they bound the wrapper
-        for module in bound_to(recording):
-            module.solve = original
+    with recording() as stats:
+        try:
+            yield work
+        finally:
+            for item in stats:
+                work.add(item)
 
 
 # --------------------------------------------------------------------------- scoring
