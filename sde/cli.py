@@ -161,6 +161,11 @@ def _build(model: str, task: TaskName, train: Any, test: Any, hidden_size: int |
     from tpp import table
 
     overrides: dict[str, Any] = {} if hidden_size is None else {"hidden_size": hidden_size}
+    if task is TaskName.CLASSIFY and not issubclass(table.spec(model).cls, SeriesModel):
+        # a generative model of the values classifies by one model per class and Bayes' rule
+        classes = max(train.num_classes or 0, test.num_classes or 0)
+        return table.build("generative-classifier", train, seed=seed, num_classes=classes, base=model,
+                           base_args=overrides)
     if issubclass(table.spec(model).cls, SeriesModel):
         classes = max(train.num_classes or 0, test.num_classes or 0)
         overrides.update(task=task.head, output_size=classes if task is TaskName.CLASSIFY else train.num_channels)
@@ -219,16 +224,27 @@ def fit(
     hidden_size: Annotated[Optional[int], typer.Option(
         "--hidden-size", min=2, help="Hidden size (default: the model table's).")] = None,
     seed: SeedOption = 0,
-    out: Annotated[Optional[Path], typer.Option(help="Folder for model.pt and result.json (for `sde eval`).")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Folder for model.pt and result.json (for `sde eval`) and the run's checkpoints.")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the run whose checkpoints are in --out (e.g. after a kill).")] = False,
+    checkpoint_every: Annotated[Optional[int], typer.Option(
+        "--checkpoint-every", min=1, help="Also checkpoint every N steps within an epoch (needs --out).")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace the run whose checkpoints are in --out (without it a fresh run refuses it).")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Fit a model on the training part and score it on the test part."""
     from sde.tasks import batch_size_rule, derived_seed, evaluate, make_task
     from tpp import table
+    from tpp.commandline import check_run_options, fit_in_run_folder
+    from tpp.table import Family, Training
 
     name = ModelName(model).value
     task = TaskName(task)
     _check_task(name, task)
+    check_run_options(out, resume, checkpoint_every, overwrite, table.spec(name).training is Training.TRAINER, name,
+                      table.names(Family.SDE, Training.TRAINER))
     train_raw, test_raw, test_source = load_parts(data, test, seed, window)
     if task is TaskName.CLASSIFY and (train_raw.labels is None or test_raw.labels is None):
         raise ValueError(f"{data if train_raw.labels is None else test_source}: field 'labels': the series have "
@@ -246,8 +262,14 @@ def fit(
     test_part = make_task(test_raw, task, seed=derived_seed(seed, _TEST_KEY), scale=train.scale, **options)
     estimator = _build(name, task, train.inputs, test_raw, hidden_size, seed)
     batch = batch_size if batch_size is not None else batch_size_rule(len(train.inputs))
-    estimator, record = table.fit_model(estimator, train.inputs, None if val is None else val.inputs, epochs=epochs,
-                                        batch_size=batch, lr=lr, seed=seed, progress=not json_output)
+    # The trainer's checkpoints go to --out (the run owns it); a model fitted in one go has none.
+    trained = table.spec_of(estimator).training is Training.TRAINER
+    if not trained:
+        check_run_options(out, resume, checkpoint_every, overwrite, False, table.spec_of(estimator).name, ())
+    estimator, record = fit_in_run_folder(estimator, train.inputs, None if val is None else val.inputs,
+                                          out if trained else None, resume=resume, checkpoint_every=checkpoint_every,
+                                          overwrite=overwrite, epochs=epochs, batch_size=batch, lr=lr, seed=seed,
+                                          progress=not json_output)
     scores = evaluate(estimator, test_part, seed=seed)
     settings = _settings(model=name, data=data, test=test, task=task, seed=seed, window=window, **options)
     result = {

@@ -247,7 +247,8 @@ def read_tsf(path: str | os.PathLike, *, dtype: torch.dtype = DEFAULT_DTYPE) -> 
         ids.append(fields[0] if attributes else str(len(series) - 1))
     if not series:
         raise SeriesDataError("no series after @data", source=src)
-    return SeriesBatch.from_arrays(series, ids=ids, channel_names=("value",), dtype=dtype, source=src)
+    return SeriesBatch.from_arrays(series, ids=ids, channel_names=("value",), dtype=dtype, source=src,
+                                   allow_unobserved=False)
 
 
 # --------------------------------------------------------------------------- forecasting CSV
@@ -300,7 +301,7 @@ def read_csv_series(
         t = _elapsed(df, cols, unit, time_format, src)
     names = tuple(channel_names) if channel_names is not None else tuple(values) if layout == "long" else ("value",)
     return SeriesBatch.from_arrays([(t, numeric)], channel_names=names, ids=[name or Path(src).stem], dtype=dtype,
-                                   source=src)
+                                   source=src, allow_unobserved=False)
 
 
 def _column(df: pd.DataFrame, col: str, src: str) -> np.ndarray:

@@ -20,6 +20,7 @@ come from the base class. Validation runs once, at construction, and raises
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import InitVar, dataclass
 from typing import Any
@@ -209,7 +210,8 @@ class SeriesBatch(PaddedBatch):
     ) -> SeriesBatch:
         """Build from concatenated rows: ``times [N]``, ``values [N, C]``, ``offsets [B + 1]`` (series
         ``b`` = rows ``offsets[b]:offsets[b + 1]``). ``source`` names the origin in error messages;
-        ``ids`` is an alias of ``seq_names``."""
+        ``ids`` is an alias of ``seq_names``. Labels must not be missing (NaN/None raise naming the series);
+        a series without any observed value is announced by a warning."""
         times = np.asarray(times, np.float64).reshape(-1)
         values = np.asarray(values, np.float64)
         values = values.reshape(times.size, -1) if values.ndim < 2 else values
@@ -217,9 +219,19 @@ class SeriesBatch(PaddedBatch):
             raise SeriesDataError(f"values must be [N, C] with N = {times.size} rows, got {values.shape}",
                                   source=source, field="values")
         offsets = check_offsets(offsets, times.size, SeriesDataError, source, "offsets")
+        names = ids if seq_names is None else seq_names
+        if labels is not None:  # a missing label is refused here, not made a class of its own
+            labels, class_names = _label_indices(labels, class_names, source, names)
+        empty = unobserved_series(values, offsets)
+        if empty.size:
+            shown = ", ".join(repr(names[b]) if names is not None and b < len(names) else str(int(b))
+                              for b in empty[:5])
+            warnings.warn(
+                f"{source + ': ' if source else ''}{empty.size} series without any observed value ({shown}"
+                f"{', ...' if empty.size > 5 else ''}): a model sees only their times; drop them with "
+                "batch[batch.observed.flatten(1).any(1)]", UserWarning, stacklevel=2)
         time_pad, mask = pad_flat(times, offsets, 0.0)
         value_pad = pad_flat(values, offsets, np.nan)[0]
-        names = ids if seq_names is None else seq_names
         try:
             return cls(torch.from_numpy(time_pad).to(dtype), torch.from_numpy(value_pad).to(dtype),
                        torch.from_numpy(mask), None if labels is None else torch.as_tensor(np.asarray(labels)),
@@ -243,12 +255,15 @@ class SeriesBatch(PaddedBatch):
         ids: Sequence[Any] | None = None,
         dtype: torch.dtype = DEFAULT_DTYPE,
         source: str | None = None,
+        allow_unobserved: bool = True,
     ) -> SeriesBatch:
         """Build from one ``(times [L_i], values [L_i, C] or [L_i])`` pair per series.
 
         Trailing rows whose time is NaN are padding and are dropped (their values must be NaN too), so
         NaN-padded arrays give the same batch as unpadded ones. ``labels`` may be integers (class
-        indices) or names: names map to indices of ``class_names`` (default: the sorted distinct names).
+        indices) or names: names map to indices of ``class_names`` (default: the sorted distinct names);
+        a missing label (NaN, None) raises naming the series. A series without any observed value
+        raises with ``allow_unobserved=False`` (what the readers pass), else a warning names it.
         """
         ts, vs = [], []
         for i, item in enumerate(series):
@@ -279,7 +294,10 @@ class SeriesBatch(PaddedBatch):
         if not ts:
             raise SeriesDataError("no series: the input is empty", source=source)
         offsets = np.concatenate([[0], np.cumsum([t.size for t in ts])])
-        label_idx, names = _label_indices(labels, class_names, source)
+        record_ids = ids if seq_names is None else seq_names
+        if not allow_unobserved:
+            _refuse_unobserved(np.concatenate(vs), offsets, record_ids, source)
+        label_idx, names = _label_indices(labels, class_names, source, record_ids)
         return cls.from_flat(np.concatenate(ts), np.concatenate(vs), offsets, label_idx, targets=targets,
                              channel_names=channel_names, class_names=names,
                              seq_names=ids if seq_names is None else seq_names, dtype=dtype, source=source)
@@ -301,7 +319,8 @@ class SeriesBatch(PaddedBatch):
 
         Series keep the order of their first row; rows keep their table order and must already be
         sorted by time (an unsorted series raises, naming it, its row and the table row). NaN cells
-        are missing values. ``label_col`` must be constant within a series.
+        are missing values; a series with no observed value raises, naming it. ``label_col`` must be
+        constant within a series and never missing.
         """
         missing = [c for c in (id_col, time_col, *value_cols, *([label_col] if label_col else [])) if c not in df]
         if missing:
@@ -325,6 +344,12 @@ class SeriesBatch(PaddedBatch):
         labels = None
         if label_col is not None:
             lab = df[label_col].to_numpy()[order]
+            absent = np.flatnonzero(pd.isna(lab))
+            if absent.size:
+                i = int(absent[0])
+                b = int(seq_of[i])
+                raise SeriesDataError(f"label is missing ({lab[i]!r}); every series needs one", source=source,
+                                      series=b, series_id=uniques[b], row=int(i - offsets[b]), field="labels")
             first = lab[offsets[:-1]]
             differs = np.flatnonzero(lab != np.repeat(first, np.diff(offsets)))
             if differs.size:
@@ -334,7 +359,8 @@ class SeriesBatch(PaddedBatch):
                                       source=source, series=b, series_id=uniques[b], row=int(i - offsets[b]),
                                       field=label_col)
             labels = first
-        label_idx, names = _label_indices(labels, class_names, source)
+        _refuse_unobserved(values, offsets, [str(u) for u in uniques], source)
+        label_idx, names = _label_indices(labels, class_names, source, [str(u) for u in uniques])
         return cls.from_flat(times, values, offsets, label_idx, channel_names=[str(c) for c in value_cols],
                              class_names=names, seq_names=[str(u) for u in uniques], dtype=dtype, source=source)
 
@@ -399,13 +425,52 @@ def _numeric(column: pd.Series, source: str | None, name: str) -> np.ndarray:
     return parsed.to_numpy(np.float64)
 
 
+def unobserved_series(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Indices of the series (rows ``offsets[b]:offsets[b + 1]`` of ``values [N, C]``) without any observed value."""
+    values = np.asarray(values)
+    if values.ndim == 2 and values.shape[1] == 0:  # no channels: nothing could be observed, nothing to warn of
+        return np.zeros(0, np.int64)
+    observed = ~np.isnan(values.reshape(values.shape[0], -1)).all(1) if values.size else np.zeros(values.shape[0], bool)
+    running = np.concatenate([[0], np.cumsum(observed)])
+    counts = running[offsets[1:]] - running[offsets[:-1]]
+    return np.flatnonzero((counts == 0) & (np.diff(offsets) > 0))  # a series without rows is refused elsewhere
+
+
+def _refuse_unobserved(values: np.ndarray, offsets: np.ndarray, ids: Sequence[Any] | None, source: str | None) -> None:
+    """Refuse series whose every value is missing (as :func:`sde.readers.read_ts` does), naming the first."""
+    empty = unobserved_series(values, offsets)
+    if empty.size:
+        b = int(empty[0])
+        raise SeriesDataError(f"every value is missing ({empty.size} such series)", source=source, series=b,
+                              series_id=None if ids is None or b >= len(ids) else ids[b], field="values")
+
+
+def _is_missing(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # arrays and other non-scalars are not a missing scalar
+        return False
+
+
 def _label_indices(
-    labels: Sequence[Any] | np.ndarray | None, class_names: Sequence[str], source: str | None
+    labels: Sequence[Any] | np.ndarray | Tensor | None, class_names: Sequence[str], source: str | None,
+    ids: Sequence[Any] | None = None,
 ) -> tuple[np.ndarray | None, tuple[str, ...]]:
-    """Integer labels as they are; names mapped to ``class_names`` (default: sorted distinct names)."""
+    """Integer labels as they are; names mapped to ``class_names`` (default: sorted distinct names).
+
+    A missing label (NaN, None) is refused naming its series, never turned into a class of its own."""
     if labels is None:
         return None, tuple(class_names)
-    arr = np.asarray(labels)
+    # look before np.asarray: it would write a NaN among names as the text "nan"
+    raw = labels.detach().cpu().numpy() if isinstance(labels, Tensor) else labels
+    arr = np.asarray(raw)
+    if arr.ndim == 1:
+        items = list(raw) if not isinstance(raw, np.ndarray) else raw.tolist() if raw.dtype.kind in "fO" else []
+        absent = [i for i, x in enumerate(items) if _is_missing(x)]
+        if absent:
+            b = absent[0]
+            raise SeriesDataError(f"label is missing ({items[b]!r}); every series needs one", source=source, series=b,
+                                  series_id=None if ids is None or b >= len(ids) else ids[b], field="labels")
     if arr.dtype.kind in "iu":
         return arr.astype(np.int64), tuple(class_names)
     if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)) and not class_names:

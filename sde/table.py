@@ -45,6 +45,11 @@ def _jump_shape(data: Any) -> dict[str, Any]:
     return {"num_states": int(data.num_marks)}
 
 
+def _classes_shape(data: Any) -> dict[str, Any]:
+    """``num_classes`` and ``input_channels`` of a labelled series batch."""
+    return {"num_classes": int(data.num_classes), "input_channels": int(data.num_channels)}
+
+
 def _mjp(params: dict[str, Any]) -> Any:
     from sde.models import MarkovJumpProcess
 
@@ -71,6 +76,8 @@ _ENTRIES = [
     ModelSpec("neural-mjp", "sde.models:NeuralMJP", _S, "NeuralMJP", _T, _mjp_series_shape,
               defaults={"num_states": 2},
               summary="neural Markov jump process of noisy series (Seifner & Sanchez 2023)"),
+    ModelSpec("generative-classifier", "sde.models:GenerativeClassifier", _S, "GenerativeClassifier", _T,
+              _classes_shape, summary="Bayes classifier from one latent-sde / neural-mjp per class (sde fit --task classify)"),
     ModelSpec("neural-cox-sde", "sde.models:NeuralCoxSDE", _S, "NeuralCoxSDE", _T, event_shape,
               aliases=("neural-cox",), summary="marked Cox process driven by a latent neural SDE"),
     ModelSpec("mjp", "sde.models:MarkovJumpProcess", _S, "MarkovJumpProcess", _E, _jump_shape, loader=_mjp,
@@ -81,8 +88,9 @@ for _entry in _ENTRIES:
 
 NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES)
 """Every sde name, in table order."""
-SERIES_NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES if e.shape is not event_shape and e.shape is not _jump_shape)
+SERIES_NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES
+                                      if e.shape not in (event_shape, _jump_shape, _classes_shape))
 """The models of series batches (``sde fit --model``): neural-cde, lsde, lnsde, gsde, gru, neural-ode, latent-sde,
 neural-mjp."""
-EVENT_NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES if e.name not in SERIES_NAMES)
+EVENT_NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES if e.shape in (event_shape, _jump_shape))
 """The sde models of event batches: neural-cox-sde, mjp."""

@@ -97,12 +97,14 @@ class TaskName(str, enum.Enum):
 
 def supported_tasks(model_class: type) -> tuple[TaskName, ...]:
     """The tasks a model class can do: a discriminative series model (:class:`sde.models._base.SeriesModel`)
-    all three; a generative model of the values (latent SDE, neural MJP) forecast and interpolate."""
-    from sde.models._base import SeriesModel
+    and a generative model of the values (latent SDE, neural MJP) all three (the generative ones classify
+    through :class:`sde.models.GenerativeClassifier`, one model per class and Bayes' rule); the generative
+    classifier itself only classifies."""
+    from sde.models.generative import GenerativeClassifier
 
-    if issubclass(model_class, SeriesModel):
-        return (TaskName.CLASSIFY, TaskName.FORECAST, TaskName.INTERPOLATE)
-    return (TaskName.FORECAST, TaskName.INTERPOLATE)
+    if issubclass(model_class, GenerativeClassifier):
+        return (TaskName.CLASSIFY,)
+    return (TaskName.CLASSIFY, TaskName.FORECAST, TaskName.INTERPOLATE)
 
 
 def derived_seed(seed: int, *keys: int) -> int:

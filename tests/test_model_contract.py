@@ -20,7 +20,7 @@ from tpp import table
 from tpp.model import Model
 
 SUPPORT = 2.0  # the kernel support of fadin / nonparametric-em, the one argument no default fits
-SERIES = set(sde.table.SERIES_NAMES)
+SERIES = set(sde.table.SERIES_NAMES) | {"generative-classifier"}
 
 
 @pytest.fixture(scope="module")

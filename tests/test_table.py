@@ -52,6 +52,7 @@ def jumps() -> EventBatch:
 
 
 SERIES_MODELS = {"neural-cde", "lsde", "lnsde", "gsde", "gru", "neural-ode", "latent-sde", "neural-mjp"}
+LABELLED_SERIES_MODELS = SERIES_MODELS | {"generative-classifier"}
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def data(request, events, series, jumps):
     """The data set whose shape fills the model's arguments: series for series models, jump paths for the
     jump process, else events."""
     name = request.node.callspec.params["name"]
-    return series if name in SERIES_MODELS else jumps if name == "mjp" else events
+    return series if name in LABELLED_SERIES_MODELS else jumps if name == "mjp" else events
 
 
 def required_args(name):

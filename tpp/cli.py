@@ -7,6 +7,7 @@ field; never a traceback. ``--json`` prints one JSON object on stdout and nothin
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 import warnings
@@ -22,12 +23,18 @@ from tpp.options import KernelName, Objective
 from tpp.table import Family, Training
 from tpp.commandline import (
     BatchSizeOption,
+    CheckpointEveryOption,
+    OverwriteOption,
+    ResumeOption,
+    check_run_options,
+    fit_in_run_folder,
     EpochsOption,
     JsonOption,
     LrOption,
     SeedOption,
     command_app,
     echo_json,
+    in_range,
     is_file_argument,
     load_data,
     user_errors,
@@ -51,20 +58,25 @@ NEURAL_MODELS = {n: model_table.spec(n).display for n in model_table.names(Famil
 _user_errors = user_errors  # the shared wrapper (tpp.commandline); the old private name kept
 
 
-def _load(data: str, split: str | None, t_end: float | None):
-    """A path is read with :func:`tpp.read_events`; anything else is a registry name."""
+
+def _load(data: str, split: str | None, t_end: float | None, remap_marks: bool = False):
+    """A path is read with :func:`tpp.read_events` (``remap_marks``: sparse mark ids to 0..K-1); anything else
+    is a registry name."""
     from tpp.events import EventBatch
     from tpp.io import read_events
 
     from tpp import datasets
 
-    batch = load_data(data, suffixes=EVENT_FILE_SUFFIXES, read_file=lambda path: read_events(path, t_end=t_end, split=split),
+    batch = load_data(data, suffixes=EVENT_FILE_SUFFIXES, read_file=lambda path: read_events(path, t_end=t_end, split=split,
+                                                                                 remap_marks=remap_marks),
                       load_registered=lambda name: datasets.load(name, split=split))
     if t_end is not None and not is_file_argument(data, EVENT_FILE_SUFFIXES):
         flat = batch.to_flat()
         batch = EventBatch.from_flat(
             flat["times"], flat["seq_offsets"], flat["t_start"], np.full(len(batch), t_end), flat["marks"],
             batch.num_marks, seq_names=batch.seq_names, source=f"{data} with --t-end {t_end}",
+            features=flat["features"] if batch.features is not None else None,
+            feature_names=batch.feature_names or None, mark_names=batch.mark_names,
         )
     return batch
 
@@ -92,6 +104,8 @@ def fit(
     data: Annotated[str, typer.Option(help="Registered data set name or a file (.csv/.parquet/.npz/.pkl/.json).")] = "bookorder",
     split: Annotated[Optional[str], typer.Option(help="Split to fit on (train/val/test); default all.")] = None,
     t_end: Annotated[Optional[float], typer.Option("--t-end", help="Observation window end for every sequence.")] = None,
+    remap_marks: Annotated[bool, typer.Option(
+        "--remap-marks", help="Files: map sparse or text mark ids to 0..K-1 (the ids are kept and written back).")] = False,
     decay: Annotated[Optional[float], typer.Option(help="exp-hawkes: fix the decay (learned when omitted).")] = None,
     objective: Annotated[Optional[Objective], typer.Option(
         help="Contrast: likelihood (default) or least-squares for exp/sumexp-hawkes; l2 (default) or likelihood for fadin.")] = None,
@@ -105,17 +119,25 @@ def fit(
     lr: LrOption = 1e-3,
     seed: SeedOption = 0,
     out: Annotated[Optional[Path], typer.Option(help="Folder for model.json / checkpoints and plots.")] = None,
+    resume: ResumeOption = False,
+    checkpoint_every: CheckpointEveryOption = None,
+    overwrite: OverwriteOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """Fit a Poisson, Hawkes, FaDIn, nonparametric or neural model; report likelihood, goodness of fit, parameters."""
     from tpp.metrics import time_rescaling
     from tpp.report import build_model, fit_model, model_params
 
-    if model_table.spec(model.value).training is Training.TRAINER:
-        result = _fit_neural(model.value, data, t_end, hidden_size, epochs, batch_size, lr, seed, out)
+    trained = model_table.spec(model.value).training is Training.TRAINER
+    check_run_options(out, resume, checkpoint_every, overwrite, trained, model.value,
+                      model_table.names(Family.TPP, Training.TRAINER))
+    if trained:
+        result = _fit_neural(model.value, data, t_end, hidden_size, epochs, batch_size, lr, seed, out,
+                             resume=resume, checkpoint_every=checkpoint_every, overwrite=overwrite,
+                             remap_marks=remap_marks)
         typer.echo(json.dumps(result) if json_output else "\n".join(f"{k:>30}: {v}" for k, v in result.items()))
         return
-    batch = _load(data, split, t_end)
+    batch = _load(data, split, t_end, remap_marks)
     for name, value in (("--decay", decay), ("--support", support), ("--delta", delta)):
         if value is not None and not value > 0:
             raise ValueError(f"{name} must be positive, got {value}")
@@ -157,25 +179,29 @@ def fit(
         typer.echo(f"{'written':>26}: {', '.join(sorted(p.name for p in out.iterdir()))} in {out}")
 
 
-def _splits(data: str, t_end: float | None, seed: int):
+def _splits(data: str, t_end: float | None, seed: int, remap_marks: bool = False):
     """(train, val, test): the registry's splits, or a seeded 70/15/15 split of a file's sequences."""
     if not is_file_argument(data, EVENT_FILE_SUFFIXES):
         return tuple(_load(data, part, t_end) for part in ("train", "val", "test"))
-    batch = _load(data, None, t_end)
+    batch = _load(data, None, t_end, remap_marks)
     if len(batch) < 3:
         raise ValueError(f"{data}: neural models need several sequences to split into train/val/test, got {len(batch)}")
     return batch.split((0.7, 0.15, 0.15), seed=seed)
 
 
 def _fit_neural(name: str, data: str, t_end: float | None, hidden_size: int, epochs: int, batch_size: int,
-                lr: float, seed: int, out: Path | None) -> dict[str, Any]:
-    """Train a neural model with the shared trainer; score on the test split with a fine integrator."""
+                lr: float, seed: int, out: Path | None, *, resume: bool = False, checkpoint_every: int | None = None,
+                overwrite: bool = False, remap_marks: bool = False) -> dict[str, Any]:
+    """Train a neural model with the shared trainer; score on the test split with a fine integrator.
+
+    The run's checkpoints go to ``out`` (the run owns it: see :func:`fit_in_run_folder`)."""
     from tpp.metrics import log_likelihood_per_event, next_event_metrics
 
-    train, val, test = _splits(data, t_end, seed)
+    train, val, test = _splits(data, t_end, seed, remap_marks)
     estimator = model_table.build(name, train, seed=seed, hidden_size=hidden_size)
-    estimator, record = model_table.fit_model(estimator, train, val, epochs=epochs, batch_size=batch_size, lr=lr,
-                                              seed=seed, checkpoint_dir=out, progress=True)
+    estimator, record = fit_in_run_folder(estimator, train, val, out, resume=resume, checkpoint_every=checkpoint_every,
+                                          overwrite=overwrite, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                                          progress=True)
     fine = 64  # nodes per interval when scoring: no coarse grid decides the score
     forecasts = next_event_metrics(estimator, test, max_prefixes=1000, seed=seed)
     estimator.eval()
@@ -216,6 +242,30 @@ def _write_fit_outputs(out: Path, model: ModelName, estimator: Any, batch: Any, 
         plot.save_figure(plot.plot_kernel_grid(curves, estimator.support), out / "kernels.png")
 
 
+def _read_model_file(path: Path) -> tuple[Any, str]:
+    """The estimator saved in ``path`` (a ``model.json`` of ``tpp fit --out``) and its model name; anything else
+    (no file, not JSON, JSON that is not such an object, fields of the wrong kind) is a ``ValueError`` naming
+    the file, so the commands end with one line instead of a traceback."""
+    from tpp.hawkes import from_dict
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model file")
+    try:
+        params = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: invalid JSON ({exc})") from None
+    if not isinstance(params, dict) or not isinstance(params.get("model"), str):
+        shown = json.dumps(params)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise ValueError(f"{path}: not a model file (a JSON object with a \"model\" name, as `tpp fit --out` writes), "
+                         f"got {shown}")
+    try:
+        return from_dict(params), params["model"]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        message = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+        raise ValueError(f"{path}: not a valid {params['model']} model file: {message}") from None
+
+
 @app.command("eval")
 @_user_errors
 def eval_cmd(
@@ -226,25 +276,29 @@ def eval_cmd(
     json_output: JsonOption = False,
 ) -> None:
     """Score a saved model on data: log-likelihood per event and time-rescaling KS test."""
-    from tpp.hawkes import from_dict
     from tpp.metrics import time_rescaling
 
-    if not model_file.exists():
-        raise FileNotFoundError(f"{model_file}: no such model file")
-    try:
-        params = json.loads(model_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{model_file}: invalid JSON ({exc})") from None
-    estimator = from_dict(params)
+    estimator, name = _read_model_file(model_file)
     batch = _load(data, split, t_end)
     ll = float(estimator.log_likelihood(batch).detach().sum())
     gof = time_rescaling(estimator, batch)
     result = {
-        "model": params["model"], "num_events": batch.num_events, "log_likelihood": ll,
+        "model": name, "num_events": batch.num_events, "log_likelihood": ll,
         "log_likelihood_per_event": ll / max(batch.num_events, 1), "ks_statistic": gof.ks_statistic,
         "ks_pvalue": gof.ks_pvalue,
     }
     typer.echo(json.dumps(result) if json_output else "\n".join(f"{k:>26}: {v}" for k, v in result.items()))
+
+
+def _numbers(text: str, flag: str) -> list[float]:
+    """A comma-separated list of numbers given to ``flag`` (a ``ValueError`` naming the flag and the entry)."""
+    values = []
+    for part in text.split(","):
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise ValueError(f"{flag}: {part.strip()[:40]!r} is not a number (expected comma-separated numbers)") from None
+    return values
 
 
 @app.command()
@@ -254,27 +308,34 @@ def simulate(
     model_file: Annotated[Optional[Path], typer.Option("--model-file", help="model.json from `tpp fit --out`.")] = None,
     baseline: Annotated[Optional[str], typer.Option(help="Comma-separated baselines, e.g. 0.5,0.3.")] = None,
     adjacency: Annotated[Optional[str], typer.Option(help="Rows separated by ';', e.g. '0.3,0.1;0.2,0.4'.")] = None,
-    decay: Annotated[float, typer.Option(help="Exponential decay.")] = 1.0,
-    t_end: Annotated[float, typer.Option("--t-end", help="Window end of each sequence.")] = 100.0,
-    num_sequences: Annotated[int, typer.Option("--num-sequences", "-n", help="Number of sequences.")] = 1,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    decay: Annotated[float, typer.Option(help="Exponential decay.", callback=in_range(0.0, math.inf, low_open=True,
+                                                                                    high_open=True))] = 1.0,
+    t_end: Annotated[float, typer.Option("--t-end", help="Window end of each sequence (they start at 0).",
+                                         callback=in_range(0.0, math.inf, low_open=True, high_open=True))] = 100.0,
+    num_sequences: Annotated[int, typer.Option("--num-sequences", "-n", min=1, help="Number of sequences.")] = 1,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
+    max_events: Annotated[Optional[int], typer.Option(
+        "--max-events", min=1, help="Cap on the events simulated over all sequences (default: the model's, 5e7); "
+                                    "an explosive model stops there with an error.")] = None,
 ) -> None:
     """Simulate an exponential Hawkes (or saved) model exactly and write the events."""
-    from tpp.hawkes import ExpHawkes, from_dict
+    from tpp.hawkes import ExpHawkes
     from tpp.io import write_events
 
     if model_file is not None:
-        estimator = from_dict(json.loads(model_file.read_text()))
+        estimator, _ = _read_model_file(model_file)
     else:
         if baseline is None or adjacency is None:
             raise ValueError("give --model-file, or --baseline and --adjacency")
-        mu = np.array([float(x) for x in baseline.split(",")])
-        adj = np.array([[float(x) for x in row.split(",")] for row in adjacency.split(";")])
-        if adj.shape != (mu.size, mu.size):
-            raise ValueError(f"--adjacency must be {mu.size}x{mu.size} to match --baseline, got {adj.shape[0]}x{adj.shape[1]}")
-        estimator = ExpHawkes.from_params(mu, adj, decay)
+        mu = np.array(_numbers(baseline, "--baseline"))
+        rows = [_numbers(row, "--adjacency") for row in adjacency.split(";")]
+        if any(len(row) != mu.size for row in rows) or len(rows) != mu.size:
+            raise ValueError(f"--adjacency must be {mu.size}x{mu.size} to match --baseline (rows separated by ';', "
+                             f"entries by ','), got {adjacency[:60]!r}{'...' if len(adjacency) > 60 else ''}")
+        estimator = ExpHawkes.from_params(mu, np.array(rows), decay)
     start = time.perf_counter()
-    batch = estimator.sample(num_sequences, t_end, generator=seed)
+    cap = {} if max_events is None else {"max_events": max_events}
+    batch = estimator.sample(num_sequences, t_end, generator=seed, **cap)
     write_events(batch, out)
     typer.echo(f"wrote {batch.num_events} events in {num_sequences} sequence(s) to {out} ({time.perf_counter() - start:.2f} s)", err=True)
 

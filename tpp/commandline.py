@@ -19,6 +19,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
@@ -82,8 +83,9 @@ def echo_error(message: object) -> None:
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     from tpp.events import EventDataError  # the base of the event and the series data errors
+    from tpp.train import CheckpointError  # a run that does not own its folder
 
-    return (EventDataError, ValueError, KeyError, FileNotFoundError, OSError)
+    return (EventDataError, CheckpointError, ValueError, KeyError, FileNotFoundError, OSError)
 
 
 def user_errors(func: _F) -> _F:
@@ -191,3 +193,50 @@ def load_data(data: str, *, suffixes: Sequence[str], read_file: Callable[[Path],
             raise FileNotFoundError(f"{data}: no such file")
         return read_file(path)
     return load_registered(data)
+
+
+# --------------------------------------------------------------------------- runs that own their folder
+ResumeOption = Annotated[bool, typer.Option(
+    "--resume", help="Trained models: continue the run whose checkpoints are in --out (e.g. after a kill).")]
+CheckpointEveryOption = Annotated[Optional[int], typer.Option(
+    "--checkpoint-every", min=1, help="Trained models: also checkpoint every N steps within an epoch (needs --out).")]
+OverwriteOption = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace the run whose checkpoints are in --out (without it a fresh run refuses that folder).")]
+
+
+def check_run_options(out: Path | None, resume: bool, checkpoint_every: int | None, overwrite: bool, trained: bool,
+                      model: str, trained_names: tuple[str, ...]) -> None:
+    """Refuse flag combinations that cannot mean anything, before any data is read."""
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --out, --overwrite replaces it: give one of them")
+    asked = [flag for flag, on in (("--resume", resume), ("--checkpoint-every", checkpoint_every is not None)) if on]
+    if asked and not trained:
+        raise ValueError(f"{' and '.join(asked)}: {model} is fitted in one go, without checkpoints; they apply to the "
+                         f"trained models ({', '.join(trained_names)})")
+    if asked and out is None:
+        raise ValueError(f"{' and '.join(asked)} {'need' if len(asked) > 1 else 'needs'} --out (the folder of the "
+                         "run's checkpoints)")
+
+
+def fit_in_run_folder(model: Any, train: Any, val: Any, out: Path | None, *, resume: bool,
+                      checkpoint_every: int | None, overwrite: bool, **options: Any) -> tuple[Any, Any]:
+    """:func:`tpp.table.fit_model` with the run's checkpoints in ``out``: a run owns its folder (a second
+    run there, a resume of another run, or a fresh run over existing checkpoints without ``overwrite``
+    exits 2 with one line); the trainer's warnings (e.g. a stale lock taken over) are one line each."""
+    from tpp import table
+    from tpp.train import CheckpointError
+
+    if out is not None:
+        options.update(checkpoint_dir=out, resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fitted = table.fit_model(model, train, val, **options)
+    except CheckpointError as exc:
+        echo_error(exc)
+        raise typer.Exit(code=2) from None
+    finally:
+        shown = [w for w in caught if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
+        for message in dict.fromkeys(str(w.message) for w in shown):
+            typer.echo(f"warning: {' '.join(message.split())}", err=True)
+    return fitted

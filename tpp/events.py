@@ -9,7 +9,9 @@ them padded to the longest sequence, left-aligned:
 * ``features`` ``[B, L, D]`` optional continuous per-event features (locations, magnitudes), float64,
   named by ``feature_names``; None (and ``()``) when absent,
 * ``t_start``, ``t_end`` ``[B]`` the observation window of each sequence. Likelihoods integrate
-  the intensity over the whole window, not only up to the last event.
+  the intensity over the whole window, not only up to the last event,
+* ``mark_names`` (optional): the original id of each mark ``0 .. num_marks - 1`` when a reader
+  remapped sparse or non-integer ids (``read_events(..., remap_marks=True)``); writers put them back.
 
 Inter-event times are derived (:attr:`EventBatch.inter_event_times`), not stored twice.
 Device moves, indexing, splits, concatenation and equality come from the base class.
@@ -135,13 +137,18 @@ def _as_int_marks(values: np.ndarray, prov: _Provenance, offsets: np.ndarray) ->
     if values.dtype.kind == "b":
         return values.astype(np.int64)
     if values.dtype.kind != "f":
-        raise EventDataError(f"marks must be integers, got dtype {values.dtype}", source=prov.source, field="mark")
-    bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
+        raise EventDataError(f"marks must be integers, got dtype {values.dtype}"
+                             " (read_events(..., remap_marks=True) maps other ids to 0..K-1)", source=prov.source,
+                             field="mark")
+    with np.errstate(invalid="ignore"):
+        # beyond 2**62 a cast to int64 wraps around: refuse rather than produce a negative mark
+        bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)) | (np.abs(values) > 2.0**62))
     if bad.size:
         i = int(bad[0])
         b = int(np.searchsorted(offsets, i, side="right") - 1)
+        what = "is too large" if np.isfinite(values[i]) and values[i] == np.round(values[i]) else "is not an integer"
         raise EventDataError(
-            f"mark {float(values[i])!r} is not an integer",
+            f"mark {float(values[i])!r} {what}",
             source=prov.source,
             sequence=prov.seq_label(b),
             position=int(i - offsets[b]),
@@ -232,6 +239,18 @@ def _window(values: Any, num_seq: int, name: str, source: str | None) -> np.ndar
                              source=source, field=name) from None
 
 
+def _mark_names(names: Sequence[Any] | None, num_marks: int, source: str | None = None) -> tuple[Any, ...] | None:
+    """The original mark ids as a tuple: one per mark type, distinct (None: the marks are their own ids)."""
+    if names is None:
+        return None
+    names = tuple(n.item() if isinstance(n, np.generic) else n for n in names)
+    if len(names) != num_marks:
+        raise EventDataError(f"{len(names)} mark_names for num_marks={num_marks}", source=source, field="mark_names")
+    if len(set(names)) != len(names):
+        raise EventDataError("mark_names must be distinct", source=source, field="mark_names")
+    return names
+
+
 class EventBatch(PaddedBatch):
     """Padded event sequences with per-sequence observation windows (see module docstring).
 
@@ -243,7 +262,7 @@ class EventBatch(PaddedBatch):
     error = EventDataError
     row_fields = {"time": 0.0, "mark": 0, "mask": False, "features": 0.0}
     sequence_fields = ("t_start", "t_end")
-    meta_fields = ("num_marks", "feature_names")
+    meta_fields = ("num_marks", "feature_names", "mark_names")
     meta_merge = {"num_marks": max}  # batches with fewer types embed in the larger type space
     float_fields = frozenset({"time", "t_start", "t_end"})
     sequence_view = ("time", "mark")
@@ -262,6 +281,7 @@ class EventBatch(PaddedBatch):
         seq_names: Sequence[Any] | None = None,
         features: Tensor | None = None,
         feature_names: Sequence[str] = (),
+        mark_names: Sequence[Any] | None = None,
         validate: bool = True,
     ) -> None:
         if time.dim() != 2 or mark.shape != time.shape or mask.shape != time.shape:
@@ -286,6 +306,7 @@ class EventBatch(PaddedBatch):
         self.num_marks = int(num_marks)
         self.seq_names = list(seq_names) if seq_names is not None else None
         self.features, self.feature_names = self._checked_features(features, feature_names)
+        self.mark_names = _mark_names(mark_names, self.num_marks)
         self._check_names()
         if validate:
             self._check_left_aligned()
@@ -325,6 +346,7 @@ class EventBatch(PaddedBatch):
         features: np.ndarray | None = None,
         feature_names: Sequence[str] | None = None,
         seq_names: Sequence[Any] | None = None,
+        mark_names: Sequence[Any] | None = None,
         rows: np.ndarray | None = None,
         source: str | None = None,
         dtype: torch.dtype = DEFAULT_TIME_DTYPE,
@@ -332,7 +354,8 @@ class EventBatch(PaddedBatch):
         """Build from concatenated sequences (the ``.npz`` layout of ``$TPP_DATA_DIR``).
 
         ``features`` ``[N, D]`` (or ``[N]``) are per-event features named ``feature_names`` (default
-        ``f0, f1, ...``). ``rows`` (one per event) and ``source`` only serve error messages. The
+        ``f0, f1, ...``). ``mark_names``: the original id of each mark (see the module docstring).
+        ``rows`` (one per event) and ``source`` only serve error messages. The
         keys of :meth:`to_flat` are the arguments here: ``EventBatch.from_flat(**batch.to_flat())``.
         """
         prov = _Provenance(source=source, seq_names=seq_names, rows=rows)
@@ -356,6 +379,7 @@ class EventBatch(PaddedBatch):
         t_start = _window(t_start, offsets.size - 1, "t_start", source)
         t_end = _window(t_end, offsets.size - 1, "t_end", source)
         _validate_flat(times, marks, offsets, t_start, t_end, int(num_marks), prov, features, names)
+        mark_names = None if mark_names is None else _mark_names(mark_names, int(num_marks), source)
         # Padding repeats the window end: keeps padded times sorted and inside the window.
         time_pad, mask = pad_flat(times, offsets, t_end)
         return cls(
@@ -368,6 +392,7 @@ class EventBatch(PaddedBatch):
             seq_names=seq_names,
             features=None if features is None else torch.from_numpy(pad_flat(features, offsets, 0.0)[0]),
             feature_names=names,
+            mark_names=mark_names,
             validate=False,
         )
 
@@ -437,6 +462,8 @@ class EventBatch(PaddedBatch):
 
     def _repr_counts(self) -> dict[str, Any]:
         counts: dict[str, Any] = {"num_marks": self.num_marks}
+        if self.mark_names is not None:
+            counts["mark_names"] = list(self.mark_names[:5]) + (["..."] if self.num_marks > 5 else [])
         if self.features is not None:
             counts["features"] = list(self.feature_names)
         return counts

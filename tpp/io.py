@@ -14,6 +14,16 @@ per-event keys of EasyTPP records. Written files carry the features of their bat
 with them: an ``.npz`` stores ``features``/``feature_names``, and a table in the layout that
 :func:`to_dataframe` writes (all of ``seq, time, mark, t_start, t_end, num_marks``) has its other
 columns as features.
+
+Identity is text: in a file (CSV, Parquet, JSON rows, JSON lines) the sequence ids are read as strings,
+never type-inferred nor turned into missing values, so ``"01"`` and ``"1"`` are two sequences and
+``"NA"``, ``""``, ``"None"`` are ordinary ids (a DataFrame given by the caller keeps its values).
+
+Mark ids are integers ``0 .. K - 1``. Sparse or huge ids (more than :data:`MAX_DENSE_MARKS` types of which
+fewer than a tenth occur, or more than :data:`MAX_MARK_TYPES` types in all) and non-integer ids (``"buy"``)
+are refused, naming the count of distinct marks and the largest id; ``remap_marks=True`` maps the distinct
+ids to ``0 .. K - 1`` in sorted order and keeps the original ids as ``EventBatch.mark_names``, which the
+writers put back.
 """
 
 from __future__ import annotations
@@ -30,12 +40,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tpp.batch import check_offsets
 from tpp.events import DEFAULT_TIME_DTYPE, EventBatch, EventDataError
 
 __all__ = ["read_events", "write_events", "from_dataframe", "to_dataframe", "from_tick", "to_tick", "atomic_write"]
 
 LAYOUT_COLUMNS = ("seq", "time", "mark", "t_start", "t_end", "num_marks")
 """The columns :func:`to_dataframe` writes besides the features."""
+
+MAX_DENSE_MARKS = 1000
+"""Up to this many mark types (largest id + 1) the ids are taken as they are, however few occur."""
+MAX_MARK_TYPES = 100_000
+"""No more mark types than this without ``remap_marks=True`` (a model allocates one row per type)."""
+
+# pandas' default missing-value words: they stay missing in every column but the sequence ids
+_NA_WORDS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+             "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
 
 
 @contextmanager
@@ -61,9 +81,23 @@ def atomic_write(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
 
 # --------------------------------------------------------------------------- pandas / CSV / Parquet
-def _numeric_column(df: pd.DataFrame, column: str, source: str | None, field: str) -> np.ndarray:
+def _empty_cell(column: str, field: str, source: str | None, row: int, sequences: pd.Series | None) -> EventDataError:
+    """A blank or NA cell, named where it is (and, given the id column, its sequence and position)."""
+    where: dict[str, Any] = {}
+    if sequences is not None:
+        label = sequences.iloc[row]
+        where = {"sequence": label, "position": int((sequences.iloc[:row] == label).sum())}
+    return EventDataError(f"column {column!r} is empty here: every event needs a finite {field}", source=source,
+                          row=row, field=field, **where)
+
+
+def _numeric_column(df: pd.DataFrame, column: str, source: str | None, field: str,
+                    sequences: pd.Series | None = None) -> np.ndarray:
     values = df[column]
     if values.dtype.kind in "fiub":
+        missing = np.flatnonzero(values.isna().to_numpy())  # a blank or NA cell: name it, not a later symptom
+        if missing.size:
+            raise _empty_cell(column, field, source, int(missing[0]), sequences)
         return values.to_numpy()
     if values.dtype.kind in "mMc":  # would be turned silently into nanoseconds, or lose the imaginary part
         kind = {"m": "durations", "M": "dates", "c": "complex numbers"}[values.dtype.kind]
@@ -83,7 +117,7 @@ def _numeric_column(df: pd.DataFrame, column: str, source: str | None, field: st
         )
     missing = np.flatnonzero(values.isna().to_numpy())
     if missing.size:
-        raise EventDataError(f"column {column!r} is empty here", source=source, row=int(missing[0]), field=field)
+        raise _empty_cell(column, field, source, int(missing[0]), sequences)
     return converted.to_numpy()
 
 
@@ -135,6 +169,7 @@ def from_dataframe(
     features: Sequence[str] | None = None,
     source: str | None = None,
     dtype: Any = DEFAULT_TIME_DTYPE,
+    remap_marks: bool = False,
 ) -> EventBatch:
     """One row per event. Rows of a sequence keep their order; sequences keep the order of first appearance.
 
@@ -143,6 +178,7 @@ def from_dataframe(
     present, else 0 and the last event). ``num_marks`` defaults to a ``num_marks`` column or max mark + 1.
     ``features``: columns kept as continuous per-event features (None: the other columns of a table in
     the layout :func:`to_dataframe` writes, else none; ``[]``: none).
+    ``remap_marks``: map sparse or non-integer mark ids to ``0 .. K - 1`` (see the module docstring).
     """
     if len(df) == 0:
         raise EventDataError("no events: the table is empty", source=source)
@@ -161,12 +197,24 @@ def from_dataframe(
         counts = np.array([len(df)])
         seq_names = [0]
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    times = _numeric_column(df, time, source, "time").astype(np.float64)[order]
-    marks = None
+    ids = df[seq] if seq is not None and seq in df.columns else None
+    times = _numeric_column(df, time, source, "time", ids).astype(np.float64)[order]
+    marks, mark_names = None, None
+    declared = num_marks
+    if declared is None and "num_marks" in df.columns and not remap_marks:  # remapped ids make the count moot
+        declared = _numeric_column(df, "num_marks", source, "num_marks").max()
+        if not (np.isfinite(declared) and declared == np.round(declared)):
+            raise EventDataError(f"num_marks {declared!r} is not a whole number", source=source, field="num_marks")
+        declared = int(declared)
     if mark is not None and mark in df.columns:
-        marks = _numeric_column(df, mark, source, "mark")[order]
-    if num_marks is None and "num_marks" in df.columns:
-        num_marks = int(_numeric_column(df, "num_marks", source, "num_marks").max())
+        if remap_marks:
+            marks, mark_names = _remap(df[mark], source)
+            marks = marks[order]
+        else:
+            if df[mark].dtype.kind not in "fiubmMc":
+                _refuse_text_marks(df[mark], source)
+            marks = _numeric_column(df, mark, source, "mark")[order]
+    num_marks = _checked_num_marks(marks, declared, source, remapped=remap_marks)
     first_rows = order[offsets[:-1]]
     t0 = _window_values(df, t_start, "t_start", first_rows, order, offsets, source, "t_start")
     t1 = _window_values(df, t_end, "t_end", first_rows, order, offsets, source, "t_end")
@@ -181,8 +229,75 @@ def from_dataframe(
         values = np.stack([_numeric_column(df, n, source, n).astype(np.float64)[order] for n in names], axis=1)
     return EventBatch.from_flat(
         times, offsets, t0, t1, marks, num_marks, features=values, feature_names=names or None, seq_names=seq_names,
-        rows=order, source=source, dtype=dtype,
+        mark_names=mark_names, rows=order, source=source, dtype=dtype,
     )
+
+
+def _refuse_text_marks(column: pd.Series, source: str | None) -> None:
+    """Marks that are not numbers (``"buy"``) are refused, with the hint that turns them into 0..K-1."""
+    converted = pd.to_numeric(column, errors="coerce")
+    bad = np.flatnonzero(converted.isna().to_numpy() & column.notna().to_numpy())
+    if bad.size:
+        i = int(bad[0])
+        distinct = column.dropna().nunique()
+        raise EventDataError(
+            f"mark {column.iloc[i]!r} is not an integer id ({distinct} distinct marks); pass remap_marks=True (tpp fit: --remap-marks) to "
+            "map the distinct ids to 0..K-1 (the original ids are kept as mark_names)",
+            source=source, row=i, field="mark")
+
+
+def _remap(values: Any, source: str | None, field: str = "mark") -> tuple[np.ndarray, tuple[Any, ...]]:
+    """Distinct mark ids -> ``0 .. K - 1`` in sorted order (numbers by value, other ids as text), and the ids."""
+    if isinstance(values, pd.Series):
+        series = values
+    else:
+        array = np.asarray(values)
+        series = pd.Series(array.reshape(-1) if array.dtype.kind in "fiub" else array.astype(object).reshape(-1))
+    missing = np.flatnonzero(series.isna().to_numpy())
+    if missing.size:
+        raise EventDataError("mark is missing", source=source, row=int(missing[0]), field=field)
+    if series.dtype.kind in "fiub":
+        raw = series.to_numpy()
+        if raw.dtype.kind == "f" and np.all(raw == np.round(raw)) and np.all(np.abs(raw) <= 2.0**53):
+            raw = raw.astype(np.int64)  # integral floats (1e9 read from text) name an integer id
+        names, codes = np.unique(raw, return_inverse=True)
+        return codes.reshape(-1).astype(np.int64), tuple(n.item() for n in names)
+    text = [v if isinstance(v, str) else str(v.item() if isinstance(v, np.generic) else v) for v in series.tolist()]
+    names_text = sorted(set(text))
+    lookup = {n: k for k, n in enumerate(names_text)}
+    return np.array([lookup[t] for t in text], np.int64), tuple(names_text)
+
+
+def _checked_num_marks(marks: np.ndarray | None, declared: Any, source: str | None, remapped: bool = False) -> Any:
+    """The number of mark types, refusing sparse or huge id spaces (see the module docstring) with a hint."""
+    if marks is None or not np.asarray(marks).size:
+        return declared
+    marks = np.asarray(marks)
+    if marks.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            if not np.all(np.isfinite(marks) & (marks == np.round(marks)) & (np.abs(marks) <= 2.0**62)):
+                return declared  # from_flat names the offending mark
+        marks = marks.astype(np.int64)
+    if marks.dtype.kind not in "iub" or remapped:
+        return declared
+    largest = int(marks.max())
+    types = largest + 1
+    if isinstance(declared, (int, np.integer)) and declared >= types:
+        types = int(declared)
+        sparse = False  # a declared id space (e.g. a split of a larger data set) is taken at its word
+    else:
+        distinct = np.unique(marks).size
+        sparse = types > MAX_DENSE_MARKS and types > 10 * distinct
+    if sparse or types > MAX_MARK_TYPES:
+        distinct = np.unique(marks).size
+        limit = (f"more than 10 x the distinct count and {MAX_DENSE_MARKS}" if sparse
+                 else f"more than {MAX_MARK_TYPES}")
+        declared_text = f" and num_marks is {types}" if types != largest + 1 else ""
+        raise EventDataError(
+            f"{distinct} distinct marks, but the largest id is {largest}{declared_text}: {types} mark types "
+            f"({limit}) would be allocated; pass remap_marks=True (tpp fit: --remap-marks) to map the distinct ids to 0..K-1 (the original "
+            "ids are kept as mark_names)", source=source, field="mark")
+    return declared
 
 
 def to_dataframe(batch: EventBatch) -> pd.DataFrame:
@@ -202,11 +317,19 @@ def to_dataframe(batch: EventBatch) -> pd.DataFrame:
     names = batch.seq_names if batch.seq_names is not None else list(range(len(batch)))
     seq_col = np.repeat(np.asarray(names, dtype=object), lengths)
     features = {n: flat["features"][:, d] for d, n in enumerate(batch.feature_names)}
+    marks: Any = flat["marks"]
+    if batch.mark_names is not None:
+        unused = sorted(set(range(batch.num_marks)) - set(np.unique(marks).tolist()))
+        if unused:
+            raise EventDataError(
+                f"mark {batch.mark_names[unused[0]]!r} (and {len(unused) - 1} more) has no event, so a table "
+                "cannot keep its name; write .npz instead, which keeps every mark name", field="mark")
+        marks = pd.array([batch.mark_names[m] for m in marks.tolist()])
     return pd.DataFrame(
         {
             "seq": pd.array(seq_col.tolist()),
             "time": flat["times"],
-            "mark": flat["marks"],
+            "mark": marks,
             **features,
             "t_start": np.repeat(flat["t_start"], lengths),
             "t_end": np.repeat(flat["t_end"], lengths),
@@ -216,19 +339,34 @@ def to_dataframe(batch: EventBatch) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- npz (the $TPP_DATA_DIR layout)
+def _npz_array(data: Any, key: str, source: str) -> np.ndarray:
+    """One array of an ``.npz``; an unreadable member (object arrays, a damaged entry) names the file and field."""
+    try:
+        return data[key]
+    except Exception as exc:  # numpy and zipfile raise several types for corrupt members
+        raise EventDataError(f"cannot read array {key!r} ({exc})", source=source, field=key) from None
+
+
 def _npz_features(
     data: Any, names: Sequence[str] | None, num_events: int, source: str
 ) -> tuple[np.ndarray | None, list[str]]:
     """``[N, D]`` features of an ``.npz``: the stored ``features`` matrix (columns ``feature_names``) or, by name,
     flat arrays aligned with ``times`` (the registry's ``lon``, ``lat``, ``magnitude``). None: what is stored."""
-    stored = [str(n) for n in data["feature_names"]] if "features" in data and "feature_names" in data else []
+    stored: list[str] = []
+    if "features" in data and "feature_names" in data:
+        stored_names = _npz_array(data, "feature_names", source)
+        matrix = _npz_array(data, "features", source)
+        if stored_names.ndim != 1 or matrix.ndim != 2 or matrix.shape[1] != stored_names.size:
+            raise EventDataError(f"features must be [N, D] with D = {stored_names.size} feature_names, got shape "
+                                 f"{matrix.shape}", source=source, field="features")
+        stored = [str(n) for n in stored_names]
     names = stored if names is None else list(names)
     columns = []
     for name in names:
         if name in stored:
-            column = data["features"][:, stored.index(name)]
+            column = _npz_array(data, "features", source)[:, stored.index(name)]
         elif name in data:
-            column = data[name]
+            column = _npz_array(data, name, source)
         else:
             raise EventDataError(f"no feature {name!r}: the file holds arrays {list(data.keys())}"
                                  + (f" and features {stored}" if stored else ""), source=source, field=name)
@@ -240,39 +378,86 @@ def _npz_features(
 
 
 def _read_npz(path: Path, num_marks: int | None, t_start: Any, t_end: Any, dtype: Any,
-              features: Sequence[str] | None = None) -> EventBatch:
+              features: Sequence[str] | None = None, remap_marks: bool = False) -> EventBatch:
+    """The ``$TPP_DATA_DIR`` layout, every array checked for shape and type before use (errors name the field)."""
+    source = str(path)
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as exc:  # numpy raises several types for corrupt archives
-        raise EventDataError(f"cannot read as .npz ({exc})", source=str(path)) from None
+        raise EventDataError(f"cannot read as .npz ({exc})", source=source) from None
+    if not hasattr(data, "keys"):  # a plain .npy renamed: one array, no fields
+        raise EventDataError("not an .npz archive of named arrays (a single array?)", source=source)
     for key in ("times", "seq_offsets"):
         if key not in data:
-            raise EventDataError(f"missing array {key!r} (arrays are {list(data.keys())})", source=str(path), field=key)
-    offsets = data["seq_offsets"]
+            raise EventDataError(f"missing array {key!r} (arrays are {list(data.keys())})", source=source, field=key)
+    times = _npz_array(data, "times", source)
+    if times.ndim != 1 or times.dtype.kind not in "fiu":
+        raise EventDataError(f"times must be a flat array of real numbers, got {times.dtype} of shape {times.shape}",
+                             source=source, field="times")
+    offsets = check_offsets(_npz_array(data, "seq_offsets", source), times.size, EventDataError, source,
+                            "seq_offsets")
     n_seq = len(offsets) - 1
-    times = data["times"]
+    marks = _npz_array(data, "marks", source) if "marks" in data else None
+    if marks is not None and marks.shape != times.shape:
+        raise EventDataError(f"marks must be one per event ({times.size}), got shape {marks.shape}", source=source,
+                             field="marks")
+    for key in ("t_start", "t_end"):
+        if key in data:
+            bound = _npz_array(data, key, source)
+            if bound.dtype.kind not in "fiu" or bound.shape not in ((), (n_seq,)):
+                raise EventDataError(f"{key} must be a number or one per sequence ({n_seq}), got {bound.dtype} of "
+                                     f"shape {bound.shape}", source=source, field=key)
     if t_start is None:
-        t_start = data["t_start"] if "t_start" in data else 0.0
+        t_start = _npz_array(data, "t_start", source) if "t_start" in data else 0.0
     if t_end is None:
         if "t_end" in data:
-            t_end = data["t_end"]
+            t_end = _npz_array(data, "t_end", source)
         else:
-            t_end = np.array([times[offsets[b + 1] - 1] if offsets[b + 1] > offsets[b] else 0.0 for b in range(n_seq)])
-    if num_marks is None and "num_marks" in data:
-        num_marks = int(data["num_marks"])
-    names = data["seq_names"].tolist() if "seq_names" in data else None
-    values, feature_names = _npz_features(data, features, times.size, str(path))
+            last = times[np.maximum(offsets[1:] - 1, 0)] if times.size else np.zeros(n_seq)
+            t_end = np.where(np.diff(offsets) > 0, last, 0.0)
+    declared = num_marks
+    if declared is None and "num_marks" in data:
+        stored = _npz_array(data, "num_marks", source)
+        if stored.shape != () or stored.dtype.kind not in "iu":
+            raise EventDataError(f"num_marks must be one integer, got {stored.dtype} of shape {stored.shape}",
+                                 source=source, field="num_marks")
+        declared = int(stored)
+    names = None
+    if "seq_names" in data:
+        stored_names = _npz_array(data, "seq_names", source)
+        if stored_names.shape != (n_seq,):
+            raise EventDataError(f"seq_names must be one per sequence ({n_seq}), got shape {stored_names.shape}",
+                                 source=source, field="seq_names")
+        names = stored_names.tolist()
+    mark_names = None
+    if "mark_names" in data:  # written by write_events for a remapped batch: marks are already 0..K-1
+        stored_marks = _npz_array(data, "mark_names", source)
+        if stored_marks.ndim != 1:
+            raise EventDataError(f"mark_names must be a flat array, got shape {stored_marks.shape}", source=source,
+                                 field="mark_names")
+        mark_names = stored_marks.tolist()
+        declared = len(mark_names) if declared is None else declared
+    elif remap_marks and marks is not None:
+        marks, mark_names = _remap(marks, source)
+        declared = num_marks
+    declared = _checked_num_marks(marks, declared, source, remapped=mark_names is not None)
+    values, feature_names = _npz_features(data, features, times.size, source)
     return EventBatch.from_flat(
-        times, offsets, t_start, t_end, data["marks"] if "marks" in data else None, num_marks,
-        features=values, feature_names=feature_names or None, seq_names=names, source=str(path), dtype=dtype,
+        times, offsets, t_start, t_end, marks, declared,
+        features=values, feature_names=feature_names or None, seq_names=names, mark_names=mark_names, source=source,
+        dtype=dtype,
     )
 
 
 def _write_npz(batch: EventBatch, path: Path) -> None:
     flat = batch.to_flat()
     arrays = dict(flat, num_marks=np.int64(batch.num_marks))
-    if batch.seq_names is not None:
-        arrays["seq_names"] = np.asarray(batch.seq_names)
+    for key, names in (("seq_names", batch.seq_names), ("mark_names", batch.mark_names)):
+        if names is not None:
+            array = np.asarray(names)
+            if array.dtype.kind not in "iuU" or array.ndim != 1:  # mixed or missing names: as text (no pickles)
+                array = np.asarray([str(n) for n in names], dtype=str)
+            arrays[key] = array
     with atomic_write(path, ".npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
@@ -300,8 +485,32 @@ def _record_features(
     return np.stack(columns, axis=1)
 
 
+def _sequence_marks(
+    marks: list[np.ndarray], num_marks: int | None, remap: bool, source: str | None
+) -> tuple[list[np.ndarray], int | None, tuple[Any, ...] | None]:
+    """Per-sequence marks checked for a sparse id space, or remapped to ``0 .. K - 1`` (``remap``)."""
+    try:
+        flat = np.concatenate([np.asarray(m).reshape(-1) for m in marks]) if marks else np.zeros(0, np.int64)
+    except ValueError as exc:
+        raise EventDataError(f"marks are not one flat array per sequence ({exc})", source=source,
+                             field="mark") from None
+    if not flat.size:
+        return marks, num_marks, None
+    names = None
+    if remap:
+        flat, names = _remap(flat, source)
+        num_marks = None
+    elif flat.dtype.kind not in "fiub":
+        raise EventDataError(f"mark {flat[0]!r} is not an integer id; pass remap_marks=True (tpp fit: --remap-marks) to map the distinct ids "
+                             "to 0..K-1 (the original ids are kept as mark_names)", source=source, field="mark")
+    num_marks = _checked_num_marks(flat, num_marks, source, remapped=remap)
+    bounds = np.cumsum([np.asarray(m).size for m in marks])[:-1]
+    return np.split(flat, bounds), num_marks, names
+
+
 def _from_easytpp(
-    obj: Any, split: str | None, source: str | None, dtype: Any, features: Sequence[str] | None = None
+    obj: Any, split: str | None, source: str | None, dtype: Any, features: Sequence[str] | None = None,
+    remap_marks: bool = False,
 ) -> EventBatch:
     """EasyTPP data: a pickle dict ``{'dim_process': K, '<split>': [[{time_since_start, type_event}, ...], ...]}``
     or the JSON/HF layout: a list of records ``{'time_since_start': [...], 'type_event': [...], 'dim_process': K}``.
@@ -323,19 +532,23 @@ def _from_easytpp(
         seqs = obj[split]
         times = [np.array([e["time_since_start"] for e in s], np.float64) for s in seqs]
         marks = [np.array([e["type_event"] for e in s]) for s in seqs]
+        marks, num_marks, mark_names = _sequence_marks(marks, num_marks, remap_marks, source)
         values = [_record_features(s, features, b, source, True) for b, s in enumerate(seqs)] if features else None
-        return EventBatch.from_sequences(times, marks, t_start=0.0, num_marks=num_marks, features=values,
-                                         feature_names=features, source=source, dtype=dtype)
+        batch = EventBatch.from_sequences(times, marks, t_start=0.0, num_marks=num_marks, features=values,
+                                          feature_names=features, source=source, dtype=dtype)
+        return batch if mark_names is None else batch._replace(mark_names=mark_names)
     if isinstance(obj, list) and obj and isinstance(obj[0], dict) and "time_since_start" in obj[0]:
         num_marks = max(int(r.get("dim_process", 0)) for r in obj) or None
         times = [np.asarray(r["time_since_start"], np.float64) for r in obj]
         marks = [np.asarray(r["type_event"]) for r in obj]
+        marks, num_marks, mark_names = _sequence_marks(marks, num_marks, remap_marks, source)
         names = [r.get("seq_idx", i) for i, r in enumerate(obj)]
         values = [_record_features([r], features, b, source, False) for b, r in enumerate(obj)] if features else None
-        return EventBatch.from_sequences(
+        batch = EventBatch.from_sequences(
             times, marks, t_start=0.0, num_marks=num_marks, features=values, feature_names=features, seq_names=names,
             source=source, dtype=dtype,
         )
+        return batch if mark_names is None else batch._replace(mark_names=mark_names)
     raise EventDataError("not an EasyTPP dict or record list", source=source)
 
 
@@ -390,6 +603,7 @@ def read_events(
     split: str | None = None,
     features: Sequence[str] | None = None,
     dtype: Any = DEFAULT_TIME_DTYPE,
+    remap_marks: bool = False,
 ) -> EventBatch:
     """Read events from a DataFrame, a ``.csv``/``.parquet``/``.npz``/``.pkl``/``.json``/``.jsonl`` path, an
     EasyTPP dict, or tick's list-of-arrays-per-type, and return one validated :class:`EventBatch`.
@@ -400,19 +614,25 @@ def read_events(
     A ``.json`` file is EasyTPP's layout or a list of rows ``{"seq": ..., "time": ..., ...}`` (a table,
     as one JSON object per line in ``.jsonl``).
 
+    Sequence ids in files are text (``"01"`` and ``"1"`` differ; ``"NA"`` is an id, not a missing value).
+    ``remap_marks``: map sparse, huge or non-integer mark ids to ``0 .. K - 1`` in sorted order, keeping
+    the original ids as ``batch.mark_names`` (without it such ids are refused; see the module docstring).
+
     Raises :class:`~tpp.events.EventDataError` naming file, sequence, position/row and field.
     """
     def table(df: pd.DataFrame, path: str | None = None) -> EventBatch:
+        if path is not None and seq is not None and seq in df.columns:
+            df = df.assign(**{seq: _ids_as_text(df[seq])})
         return from_dataframe(df, seq, time, mark, t_start, t_end, num_marks, features=features, source=path,
-                              dtype=dtype)
+                              dtype=dtype, remap_marks=remap_marks)
 
     if isinstance(source, pd.DataFrame):
         return table(source)
     if isinstance(source, dict):
-        return _from_easytpp(source, split, None, dtype, features)
+        return _from_easytpp(source, split, None, dtype, features, remap_marks)
     if isinstance(source, (list, tuple)):
         if source and isinstance(source[0], dict):
-            return _from_easytpp(list(source), split, None, dtype, features)
+            return _from_easytpp(list(source), split, None, dtype, features, remap_marks)
         if features:
             raise EventDataError("tick's layout (arrays of times per type) has no per-event features",
                                  field=features[0])
@@ -426,21 +646,54 @@ def read_events(
 
     def from_json(obj: Any) -> EventBatch:
         if isinstance(obj, list) and obj and isinstance(obj[0], dict) and time in obj[0]:  # rows of a table
-            return table(pd.DataFrame(obj), str(path))
-        return _from_easytpp(obj, split, str(path), dtype, features)
+            return table(_json_table(obj, seq, str(path)), str(path))
+        return _from_easytpp(obj, split, str(path), dtype, features, remap_marks)
+
+    def read_csv(p: Path) -> pd.DataFrame:
+        # ids stay text: no type inference, no NA words on the id column; the other columns as usual
+        columns = pd.read_csv(p, nrows=0).columns
+        return pd.read_csv(p, dtype={seq: str} if seq in columns else None, keep_default_na=False,
+                           na_values={c: list(_NA_WORDS) for c in columns if c != seq})
 
     readers: dict[str, Callable[[], EventBatch]] = {
-        ".csv": lambda: table(_read_table(path, pd.read_csv), str(path)),
-        ".csv.gz": lambda: table(_read_table(path, pd.read_csv), str(path)),
+        ".csv": lambda: table(_read_table(path, read_csv), str(path)),
+        ".csv.gz": lambda: table(_read_table(path, read_csv), str(path)),
         ".parquet": lambda: table(_read_table(path, pd.read_parquet), str(path)),
-        ".jsonl": lambda: table(pd.DataFrame(_read_json_lines(path)), str(path)),
-        ".npz": lambda: _read_npz(path, num_marks, t_start, t_end, dtype, features),
-        ".pkl": lambda: _from_easytpp(_load_pickle(path), split, str(path), dtype, features),
+        ".jsonl": lambda: table(_json_table(_read_json_lines(path), seq, str(path)), str(path)),
+        ".npz": lambda: _read_npz(path, num_marks, t_start, t_end, dtype, features, remap_marks),
+        ".pkl": lambda: _from_easytpp(_load_pickle(path), split, str(path), dtype, features, remap_marks),
         ".json": lambda: from_json(_read_json(path)),
     }
     if suffix not in readers:
         raise EventDataError(f"unknown file type {suffix!r}; expected one of {sorted(readers)}", source=str(path))
     return readers[suffix]()
+
+
+def _ids_as_text(column: pd.Series) -> pd.Series:
+    """Sequence ids of a file as text (1 -> "1"); a true missing value (a Parquet or JSON null) stays missing."""
+    if column.dtype == object or column.dtype.kind in "OSU" or isinstance(column.dtype, pd.StringDtype):
+        if all(isinstance(v, str) for v in column.tolist()):
+            return column.astype(object)
+    values = [None if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA else
+              (v if isinstance(v, str) else str(v.item() if isinstance(v, np.generic) else v))
+              for v in column.astype(object).tolist()]
+    return pd.Series(values, index=column.index, dtype=object)
+
+
+def _json_table(rows: list[Any], seq: str | None, source: str) -> pd.DataFrame:
+    """JSON rows as a table; every row must be an object, and the ids are kept as written (text, not floats)."""
+    for number, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise EventDataError(f"a row must be a JSON object, got {type(row).__name__}", source=source, row=number)
+    df = pd.DataFrame(rows)
+    if seq is not None and seq in df.columns:  # a missing key would turn the whole column to floats
+        ids = [r.get(seq) for r in rows]
+        for number, value in enumerate(ids):
+            if value is not None and not isinstance(value, (str, int, float, bool)):
+                raise EventDataError(f"sequence id {value!r} is not text or a number", source=source, row=number,
+                                     field=seq)
+        df[seq] = pd.Series(ids, dtype=object)
+    return df
 
 
 def _read_table(path: Path, reader: Callable[[Path], pd.DataFrame]) -> pd.DataFrame:
@@ -473,6 +726,15 @@ def _read_json_lines(path: Path) -> list[Any]:
     return rows
 
 
+def _table_to_write(batch: EventBatch) -> pd.DataFrame:
+    """:func:`to_dataframe` with the ids as text, as the readers read them back (None -> "None", 7 -> "7")."""
+    df = to_dataframe(batch)
+    names = batch.seq_names if batch.seq_names is not None else range(len(batch))
+    text = np.asarray([n if isinstance(n, str) else str(n) for n in names], dtype=object)
+    df["seq"] = pd.Series(np.repeat(text, batch.lengths.cpu().numpy()), dtype=object)
+    return df
+
+
 def write_events(batch: EventBatch, path: str | os.PathLike) -> Path:
     """Write ``batch`` to ``.csv``, ``.parquet`` or ``.npz`` (by suffix), atomically; reading it back is lossless
     (features included)."""
@@ -480,11 +742,11 @@ def write_events(batch: EventBatch, path: str | os.PathLike) -> Path:
     if path.suffix == ".npz":
         _write_npz(batch, path)
     elif path.suffix == ".csv":
-        df = to_dataframe(batch)
+        df = _table_to_write(batch)
         with atomic_write(path, ".csv") as tmp:
             df.to_csv(tmp, index=False)
     elif path.suffix == ".parquet":
-        df = to_dataframe(batch)
+        df = _table_to_write(batch)
         with atomic_write(path, ".parquet") as tmp:
             df.to_parquet(tmp, index=False)
     else:

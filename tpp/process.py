@@ -17,8 +17,14 @@ Shapes, once for all models (``B`` sequences, ``L`` events, ``T`` query times, `
     integral of the total intensity over each observation window.
 ``cumulative_intensity(batch) -> [B, L, K]``
     ``Lambda_k(t_start, t_n]`` at every event; time-rescaling residuals come from it.
-``sample(n, t_end, history=None, generator=None) -> EventBatch``
+``sample(n, t_end, history=None, generator=None, t_start=0.0) -> EventBatch``
     ``n`` sequences on ``[t_start, t_end]``, or continuations of ``history`` up to ``t_end``.
+    Checked at the boundary before any simulation (:func:`check_sample_arguments`, applied to every
+    subclass's ``sample``): ``n`` a positive integer (``0`` is refused: there is no empty batch to
+    return), ``t_end`` and ``t_start`` finite with ``t_end > t_start`` (with a history,
+    ``t_end >=`` each sequence's window end), ``max_events`` (where a sampler has one) a positive
+    integer. A sampler that reaches its ``max_events`` raises :class:`SamplingBudgetError` saying
+    how far it got; it never runs without bound.
 ``predict(batch) -> Prediction``
     distribution of the next event after each sequence's last event: mean time, quantiles,
     mark probabilities.
@@ -30,9 +36,13 @@ the one integrator of :mod:`tpp.compensator`.
 from __future__ import annotations
 
 import abc
+import functools
+import inspect
 import math
-from collections.abc import Sequence
+import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +52,7 @@ from tpp.compensator import gauss_legendre, integrate_intervals
 from tpp.events import EventBatch, EventDataError
 from tpp.model import Model, Seed
 
-__all__ = ["PointProcess", "Prediction", "as_numpy_rng"]
+__all__ = ["PointProcess", "Prediction", "SamplingBudgetError", "as_numpy_rng", "check_sample_arguments"]
 
 
 @dataclass
@@ -70,6 +80,86 @@ def as_numpy_rng(generator: Seed) -> np.random.Generator:
     return np.random.default_rng(generator)
 
 
+class SamplingBudgetError(RuntimeError, ValueError):
+    """A sampler reached its work cap (``max_events``) before ``t_end``; the message says how far it got
+    (events simulated, time reached) and how to raise the cap.
+
+    A ``RuntimeError`` as before, and a ``ValueError`` too: the request (horizon, cap) does not fit the
+    model, so the command-line tools report it as bad input (one line, exit code 2)."""
+
+
+def _real(value: Any, name: str) -> np.ndarray:
+    """``value`` (a number, an array or a tensor of numbers) as float64, or a ``TypeError`` naming ``name``."""
+    if isinstance(value, Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.ndarray)):
+        raise TypeError(f"{name} must be a finite number, got {value!r}")
+    array = np.asarray(value)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be a finite number, got {value!r}")
+    return array.astype(np.float64)
+
+
+def check_sample_arguments(n: Any, t_end: Any, history: Any = None, t_start: Any = 0.0,
+                           max_events: Any = None) -> None:
+    """Refuse what no sampler can honour, before any simulation (a bad value would otherwise run until
+    a cap, e.g. a NaN horizon that no event time ever passes, or fail deep inside with a raw error).
+
+    ``n``: a positive integer (``TypeError`` for 2.5 or True, ``ValueError`` for 0 or -1). ``t_end``: a
+    finite number (or one per sequence); ``t_start`` finite and ``< t_end``; with a ``history`` (an
+    :class:`EventBatch` of ``n`` sequences) ``t_end`` must not be before any of its window ends.
+    ``max_events``: None or a positive integer.
+    """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"n (the number of sequences) must be an integer, got {n!r}")
+    if n < 1:
+        raise ValueError(f"n (the number of sequences) must be >= 1, got {n}")
+    if max_events is not None:
+        if isinstance(max_events, bool) or not isinstance(max_events, numbers.Integral):
+            raise TypeError(f"max_events must be a positive integer, got {max_events!r}")
+        if max_events < 1:
+            raise ValueError(f"max_events must be >= 1, got {max_events}")
+    ends = _real(t_end, "t_end")
+    if ends.ndim > 1 or ends.size not in (1, n):
+        raise ValueError(f"t_end must be a number or one per sequence ({n}), got shape {list(ends.shape)}")
+    if not np.all(np.isfinite(ends)):
+        raise ValueError(f"t_end must be finite, got {t_end!r}")
+    if history is not None:
+        if not isinstance(history, EventBatch):
+            raise TypeError(f"history must be an EventBatch or None, got {type(history).__name__}")
+        if len(history) != n:
+            raise ValueError(f"n={n} but the history has {len(history)} sequences")
+        starts = history.t_end.detach().cpu().double().numpy()
+        late = np.flatnonzero(np.broadcast_to(ends, starts.shape) < starts)
+        if late.size:
+            i = int(late[0])
+            raise ValueError(f"t_end {float(np.broadcast_to(ends, starts.shape)[i])!r} is before the end "
+                             f"{float(starts[i])!r} of the history's sequence {i}: a continuation must end later")
+        return
+    start = _real(t_start, "t_start")
+    if start.ndim != 0 or not np.isfinite(start):
+        raise ValueError(f"t_start must be a finite number, got {t_start!r}")
+    if not np.all(ends > start):
+        raise ValueError(f"t_end must be after t_start={float(start)!r}, got {t_end!r}")
+
+
+def _checked_sample(sample: Callable[..., Any]) -> Callable[..., Any]:
+    """``sample`` preceded by :func:`check_sample_arguments` on its bound arguments (defaults included)."""
+    signature = inspect.signature(sample)
+
+    @functools.wraps(sample)
+    def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        given = bound.arguments
+        check_sample_arguments(given.get("n"), given.get("t_end"), given.get("history"), given.get("t_start", 0.0),
+                               given.get("max_events"))
+        return sample(self, *args, **kwargs)
+
+    checked._checks_arguments = True  # type: ignore[attr-defined]
+    return checked
+
+
 class PointProcess(Model):
     """Base class of all point processes; see the module docstring for the protocol and shapes.
 
@@ -79,6 +169,15 @@ class PointProcess(Model):
     """
 
     num_marks: int
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every concrete ``sample`` checks its arguments at the boundary (:func:`check_sample_arguments`):
+        one rule for all samplers, present and future, instead of one copy per model."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("sample")
+        if (callable(own) and not getattr(own, "__isabstractmethod__", False)
+                and not getattr(own, "_checks_arguments", False)):
+            cls.sample = _checked_sample(own)  # type: ignore[method-assign]
 
     # ------------------------------------------------------------------ to implement
     @abc.abstractmethod

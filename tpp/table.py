@@ -378,12 +378,14 @@ def _encode(name: str, key: str, value: Any) -> Any:
         return value
     if isinstance(value, (list, tuple)):
         return [_encode(name, key, v) for v in value]
+    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):  # e.g. a wrapped model's arguments
+        return {"mapping": {k: _encode(name, f"{key}.{k}", v) for k, v in value.items()}}
     import numpy as np
 
     if isinstance(value, (np.ndarray, np.generic)):
         return value.tolist()
     raise ValueError(f"model {name}: constructor argument {key}={type(value).__name__} cannot be saved "
-                     "(numbers, strings, lists and enums can)")
+                     "(numbers, strings, lists, string-keyed mappings and enums can)")
 
 
 def _decode_all(args: Mapping[str, Any]) -> dict[str, Any]:
@@ -399,6 +401,8 @@ def _decode(value: Any) -> Any:
         if not (isinstance(cls, type) and issubclass(cls, enum.Enum)):
             raise ValueError(f"{value['enum']} is not an enumeration")
         return cls(_decode(value["value"]))
+    if isinstance(value, dict) and set(value) == {"mapping"}:
+        return {k: _decode(v) for k, v in value["mapping"].items()}
     if isinstance(value, list):
         return [_decode(v) for v in value]
     return value

@@ -20,6 +20,7 @@ _EXPORTS: dict[str, str] = {
     "GeometricScheme": "sde.models.stable",
     "LatentSDE": "sde.models.latent",
     "NeuralCoxSDE": "sde.models.cox",
+    "GenerativeClassifier": "sde.models.generative",
     "NeuralCox": "sde.models.cox",
     "NeuralMJP": "sde.models.neural_mjp",
     "MarkovJumpProcess": "sde.models.mjp",

@@ -129,10 +129,20 @@ def test_fit_out_then_eval_gives_the_same_numbers(small_ts, tmp_path):
 
 
 @needs_data
-def test_a_model_without_a_task_exits_2_naming_the_tasks_it_supports(small_ts):
-    res = sde("fit", "--model", "latent-sde", "--data", str(small_ts), "--task", "classify", "--json")
-    assert res.exit_code == 2 and res.stdout == ""
-    assert len(res.stderr.strip().splitlines()) == 1 and "forecast or interpolate" in res.stderr
+@pytest.mark.parametrize("model", ["latent-sde", "neural-mjp"])
+def test_generative_models_classify_by_one_model_per_class(small_ts, model, tmp_path):
+    res = sde("fit", "--model", model, "--data", str(small_ts), "--task", "classify", "--epochs", "1",
+              "--out", str(tmp_path), "--json")
+    assert res.exit_code == 0, res.output
+    fit = json.loads(res.stdout)
+    assert 0.0 <= fit["test_accuracy"] <= 1.0
+    from tpp import table
+
+    saved = table.load(tmp_path / "model.pt")
+    assert type(saved).__name__ == "GenerativeClassifier" and saved.base == model
+    ev = sde("eval", "--model-file", str(tmp_path), "--data", str(small_ts), "--task", "classify", "--json")
+    assert ev.exit_code == 0, ev.output
+    assert json.loads(ev.stdout)["test_accuracy"] == fit["test_accuracy"]
 
 
 def test_bad_ts_file_exits_2_with_one_line_naming_file_series_row_field(tmp_path):

@@ -266,3 +266,17 @@ def test_neural_models_start_from_the_training_data_in_a_fresh_run(data):
     tpp.fit(fully, train, epochs=1, batch_size=16, lr=1e-12, seed=0, progress=False)
     gaps = train.inter_event_times[train.mask]
     assert float(fully.log_time_scale) == pytest.approx(float(torch.log(gaps[gaps > 0].double()).mean()), rel=1e-12)
+
+
+def test_a_checkpoint_records_the_run_identity_and_the_run_leaves_no_lock(data, tmp_path):
+    """Each checkpoint names its run (trainer settings, model class and settings, data fingerprints), so
+    resume can tell another run's directory; the lock is gone once the run ends."""
+    from tpp.train import _read_checkpoint
+
+    train, val, _ = data
+    tpp.fit(RMTPP(3, 8), train, val, epochs=1, batch_size=16, lr=2e-3, seed=0, progress=False, checkpoint_dir=tmp_path)
+    identity = _read_checkpoint(tmp_path / "checkpoint.pt")["identity"]
+    assert identity["trainer"]["lr"] == "0.002" and identity["trainer"]["batch_size"] == "16"
+    assert identity["model"]["class"].endswith("RMTPP") and identity["model"]["args"]["hidden_size"] == "8"
+    assert identity["data"]["sequences"] == len(train) and identity["val"]["events"] == val.num_events
+    assert len(identity["hash"]) == 64 and not (tmp_path / ".lock").exists()

@@ -13,8 +13,10 @@ import numpy as np
 import torch
 
 from tpp.events import EventBatch
+from tpp.process import SamplingBudgetError
 
 __all__ = [
+    "budget_error",
     "FitResult",
     "check_fit_arguments",
     "record_validation",
@@ -78,6 +80,19 @@ def warn_if_not_stationary(branching_ratio: float) -> None:
         )
 
 
+def budget_error(owner: Any, max_events: int, progress: str, branching_ratio: float | None = None) -> SamplingBudgetError:
+    """The error of a sampler that passed ``max_events`` (total over the batch): how far it got
+    (``progress``: events simulated, time reached), why (a supercritical branching ratio), how to go on."""
+    why = ""
+    if branching_ratio is not None:
+        why = f"; branching ratio {branching_ratio:.3f}" + (
+            " >= 1: the process is explosive, its event count grows without bound" if branching_ratio >= 1 else "")
+    name = "the branching sampler" if owner is None else f"{type(owner).__name__}.sample"
+    return SamplingBudgetError(f"{name} stopped at max_events={max_events} (events over all "
+                               f"sequences): {progress}{why}. Pass a larger max_events= (tpp simulate: --max-events) or a "
+                               "shorter t_end")
+
+
 def simulation_window(
     n: int, t_end: float | np.ndarray, history: EventBatch | None, t_start: float, num_marks: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -132,8 +147,13 @@ def simulate_branching(
     rng: np.random.Generator,
     t_start: float = 0.0,
     max_events: int = 50_000_000,
+    owner: Any = None,
 ) -> EventBatch:
     """Exact simulation by the Poisson cluster construction (Hawkes & Oakes 1974).
+
+    ``max_events`` caps the events over all sequences (the immigrants' expected number is checked
+    before they are drawn); passing it raises :class:`~tpp.process.SamplingBudgetError` naming
+    ``owner``'s class and how far the simulation got.
 
     Immigrants of type ``i`` arrive at rate ``baseline[i]``; each event of type ``j`` has
     ``Poisson(adjacency[i, j])`` children of type ``i``, delayed by draws from kernel ``ij``.
@@ -147,7 +167,12 @@ def simulate_branching(
     """
     K = baseline.size
     starts, t0s, ends = simulation_window(n, t_end, history, t_start, K)
-    counts = rng.poisson(np.outer(ends - starts, baseline))
+    ratio = float(np.max(np.abs(np.linalg.eigvals(adjacency)))) if adjacency.size else 0.0
+    immigrants = np.outer(ends - starts, baseline)
+    if float(immigrants.sum()) > max_events:  # refuse before drawing (and allocating) them
+        raise budget_error(owner, max_events, f"the immigrants alone number {float(immigrants.sum()):.4g} on "
+                           f"average", ratio)
+    counts = rng.poisson(immigrants)
     seq = np.repeat(np.repeat(np.arange(n), K), counts.ravel())
     typ = np.repeat(np.tile(np.arange(K), n), counts.ravel())
     times = starts[seq] + rng.random(seq.size) * (ends - starts)[seq]
@@ -174,16 +199,17 @@ def simulate_branching(
         parts.append(late)
         generation = tuple(np.concatenate(pair) for pair in zip(generation, late))
     total = sum(part[0].size for part in parts)
+    depth = 0
     while generation[0].size:
         g_seq, g_typ, g_time = generation
         generation = children(g_seq, g_typ, g_time, adjacency[:, g_typ].T, np.zeros(g_seq.size))
         parts.append(generation)
         total += generation[0].size
+        depth += 1
         if total > max_events:
-            ratio = float(np.max(np.abs(np.linalg.eigvals(adjacency))))
-            raise RuntimeError(
-                f"simulation passed max_events={max_events} (branching ratio {ratio:.3f}): shorten t_end or raise max_events"
-            )
+            latest = max(float(part[2].max()) for part in parts if part[2].size)
+            raise budget_error(owner, max_events, f"{total} events simulated in {depth} generations of children, "
+                               f"the latest at t={latest:.6g} (t_end {float(ends.max()):.6g})", ratio)
     seq_all, typ_all, time_all = (np.concatenate(x) for x in zip(*parts))
     return assemble(seq_all, time_all, typ_all, n, t0s, ends, K, history)
 

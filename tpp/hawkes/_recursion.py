@@ -383,8 +383,9 @@ def simulate_thinning(
     The state is the excitation of each target, ``E[i, u] = sum_j A[i, j, u] beta_u R[j, u]``,
     which decays like ``R``: a candidate costs O(K U), an accepted event O(K U) more.
     ``init_state [B, K, U]``: the history's ``R`` at each start (zeros without history).
-    Returns concatenated ``times``, ``marks`` and ``counts [B]``; -1 in ``counts[0]`` means
-    ``max_events`` was passed. Seed with :func:`_seed` first.
+    Returns concatenated ``times``, ``marks``, ``counts [B]`` and the sequence being simulated when
+    the total passed ``max_events`` (-1 when every sequence reached its end; the events so far are
+    returned either way, so a caller can say how far it got). Seed with :func:`_seed` first.
     """
     K = mu.size
     U = beta.size
@@ -453,6 +454,5 @@ def simulate_thinning(
                     excitation[i, u] += jump
                     bound += jump
             if total_events > max_events:
-                counts[0] = -1
-                return out_t[:total_events], out_m[:total_events], counts
-    return out_t[:total_events], out_m[:total_events], counts
+                return out_t[:total_events], out_m[:total_events], counts, b
+    return out_t[:total_events], out_m[:total_events], counts, -1

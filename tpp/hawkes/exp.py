@@ -17,6 +17,7 @@ branching ratio). :class:`ExpHawkes` is the single-decay case with ``adjacency``
 from __future__ import annotations
 
 import time as _time
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -29,8 +30,8 @@ from tqdm.auto import tqdm
 
 from tpp.events import EventBatch, EventDataError
 from tpp.hawkes import _recursion
-from tpp.hawkes._common import (FitResult, NonStationaryWarning, assemble, check_fit_arguments, record_validation,
-                                simulation_window, warn_if_not_stationary)
+from tpp.hawkes._common import (FitResult, NonStationaryWarning, assemble, budget_error, check_fit_arguments,
+                                record_validation, simulation_window, warn_if_not_stationary)
 from tpp.hawkes._common import flat_events as _flat
 from tpp.model import Seed
 from tpp.options import Interval, Objective, Options, check_params
@@ -497,7 +498,21 @@ class SumExpHawkes(PointProcess):
         The Hessian of the exact log-likelihood in ``(mu, A[, beta])`` is taken by central
         differences of the analytic gradient; its negative inverse is the covariance. Valid for
         parameters inside the domain (not for entries fitted at 0).
+
+        Raises ``ValueError`` (not numpy's ``LinAlgError``, and never a silent nonsense value) where the
+        errors are undefined: before any fit or ``set_params``; with a repeated decay (only the sum of
+        the equal-decay adjacencies is identified); and where the information is singular, e.g. after a
+        fit to one event (fewer events than parameters tell nothing about some directions).
         """
+        if not hasattr(self, "baseline_"):
+            raise ValueError(f"{type(self).__name__}.standard_errors: fit the model (or set_params) first")
+        self._check(data)
+        decays = self.decays_
+        repeated = np.unique(decays[np.triu(np.isclose(decays[:, None], decays[None, :], rtol=1e-9), 1).any(0)])
+        if repeated.size:
+            raise ValueError(f"{type(self).__name__}.standard_errors: decay(s) {repeated.tolist()} appear more than once "
+                             f"in {decays.tolist()}: only the sum of their adjacencies is identified, so the "
+                             "standard errors are undefined; use distinct decays")
         flat = _flat(data)
         K, U = self.num_marks, self.num_decays
         learn = self.learn_decays
@@ -519,8 +534,22 @@ class SumExpHawkes(PointProcess):
             up[k] += h
             down[k] -= h
             hessian[:, k] = (grad(up) - grad(down)) / (2 * h)
-        hessian = (hessian + hessian.T) / 2
-        se = np.sqrt(np.clip(np.diag(np.linalg.inv(-hessian)), 0, None))
+        information = -(hessian + hessian.T) / 2
+        scale = np.abs(np.linalg.eigvalsh(information)) if np.all(np.isfinite(information)) else np.array([np.nan])
+        # Rank by the eigenvalues' spread: finite differences leave ~1e-10 relative noise where the rank drops.
+        rank = int(np.sum(scale > 1e-9 * scale.max())) if np.all(np.isfinite(scale)) else 0
+        if rank < theta.size:
+            raise ValueError(f"{type(self).__name__}.standard_errors: the observed Fisher information is singular "
+                             f"(rank {rank} for {theta.size} parameters, from {flat['times'].size} events): the data "
+                             "do not determine every parameter, so their standard errors are undefined; fit more events")
+        variance = np.diag(np.linalg.inv(information))
+        if np.any(variance <= 0):
+            # Not a maximum in those directions (a parameter on the boundary, e.g. an adjacency fitted at
+            # 0): a negative variance is no error bar, and 0 would claim certainty. Say so, give NaN.
+            warnings.warn(f"{type(self).__name__}.standard_errors: {int(np.sum(variance <= 0))} of the {theta.size} "
+                          "standard errors are undefined (NaN): the observed information is not positive definite in their directions "
+                          "(parameters on the boundary, e.g. an adjacency fitted at 0, or too few events)", stacklevel=2)
+        se = np.sqrt(np.where(variance > 0, variance, np.nan))
         out = {"baseline": se[:K], "adjacency": se[K : K + K * K * U].reshape(K, K, U)}
         if learn:
             out["decays"] = se[K + K * K * U :]
@@ -540,7 +569,10 @@ class SumExpHawkes(PointProcess):
 
         Without ``history``: ``n`` sequences on ``[t_start, t_end]``. With ``history`` (``n`` must
         equal its number of sequences): continuations from each ``history.t_end`` to ``t_end``,
-        returned with the history's events included.
+        returned with the history's events included. ``max_events`` caps the new events over all
+        sequences (about 1 GB and a few seconds at the default): passing it, as an explosive process
+        (branching ratio >= 1) does on a long horizon, raises :class:`~tpp.process.SamplingBudgetError`
+        with the events simulated and the time reached.
         """
         rng = as_numpy_rng(generator)
         K, U = self.num_marks, self.num_decays
@@ -553,12 +585,10 @@ class SumExpHawkes(PointProcess):
             R, _ = self._history(history, history.t_end[:, None])
             init = R[:, 0].numpy().copy()
         _recursion._seed(int(rng.integers(0, 2**62)))
-        times, marks, counts = _recursion.simulate_thinning(mu, adj, beta, starts, ends, init, max_events)
-        if counts[0] < 0:
-            raise RuntimeError(
-                f"simulation passed max_events={max_events} (branching ratio {self.branching_ratio:.3f}): "
-                "shorten t_end or raise max_events"
-            )
+        times, marks, counts, stopped = _recursion.simulate_thinning(mu, adj, beta, starts, ends, init, max_events)
+        if stopped >= 0:
+            raise budget_error(self, max_events, f"{times.size} events simulated, sequence {stopped} reached "
+                               f"t={float(times[-1]):.6g} of t_end={float(ends[stopped]):.6g}", self.branching_ratio)
         seq = np.repeat(np.arange(n), counts)
         return assemble(seq, times, marks, n, t0s, ends, K, history)
 

@@ -538,7 +538,8 @@ class FaDInHawkes(PointProcess):
         ``mu``, and each event of type ``j`` has Poisson(``A[i, j]``) children of type ``i`` at delays
         drawn exactly from ``kernel_ij``. With a finite support, a history only matters through its
         last ``W``: those events' children still to come are drawn conditioned on falling after the
-        history's end."""
+        history's end. ``max_events`` caps the events over all sequences: passing it raises
+        :class:`~tpp.process.SamplingBudgetError` saying how far the simulation got."""
         K = self.num_marks
         adj = self.adjacency.detach().numpy()
         params = {k: v.detach().numpy() for k, v in self.kernel_params.items()}
@@ -555,4 +556,4 @@ class FaDInHawkes(PointProcess):
 
         rng = as_numpy_rng(generator)
         return simulate_branching(self.baseline.detach().numpy(), adj, self.support, draw_delays, remaining, n, t_end,
-                                  history, rng, t_start, max_events)
+                                  history, rng, t_start, max_events, owner=self)

@@ -472,7 +472,13 @@ class NonparametricHawkes(PointProcess):
             info = (X.T @ X.multiply(1.0 / lam[events, None] ** 2).tocsr()).toarray()
             known = np.flatnonzero(np.diag(info) > 0)
             cov = np.full(info.shape, np.nan)
-            cov[np.ix_(known, known)] = np.linalg.inv(info[np.ix_(known, known)])
+            try:
+                cov[np.ix_(known, known)] = np.linalg.inv(info[np.ix_(known, known)])
+            except np.linalg.LinAlgError:
+                raise ValueError(f"{type(self).__name__}.standard_errors: the observed Fisher information of type {i}'s "
+                                 f"intensity is singular ({events.size} events of that type): some of its bins always "
+                                 "occur together, so their standard errors are undefined; fit more events or fewer "
+                                 "bins") from None
             se_mu[i] = np.sqrt(cov[0, 0])
             se_kernel[i] = np.sqrt(np.diag(cov)[1:]).reshape(K, B)
             for j in range(K):
@@ -504,6 +510,9 @@ class NonparametricHawkes(PointProcess):
         new immigrants and of the history events' children after ``history.t_end``: for an event at
         ``t_m``, ``Poisson(adjacency - Phi(r))`` children with ``r = history.t_end - t_m`` and delays
         drawn conditioned on exceeding ``r`` (inverting ``Phi`` on ``[Phi(r), adjacency]``).
+
+        ``max_events`` caps the events over all sequences: passing it (an explosive process, a long
+        horizon) raises :class:`~tpp.process.SamplingBudgetError` saying how far it got.
         """
         rng = as_numpy_rng(generator)
         K = self.num_marks
@@ -523,4 +532,5 @@ class NonparametricHawkes(PointProcess):
             return inverse.total[cells] - inverse.integral(cells, lower[:, None])
 
         return simulate_branching(self.baseline.detach().cpu().numpy().astype(np.float64), adjacency, self.support,
-                                  draw_delays, remaining, n, t_end, history, rng, t_start, max_events)
+                                  draw_delays, remaining, n, t_end, history, rng, t_start, max_events,
+                                  owner=self)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from tpp.events import EventBatch
-from tpp.hawkes._common import assemble, check_fit_arguments, record_validation, simulation_window
+from tpp.hawkes._common import assemble, budget_error, check_fit_arguments, record_validation, simulation_window
 from tpp.model import Seed
 from tpp.options import Interval, check_params
 from tpp.process import PointProcess, as_numpy_rng
@@ -105,11 +105,20 @@ class Poisson(PointProcess):
         history: EventBatch | None = None,
         generator: Seed = None,
         t_start: float = 0.0,
+        max_events: int = 50_000_000,
     ) -> EventBatch:
+        """Exact simulation: ``Poisson(rate_k * duration)`` events of each type, uniform on the window
+        (continuing ``history`` from its window ends when given). ``max_events`` caps the expected
+        number of events over all sequences, checked before drawing (a long horizon would otherwise
+        allocate them all): passing it raises :class:`~tpp.process.SamplingBudgetError`."""
         rng = as_numpy_rng(generator)
         rates = self.rate.detach().numpy()
         starts, t0s, ends = simulation_window(n, t_end, history, t_start, self.num_marks)
-        counts = rng.poisson(np.outer(ends - starts, rates))
+        expected = np.outer(ends - starts, rates)
+        if float(expected.sum()) > max_events:
+            raise budget_error(self, max_events, f"{float(expected.sum()):.4g} events expected on windows up to "
+                               f"t_end={float(ends.max()):.6g}, none simulated")
+        counts = rng.poisson(expected)
         seq = np.repeat(np.repeat(np.arange(n), self.num_marks), counts.ravel())
         typ = np.repeat(np.tile(np.arange(self.num_marks), n), counts.ravel())
         times = starts[seq] + rng.random(seq.size) * (ends - starts)[seq]

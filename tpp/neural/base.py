@@ -280,12 +280,17 @@ class NeuralTPP(PointProcess):
         history: EventBatch | None = None,
         generator: Seed = None,
         t_start: float = 0.0,
+        max_events: int | None = None,
     ) -> EventBatch:
         """Sequences from the shared thinning sampler (:func:`tpp.sampling.thinning_sample`); its counters are
-        left in ``sampling_stats_`` (a diagnostic, not part of the model's state dict)."""
-        from tpp.sampling import thinning_sample
+        left in ``sampling_stats_`` (a diagnostic, not part of the model's state dict).
 
-        batch, self.sampling_stats_ = thinning_sample(self, n, t_end, history, generator, t_start)
+        ``max_events``: cap on the new events of each sequence (default :data:`tpp.sampling.MAX_EVENTS`); a
+        sequence that needs more raises :class:`tpp.process.SamplingBudgetError` saying how far it got."""
+        from tpp.sampling import MAX_EVENTS, thinning_sample
+
+        batch, self.sampling_stats_ = thinning_sample(self, n, t_end, history, generator, t_start,
+                                                      max_events=MAX_EVENTS if max_events is None else max_events)
         return batch
 
     def compensator_error(self, batch: EventBatch, num_points: int | None = None) -> Tensor:

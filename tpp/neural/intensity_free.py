@@ -284,7 +284,13 @@ class IntensityFree(NeuralTPP):
             now = t_last
         else:
             if bool(alive.any()):
-                raise RuntimeError(f"simulation passed max_events={max_events} new events per sequence")
+                from tpp.process import SamplingBudgetError
+
+                i = int(torch.nonzero(alive)[0, 0])
+                raise SamplingBudgetError(
+                    f"{type(self).__name__}.sample stopped at max_events={max_events} new events per sequence: "
+                    f"{int(alive.sum())} of {n} sequences unfinished, sequence {i} reached t={float(t_last[i]):.6g} of "
+                    f"t_end={float(ends[i]):.6g}. Pass a larger max_events= or a shorter t_end")
         return self._assemble(times, marks, t0, ends, history)
 
     def _assemble(
