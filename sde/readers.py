@@ -64,11 +64,17 @@ _STAMP = re.compile(r"\(([^(),]+),([^()]*)\)")
 
 def _content_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """``(line number, stripped line)`` of every line that is neither blank nor a ``#`` comment."""
-    with open(path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            line = raw.strip()
-            if line and not line.startswith("#"):
-                yield lineno, line
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # binary or another encoding: say where, not a bare codec error
+        raise SeriesDataError(f"not UTF-8 text (byte {data[exc.start]:#04x}); save the file as UTF-8",
+                              source=str(path), line=data.count(b"\n", 0, exc.start) + 1) from None
+    text = text.removeprefix("\ufeff")  # a byte-order mark announces UTF-8; it is not part of the first header
+    for lineno, raw in enumerate(re.split(r"\r\n|\r|\n", text), 1):  # the line ends text mode would accept
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            yield lineno, line
 
 
 def _floats(tokens: list[str], source: str, line: int, series: int, what: str) -> np.ndarray:
@@ -277,9 +283,18 @@ def read_csv_series(
     src = str(path)
     try:
         df = pd.read_csv(path)
+        # pandas renames a repeated header ("a", "a.1"): both would be read as channels under made-up names
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         m = re.search(r"line (\d+)", str(exc))
         raise SeriesDataError(f"not a CSV table ({exc})", source=src, line=int(m.group(1)) if m else None) from None
+    except UnicodeDecodeError as exc:
+        raise SeriesDataError(f"not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as UTF-8",
+                              source=src) from None
+    repeated = [name for k, name in enumerate(header) if name in header[:k]]
+    if repeated:
+        raise SeriesDataError(f"column {repeated[0]!r} appears twice in the header", source=src, line=1,
+                              field=str(repeated[0]))
     cols = [time] if isinstance(time, str) else list(time or [])
     values = list(values) if values is not None else [c for c in df.columns if c not in cols]
     missing = [c for c in (*cols, *values) if c not in df.columns]

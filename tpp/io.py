@@ -185,6 +185,7 @@ def from_dataframe(
     if time not in df.columns:
         raise EventDataError(f"missing column {time!r} (columns are {list(df.columns)})", source=source, field=time)
     df = df.reset_index(drop=True)
+    _refuse_nested_cells(df, source)
     if seq is not None and seq in df.columns:
         if df[seq].isna().any():
             raise EventDataError("sequence id is missing", source=source, row=int(np.flatnonzero(df[seq].isna())[0]), field=seq)
@@ -231,6 +232,20 @@ def from_dataframe(
         times, offsets, t0, t1, marks, num_marks, features=values, feature_names=names or None, seq_names=seq_names,
         mark_names=mark_names, rows=order, source=source, dtype=dtype,
     )
+
+
+def _refuse_nested_cells(df: pd.DataFrame, source: str | None) -> None:
+    """A cell holding a list, dict, array or bytes (nested Parquet/JSON columns) is one event's value only
+    by accident: refuse it naming row and column, rather than let it become text or crash a hash."""
+    for column in df.columns:
+        if df[column].dtype != object:
+            continue
+        nested = np.flatnonzero([isinstance(v, (list, tuple, dict, set, np.ndarray, bytes, bytearray))
+                                 for v in df[column].tolist()])
+        if nested.size:
+            value = df[column].iloc[int(nested[0])]
+            raise EventDataError(f"cell holds a {type(value).__name__}, not one value (a nested column?)",
+                                 source=source, row=int(nested[0]), field=str(column))
 
 
 def _refuse_text_marks(column: pd.Series, source: str | None) -> None:
@@ -508,6 +523,33 @@ def _sequence_marks(
     return np.split(flat, bounds), num_marks, names
 
 
+def _easytpp_sequences(seqs: Any, split: str, source: str | None) -> list[list[dict]]:
+    """The split's sequences, checked to be lists of event dicts with both keys (else a located error)."""
+    if not isinstance(seqs, list):
+        raise EventDataError(f"split {split!r} is a {type(seqs).__name__}, not a list of sequences", source=source,
+                             field=split)
+    for b, events in enumerate(seqs):
+        if not isinstance(events, list):
+            raise EventDataError(f"sequence is a {type(events).__name__}, not a list of events", source=source,
+                                 sequence=b)
+        for position, event in enumerate(events):
+            missing = [k for k in ("time_since_start", "type_event") if not isinstance(event, dict) or k not in event]
+            if missing:
+                what = "event has no" if isinstance(event, dict) else f"event is a {type(event).__name__}, needs"
+                raise EventDataError(f"{what} {missing[0]!r}", source=source, sequence=b, position=position,
+                                     field=missing[0])
+    return seqs
+
+
+def _easytpp_times(values: Any, b: int, source: str | None) -> np.ndarray:
+    """One sequence's ``time_since_start`` as floats, or a located error."""
+    try:
+        return np.asarray(values, np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise EventDataError(f"time_since_start is not real numbers ({exc})", source=source, sequence=b,
+                             field="time_since_start") from None
+
+
 def _from_easytpp(
     obj: Any, split: str | None, source: str | None, dtype: Any, features: Sequence[str] | None = None,
     remap_marks: bool = False,
@@ -521,7 +563,11 @@ def _from_easytpp(
     if isinstance(obj, dict):
         if "dim_process" not in obj:
             raise EventDataError("EasyTPP dict has no 'dim_process'", source=source, field="dim_process")
-        num_marks = int(obj["dim_process"])
+        try:
+            num_marks = int(obj["dim_process"])
+        except (TypeError, ValueError):
+            raise EventDataError(f"dim_process {obj['dim_process']!r} is not a whole number", source=source,
+                                 field="dim_process") from None
         candidates = [k for k, v in obj.items() if isinstance(v, list) and (not v or isinstance(v[0], list))]
         if split is None:
             if len(candidates) != 1:
@@ -529,8 +575,8 @@ def _from_easytpp(
             split = candidates[0]
         if split not in obj:
             raise EventDataError(f"EasyTPP dict has no split {split!r} (has {candidates})", source=source)
-        seqs = obj[split]
-        times = [np.array([e["time_since_start"] for e in s], np.float64) for s in seqs]
+        seqs = _easytpp_sequences(obj[split], split, source)
+        times = [_easytpp_times([e["time_since_start"] for e in s], b, source) for b, s in enumerate(seqs)]
         marks = [np.array([e["type_event"] for e in s]) for s in seqs]
         marks, num_marks, mark_names = _sequence_marks(marks, num_marks, remap_marks, source)
         values = [_record_features(s, features, b, source, True) for b, s in enumerate(seqs)] if features else None
@@ -538,8 +584,17 @@ def _from_easytpp(
                                           feature_names=features, source=source, dtype=dtype)
         return batch if mark_names is None else batch._replace(mark_names=mark_names)
     if isinstance(obj, list) and obj and isinstance(obj[0], dict) and "time_since_start" in obj[0]:
-        num_marks = max(int(r.get("dim_process", 0)) for r in obj) or None
-        times = [np.asarray(r["time_since_start"], np.float64) for r in obj]
+        for b, r in enumerate(obj):
+            missing = [k for k in ("time_since_start", "type_event") if not isinstance(r, dict) or k not in r]
+            if missing:
+                raise EventDataError(f"record is not a dict with {missing[0]!r}", source=source, sequence=b,
+                                     field=missing[0])
+        try:
+            num_marks = max(int(r.get("dim_process", 0)) for r in obj) or None
+        except (TypeError, ValueError) as exc:
+            raise EventDataError(f"dim_process is not a whole number ({exc})", source=source,
+                                 field="dim_process") from None
+        times = [_easytpp_times(r["time_since_start"], b, source) for b, r in enumerate(obj)]
         marks = [np.asarray(r["type_event"]) for r in obj]
         marks, num_marks, mark_names = _sequence_marks(marks, num_marks, remap_marks, source)
         names = [r.get("seq_idx", i) for i, r in enumerate(obj)]
@@ -583,10 +638,35 @@ def to_tick(batch: EventBatch) -> list[list[np.ndarray]]:
 
 
 # --------------------------------------------------------------------------- entry points
+# What an EasyTPP pickle may name besides plain containers and numbers: numpy arrays and scalars.
+# Anything else (a class to build, a function to call) would run code from the file, so it is refused.
+_PICKLE_GLOBALS = frozenset({
+    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "complex"), ("builtins", "slice"),
+    ("collections", "OrderedDict"), ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+})
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that builds only containers, numbers, text and numpy arrays (see :data:`_PICKLE_GLOBALS`)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: an EasyTPP pickle holds only lists, "
+                                         "dicts, numbers and numpy arrays (loading other objects would run code "
+                                         "from the file)")
+        return super().find_class(module, name)
+
+
 def _load_pickle(path: Path) -> Any:
     with open(path, "rb") as fh:
         try:
-            return pickle.load(fh, encoding="latin1")
+            return _DataOnlyUnpickler(fh, encoding="latin1").load()
+        except RecursionError:
+            raise EventDataError("cannot unpickle (nested too deeply)", source=str(path)) from None
         except Exception as exc:
             raise EventDataError(f"cannot unpickle ({exc})", source=str(path)) from None
 
@@ -621,6 +701,7 @@ def read_events(
     Raises :class:`~tpp.events.EventDataError` naming file, sequence, position/row and field.
     """
     def table(df: pd.DataFrame, path: str | None = None) -> EventBatch:
+        _refuse_nested_cells(df.reset_index(drop=True), path)  # before the ids become text ("[0]")
         if path is not None and seq is not None and seq in df.columns:
             df = df.assign(**{seq: _ids_as_text(df[seq])})
         return from_dataframe(df, seq, time, mark, t_start, t_end, num_marks, features=features, source=path,
@@ -652,6 +733,13 @@ def read_events(
     def read_csv(p: Path) -> pd.DataFrame:
         # ids stay text: no type inference, no NA words on the id column; the other columns as usual
         columns = pd.read_csv(p, nrows=0).columns
+        # pandas renames a repeated header ("time", "time.1") and the reader would pick one silently
+        header = pd.read_csv(p, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist() \
+            if len(columns) else []
+        repeated = [name for k, name in enumerate(header) if name in header[:k]]
+        if repeated:
+            raise EventDataError(f"column {repeated[0]!r} appears twice in the header", source=str(p),
+                                 field=str(repeated[0]))
         return pd.read_csv(p, dtype={seq: str} if seq in columns else None, keep_default_na=False,
                            na_values={c: list(_NA_WORDS) for c in columns if c != seq})
 
@@ -699,28 +787,35 @@ def _json_table(rows: list[Any], seq: str | None, source: str) -> pd.DataFrame:
 def _read_table(path: Path, reader: Callable[[Path], pd.DataFrame]) -> pd.DataFrame:
     try:
         return reader(path)
+    except EventDataError:  # already located by the reader
+        raise
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
         raise EventDataError(f"cannot parse ({str(exc).splitlines()[0]})", source=str(path)) from None
 
 
 def _read_json(path: Path) -> Any:
     try:
-        with open(path) as fh:
+        with open(path, encoding="utf-8") as fh:
             return json.load(fh)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EventDataError(f"invalid JSON ({exc})", source=str(path)) from None
+    except RecursionError:  # nesting deeper than the interpreter's stack: no event data looks like that
+        raise EventDataError("invalid JSON (nested too deeply)", source=str(path)) from None
 
 
 def _read_json_lines(path: Path) -> list[Any]:
     """One JSON object per line (blank lines skipped); a bad line raises naming it."""
     rows = []
-    with open(path) as fh:
+    with open(path, encoding="utf-8", errors="surrogateescape") as fh:
         for number, text in enumerate(fh, 1):
             if text.strip():
                 try:
+                    text.encode("utf-8")  # undecodable bytes stay as surrogates: refuse them naming the line
                     rows.append(json.loads(text))
-                except json.JSONDecodeError as exc:
+                except (json.JSONDecodeError, UnicodeEncodeError) as exc:
                     raise EventDataError(f"invalid JSON ({exc})", source=str(path), line=number) from None
+                except RecursionError:
+                    raise EventDataError("invalid JSON (nested too deeply)", source=str(path), line=number) from None
     if not rows:
         raise EventDataError("no events: the file is empty", source=str(path))
     return rows

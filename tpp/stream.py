@@ -173,6 +173,20 @@ class _RowGroups:
         return pa.Table.from_batches(pieces) if pieces else pa.table({c: [] for c in columns})
 
 
+def _ids_as_text(ids: pa.Array) -> pa.Array:
+    """Sequence ids as text, as :func:`tpp.read_events` reads them from a file (7 -> "7", 1.5 -> "1.5"; "01" and
+    "1" stay two ids); a null stays null (refused as a missing id by the index)."""
+    if pa.types.is_dictionary(ids.type):
+        ids = ids.dictionary_decode()
+    if pa.types.is_string(ids.type):
+        return ids
+    if pa.types.is_large_string(ids.type) or pa.types.is_integer(ids.type):
+        return pc.cast(ids, pa.string())  # exact: an integer's text is Python's str()
+    # Floats, booleans, ...: Python's text of each value, like tpp.io (str(1.0) == "1.0", NaN is missing)
+    return pa.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+                     for v in ids.to_pylist()], type=pa.string())
+
+
 def _numeric_max(column: pa.Array) -> int | None:
     """The largest value of an integer or float column as an int; None if not numeric, empty or not finite."""
     if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
@@ -194,7 +208,9 @@ class ParquetSource(BatchSource):
         path: a ``.parquet`` file, a folder of them (read in name order, as one log) or a list of files.
         seq, time, mark, t_start, t_end: column names as in :func:`tpp.read_events` (``t_start`` /
             ``t_end``: a number, a column, or None: columns ``t_start``/``t_end`` when present, else 0
-            and each sequence's last event).
+            and each sequence's last event). Sequence ids are text, as :func:`tpp.read_events` reads them
+            (an integer id 7 is ``"7"``; ``"01"`` and ``"1"`` are two sequences), so both readers give the
+            same ``seq_names``.
         num_marks: default: the ``num_marks`` column's maximum, else the largest mark + 1.
         block_events: sequences are cut, in file order, into blocks of about this many events; a
             minibatch holds sequences of one block, so training holds one block in memory at a time.
@@ -259,7 +275,7 @@ class ParquetSource(BatchSource):
         last = None
         max_mark, file_num_marks = -1, None
         for row, batch in self._table.iter_batches(read):
-            ids = batch.column(0)
+            ids = _ids_as_text(batch.column(0))
             n = len(ids)
             if n == 0:
                 continue
@@ -366,8 +382,11 @@ class ParquetSource(BatchSource):
             inverse = np.argsort(done)
             take = _ranges(first[inverse], lengths[inverse])
             table, global_rows = table.take(pa.array(take)), global_rows[take]
+        frame = table.to_pandas()
+        # ids as text (see the class docstring); set on the frame: the file's pandas metadata may name another dtype
+        frame[self.seq] = _ids_as_text(table.column(self.seq).combine_chunks()).to_numpy(zero_copy_only=False)
         try:
-            return from_dataframe(table.to_pandas(), self.seq, self.time, self.mark, self.t_start, self.t_end,
+            return from_dataframe(frame, self.seq, self.time, self.mark, self.t_start, self.t_end,
                                   self.num_marks, source=self.source)
         except EventDataError as exc:  # rows of the loaded piece -> rows of the log
             row = None if exc.row is None else int(global_rows[exc.row])

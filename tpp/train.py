@@ -55,6 +55,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from tpp.clock import warn_if_absolute_time
 from tpp.events import EventBatch
 from tpp.io import atomic_write
 from tpp.model import Model
@@ -570,6 +571,10 @@ def fit(
     source = as_source(train)
     if source.num_events == 0:
         raise ValueError("the training data has no events")
+    # Unix timestamps against windows starting at 0 train without error but wrong: say so, once per run.
+    sample = train if isinstance(train, EventBatch) else source.standardisation_sample()
+    if isinstance(sample, EventBatch):  # series sources (sde) train here too: their clock is not checked here
+        warn_if_absolute_time(sample, "tpp.fit")
     rank, world = _distributed()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)

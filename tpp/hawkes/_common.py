@@ -37,12 +37,16 @@ class FitResult(dict):
     """Diagnostics of the last ``fit``: objective value, iterations, evaluations, seconds, convergence."""
 
 
-def check_fit_arguments(owner: Any, val: Any, options: Mapping[str, Any]) -> None:
+def check_fit_arguments(owner: Any, val: Any, options: Mapping[str, Any], train: Any = None) -> None:
     """``val`` must be an :class:`EventBatch` or None (the second positional argument of ``fit`` was once the
     objective: say so rather than fail later). Then accept the options of the one trainer
     (:func:`tpp.train.fit`: ``epochs``, ``batch_size``, ``lr``, ``seed``, ``progress``, ...) so that every model answers ``fit(train, val, **trainer_options)``; a
     closed-form, L-BFGS or EM estimator has no use for them. Any other name is a ``TypeError``, as
-    for a misspelt keyword argument."""
+    for a misspelt keyword argument; a bad value (``epochs=-1``) is refused by the trainer's own rules,
+    as :func:`tpp.train.fit` would refuse it, so a call that works here works there too.
+
+    With ``train`` (an :class:`EventBatch`), warn once if its times look absolute
+    (:func:`tpp.clock.warn_if_absolute_time`)."""
     if val is not None and not isinstance(val, EventBatch):
         raise TypeError(f"{type(owner).__name__}.fit(train, val=None, *, ...): val must be a held-out EventBatch or "
                         f"None, got {val!r} (estimator options such as objective= are keyword-only)")
@@ -53,6 +57,16 @@ def check_fit_arguments(owner: Any, val: Any, options: Mapping[str, Any]) -> Non
     if unknown:
         raise TypeError(f"{type(owner).__name__}.fit() got unexpected keyword argument(s) {', '.join(unknown)}: "
                         f"its own options or the trainer's ({', '.join(sorted(known))})")
+    from tpp.train import _TRAINER_ARGUMENTS, NonFinite, _check_trainer_arguments
+
+    _check_trainer_arguments(**{name: value for name, value in options.items() if name in _TRAINER_ARGUMENTS})
+    if "on_nonfinite" in options:
+        NonFinite(options["on_nonfinite"])  # ValueError naming the allowed values, as in tpp.fit
+    if isinstance(train, EventBatch):
+        from tpp.clock import warn_if_absolute_time
+
+        # stacklevel: warn_if_absolute_time <- here <- the estimator's fit <- the caller
+        warn_if_absolute_time(train, f"{type(owner).__name__}.fit", stacklevel=4)
 
 
 def record_validation(model: Any, val: EventBatch | None, result: dict) -> None:

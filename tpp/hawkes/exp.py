@@ -315,7 +315,7 @@ class SumExpHawkes(PointProcess):
         the options of :func:`tpp.train.fit`) are accepted for the model contract and unused: the
         estimator is L-BFGS (or closed form) from a deterministic moment-based start.
         """
-        check_fit_arguments(self, val, trainer_options)
+        check_fit_arguments(self, val, trainer_options, train=train)
         objective = check_params(self, objective=objective, l1=l1, l2=l2, max_iter=max_iter, tol=tol)["objective"]
         if objective is Objective.L2:
             raise ValueError(f"{type(self).__name__}: objective {Objective.L2.value!r} is FaDIn's contrast; use "

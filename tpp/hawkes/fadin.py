@@ -349,7 +349,7 @@ class FaDInHawkes(PointProcess):
         ``seed``, ..., the options of :func:`tpp.train.fit`) are accepted for the model contract and
         unused: the start is deterministic and the optimiser is L-BFGS.
         """
-        check_fit_arguments(self, val, trainer_options)
+        check_fit_arguments(self, val, trainer_options, train=train)
         init = check_params(self, max_iter=max_iter, tol=tol, init=init)["init"]
         data = train
         self.check_marks(data)

@@ -369,7 +369,7 @@ class NonparametricHawkes(PointProcess):
         ``seed``, ..., the options of :func:`tpp.train.fit`) are accepted for the model contract and
         unused: EM starts from a deterministic moment-based value.
         """
-        check_fit_arguments(self, val, trainer_options)
+        check_fit_arguments(self, val, trainer_options, train=train)
         check_params(self, max_iter=max_iter, tol=tol)
         data = train
         self._check(data)

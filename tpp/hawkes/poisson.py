@@ -80,7 +80,7 @@ class Poisson(PointProcess):
         ``trainer_options`` (``epochs``, ``batch_size``, ``lr``, ``seed``, ...) are accepted for the
         model contract and unused: the estimate is closed form.
         """
-        check_fit_arguments(self, val, trainer_options)
+        check_fit_arguments(self, val, trainer_options, train=train)
         data = train
         self.check_marks(data)
         start = _time.perf_counter()
