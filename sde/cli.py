@@ -269,7 +269,7 @@ def fit(
     estimator, record = fit_in_run_folder(estimator, train.inputs, None if val is None else val.inputs,
                                           out if trained else None, resume=resume, checkpoint_every=checkpoint_every,
                                           overwrite=overwrite, epochs=epochs, batch_size=batch, lr=lr, seed=seed,
-                                          progress=not json_output)
+                                          progress=not json_output and sys.stderr.isatty())
     scores = evaluate(estimator, test_part, seed=seed)
     settings = _settings(model=name, data=data, test=test, task=task, seed=seed, window=window, **options)
     result = {

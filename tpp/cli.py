@@ -150,7 +150,7 @@ def fit(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         estimator, seconds = fit_model(estimator, batch, objective=None if objective is None else objective.value,
-                                       progress=True)
+                                       progress=not json_output and sys.stderr.isatty())
     for w in caught:
         if issubclass(w.category, UserWarning):
             typer.echo(f"warning: {w.message}", err=True)
@@ -201,7 +201,7 @@ def _fit_neural(name: str, data: str, t_end: float | None, hidden_size: int, epo
     estimator = model_table.build(name, train, seed=seed, hidden_size=hidden_size)
     estimator, record = fit_in_run_folder(estimator, train, val, out, resume=resume, checkpoint_every=checkpoint_every,
                                           overwrite=overwrite, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                                          progress=True)
+                                          progress=sys.stderr.isatty())  # bars for a person, not for a pipe or log
     fine = 64  # nodes per interval when scoring: no coarse grid decides the score
     forecasts = next_event_metrics(estimator, test, max_prefixes=1000, seed=seed)
     estimator.eval()
