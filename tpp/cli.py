@@ -182,7 +182,13 @@ def fit(
 def _splits(data: str, t_end: float | None, seed: int, remap_marks: bool = False):
     """(train, val, test): the registry's splits, or a seeded 70/15/15 split of a file's sequences."""
     if not is_file_argument(data, EVENT_FILE_SUFFIXES):
-        return tuple(_load(data, part, t_end) for part in ("train", "val", "test"))
+        from tpp import datasets
+
+        if "val" in datasets.card(data).splits:
+            return tuple(_load(data, part, t_end) for part in ("train", "val", "test"))
+        # published train/test only: validation sequences come from the training split (seeded)
+        train, val = _load(data, "train", t_end).split((0.85, 0.15), seed=seed)
+        return train, val, _load(data, "test", t_end)
     batch = _load(data, None, t_end, remap_marks)
     if len(batch) < 3:
         raise ValueError(f"{data}: neural models need several sequences to split into train/val/test, got {len(batch)}")
@@ -206,6 +212,8 @@ def _fit_neural(name: str, data: str, t_end: float | None, hidden_size: int, epo
     forecasts = next_event_metrics(estimator, test, max_prefixes=1000, seed=seed)
     estimator.eval()
     test_ll = log_likelihood_per_event(estimator, test, num_points=fine, batch_size=64)
+    if out is not None:  # the weights and constructor arguments, for `tpp eval --model-file out`
+        model_table.save(estimator, out / "model.pt")
     return {
         "model": name, "num_events": train.num_events,
         "test_log_likelihood_per_event": test_ll,
@@ -248,8 +256,18 @@ def _read_model_file(path: Path) -> tuple[Any, str]:
     the file, so the commands end with one line instead of a traceback."""
     from tpp.hawkes import from_dict
 
+    if path.is_dir():  # the --out folder of `tpp fit`: a classic model's JSON or a trained model's weights
+        found = [path / name for name in ("model.json", "model.pt") if (path / name).exists()]
+        if not found:
+            raise FileNotFoundError(f"{path}: no model.json or model.pt in this folder (write one with `tpp fit --out`)")
+        path = found[0]
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model file")
+    with path.open("rb") as handle:
+        binary = handle.read(2) == b"PK"  # a torch file (zip) written by tpp.table.save
+    if binary:
+        model = model_table.load(path)
+        return model, model_table.spec_of(model).name
     try:
         params = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -269,7 +287,8 @@ def _read_model_file(path: Path) -> tuple[Any, str]:
 @app.command("eval")
 @_user_errors
 def eval_cmd(
-    model_file: Annotated[Path, typer.Option("--model-file", help="model.json written by `tpp fit --out`.")],
+    model_file: Annotated[Path, typer.Option(
+        "--model-file", help="model.json / model.pt written by `tpp fit --out` (or that folder).")],
     data: Annotated[str, typer.Option(help="Registered data set name or a file.")],
     split: Annotated[Optional[str], typer.Option(help="Split to evaluate (train/val/test); default all.")] = None,
     t_end: Annotated[Optional[float], typer.Option("--t-end", help="Observation window end for every sequence.")] = None,

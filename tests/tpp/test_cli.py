@@ -137,3 +137,31 @@ def test_neural_fit_trains_and_reports_test_metrics(tmp_path):
     assert {"test_log_likelihood_per_event", "rmse", "accuracy", "train_events_per_second"} <= set(out)
     assert np.isfinite(out["test_log_likelihood_per_event"]) and out["rmse"] > 0 and 0 <= out["accuracy"] <= 1
     assert (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_a_trained_model_saved_by_fit_out_is_scored_by_eval_as_fit_scored_it(tmp_path):
+    from tpp.hawkes import ExpHawkes
+    from tpp.io import write_events
+
+    path = tmp_path / "hawkes.npz"
+    batch = ExpHawkes.from_params([0.3, 0.2], [[0.3, 0.1], [0.1, 0.3]], 1.5).sample(40, 30.0, generator=0)
+    write_events(batch, path)
+    run = tmp_path / "run"
+    res = tpp("fit", "--model", "rmtpp", "--data", str(path), "--epochs", "1", "--hidden-size", "8", "--json",
+              "--out", str(run))
+    assert res.returncode == 0, res.stderr
+    assert (run / "model.pt").exists()
+    test = batch.split((0.7, 0.15, 0.15), seed=0)[2]  # the CLI's seeded split of a file
+    write_events(test, tmp_path / "test.npz")
+    for model_file in (run, run / "model.pt"):
+        ev = tpp("eval", "--model-file", str(model_file), "--data", str(tmp_path / "test.npz"), "--json")
+        assert ev.returncode == 0, ev.stderr
+        scored = json.loads(ev.stdout)
+        assert scored["model"] == "rmtpp" and np.isfinite(scored["log_likelihood_per_event"])
+
+
+@needs_data
+def test_a_registry_set_without_a_val_split_takes_validation_from_train():
+    res = tpp("fit", "--model", "rmtpp", "--data", "mimic2_rmtpp", "--epochs", "1", "--hidden-size", "8", "--json")
+    assert res.returncode == 0, res.stderr
+    assert np.isfinite(json.loads(res.stdout)["val_log_likelihood_per_event"])
