@@ -399,11 +399,10 @@ class _DirectoryLock:
     def __exit__(self, *exc: Any) -> None:
         if self.held:
             self.held = False
-            try:
+            # best effort: a lock already removed (or unreadable) is released all the same
+            with contextlib.suppress(OSError):
                 if self.path.read_text() == self.text:
                     self.path.unlink()
-            except OSError:
-                pass
 
     def _take_over_if_stale(self) -> None:
         """Remove the lock if its holder is gone; raise CheckpointError naming the holder if it runs."""
@@ -434,10 +433,8 @@ class _DirectoryLock:
         except FileNotFoundError:
             return
         if aside.read_text() != text:  # a live lock taken meanwhile: put it back unless yet another exists
-            try:
+            with contextlib.suppress(FileExistsError):  # a third run holds it now: leave its lock alone
                 os.link(aside, self.path)
-            except FileExistsError:
-                pass
             aside.unlink(missing_ok=True)
             return
         aside.unlink(missing_ok=True)

@@ -20,6 +20,7 @@ by Euler-Maruyama on a fixed grid. Written once here:
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Any
 
@@ -149,7 +150,7 @@ def solve_fixed(system: nn.Module, y0: Tensor, ts: Tensor, *, step_size: float, 
                  seed=seed)
 
 
-class Posterior(nn.Module):
+class Posterior(nn.Module, abc.ABC):
     """A posterior SDE for torchsde: drift ``f`` (subclasses), the model's prior drift ``h`` and diffusion ``g``.
 
     ``model`` has ``prior_drift(t, z)``, ``diffusion(t, z)`` and ``posterior_drift(inputs)``.
@@ -163,8 +164,9 @@ class Posterior(nn.Module):
         self.model = model
         self._last: tuple[Tensor, Tensor, Tensor] | None = None
 
+    @abc.abstractmethod
     def f(self, t: Tensor, z: Tensor) -> Tensor:
-        raise NotImplementedError
+        """Posterior drift at ``t`` (each model's own control of the prior drift)."""
 
     def h(self, t: Tensor, z: Tensor) -> Tensor:
         # torchsde asks for f, g and h at the same (t, z) each step: reuse the prior drift f computed

@@ -183,8 +183,7 @@ def test_datasets_json_lists_the_series_registry():
 @needs_data
 def test_the_installed_sde_script_runs_fit(small_ts):
     script = Path(sys.executable).parent / "sde"
-    if not script.exists():
-        pytest.skip("the sde console script is not installed (pip install -e .)")
+    assert script.exists(), "the sde console script is missing: `make install` must install it (pip install -e .)"
     res = subprocess.run([str(script), "fit", "--model", "gru", "--data", str(small_ts), "--task", "forecast", *FAST],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
