@@ -28,8 +28,9 @@ from tpp.options import Interval, check_params
 
 __all__ = ["GENERATIVE_BASES", "GenerativeClassifier"]
 
-GENERATIVE_BASES = ("latent-sde", "neural-mjp")
-"""The model-table names of the generative series models (they have an ``elbo`` and a ``log_likelihood``)."""
+GENERATIVE_BASES: dict[str, bool] = {"latent-sde": True, "neural-mjp": False}
+"""The model-table names of the generative series models (they have an ``elbo`` and a ``log_likelihood``), and
+whether their ``log_likelihood`` is an importance-weighted estimate taking ``num_samples`` (NeuralMJP's is exact)."""
 
 
 def _base_spec(base: str) -> Any:
@@ -55,7 +56,7 @@ class GenerativeClassifier(Model):
         check_params(self, num_classes=num_classes, input_channels=input_channels, num_samples=num_samples)
         entry = _base_spec(base)
         if entry.name not in GENERATIVE_BASES:
-            raise ValueError(f"base {base!r} is not a generative model of series: use one of {GENERATIVE_BASES}")
+            raise ValueError(f"base {base!r} is not a generative model of series: use one of {tuple(GENERATIVE_BASES)}")
         self.num_classes, self.input_channels, self.base = int(num_classes), int(input_channels), entry.name
         self.base_args = dict(base_args or {})
         self.num_samples = int(num_samples)
@@ -99,12 +100,8 @@ class GenerativeClassifier(Model):
     @torch.no_grad()
     def class_log_likelihood(self, batch: Any) -> Tensor:
         """``[B, K]``: ``log p(x | model_k)`` of every series under every class model."""
-        columns = []
-        for model in self.models:
-            if "num_samples" in _parameters(model.log_likelihood):
-                columns.append(model.log_likelihood(batch, num_samples=self.num_samples))
-            else:
-                columns.append(model.log_likelihood(batch))
+        options = {"num_samples": self.num_samples} if GENERATIVE_BASES[self.base] else {}
+        columns = [model.log_likelihood(batch, **options) for model in self.models]
         return torch.stack([c.to(torch.float64) for c in columns], dim=1)
 
     @torch.no_grad()
@@ -132,9 +129,3 @@ class GenerativeClassifier(Model):
         if len(labels) and (int(labels.max()) >= self.num_classes or int(labels.min()) < 0):
             raise ValueError(f"labels must lie in 0..{self.num_classes - 1}, got {int(labels.min())}..{int(labels.max())}")
         return labels
-
-
-def _parameters(function: Any) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(function).parameters)
