@@ -5,6 +5,8 @@ sde fit --model lsde --data basicmotions --task classify --missing 0.3 --json
 sde fit --model latent-sde --data path/to/Train.ts --test path/to/Test.ts --task interpolate --out run/
 sde eval --model-file run/ --data path/to/Train.ts --task interpolate --json   # the fitted settings, same numbers
 sde fit --model gru --data airline --task forecast --window 24 --json          # one long series, cut into windows
+sde fit --model gru --data physionet2012 --task classify --json                 # in-hospital mortality: AUROC, AUPRC
+sde fit --model latent-sde --data physionet2012 --task interpolate --max-series 200 --json   # a seeded subset
 sde datasets --json
 ```
 
@@ -13,8 +15,11 @@ file. The test part is ``--test`` (a file or a name), else the registry's test s
 80/20 split of the data (stratified by class; with ``--window``, the last windows of each series).
 With enough training series (20 or more) 15 % of them are held back for early stopping. The JSON of
 ``fit`` has the settings, ``n_train`` / ``n_val`` / ``n_test``, ``train_seconds``, the scores
-(``test_accuracy``, or ``test_mse``, ``test_mae``, ``test_log_likelihood`` and ``n_test_values``) and
-``stats``, the solver work of the test evaluation (solves, function evaluations, steps). The tasks, the ``--missing`` protocol and the metrics are those of
+(``test_accuracy``, with two classes also ``test_auroc`` and ``test_auprc``; or ``test_mse``, ``test_mae``,
+``test_log_likelihood``, ``test_crps``, ``coverage_50``, ``coverage_90`` and ``n_test_values``) and
+``stats``, the solver work of the test evaluation (solves, function evaluations, steps). ``--max-series N``
+keeps a seeded random ``N`` series of the training and of the test part (quick runs on large sets; said in
+the JSON as ``max_series``). The tasks, the ``--missing`` protocol and the metrics are those of
 :mod:`sde.tasks`; models are named, built, trained and saved through the one model table
 (:mod:`tpp.table`, :mod:`sde.table`). The machinery (one-line errors with exit code 2, JSON printing,
 data by name or path) is the ``tpp`` command's (:mod:`tpp.commandline`).
@@ -52,7 +57,8 @@ app = command_app("Continuous-time models of irregular, partly observed series: 
 SERIES_FILE_SUFFIXES = (".ts", ".tsf", ".csv")
 """Suffixes that make ``--data`` / ``--test`` a file (anything else is a registry name)."""
 
-MODEL_NAMES = ("neural-cde", "lsde", "lnsde", "gsde", "gru", "neural-ode", "latent-sde", "neural-mjp")
+MODEL_NAMES = ("neural-cde", "lsde", "lnsde", "gsde", "gru", "neural-ode", "latent-sde", "neural-mjp", "latent-ode",
+               "ode-rnn", "gru-d")
 """The series models of the model table that ``sde fit`` offers (``sde.table`` also holds event models)."""
 
 ModelName = enum.Enum("ModelName", {n.replace("-", "_"): n for n in MODEL_NAMES}, type=str)  # type: ignore[misc]
@@ -66,7 +72,7 @@ RESULT_FILE = "result.json"
 MASKS_FILE = "test_masks.npz"
 
 # Seeds of the parts of one run (sde.tasks.derived_seed(seed, key)): each part has its own stream.
-_SPLIT_KEY, _VAL_KEY, _TRAIN_KEY, _VALPART_KEY, _TEST_KEY = 0, 1, 10, 11, 12
+_SPLIT_KEY, _VAL_KEY, _TRAIN_KEY, _VALPART_KEY, _TEST_KEY, _SUBSET_KEY = 0, 1, 10, 11, 12, 13
 
 
 # --------------------------------------------------------------------------- data
@@ -204,6 +210,19 @@ HorizonOption = Annotated[Optional[float], typer.Option(callback=in_range(0.0, 1
                                                         help="forecast: share of each series' rows predicted.")]
 WindowOption = Annotated[Optional[int], typer.Option(min=2, help=(
     "Cut every series into windows of this many rows (long forecasting series; the split is then chronological)."))]
+MaxSeriesOption = Annotated[Optional[int], typer.Option("--max-series", min=1, help=(
+    "Keep a seeded random N of the training series and N of the test series (quick runs on large sets; "
+    "eval: as fitted)."))]
+
+
+def _limit(train: Any, test: Any, max_series: int | None, seed: int) -> tuple[Any, Any]:
+    """The parts cut to ``--max-series`` series each (:func:`sde.tasks.subsample`, one seed per part)."""
+    from sde.tasks import derived_seed, subsample
+
+    if max_series is None:
+        return train, test
+    return (subsample(train, max_series, derived_seed(seed, _SUBSET_KEY, 0)),
+            subsample(test, max_series, derived_seed(seed, _SUBSET_KEY, 1)))
 
 
 @app.command()
@@ -217,6 +236,7 @@ def fit(
     holdout: HoldoutOption = 0.2,
     horizon: HorizonOption = 0.2,
     window: WindowOption = None,
+    max_series: MaxSeriesOption = None,
     epochs: EpochsOption = 5,
     batch_size: Annotated[Optional[int], typer.Option(
         "--batch-size", min=1, help="Series per minibatch (default: the stable-SDE reference rule, 16..128).")] = None,
@@ -246,6 +266,7 @@ def fit(
     check_run_options(out, resume, checkpoint_every, overwrite, table.spec(name).training is Training.TRAINER, name,
                       table.names(Family.SDE, Training.TRAINER))
     train_raw, test_raw, test_source = load_parts(data, test, seed, window)
+    train_raw, test_raw = _limit(train_raw, test_raw, max_series, seed)
     if task is TaskName.CLASSIFY and (train_raw.labels is None or test_raw.labels is None):
         raise ValueError(f"{data if train_raw.labels is None else test_source}: field 'labels': the series have "
                          "no class labels; use --task forecast or --task interpolate")
@@ -271,7 +292,8 @@ def fit(
                                           overwrite=overwrite, epochs=epochs, batch_size=batch, lr=lr, seed=seed,
                                           progress=not json_output and sys.stderr.isatty())
     scores = evaluate(estimator, test_part, seed=seed)
-    settings = _settings(model=name, data=data, test=test, task=task, seed=seed, window=window, **options)
+    settings = _settings(model=name, data=data, test=test, task=task, seed=seed, window=window,
+                         max_series=max_series, **options)
     result = {
         **settings, "test_source": test_source,
         "epochs": epochs, "epochs_run": record.epochs_run, "batch_size": batch, "lr": lr,
@@ -283,27 +305,25 @@ def fit(
         "torch_threads": torch.get_num_threads(),
     }
     if out is not None:
-        _save_run(out, estimator, settings, train.scale, result, test_part.masks)
+        _save_run(out, estimator, settings, train.scale, result, test_part)
         result["out"] = str(out)
     echo_result(result, json_output)
 
 
 def _save_run(out: Path, model: Any, settings: dict[str, Any], scale: Any, result: dict[str, Any],
-              masks: dict[str, torch.Tensor]) -> None:
+              test_part: Any) -> None:
     """``model.pt`` (the table's state dict + constructor arguments), ``result.json`` (the settings that
     rebuild the test part, the target scale and the result) and ``test_masks.npz`` (the test part's
-    seeded masks ``[B, L(, C)]``: a peer can be scored on the same held-out values), each written atomically."""
-    import numpy as np
-
+    seeded masks ``[B, L(, C)]`` with the series ids and row times, :func:`sde.tasks.save_masks`: a peer can
+    be scored on the same held-out values), each written atomically."""
+    from sde.tasks import save_masks
     from tpp import table
     from tpp.commandline import jsonable
     from tpp.io import atomic_write
 
     out.mkdir(parents=True, exist_ok=True)
     table.save(model, out / MODEL_FILE)
-    with atomic_write(out / MASKS_FILE, ".npz") as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **{k: v.cpu().numpy() for k, v in masks.items()})
+    save_masks(out / MASKS_FILE, test_part)
     record = {"settings": settings, "target_scale": None if scale is None else {"mean": scale.mean, "std": scale.std},
               "result": result}
     with atomic_write(out / RESULT_FILE, ".json") as tmp:
@@ -335,6 +355,7 @@ def eval_cmd(
     holdout: HoldoutOption = None,
     horizon: HorizonOption = None,
     window: WindowOption = None,
+    max_series: MaxSeriesOption = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the split, masks and noise (default: as fitted).")] = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -356,6 +377,7 @@ def eval_cmd(
     options = dict(missing=missing_, holdout=float(pick(holdout, "holdout", 0.2)),
                    horizon=float(pick(horizon, "horizon", 0.2)))
     test, window = pick(test, "test", None), pick(window, "window", None)
+    max_series = pick(max_series, "max_series", None)
     estimator = table.load(path)
     name = table.spec_of(estimator).name
     _check_task(name, task)
@@ -365,10 +387,12 @@ def eval_cmd(
     scale = None if scale is None else TargetScale(tuple(scale["mean"]), tuple(scale["std"]))
     if task is not TaskName.CLASSIFY and scale is None:
         raise ValueError(f"{path.parent / RESULT_FILE}: no target_scale saved; eval needs the result.json of `sde fit --out`")
-    _, test_raw, test_source = load_parts(data, test, seed_, window)
+    train_raw, test_raw, test_source = load_parts(data, test, seed_, window)
+    _, test_raw = _limit(train_raw, test_raw, max_series, seed_)
     test_part = make_task(test_raw, task, seed=derived_seed(seed_, _TEST_KEY), scale=scale, **options)
     scores = evaluate(estimator, test_part, seed=seed_)
-    result = {**_settings(model=name, data=data, test=test, task=task, seed=seed_, window=window, **options),
+    result = {**_settings(model=name, data=data, test=test, task=task, seed=seed_, window=window,
+                          max_series=max_series, **options),
               "test_source": test_source, "model_file": str(path), "n_test": len(test_part.inputs), **scores}
     echo_result(result, json_output)
 

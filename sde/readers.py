@@ -165,6 +165,9 @@ def read_ts(path: str | os.PathLike, *, dtype: torch.dtype = DEFAULT_DTYPE) -> S
         fields = line.split(":")
         if dims is None:
             dims = len(fields) - labelled
+            if dims < 1:  # a labelled line with no ':' once reached chans[0] of no channels (IndexError)
+                raise SeriesDataError("a case needs at least one channel" + (" before its label" if labelled else ""),
+                                      source=src, line=lineno, series=b)
         if len(fields) != dims + labelled:
             raise SeriesDataError(f"{len(fields)} ':'-separated fields, expected {dims} channel(s)"
                                   + (" and a label" if labelled else ""), source=src, line=lineno, series=b)
@@ -300,6 +303,8 @@ def read_csv_series(
     missing = [c for c in (*cols, *values) if c not in df.columns]
     if missing:
         raise SeriesDataError(f"no column(s) {missing} (columns: {list(df.columns)})", source=src, field=missing[0])
+    if len(df) == 0:  # a header without rows once reached stamps.iloc[0] (IndexError)
+        raise SeriesDataError("the table has no rows", source=src)
     numeric = np.stack([_column(df, c, src) for c in values], 1)
     if layout == "wide_months":
         if len(values) != 12 or len(cols) != 1:

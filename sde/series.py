@@ -114,6 +114,12 @@ class SeriesBatch(PaddedBatch):
     ) -> None:
         if ids is not None and seq_names is not None:
             raise TypeError("give seq_names or its alias ids, not both")
+        for name, tensor in (("time", time), ("values", values), ("mask", mask), ("labels", labels),
+                             ("targets", targets)):
+            if not isinstance(tensor, torch.Tensor) and (tensor is not None or name in ("time", "values", "mask")):
+                # a list or a number once failed with an AttributeError
+                raise TypeError(f"SeriesBatch({name}=...) must be a torch.Tensor, got {type(tensor).__name__} (build "
+                                "from arrays with SeriesBatch.from_arrays or SeriesBatch.from_flat)")
         self.time, self.values, self.mask, self.labels, self.targets = time, values, mask, labels, targets
         self.channel_names, self.class_names = channel_names, class_names  # type: ignore[assignment]
         self.seq_names = seq_names if ids is None else ids  # type: ignore[assignment]

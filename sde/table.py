@@ -4,8 +4,8 @@
 
 * series models (input ``[B, L, C]`` with NaN for unobserved values; classification when the data have
   labels, else a forecast of every channel): ``neural-cde``, ``neural-ode``, ``lsde``, ``lnsde``,
-  ``gsde``, ``gru``;
-* latent models of series: ``latent-sde`` (ELBO), ``neural-mjp`` (neural Markov jump process);
+  ``gsde``, ``gru``, ``ode-rnn``, ``gru-d``;
+* latent models of series: ``latent-sde``, ``latent-ode`` (ELBO), ``neural-mjp`` (neural Markov jump process);
 * event models: ``neural-cox-sde`` (SDE-driven Cox process), ``mjp`` (the exact Markov jump process,
   fitted in closed form, saved as its rates).
 """
@@ -73,6 +73,12 @@ _ENTRIES = [
               summary="ODE-RNN style neural ODE on the control path"),
     ModelSpec("latent-sde", "sde.models:LatentSDE", _S, "LatentSDE", _T, _latent_shape,
               summary="latent SDE of partly observed series, trained on its ELBO (Li et al. 2020)"),
+    ModelSpec("latent-ode", "sde.models:LatentODE", _S, "LatentODE", _T, _latent_shape,
+              summary="latent ODE with an ODE-RNN encoder, trained on its ELBO (Rubanova et al. 2019)"),
+    ModelSpec("ode-rnn", "sde.models:ODERNN", _S, "ODERNN", _T, series_shape, aliases=("odernn",),
+              summary="ODE-RNN: GRU updates at observations, a neural ODE between them (Rubanova et al. 2019)"),
+    ModelSpec("gru-d", "sde.models:GRUD", _S, "GRUD", _T, series_shape, aliases=("grud",),
+              summary="GRU-D: GRU with input and hidden decay over the gaps (Che et al. 2018)"),
     ModelSpec("neural-mjp", "sde.models:NeuralMJP", _S, "NeuralMJP", _T, _mjp_series_shape,
               defaults={"num_states": 2},
               summary="neural Markov jump process of noisy series (Seifner & Sanchez 2023)"),
@@ -91,6 +97,6 @@ NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES)
 SERIES_NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES
                                       if e.shape not in (event_shape, _jump_shape, _classes_shape))
 """The models of series batches (``sde fit --model``): neural-cde, lsde, lnsde, gsde, gru, neural-ode, latent-sde,
-neural-mjp."""
+latent-ode, ode-rnn, gru-d, neural-mjp."""
 EVENT_NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES if e.shape in (event_shape, _jump_shape))
 """The sde models of event batches: neural-cox-sde, mjp."""

@@ -5,7 +5,8 @@ scored on; every random choice is seeded and returned as a mask, so a peer can b
 same held-out values.
 
 ``classify``
-    The labels of the data set; scored by the accuracy of the most probable class.
+    The labels of the data set; scored by the accuracy of the most probable class (and, with two
+    classes, AUROC and AUPRC).
 ``interpolate``
     A random share of the observed values of each series is held out (set to NaN in the inputs) and
     reconstructed. Only values strictly between a series' first and last observed rows are held out:
@@ -17,14 +18,27 @@ same held-out values.
     least one row) are predicted; the future rows stay in the inputs with NaN values, so a model is
     asked for its prediction at their times and can see none of their values.
 
+The protocols, on their own (to run any peer on the same held-out values):
+:func:`interpolation_split` and :func:`forecast_split` take a batch and return a :class:`Split`: the
+inputs with the hidden values set to NaN (the only thing a model may read) and the masks of what was
+hidden and what is scored; :func:`save_masks` writes a part's masks (with the series ids and row
+times) to an ``.npz`` atomically, :func:`load_masks` reads them back. :func:`make_task` runs the same
+functions with seeds derived from the run's seed. A held-out value never reaches a model: it is NaN in
+the inputs, and the targets (which hold it, for the loss) are removed before a model predicts
+(:func:`model_inputs`).
+
 Forecast and interpolation are scored on the held-out values only, in the data's original units:
-``test_mse`` and ``test_mae`` of the predictive mean and ``test_log_likelihood``, the mean Gaussian
-log density of a held-out value under the predictive mean and standard deviation (nats per value).
-Where the predictions come from depends on the model (:func:`predictive`): the Gaussian head of the
-discriminative series models (:class:`~sde.models.heads.GaussianHead`, trained on the targets
-standardised with the training inputs' channel means and scales), the posterior samples of
-:class:`~sde.models.LatentSDE`, the posterior state marginals and Gaussian emission of
-:class:`~sde.models.NeuralMJP`.
+``test_mse`` and ``test_mae`` of the predictive mean, ``test_log_likelihood``, the mean Gaussian
+log density of a held-out value under the predictive mean and standard deviation (nats per value),
+``test_crps`` (continuous ranked probability score) and ``coverage_50`` / ``coverage_90`` (share of
+held-out values inside the central 50 % / 90 % predictive interval), by :mod:`sde.metrics`.
+Where the predictions come from depends on the model (:func:`predictive_distribution`): the Gaussian
+head of the discriminative series models (:class:`~sde.models.heads.GaussianHead`, trained on the
+targets standardised with the training inputs' channel means and scales), the posterior samples of
+:class:`~sde.models.LatentSDE` with its Gaussian observation noise (CRPS and intervals of that mixture,
+exactly), the posterior state marginals and Gaussian emission of :class:`~sde.models.NeuralMJP` (a
+mixture too). Classification with two classes adds ``test_auroc`` and ``test_auprc`` of the second
+class's probability (imbalanced labels such as in-hospital mortality).
 
 ``--missing`` (:func:`drop_values`) is the irregular / missing-data protocol of the stable neural SDE
 paper (Oh, Lim & Kim, ICLR 2024; its ``torch-ists`` code): ``floor(L * rate)`` values of every
@@ -38,7 +52,11 @@ from __future__ import annotations
 import contextlib
 import enum
 import math
-from collections.abc import Iterator
+import os
+import warnings
+import zipfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -50,22 +68,33 @@ from torch import Tensor
 from sde.series import SeriesBatch, SeriesDataError
 
 __all__ = [
+    "COVERAGE_LEVELS",
+    "Predictive",
     "RowTargetBatch",
     "SolverWork",
+    "Split",
     "TaskData",
     "TaskName",
     "TargetScale",
     "accuracy",
     "batch_size_rule",
+    "class_probabilities",
     "derived_seed",
     "drop_values",
     "evaluate",
     "forecast_rows",
+    "forecast_split",
     "holdout_values",
+    "interpolation_split",
+    "load_masks",
     "make_task",
+    "model_inputs",
     "pooled",
     "predictive",
+    "predictive_distribution",
     "record_solver_work",
+    "save_masks",
+    "subsample",
     "supported_tasks",
     "last_windows",
     "windows",
@@ -158,6 +187,18 @@ def accuracy(model: Any, test: SeriesBatch, chunk: int = EVAL_CHUNK) -> float:
     return correct / len(test)
 
 
+def subsample(batch: SeriesBatch, n: int, seed: int) -> SeriesBatch:
+    """At most ``n`` series of ``batch``: all of them if it has no more, else ``n`` drawn uniformly without
+    replacement (numpy's generator seeded with ``seed``), kept in their original order (``--max-series``,
+    for quick runs on large sets such as PhysioNet 2012)."""
+    if n < 1:
+        raise ValueError(f"--max-series must be at least 1, got {n}")
+    if len(batch) <= n:
+        return batch
+    chosen = np.sort(np.random.default_rng(int(seed)).choice(len(batch), size=n, replace=False))
+    return batch[chosen]
+
+
 # --------------------------------------------------------------------------- windows of long series
 def windows(batch: SeriesBatch, length: int) -> tuple[SeriesBatch, Tensor]:
     """Every series cut into consecutive windows of ``length`` rows (a shorter tail is dropped; a series
@@ -227,21 +268,86 @@ def holdout_values(batch: SeriesBatch, share: float, seed: int) -> Tensor:
     return held.to(batch.device)
 
 
-def forecast_rows(batch: SeriesBatch, horizon: float) -> Tensor:
+def forecast_rows(batch: SeriesBatch, horizon: float, *, short: str = "raise") -> Tensor:
     """``[B, L]`` mask of each series' future rows: its last ``ceil(horizon * L_b)`` rows (at least one, at
-    most ``L_b - 1``, so something is observed before them)."""
+    most ``L_b - 1``, so something is observed before them). A series of fewer than 2 rows has no future:
+    ``short="raise"`` refuses it (a :class:`SeriesDataError` naming it), ``short="keep"`` gives it none."""
     if not 0.0 < horizon < 1.0:
         raise ValueError(f"--horizon must be in (0, 1), got {horizon}")
+    if short not in ("raise", "keep"):
+        raise ValueError(f"short must be 'raise' or 'keep', got {short!r}")
     lengths = batch.lengths
-    short = torch.nonzero(lengths < 2)
-    if short.numel():
-        b = int(short[0, 0])
+    too_short = torch.nonzero(lengths < 2)
+    if too_short.numel() and short == "raise":
+        b = int(too_short[0, 0])
         raise SeriesDataError("a forecast needs at least 2 rows (an observed past and a future)", series=b,
                               series_id=None if batch.ids is None else batch.ids[b], field="time")
     future = torch.ceil(horizon * lengths.to(torch.float64)).long().clamp(1)
-    future = torch.minimum(future, lengths - 1)
+    future = torch.minimum(future, lengths - 1)  # 0 for a series of one row
     index = torch.arange(batch.mask.shape[1], device=lengths.device)
     return batch.mask & (index[None, :] >= (lengths - future)[:, None])
+
+
+@dataclass(frozen=True)
+class Split:
+    """What a forecast or interpolation protocol shows a model and what it scores it on.
+
+    ``inputs``: the batch with every hidden value set to NaN (rows, times, labels and ids kept), the only
+    thing a model (ours or a peer) may read. ``held_out [B, L, C]``: the observed values that were hidden,
+    the ones scored (compare them with the original batch's ``values``). ``hidden [B, L, C]``: every value
+    set to NaN (interpolate: ``held_out``; forecast: every channel of the future rows). ``future_rows
+    [B, L]``: forecast only. ``masks``: these masks by name, for :func:`save_masks`.
+    """
+
+    task: TaskName
+    inputs: SeriesBatch
+    held_out: Tensor
+    hidden: Tensor
+    future_rows: Tensor | None = None
+
+    @property
+    def masks(self) -> dict[str, Tensor]:
+        out = {"held_out": self.held_out}
+        if self.future_rows is not None:
+            out["future_rows"] = self.future_rows
+        return out
+
+
+def _hide(batch: SeriesBatch, hidden: Tensor) -> SeriesBatch:
+    """``batch`` with the values under ``hidden`` set to NaN (a new values tensor; the batch is not changed)."""
+    values = torch.where(hidden, torch.full_like(batch.values, float("nan")), batch.values)
+    return SeriesBatch(batch.time, values, batch.mask, labels=batch.labels, targets=batch.targets,
+                       channel_names=batch.channel_names, class_names=batch.class_names, ids=batch.ids,
+                       validate=False)
+
+
+def interpolation_split(batch: SeriesBatch, share: float = 0.2, seed: int = 0) -> Split:
+    """The interpolation protocol: hold out ``round(share * n)`` (at least one) of the ``n`` observed values
+    of every series strictly between its first and last observed rows (:func:`holdout_values`, seeded by
+    ``seed``), and hide them. Deterministic given ``(batch, share, seed)``; the held-out values are the
+    scored ones, and only they differ between ``batch`` and ``Split.inputs``."""
+    held = holdout_values(batch, share, seed)
+    return Split(TaskName.INTERPOLATE, _hide(batch, held), held, held)
+
+
+def forecast_split(batch: SeriesBatch, horizon: float = 0.2, seed: int = 0) -> Split:
+    """The forecast protocol: the last ``ceil(horizon * L_b)`` rows of every series (:func:`forecast_rows`)
+    are its future; all their values are hidden (their times stay, so a model is asked for its prediction
+    there) and the observed ones among them are held out and scored. The split takes no random choice:
+    ``seed`` is accepted so both protocols are called alike. A series of fewer than 2 rows has no future:
+    it stays in the inputs, is not scored, and a warning names it (drop such series to silence it)."""
+    del seed  # the future is each series' last rows; nothing is drawn
+    future = forecast_rows(batch, horizon, short="keep")
+    short = torch.nonzero(batch.lengths < 2).flatten().tolist()
+    if short:
+        names = [batch.ids[b] if batch.ids is not None else str(b) for b in short]
+        shown = ", ".join(repr(n) for n in names[:5]) + (", ..." if len(names) > 5 else "")
+        warnings.warn(f"forecast: {len(short)} series with fewer than 2 rows ({shown}) have no past to forecast "
+                      "from; they are kept as inputs but nothing of them is scored (drop them, e.g. "
+                      "batch[batch.lengths >= 2], to silence this)", UserWarning, stacklevel=2)
+    hidden = future[..., None].expand_as(batch.values)
+    held = _observed(batch) & hidden
+    return Split(TaskName.FORECAST, _hide(batch, hidden), held, hidden.clone(), future)
 
 
 class RowTargetBatch(SeriesBatch):
@@ -308,8 +414,8 @@ class TaskData:
 
 def make_task(batch: SeriesBatch, task: TaskName, *, seed: int, missing: float = 0.0, holdout: float = 0.2,
               horizon: float = 0.2, scale: TargetScale | None = None, train: bool = False) -> TaskData:
-    """Set up ``task`` on ``batch``: blank ``missing`` values (:func:`drop_values`), then hold out what the
-    task predicts (:func:`holdout_values`, :func:`forecast_rows`), all seeded by ``seed``.
+    """Set up ``task`` on ``batch``: blank ``missing`` values (:func:`drop_values`), then hide what the
+    task predicts (:func:`interpolation_split`, :func:`forecast_split`), all seeded by ``seed``.
 
     ``train=True``: the training part; its :class:`TargetScale` is measured on it (after ``--missing``), and
     interpolate is fit to every observed value (held out or kept). Otherwise give the training part's
@@ -324,24 +430,83 @@ def make_task(batch: SeriesBatch, task: TaskName, *, seed: int, missing: float =
                                   field="labels")
         return TaskData(task, dropped, dropped.values, None, removed, None, {"missing": removed})
     if task is TaskName.INTERPOLATE:
-        scored = holdout_values(dropped, holdout, derived_seed(seed, 2))
-        fit_to = observed if train else scored
-        masks = {"missing": removed, "held_out": scored}
+        split = interpolation_split(dropped, share=holdout, seed=derived_seed(seed, 2))
+        fit_to = observed if train else split.held_out
     else:
-        future = forecast_rows(dropped, horizon)
-        scored = observed & future[..., None]
-        fit_to = scored
-        masks = {"missing": removed, "future_rows": future, "held_out": scored}
+        split = forecast_split(dropped, horizon=horizon, seed=derived_seed(seed, 2))
+        fit_to = split.held_out
+    scored = split.held_out
+    masks = {"missing": removed, **split.masks}
     if train:
         scale = TargetScale.of(dropped)
     elif scale is None:
         raise ValueError(f"task {task.value}: the test part needs the training part's TargetScale")
     mean, std = scale.tensors(dropped.values)
     targets = torch.where(fit_to, (dropped.values - mean) / std, torch.full_like(dropped.values, float("nan")))
-    hidden = scored if task is TaskName.INTERPOLATE else future[..., None].expand_as(scored)
-    inputs = RowTargetBatch(dropped.time, torch.where(hidden, torch.full_like(dropped.values, float("nan")), dropped.values),
-                         dropped.mask, targets=targets, channel_names=dropped.channel_names, ids=dropped.ids)
+    inputs = RowTargetBatch(dropped.time, split.inputs.values, dropped.mask, targets=targets,
+                            channel_names=dropped.channel_names, ids=dropped.ids)
     return TaskData(task, inputs, dropped.values, scored, removed, scale, masks)
+
+
+def model_inputs(batch: SeriesBatch) -> SeriesBatch:
+    """``batch`` as a model is shown it when predicting: without ``targets`` (for forecast and interpolate
+    they hold the held-out values, the answer key; only the trainer's loss and early stopping read them)."""
+    if isinstance(batch, RowTargetBatch) or batch.targets is not None:
+        return SeriesBatch(batch.time, batch.values, batch.mask, labels=batch.labels, targets=None,
+                           channel_names=batch.channel_names, class_names=batch.class_names, ids=batch.ids,
+                           validate=False)
+    return batch
+
+
+# --------------------------------------------------------------------------- masks on disk
+MASKS_FORMAT = "sde.tasks masks v1"
+
+
+def save_masks(path: str | os.PathLike, task_data: TaskData | Split | Mapping[str, Tensor]) -> Path:
+    """Write the seeded masks of a task part (a :class:`TaskData`, a :class:`Split`, or ``{name: mask}``) to
+    the ``.npz`` file ``path``, atomically (:func:`tpp.io.atomic_write`), so a peer is scored on the same
+    held-out values. Besides every mask ``[B, L(, C)]`` (bool) the file holds ``format``, and where known
+    ``task``, ``ids`` (the series ids, in order), ``lengths`` and ``time [B, L]`` (each row's time), to line
+    the rows up with a peer's copy of the data. Read it with :func:`load_masks` (or ``numpy.load``)."""
+    from tpp.io import atomic_write
+
+    arrays: dict[str, np.ndarray] = {"format": np.array(MASKS_FORMAT)}
+    batch: SeriesBatch | None = None
+    if isinstance(task_data, TaskData):
+        masks, batch = task_data.masks, task_data.inputs
+        arrays["task"] = np.array(task_data.task.value)
+    elif isinstance(task_data, Split):
+        masks, batch = task_data.masks, task_data.inputs
+        arrays["task"] = np.array(task_data.task.value)
+    else:
+        masks = dict(task_data)
+    for name, mask in masks.items():
+        if name in arrays or name in ("ids", "lengths", "time"):
+            raise ValueError(f"save_masks: mask name {name!r} is reserved")
+        arrays[name] = np.asarray(mask.detach().cpu().numpy() if isinstance(mask, Tensor) else mask, dtype=bool)
+    if batch is not None:
+        if batch.ids is not None:
+            arrays["ids"] = np.array(batch.ids, dtype=str)
+        arrays["lengths"] = batch.lengths.cpu().numpy().astype(np.int64)
+        arrays["time"] = batch.time.detach().cpu().numpy().astype(np.float64)
+    path = Path(path)
+    with atomic_write(path, ".npz") as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    return path
+
+
+def load_masks(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays written by :func:`save_masks` (masks as bool numpy arrays, ``ids`` as str, ``task`` and
+    ``format`` as 0-d str arrays); a file that is not such an ``.npz`` is a ValueError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such mask file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a mask file written by sde.tasks.save_masks ({exc})") from None
+    return arrays
 
 
 # --------------------------------------------------------------------------- solver work
@@ -383,27 +548,90 @@ def record_solver_work() -> Iterator[SolverWork]:
 
 
 # --------------------------------------------------------------------------- scoring
-def predictive(model: Any, inputs: SeriesBatch, scale: TargetScale) -> tuple[Tensor, Tensor]:
-    """Predictive mean and standard deviation ``[B, L, C]`` of every value at every row of ``inputs``, in the
-    data's units: the Gaussian head (discriminative models), the posterior samples' mean and spread plus
-    the observation noise (:class:`~sde.models.LatentSDE`), or the emission averaged over the posterior
-    state marginals (:class:`~sde.models.NeuralMJP`)."""
-    from sde.models import LatentSDE, NeuralMJP
+@dataclass
+class Predictive:
+    """The predictive distribution of every value at every row ``[B, L, C]``, in the data's units.
+
+    ``mean``, ``std``: its mean and standard deviation (what MSE, MAE and the Gaussian log density use).
+    ``samples [S, B, L, C]`` (None for a Gaussian head): draws of the model's noise-free prediction (a latent
+    SDE's decoded posterior paths; the emission means of a neural MJP's states); with ``noise_std``
+    (broadcastable to ``[B, L, C]``) each draw carries Gaussian observation noise, so the predictive is the
+    mixture ``sum_s w_s N(samples[s], noise_std**2)`` (``weights [S, B, L, 1]``, None: equal), scored
+    exactly (:func:`sde.metrics.crps_mixture`); without ``noise_std`` the samples are draws of the value.
+    """
+
+    mean: Tensor
+    std: Tensor
+    samples: Tensor | None = None
+    noise_std: Tensor | None = None
+    weights: Tensor | None = None
+
+    @property
+    def kind(self) -> str:
+        """``gaussian``, ``mixture`` (samples + Gaussian noise) or ``samples``."""
+        if self.samples is None:
+            return "gaussian"
+        return "samples" if self.noise_std is None else "mixture"
+
+    def _at(self, where: Tensor) -> Any:
+        """The predictive of the values under the mask ``where [B, L, C]``, as :mod:`sde.metrics` takes it."""
+        from sde.metrics import GaussianMixture
+
+        if self.samples is None:
+            return self.mean[where], self.std[where]
+        shape = self.mean.shape
+        samples = self.samples.expand(-1, *shape)[:, where]
+        if self.noise_std is None:
+            return samples
+        std = torch.as_tensor(self.noise_std, dtype=self.mean.dtype, device=self.mean.device).expand(shape)[where]
+        weights = None if self.weights is None else self.weights.expand(-1, *shape)[:, where]
+        return GaussianMixture(samples, std, weights)
+
+    def crps(self, y: Tensor, where: Tensor) -> Tensor:
+        """CRPS ``[N]`` of the values ``y [N] = values[where]`` (:mod:`sde.metrics`)."""
+        from sde.metrics import GaussianMixture, crps_gaussian, crps_mixture, crps_samples
+
+        pred = self._at(where)
+        if isinstance(pred, tuple):
+            return crps_gaussian(pred[0], pred[1], y)
+        if isinstance(pred, GaussianMixture):
+            return crps_mixture(pred, y)
+        return crps_samples(pred, y)
+
+    def inside(self, y: Tensor, where: Tensor, level: float) -> Tensor:
+        """``[N]``: is each value ``y = values[where]`` inside the central ``level`` predictive interval?"""
+        from sde.metrics import inside_interval
+
+        return inside_interval(self._at(where), y, level)
+
+
+def predictive_distribution(model: Any, inputs: SeriesBatch, scale: TargetScale) -> Predictive:
+    """The :class:`Predictive` of every value at every row of ``inputs`` (shown to the model without its
+    ``targets``, :func:`model_inputs`): the Gaussian head of a discriminative model (mean and std mapped back
+    to the data's units with ``scale``); :class:`~sde.models.LatentSDE`: :data:`LATENT_SAMPLES` decoded
+    posterior paths and the observation noise (a Gaussian mixture; its std is the paths' spread plus the
+    noise), and so any model with its ``interpolate(batch, t, num_samples)`` and ``noise_std`` (the Latent
+    ODE); :class:`~sde.models.NeuralMJP`: its emission, a mixture over the posterior state marginals."""
+    from sde.models import NeuralMJP
+    from sde.models.latent import LatentSeriesModel
     from sde.models._base import SeriesModel
 
+    inputs = model_inputs(inputs)
     if isinstance(model, SeriesModel):
         pred = model.predict(inputs)
         mean, std = scale.tensors(pred.mean)
-        return pred.mean * std + mean, pred.std * std
+        return Predictive(pred.mean * std + mean, pred.std * std)
     time = inputs.time.to(torch.float64)
-    if isinstance(model, LatentSDE):
+    if isinstance(model, LatentSeriesModel) or (hasattr(model, "interpolate") and hasattr(model, "noise_std")):
+        # LatentSDE, LatentODE (and a user's model with their interface): posterior samples + Gaussian noise
         # the model's clock starts at each series' first observed row: ask no earlier than that
         rows = _observed(inputs).any(-1)
         first = torch.where(rows, time, torch.full_like(time, math.inf)).min(1).values
         query = torch.maximum(time, torch.where(torch.isfinite(first), first, time[:, 0])[:, None])
         samples = model.interpolate(inputs, query, num_samples=LATENT_SAMPLES)  # [S, B, L, C]
-        spread = samples.var(0, unbiased=False) + model.noise_std.to(samples) ** 2
-        return samples.mean(0), spread.sqrt()
+        noise = model.noise_std.to(samples)
+        spread = samples.var(0, unbiased=False) + noise**2
+        return Predictive(samples.mean(0), spread.sqrt(), samples, noise)
     if isinstance(model, NeuralMJP):
         q = model.posterior(inputs, time)  # [B, L, S] (one sub-process)
         emission = model.emission_
@@ -411,32 +639,77 @@ def predictive(model: Any, inputs: SeriesBatch, scale: TargetScale) -> tuple[Ten
         sd = torch.as_tensor(emission["std"], dtype=q.dtype, device=q.device)  # [C]
         mean = q @ mu
         spread = (q @ mu**2 - mean**2).clamp_min(0) + sd**2
-        return mean, spread.sqrt()
+        return Predictive(mean, spread.sqrt(), mu[:, None, None, :], sd, q.permute(2, 0, 1)[..., None])
     raise TypeError(f"no predictive distribution for {type(model).__name__}")
 
 
+def predictive(model: Any, inputs: SeriesBatch, scale: TargetScale) -> tuple[Tensor, Tensor]:
+    """Predictive mean and standard deviation ``[B, L, C]`` of every value at every row of ``inputs``, in the
+    data's units (the first two moments of :func:`predictive_distribution`)."""
+    pred = predictive_distribution(model, inputs, scale)
+    return pred.mean, pred.std
+
+
+def class_probabilities(model: Any, test: SeriesBatch, chunk: int = EVAL_CHUNK) -> Tensor:
+    """``[N, K]`` class probabilities of the ``test`` series, chunk by chunk, in order: ``model.predict_proba``
+    where the model has it (a latent model whose ``predict`` gives values), else ``model.predict``."""
+    probabilities = getattr(model, "predict_proba", None) or model.predict
+    parts = []
+    for start in range(0, len(test), chunk):
+        part = model_inputs(test[np.arange(start, min(start + chunk, len(test)))])
+        parts.append(probabilities(part).detach().to(torch.float64).cpu())
+    return torch.cat(parts) if parts else torch.zeros(0, max(test.num_classes or 0, 2), dtype=torch.float64)
+
+
+COVERAGE_LEVELS = (0.5, 0.9)
+"""Central predictive intervals whose coverage :func:`evaluate` reports (``coverage_50``, ``coverage_90``)."""
+
+
 def evaluate(model: Any, data: TaskData, *, seed: int, chunk: int = EVAL_CHUNK) -> dict[str, Any]:
-    """Score a fitted ``model`` on the test part ``data``: ``test_accuracy`` (classify) or ``test_mse``,
-    ``test_mae``, ``test_log_likelihood`` (mean Gaussian log density per held-out value, nats), and
-    ``stats``: the solver work of the whole evaluation (:class:`SolverWork`).
+    """Score a fitted ``model`` on the test part ``data``.
+
+    classify: ``test_accuracy``; with two classes also ``test_auroc`` and ``test_auprc`` of the
+    probability of the second class (:func:`sde.metrics.auroc`, :func:`sde.metrics.auprc`; for imbalanced
+    labels such as in-hospital mortality). forecast / interpolate, on the held-out values in the data's
+    units: ``test_mse``, ``test_mae`` of the predictive mean; ``test_log_likelihood`` (mean Gaussian log
+    density per held-out value, nats); ``test_crps`` (mean CRPS; from the predictive samples where the
+    model has them, see :class:`Predictive`, else of the Gaussian); ``coverage_50``, ``coverage_90`` (share
+    of held-out values inside the central 50 % / 90 % predictive interval); ``predictive`` (its kind) and
+    ``n_test_values``. Always ``stats``: the solver work of the whole evaluation (:class:`SolverWork`).
 
     The model is put in eval mode and torch's generator seeded with ``seed`` (the SDEs' Brownian paths, the
-    latent models' samples), then restored, so a saved and reloaded model scores the same numbers."""
+    latent models' samples), then restored, so a saved and reloaded model scores the same numbers. The
+    model never sees the part's ``targets`` (:func:`model_inputs`)."""
+    from sde import metrics
+
     model.eval()
     inputs = data.inputs
     with torch.random.fork_rng(devices=[]), torch.no_grad(), record_solver_work() as work:
         torch.manual_seed(derived_seed(seed, 3))
         if data.task is TaskName.CLASSIFY:
-            result: dict[str, Any] = {"test_accuracy": accuracy(model, inputs, chunk)}
+            if inputs.labels is None:
+                raise ValueError("accuracy needs labelled series")
+            probs = class_probabilities(model, inputs, chunk)
+            labels = inputs.labels.cpu()
+            result: dict[str, Any] = {"test_accuracy": float((probs.argmax(1) == labels).double().mean())
+                                      if len(labels) else float("nan")}
+            if probs.shape[1] == 2:
+                result["test_auroc"] = metrics.auroc(probs[:, 1], labels)
+                result["test_auprc"] = metrics.auprc(probs[:, 1], labels)
+                result["positive_rate"] = float(labels.double().mean()) if len(labels) else float("nan")
         else:
             scale, scored_all = data.scale, data.scored
             assert scale is not None and scored_all is not None
-            sq = ab = ll = 0.0
+            sq = ab = ll = crps = 0.0
+            inside = dict.fromkeys(COVERAGE_LEVELS, 0)
+            kind = "gaussian"
             for start in range(0, len(inputs), chunk):
                 index = np.arange(start, min(start + chunk, len(inputs)))
                 part = inputs[index]
                 length = part.time.shape[1]
-                mean, std = predictive(model, part, scale)
+                pred = predictive_distribution(model, part, scale)
+                kind = pred.kind
+                mean, std = pred.mean, pred.std
                 scored = scored_all[index, :length].to(mean.device)
                 truth = data.values[index, :length].to(mean)
                 err = (mean - truth)[scored]
@@ -444,9 +717,15 @@ def evaluate(model: Any, data: TaskData, *, seed: int, chunk: int = EVAL_CHUNK) 
                 sq += float((err**2).sum())
                 ab += float(err.abs().sum())
                 ll += float((-0.5 * (err / sd) ** 2 - torch.log(sd) - 0.5 * math.log(2 * math.pi)).sum())
+                if bool(scored.any()):
+                    y = truth[scored]
+                    crps += float(pred.crps(y, scored).sum())
+                    for level in COVERAGE_LEVELS:
+                        inside[level] += int(pred.inside(y, scored, level).sum())
             n = max(data.num_scored, 1)
             result = {"test_mse": sq / n, "test_mae": ab / n, "test_log_likelihood": ll / n,
-                      "n_test_values": data.num_scored}
+                      "test_crps": crps / n,
+                      **{f"coverage_{round(100 * level)}": inside[level] / n for level in COVERAGE_LEVELS},
+                      "predictive": kind, "n_test_values": data.num_scored}
     result["stats"] = work.as_dict()
     return result
-

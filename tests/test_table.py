@@ -51,7 +51,8 @@ def jumps() -> EventBatch:
     return MarkovJumpProcess(3, [[0, 1.0, 0.5], [0.3, 0, 0.7], [0.6, 0.4, 0]]).sample(5, 10.0, generator=0)
 
 
-SERIES_MODELS = {"neural-cde", "lsde", "lnsde", "gsde", "gru", "neural-ode", "latent-sde", "neural-mjp"}
+SERIES_MODELS = {"neural-cde", "lsde", "lnsde", "gsde", "gru", "neural-ode", "latent-sde", "neural-mjp", "latent-ode",
+                 "ode-rnn", "gru-d"}
 LABELLED_SERIES_MODELS = SERIES_MODELS | {"generative-classifier"}
 
 

@@ -12,11 +12,12 @@ import importlib as _importlib
 import pkgutil as _pkgutil
 from types import ModuleType as _ModuleType
 
+from tpp.clock import AbsoluteTimeWarning  # loaded by tpp.train anyway: exporting it here costs nothing
 from tpp.events import EventBatch, EventDataError
 from tpp.io import read_events, write_events
 from tpp.train import fit
 
-__all__ = ["EventBatch", "EventDataError", "read_events", "write_events", "fit"]
+__all__ = ["EventBatch", "EventDataError", "AbsoluteTimeWarning", "read_events", "write_events", "fit"]
 __version__ = "0.1.0"
 
 # Every public module or package beside this file (read from the directory, so a new module needs no edit here).

@@ -9,6 +9,7 @@ how fine the integration was (a coarse fixed grid can be gamed by a flexible mod
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,9 +32,18 @@ def _legendre(num_points: int) -> tuple[np.ndarray, np.ndarray]:
     return scipy.special.roots_legendre(num_points)
 
 
+#: The finest quadrature rule: nodes cost memory per interval, and a num_points of 1e300 once reached scipy's
+#: allocator ("Maximum allowed size exceeded").
+MAX_QUADRATURE_POINTS = 4096
+
+
 def gauss_legendre(a: Tensor, b: Tensor, num_points: int) -> tuple[Tensor, Tensor]:
     """Nodes ``[..., n]`` and weights ``[..., n]`` of the ``n``-point rule on each interval ``[a, b]``."""
-    x, w = _legendre(num_points)
+    if (isinstance(num_points, bool) or not isinstance(num_points, numbers.Real)
+            or not float(num_points).is_integer() or not 1 <= num_points <= MAX_QUADRATURE_POINTS):
+        raise ValueError(f"num_points (quadrature nodes per interval) must be an integer in "
+                         f"[1, {MAX_QUADRATURE_POINTS}], got {num_points!r}")
+    x, w = _legendre(int(num_points))
     x = torch.as_tensor(x, dtype=a.dtype, device=a.device)
     w = torch.as_tensor(w, dtype=a.dtype, device=a.device)
     half = ((b - a) / 2)[..., None]

@@ -21,6 +21,7 @@ sequence, the position in the sequence (and the source row where known) and the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -284,6 +285,10 @@ class EventBatch(PaddedBatch):
         mark_names: Sequence[Any] | None = None,
         validate: bool = True,
     ) -> None:
+        for name, tensor in (("time", time), ("mark", mark), ("mask", mask), ("t_start", t_start), ("t_end", t_end)):
+            if not isinstance(tensor, torch.Tensor):  # a list or a number once failed with an AttributeError
+                raise TypeError(f"EventBatch({name}=...) must be a torch.Tensor, got {type(tensor).__name__} (build "
+                                "from arrays with EventBatch.from_sequences or EventBatch.from_flat)")
         if time.dim() != 2 or mark.shape != time.shape or mask.shape != time.shape:
             raise EventDataError(
                 f"time, mark and mask must share one [B, L] shape, got {tuple(time.shape)}, "
@@ -451,6 +456,16 @@ class EventBatch(PaddedBatch):
         """``[B, L]``: gap from the previous event (from ``t_start`` for the first); 0 on padding."""
         prev = torch.cat([self.t_start[:, None], self.time[:, :-1]], dim=1)
         return torch.where(self.mask, self.time - prev, torch.zeros_like(self.time))
+
+    def scale_time(self, factor: float) -> EventBatch:
+        """The same events in another time unit: ``time``, ``t_start`` and ``t_end`` multiplied by ``factor > 0``
+        (marks, features and names unchanged). Order and ties are kept (up to rounding of nearly equal times)."""
+        factor = float(factor)
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"factor must be a positive finite number, got {factor}")
+        if factor == 1.0:
+            return self
+        return self._replace(time=self.time * factor, t_start=self.t_start * factor, t_end=self.t_end * factor)
 
     @property
     def num_features(self) -> int:

@@ -49,7 +49,9 @@ __all__ = [
     "Options",
     "as_option",
     "check_params",
+    "check_size",
     "constraints_of",
+    "MAX_PARAMETER_SIZE",
 ]
 
 E = TypeVar("E", bound=enum.Enum)
@@ -261,3 +263,20 @@ def check_params(owner: Any, **values: Any) -> dict[str, Any]:
             raise KeyError(f"{_where(owner)}no constraint declared for {name!r} (add it to _constraints)")
         out[name] = table[name].validate(value, name, owner)
     return out
+
+
+# The most numbers one parameter tensor may hold (64 Mi = 512 MiB of float64): a num_marks or hidden_size of
+# 2**40 once reached torch's allocator and failed there with a RuntimeError.
+MAX_PARAMETER_SIZE = 1 << 26
+
+
+def check_size(owner: Any, shape: tuple[Any, ...], given: str) -> None:
+    """Refuse a parameter of ``shape`` larger than :data:`MAX_PARAMETER_SIZE` numbers with a ``ValueError``
+    naming the arguments that asked for it (``given``, e.g. ``"num_marks=5000 with 2 decays"``), before
+    anything is allocated."""
+    size = 1
+    for n in shape:
+        size *= int(n)
+    if size > MAX_PARAMETER_SIZE:
+        raise ValueError(f"{_where(owner)}{given} needs a parameter of shape {[int(n) for n in shape]} ({size:,} "
+                         f"numbers, more than the {MAX_PARAMETER_SIZE:,} allowed)")

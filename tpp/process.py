@@ -77,6 +77,13 @@ def as_numpy_rng(generator: Seed) -> np.random.Generator:
     if isinstance(generator, torch.Generator):
         seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
         return np.random.default_rng(seed)
+    if isinstance(generator, (np.random.SeedSequence, np.random.BitGenerator)):
+        return np.random.default_rng(generator)
+    # numpy would take 0.0 or -1 only to fail inside SeedSequence with its own words
+    if generator is not None and (isinstance(generator, bool) or not isinstance(generator, numbers.Integral)):
+        raise TypeError(f"generator must be an int seed, a numpy or torch Generator, or None, got {generator!r}")
+    if generator is not None and generator < 0:
+        raise ValueError(f"generator (a seed) must be a non-negative integer, got {generator}")
     return np.random.default_rng(generator)
 
 
@@ -100,6 +107,10 @@ def _real(value: Any, name: str) -> np.ndarray:
     return array.astype(np.float64)
 
 
+#: The most sequences one ``sample`` call simulates (each needs its own row of every output array).
+MAX_SAMPLE_SEQUENCES = 1 << 24
+
+
 def check_sample_arguments(n: Any, t_end: Any, history: Any = None, t_start: Any = 0.0,
                            max_events: Any = None) -> None:
     """Refuse what no sampler can honour, before any simulation (a bad value would otherwise run until
@@ -114,6 +125,9 @@ def check_sample_arguments(n: Any, t_end: Any, history: Any = None, t_start: Any
         raise TypeError(f"n (the number of sequences) must be an integer, got {n!r}")
     if n < 1:
         raise ValueError(f"n (the number of sequences) must be >= 1, got {n}")
+    if n > MAX_SAMPLE_SEQUENCES:  # 2**63 once failed inside numpy ("Maximum allowed dimension exceeded")
+        raise ValueError(f"n (the number of sequences) must be at most {MAX_SAMPLE_SEQUENCES:,}, got {n}: "
+                         "sample in several calls")
     if max_events is not None:
         if isinstance(max_events, bool) or not isinstance(max_events, numbers.Integral):
             raise TypeError(f"max_events must be a positive integer, got {max_events!r}")

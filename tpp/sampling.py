@@ -61,12 +61,10 @@ def _batch(times: Tensor, marks: Tensor, lengths: Tensor, t0: Tensor, t1: Tensor
 def _intensity_given(model: PointProcess, batch: EventBatch) -> Callable[[Tensor], Tensor]:
     """``t [B, T] -> [B, T, K]`` given the events of ``batch``; a neural model encodes the history once per
     step (not once per query: a step asks three times)."""
-    from tpp.neural.base import NeuralTPP, history_index
+    from tpp.neural.base import NeuralTPP
 
     if isinstance(model, NeuralTPP) and type(model).intensity is NeuralTPP.intensity:
-        batch = model._prepare(batch)
-        context = model.encode(batch)
-        return lambda t: model.intensity_at(batch, context, history_index(batch, t), t.to(batch.dtype))
+        return model.intensity_given(batch)  # in data units, whatever the model's internal time unit
     return lambda t: model.intensity(batch, t)
 
 

@@ -12,13 +12,16 @@ repositories (legacy ``torch.save`` dicts, object-array ``.npz``, counting-proce
 only to rebuild a dataset from its original when ``$TPP_DATA_DIR`` is not available.
 
 Some originals are pickles (``triangular-tpp-pkl``, ``ifl-tpp-npz``, ``stpp-pkl``, ``ntpp-pkl``,
-``easytpp-pkl``): unpickling runs code, so :func:`tpp.datasets.load` checks their sha256 before
-converting them. Do not point these converters at files you have not verified.
+``easytpp-pkl``): :func:`tpp.datasets.load` checks their sha256 before converting them, and they are
+unpickled by restricted loaders (:mod:`tpp.io`'s data-only unpickler, ``torch.load(weights_only=True)``)
+that build containers, numbers and numpy arrays only: a file naming any other class or function is
+refused, never run.
 """
 
 from __future__ import annotations
 
 import pickle
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from tpp.events import EventBatch, EventDataError
-from tpp.io import from_dataframe, read_events
+from tpp.io import _DataOnlyUnpickler, from_dataframe, read_events
 
 __all__ = ["CONVERTERS", "Converter", "convert", "register"]
 
@@ -93,12 +96,78 @@ def _window(value: Any, name: str) -> float | None:
     raise ValueError(f"option {name!r} must be a number or 'last', got {value!r}")
 
 
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as a protocol-2 pickle uses it (the bytes of a numpy array, written as latin-1 text);
+    no other codec, so a pickle cannot reach the codec registry through it."""
+    if not isinstance(text, str) or encoding.replace("-", "").replace("_", "").lower() != "latin1":
+        raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r} (only latin1 is data)")
+    return text.encode("latin1")
+
+
+class _DownloadUnpickler(_DataOnlyUnpickler):
+    """The data-only unpickler plus what protocol-2 pickles of numpy arrays hold: latin-1 ``_codecs.encode``
+    and ``bytes``."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_bytes
+        if (module, name) in {("builtins", "bytes"), ("__builtin__", "bytes")}:  # protocol 2's empty bytes
+            return bytes
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path, label: str) -> Any:
+    """Load a pickle of plain data with :mod:`tpp.io`'s data-only unpickler: a checksum says the file is the
+    one the card names, not that it is harmless, so a class or function named in the file is refused, never
+    run."""
     with open(path, "rb") as fh:
         try:
-            return pickle.load(fh, encoding="latin1")
+            return _DownloadUnpickler(fh, encoding="latin1").load()
+        except RecursionError:
+            raise EventDataError("cannot unpickle (nested too deeply)", source=label) from None
         except Exception as exc:  # pickle raises many types on bad input
             raise EventDataError(f"cannot unpickle ({exc})", source=label) from None
+
+
+def _numpy_pickle_globals() -> list[Any]:
+    """What a legacy ``torch.save`` of numpy arrays names (under numpy 1's and numpy 2's module paths), for
+    ``torch.load(weights_only=True)``: its unpickler refuses every other class or function."""
+    from numpy._core.multiarray import _reconstruct, scalar
+
+    dtypes = {type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDGUSO"}
+    return [_reconstruct, (_reconstruct, "numpy.core.multiarray._reconstruct"), scalar,
+            (scalar, "numpy.core.multiarray.scalar"), np.ndarray, np.dtype, *dtypes]
+
+
+def _load_npz(path: Path, label: str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz``; object arrays (pickles inside the archive) through the data-only unpickler,
+    where ``np.load(allow_pickle=True)`` would run whatever the pickle names."""
+    out: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                name = member[:-4] if member.endswith(".npy") else member
+                with archive.open(member) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    # 3.0 differs from 2.0 only in allowing UTF-8 field names; an ASCII header reads the same
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, fortran, dtype = read_header(fh)
+                    if dtype.hasobject:
+                        array = _DownloadUnpickler(fh, encoding="latin1").load()
+                        if not isinstance(array, np.ndarray):
+                            raise ValueError(f"array {name!r} holds a {type(array).__name__}, not an array")
+                    else:
+                        count = int(np.prod(shape, dtype=np.int64))
+                        data = fh.read(count * dtype.itemsize)
+                        array = np.frombuffer(data, dtype=dtype, count=count)
+                        array = array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
+                    out[name] = array
+    except RecursionError:
+        raise EventDataError("cannot read as .npz (nested too deeply)", source=label) from None
+    except Exception as exc:  # zip, header and pickle errors come in many types
+        raise EventDataError(f"cannot read as .npz ({exc})", source=label) from None
+    return out
 
 
 # --------------------------------------------------------------------------- our own layout
@@ -115,7 +184,8 @@ def from_triangular_tpp_pkl(sources: Mapping[str, Path], options: Mapping[str, A
     """shchur/triangular-tpp ``data/*.pkl``: a legacy ``torch.save`` dict
     ``{sequences: [{arrival_times}], t_max, mean_number_items}``; window ``[0, t_max]``.
 
-    The legacy format needs ``torch.load(weights_only=False)`` (it unpickles); float32 times are
+    The legacy format is a pickle of numpy arrays: ``torch.load(weights_only=True)`` reads it with numpy's
+    array globals allowed and nothing else (see :func:`_numpy_pickle_globals`); float32 times are
     widened to float64 exactly.
     """
     import torch  # the only converter that needs torch
@@ -123,7 +193,9 @@ def from_triangular_tpp_pkl(sources: Mapping[str, Path], options: Mapping[str, A
     path = _only(sources, "triangular-tpp-pkl")
     label = _label(options, path)
     try:
-        obj = torch.load(path, weights_only=False, map_location="cpu")
+        # weights_only: torch's restricted unpickler, told about numpy arrays only (a download never runs code)
+        with torch.serialization.safe_globals(_numpy_pickle_globals()):
+            obj = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:
         raise EventDataError(f"cannot torch.load ({exc})", source=label) from None
     if not isinstance(obj, dict) or "sequences" not in obj or "t_max" not in obj:
@@ -140,10 +212,7 @@ def from_ifl_tpp_npz(sources: Mapping[str, Path], options: Mapping[str, Any]) ->
     sequence; no window stored, so ``[0, last event]`` (needs ``allow_pickle=True``)."""
     path = _only(sources, "ifl-tpp-npz")
     label = _label(options, path)
-    try:
-        data = np.load(path, allow_pickle=True)
-    except Exception as exc:
-        raise EventDataError(f"cannot read as .npz ({exc})", source=label) from None
+    data = _load_npz(path, label)
     if "arrival_times" not in data:
         raise EventDataError(f"missing array 'arrival_times' (arrays are {list(data.keys())})", source=label)
     times = [np.asarray(t, np.float64).reshape(-1) for t in data["arrival_times"]]

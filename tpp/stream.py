@@ -39,8 +39,14 @@ __all__ = ["BatchSource", "InMemorySource", "ParquetSource", "EventLogWriter", "
 
 
 def length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
-    """Indices of sequences grouped by similar length, ``batch_size`` per group; group order shuffled by ``rng``."""
-    order = np.argsort(lengths, kind="stable")
+    """Indices of sequences grouped by similar length, ``batch_size`` per group; with ``rng``, sequences of equal
+    length are shuffled before grouping and the group order is shuffled.
+
+    Why shuffle within a length: with equal-length series (most series archives) a stable sort made the same
+    minibatches every epoch, only reordered, and left the same tiny remainder batch each time (a NeuralCDE
+    on GunPoint varied 0.73-0.95 across seeds from that alone)."""
+    lengths = np.asarray(lengths)
+    order = np.argsort(lengths, kind="stable") if rng is None else np.lexsort((rng.random(lengths.size), lengths))
     groups = [order[i : i + batch_size] for i in range(0, order.size, batch_size)]
     if rng is not None:
         groups = [groups[i] for i in rng.permutation(len(groups))]

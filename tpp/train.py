@@ -503,6 +503,7 @@ _TRAINER_ARGUMENTS = {
     "clip": Interval(0, None),  # 0: no clipping
     "patience": Interval(1, None, integer=True),
     "seed": Interval(0, None, integer=True),
+    "checkpoint_every": Interval(1, None, integer=True, none_ok=True),  # None: checkpoint at epoch ends only
 }
 
 
@@ -511,6 +512,8 @@ def _check_trainer_arguments(**values: Any) -> None:
     ``batch_size=0`` to fail deep inside with a raw Python error). Counts must be Python or NumPy integers."""
     for name, value in values.items():
         rule = _TRAINER_ARGUMENTS[name]
+        if value is None and rule.none_ok:
+            continue
         if rule.integer and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
             raise TypeError(f"tpp.fit: {name} must be {rule.describe()}, got {value!r}")
         rule.validate(value, name, "tpp.fit")
@@ -559,10 +562,8 @@ def fit(
         raise TypeError(f"tpp.fit trains a tpp.model.Model (objective, initialise, after_step), got "
                         f"{type(model).__name__}: subclass Model and implement objective(batch) -> [B]")
     _check_trainer_arguments(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
-                             clip=clip, patience=patience, seed=seed)
+                             clip=clip, patience=patience, seed=seed, checkpoint_every=checkpoint_every)
     on_nonfinite = NonFinite(on_nonfinite)
-    if checkpoint_every is not None and checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be >= 1 steps, got {checkpoint_every}")
     if resume and overwrite:
         raise ValueError("resume=True continues the run in checkpoint_dir, overwrite=True replaces it: give one of them")
     source = as_source(train)

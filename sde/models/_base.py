@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from sde.models.heads import ClassificationHead, GaussianHead, GaussianPrediction, Task, make_head
 from tpp.model import Model, Seed
-from tpp.options import Interval, Options, check_params
+from tpp.options import Interval, Options, check_params, check_size
 
 if TYPE_CHECKING:  # imported for type hints only: a model imports the path machinery when it needs it
     from sde.paths import ControlPath
@@ -128,10 +128,14 @@ class SeriesModel(Model):
         self.input_channels = int(input_channels)
         self.hidden_size = int(hidden_size)
         self.output_size = int(output_size)
+        # the widest weight matrix is [max(C, H, O), H] (or a multiple): refuse sizes no allocator can give
+        check_size(self, (max(self.input_channels, self.hidden_size, self.output_size), self.hidden_size),
+                   f"input_channels={input_channels}, hidden_size={hidden_size}, output_size={output_size}")
         self.task = task
-        self.head: ClassificationHead | GaussianHead = make_head(task, hidden_size, output_size, batch_norm)
-        self.register_buffer("channel_mean", torch.zeros(input_channels))
-        self.register_buffer("channel_std", torch.ones(input_channels))
+        # the int() values: torch refuses a NumPy integer or an integral float as a layer size
+        self.head: ClassificationHead | GaussianHead = make_head(task, self.hidden_size, self.output_size, batch_norm)
+        self.register_buffer("channel_mean", torch.zeros(self.input_channels))
+        self.register_buffer("channel_std", torch.ones(self.input_channels))
         self.register_buffer("time_scale", torch.ones((), dtype=torch.float64))
         # the reference step rule max(min gap, 1e-3) on the training set's clock (NaN until fitted)
         self.register_buffer("train_step", torch.full((), float("nan"), dtype=torch.float64))

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from sde.models._base import SeriesModel
 from sde.models.heads import Task
+from tpp.options import Interval, check_params
 
 __all__ = ["GRUTime"]
 
@@ -47,10 +48,13 @@ class GRUTime(SeriesModel):
     before the first row), so forecasts use only the past.
     """
 
+    _constraints = {"num_layers": Interval(1, None, integer=True)}
+
     def __init__(self, input_channels: int, hidden_size: int = 32, output_size: int = 2,
                  task: Task = Task.CLASSIFICATION, *, num_layers: int = 1, batch_norm: bool | None = None) -> None:
         super().__init__(input_channels, hidden_size, output_size, task, batch_norm)
-        self.gru = nn.GRU(3 * input_channels + 1, hidden_size, num_layers=num_layers, batch_first=True)
+        check_params(self, num_layers=num_layers)
+        self.gru = nn.GRU(3 * self.input_channels + 1, self.hidden_size, num_layers=int(num_layers), batch_first=True)
 
     def latent(self, batch: Any, times: Tensor) -> Tensor:
         inputs = gru_inputs(batch.time, batch.values, batch.mask)

@@ -47,7 +47,7 @@ from sde.solvers import Backprop, Method
 from tpp.compensator import gauss_legendre
 from tpp.events import EventBatch
 from tpp.model import Seed
-from tpp.options import Interval, check_params
+from tpp.options import Interval, check_params, check_size
 from tpp.process import PointProcess, as_numpy_rng
 
 __all__ = ["NeuralCox", "NeuralCoxSDE"]
@@ -197,6 +197,14 @@ class NeuralCoxSDE(PointProcess):
         self.num_particles, self.filter_seed = int(num_particles), int(filter_seed)
         self.filter_block = int(filter_block)
         self.method, self.backprop = method, backprop
+        # ints from here on (torch refuses NumPy integers and integral floats as sizes), of a size that fits
+        num_marks, latent_size = self.num_marks, self.latent_size
+        hidden_size, context_size = int(hidden_size), int(context_size)
+        check_size(self, (max(num_marks + 1, latent_size + context_size + 3, hidden_size + 2), hidden_size),
+                   f"num_marks={num_marks}, latent_size={latent_size}, hidden_size={hidden_size}, "
+                   f"context_size={context_size}")
+        check_size(self, (2 * latent_size + num_marks, context_size + 1),
+                   f"num_marks={num_marks}, latent_size={latent_size}, context_size={context_size}")
         self.embedding = nn.Embedding(num_marks + 1, hidden_size, padding_idx=num_marks)  # row K: padding
         self.encoder = BackwardEncoder(hidden_size + 2, hidden_size, context_size)
         self.empty_context = nn.Parameter(torch.zeros(context_size))

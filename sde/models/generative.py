@@ -28,7 +28,7 @@ from tpp.options import Interval, check_params
 
 __all__ = ["GENERATIVE_BASES", "GenerativeClassifier"]
 
-GENERATIVE_BASES: dict[str, bool] = {"latent-sde": True, "neural-mjp": False}
+GENERATIVE_BASES: dict[str, bool] = {"latent-sde": True, "latent-ode": True, "neural-mjp": False}
 """The model-table names of the generative series models (they have an ``elbo`` and a ``log_likelihood``), and
 whether their ``log_likelihood`` is an importance-weighted estimate taking ``num_samples`` (NeuralMJP's is exact)."""
 
@@ -42,7 +42,7 @@ def _base_spec(base: str) -> Any:
 
 class GenerativeClassifier(Model):
     """Bayes classifier from ``num_classes`` generative series models named ``base`` in the model table
-    (``"latent-sde"`` or ``"neural-mjp"``), each built with ``base_args`` (beyond the channel count).
+    (``"latent-sde"``, ``"latent-ode"`` or ``"neural-mjp"``), each built with ``base_args`` (beyond the channel count).
 
     ``num_samples``: importance samples of the class likelihoods in :meth:`predict` (LatentSDE).
     """

@@ -51,7 +51,7 @@ from sde.models._posterior import (
 from sde.models.heads import GaussianPrediction
 from sde.solvers import Backprop, Method
 from tpp.model import Model, Seed
-from tpp.options import Interval, check_params
+from tpp.options import Interval, check_params, check_size
 
 if TYPE_CHECKING:
     from sde.series import SeriesBatch
@@ -146,7 +146,120 @@ class _Observed:
         return torch.cat([self.x, self.observed.to(self.x.dtype), self.s[..., None], gap[..., None]], -1)
 
 
-class LatentSDE(Model):
+class LatentSeriesModel(Model):
+    """What the latent models of series values share (:class:`LatentSDE`, :class:`~sde.models.LatentODE`):
+    the value standardisation and the clock (:meth:`initialise`), the Gaussian observation noise, and the
+    sampling faces (:meth:`interpolate`, :meth:`forecast`, :meth:`predict`), written once. A subclass sets
+    ``decoder`` (``nn.Linear(latent, channels)``), calls :meth:`_register_values` in its constructor and
+    implements :meth:`_sample_values`.
+    """
+
+    num_channels: int
+    decoder: nn.Linear
+
+    def _register_values(self, num_channels: int, noise_init: float, learn_noise: bool = True) -> None:
+        """The observation noise (a softplus of ``raw_noise``, in standardised units) and the standardisation
+        buffers: channel means and scales, and ``time_scale`` (data time per model time)."""
+        raw = _inverse_softplus(torch.full((num_channels,), float(noise_init)))
+        if learn_noise:
+            self.raw_noise = nn.Parameter(raw)
+        else:
+            self.register_buffer("raw_noise", raw)
+        self.register_buffer("channel_mean", torch.zeros(num_channels))
+        self.register_buffer("channel_std", torch.ones(num_channels))
+        self.register_buffer("time_scale", torch.tensor(1.0, dtype=torch.float64))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.decoder.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.weight.device
+
+    @property
+    def noise_std(self) -> Tensor:
+        """``[C]`` observation noise standard deviation in the units of the data."""
+        return F.softplus(self.raw_noise) * self.channel_std
+
+    @torch.no_grad()
+    def initialise(self, train: SeriesBatch) -> LatentSeriesModel:
+        """Channel means and scales over the observed training values; ``time_scale`` = median span."""
+        values = train.values.to(torch.float64)
+        observed = train.mask[..., None] & ~torch.isnan(values)
+        count = observed.sum((0, 1))
+        if bool((count == 0).any()):
+            raise ValueError(f"channel {int(torch.nonzero(count == 0)[0])} has no observed training value")
+        filled = torch.where(observed, values, torch.zeros_like(values))
+        mean = filled.sum((0, 1)) / count
+        var = (torch.where(observed, values - mean, torch.zeros_like(values)) ** 2).sum((0, 1)) / count.clamp_min(2)
+        self.channel_mean.copy_(mean.to(self.channel_mean.dtype))
+        self.channel_std.copy_(var.sqrt().clamp_min(1e-6).to(self.channel_std.dtype))
+        rows = train.mask & ~torch.isnan(values).all(-1)
+        time = train.time.to(torch.float64)
+        first = torch.where(rows, time, torch.full_like(time, math.inf)).min(1).values
+        last = torch.where(rows, time, torch.full_like(time, -math.inf)).max(1).values
+        spans = (last - first)[torch.isfinite(last - first) & (last > first)]
+        self.time_scale.fill_(float(spans.median()) if spans.numel() else 1.0)
+        return self
+
+    def fit_standardisation(self, train: SeriesBatch) -> LatentSeriesModel:
+        """Old name of :meth:`initialise` (kept so existing code runs)."""
+        return self.initialise(train)
+
+    def _sample_values(self, obs: _Observed, rel: Tensor, num_samples: int) -> Tensor:
+        """``[S, B, T, C]`` decoded means (standardised units, no observation noise) at model times ``rel [B, T]``
+        (time since each series' first observation over ``time_scale``)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, batch: SeriesBatch, t: Tensor | None = None, num_samples: int = 100) -> GaussianPrediction:
+        """Predictive mean and std ``[B, T, C]`` of the series at absolute times ``t`` (``[T]`` or
+        ``[B, T]``; default each row's time, from the series' first observation on), from
+        ``num_samples`` samples with the observation noise (see :meth:`interpolate`)."""
+        if t is None:
+            first = _Observed(self, batch).first
+            t = torch.maximum(batch.time.to(device=self.device, dtype=torch.float64), first[:, None])
+        x = self.interpolate(batch, t, num_samples, noise=True)
+        return GaussianPrediction(x.mean(0), x.std(0, unbiased=False))
+
+    @torch.no_grad()
+    def interpolate(self, batch: SeriesBatch, t: Tensor, num_samples: int = 100, noise: bool = False) -> Tensor:
+        """``[S, B, T, C]`` samples of the series at absolute times ``t`` (``[T]`` or ``[B, T]``), in the data's
+        units (``noise=True`` adds the observation noise). Times after a series' last observation are
+        forecasts; times before its first are refused (the model's clock starts there)."""
+        obs = _Observed(self, batch)
+        B = obs.s.shape[0]
+        t = torch.as_tensor(t, dtype=torch.float64, device=self.device)
+        t = t.expand(B, -1) if t.dim() == 1 else t
+        if t.dim() != 2 or t.shape[0] != B:
+            raise ValueError(f"t must be [T] or [B={B}, T], got {tuple(t.shape)}")
+        rel = (t - obs.first[:, None]) / float(self.time_scale)
+        bad = torch.nonzero(rel < 0)
+        if bad.numel():
+            b, j = (int(v) for v in bad[0])
+            raise ValueError(f"series {b}: time t[{j}]={float(t[b, j])!r} is before its first observation "
+                             f"{float(obs.first[b])!r}")
+        x = self._sample_values(obs, rel.to(self.dtype), check_num_samples(num_samples))
+        if noise:
+            x = x + F.softplus(self.raw_noise) * torch.randn_like(x)
+        return x * self.channel_std + self.channel_mean
+
+    def forecast(self, batch: SeriesBatch, t_future: Tensor, num_samples: int = 100, noise: bool = False) -> Tensor:
+        """``[S, B, T, C]`` samples at times ``t_future`` at or after each series' last observation."""
+        obs = _Observed(self, batch)
+        t = torch.as_tensor(t_future, dtype=torch.float64, device=self.device)
+        t = t.expand(len(obs.lengths), -1) if t.dim() == 1 else t
+        last = obs.first + obs.s64.gather(1, (obs.lengths - 1).clamp_min(0)[:, None])[:, 0] * float(self.time_scale)
+        bad = torch.nonzero(t < last[:, None])
+        if bad.numel():
+            b, j = (int(v) for v in bad[0])
+            raise ValueError(f"series {b}: t_future[{j}]={float(t[b, j])!r} is before its last observation "
+                             f"{float(last[b])!r}")
+        return self.interpolate(batch, t, num_samples, noise)
+
+
+class LatentSDE(LatentSeriesModel):
     """Latent SDE for irregular, partly missing multivariate time series (Li et al. 2020).
 
     * encoder: a GRU run backwards over each series' observed rows (values with NaN set to 0,
@@ -200,6 +313,13 @@ class LatentSDE(Model):
         self.num_channels, self.latent_size = int(num_channels), int(latent_size)
         self.num_samples, self.step_size = int(num_samples), float(step_size)
         self.method, self.backprop = method, backprop
+        # ints from here on (torch refuses NumPy integers and integral floats as sizes), of a size that fits
+        num_channels, latent_size = self.num_channels, self.latent_size
+        hidden_size, context_size = int(hidden_size), int(context_size)
+        check_size(self, (max(2 * num_channels + 2, latent_size + context_size + 1, hidden_size), hidden_size),
+                   f"num_channels={num_channels}, latent_size={latent_size}, hidden_size={hidden_size}, "
+                   f"context_size={context_size}")
+        check_size(self, (2 * latent_size, context_size), f"latent_size={latent_size}, context_size={context_size}")
         self.encoder = BackwardEncoder(2 * num_channels + 2, hidden_size, context_size)
         self.qz0 = nn.Linear(context_size, 2 * latent_size)
         self.pz0_mean = nn.Parameter(torch.zeros(latent_size))
@@ -208,49 +328,7 @@ class LatentSDE(Model):
         self.prior_drift = prior_drift if prior_drift is not None else DriftNet(latent_size, hidden_size)
         self.diffusion = diffusion if diffusion is not None else DiagonalDiffusion(latent_size)
         self.decoder = nn.Linear(latent_size, num_channels)
-        self.raw_noise = nn.Parameter(_inverse_softplus(torch.full((num_channels,), float(noise_init))))
-        self.register_buffer("channel_mean", torch.zeros(num_channels))
-        self.register_buffer("channel_std", torch.ones(num_channels))
-        self.register_buffer("time_scale", torch.tensor(1.0, dtype=torch.float64))
-
-    # ------------------------------------------------------------------ bookkeeping
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.decoder.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.decoder.weight.device
-
-    @property
-    def noise_std(self) -> Tensor:
-        """``[C]`` observation noise standard deviation in the units of the data."""
-        return F.softplus(self.raw_noise) * self.channel_std
-
-    @torch.no_grad()
-    def initialise(self, train: SeriesBatch) -> LatentSDE:
-        """Channel means and scales over the observed training values; ``time_scale`` = median span."""
-        values = train.values.to(torch.float64)
-        observed = train.mask[..., None] & ~torch.isnan(values)
-        count = observed.sum((0, 1))
-        if bool((count == 0).any()):
-            raise ValueError(f"channel {int(torch.nonzero(count == 0)[0])} has no observed training value")
-        filled = torch.where(observed, values, torch.zeros_like(values))
-        mean = filled.sum((0, 1)) / count
-        var = (torch.where(observed, values - mean, torch.zeros_like(values)) ** 2).sum((0, 1)) / count.clamp_min(2)
-        self.channel_mean.copy_(mean.to(self.channel_mean.dtype))
-        self.channel_std.copy_(var.sqrt().clamp_min(1e-6).to(self.channel_std.dtype))
-        rows = train.mask & ~torch.isnan(values).all(-1)
-        time = train.time.to(torch.float64)
-        first = torch.where(rows, time, torch.full_like(time, math.inf)).min(1).values
-        last = torch.where(rows, time, torch.full_like(time, -math.inf)).max(1).values
-        spans = (last - first)[torch.isfinite(last - first) & (last > first)]
-        self.time_scale.fill_(float(spans.median()) if spans.numel() else 1.0)
-        return self
-
-    def fit_standardisation(self, train: SeriesBatch) -> LatentSDE:
-        """Old name of :meth:`initialise` (kept so existing code runs)."""
-        return self.initialise(train)
+        self._register_values(num_channels, noise_init)
 
     # ------------------------------------------------------------------ the posterior
     def _posterior(self, obs: _Observed, extra: Tensor | None, num_samples: int, weights: bool = False,
@@ -348,60 +426,11 @@ class LatentSDE(Model):
             return float(self.log_likelihood(data, num_samples).sum()) / max(data.num_events, 1)
 
     # ------------------------------------------------------------------ predictions
-    @torch.no_grad()
-    def predict(self, batch: SeriesBatch, t: Tensor | None = None, num_samples: int = 100) -> GaussianPrediction:
-        """Predictive mean and std ``[B, T, C]`` of the series at absolute times ``t`` (``[T]`` or
-        ``[B, T]``; default each row's time, from the series' first observation on), from
-        ``num_samples`` paths with the observation noise (see :meth:`interpolate`)."""
-        if t is None:
-            first = _Observed(self, batch).first
-            t = torch.maximum(batch.time.to(device=self.device, dtype=torch.float64), first[:, None])
-        x = self.interpolate(batch, t, num_samples, noise=True)
-        return GaussianPrediction(x.mean(0), x.std(0, unbiased=False))
-
-    @torch.no_grad()
-    def interpolate(self, batch: SeriesBatch, t: Tensor, num_samples: int = 100, noise: bool = False) -> Tensor:
-        """``[S, B, T, C]`` posterior samples of the series at absolute times ``t`` (``[T]`` or ``[B, T]``).
-
-        Paths follow the posterior up to each series' last observation and the prior after it, so
-        times past the end are forecasts. ``noise=True`` adds the observation noise. Times before a
-        series' first observation are refused (the model's clock starts there).
-        """
-        obs = _Observed(self, batch)
-        B = obs.s.shape[0]
-        t = torch.as_tensor(t, dtype=torch.float64, device=self.device)
-        t = t.expand(B, -1) if t.dim() == 1 else t
-        if t.dim() != 2 or t.shape[0] != B:
-            raise ValueError(f"t must be [T] or [B={B}, T], got {tuple(t.shape)}")
-        rel = (t - obs.first[:, None]) / float(self.time_scale)
-        bad = torch.nonzero(rel < 0)
-        if bad.numel():
-            b, j = (int(v) for v in bad[0])
-            raise ValueError(f"series {b}: time t[{j}]={float(t[b, j])!r} is before its first observation "
-                             f"{float(obs.first[b])!r}")
-        rel = rel.to(self.dtype)
+    def _sample_values(self, obs: _Observed, rel: Tensor, num_samples: int) -> Tensor:
+        """Posterior paths up to each series' last observation and the prior after it (the posterior drift
+        equals the prior drift from there on), so times past the end are forecasts; decoded at ``rel``."""
         paths = self._posterior(obs, rel, num_samples, logqp=False)
         idx = torch.searchsorted(paths.grid, rel.contiguous()).repeat(num_samples, 1)
         z = paths.ys.gather(1, idx[..., None].expand(-1, -1, paths.ys.shape[-1]))
-        x = self.decoder(z).reshape(num_samples, B, t.shape[1], -1)
-        if noise:
-            x = x + F.softplus(self.raw_noise) * torch.randn_like(x)
-        return x * self.channel_std + self.channel_mean
-
-    def forecast(self, batch: SeriesBatch, t_future: Tensor, num_samples: int = 100, noise: bool = False) -> Tensor:
-        """``[S, B, T, C]`` samples at times ``t_future`` after each series' last observation.
-
-        The latent state at the last observation is drawn from the posterior given all observations,
-        then continued with the prior SDE (the posterior drift equals the prior drift from there on).
-        """
-        obs = _Observed(self, batch)
-        t = torch.as_tensor(t_future, dtype=torch.float64, device=self.device)
-        t = t.expand(len(obs.lengths), -1) if t.dim() == 1 else t
-        last = obs.first + obs.s64.gather(1, (obs.lengths - 1).clamp_min(0)[:, None])[:, 0] * float(self.time_scale)
-        bad = torch.nonzero(t < last[:, None])
-        if bad.numel():
-            b, j = (int(v) for v in bad[0])
-            raise ValueError(f"series {b}: t_future[{j}]={float(t[b, j])!r} is before its last observation "
-                             f"{float(last[b])!r}")
-        return self.interpolate(batch, t, num_samples, noise)
+        return self.decoder(z).reshape(num_samples, rel.shape[0], rel.shape[1], -1)
 

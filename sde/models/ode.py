@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from sde.models._base import PathModel
 from sde.models.heads import Task
-from tpp.options import Interval, check_params
+from tpp.options import Interval, check_params, check_size
 
 __all__ = ["NeuralODE", "ODEVectorField"]
 
@@ -54,6 +54,8 @@ class NeuralODE(PathModel):
     chosen by the solver).
     """
 
+    _constraints = {"hidden_hidden_size": Interval(1, None, integer=True, none_ok=True)}
+
     def __init__(self, input_channels: int, hidden_size: int = 32, output_size: int = 2,
                  task: Task = Task.CLASSIFICATION, interpolation: Any = None, *, hidden_hidden_size: int | None = None,
                  num_layers: int = 3, observation_counts: bool = False, method: Any = None,
@@ -64,8 +66,12 @@ class NeuralODE(PathModel):
         if not (rtol > 0 and atol > 0):
             raise ValueError(f"rtol and atol must be positive, got rtol={rtol}, atol={atol}")
         self.rtol, self.atol = float(rtol), float(atol)
-        self.initial = nn.Linear(self.path_channels, hidden_size)
-        self.field = ODEVectorField(hidden_size, hidden_hidden_size or hidden_size, num_layers)
+        H = self.hidden_size  # an int: the argument may be a NumPy integer
+        hh = H if hidden_hidden_size is None else int(check_params(self, hidden_hidden_size=hidden_hidden_size)
+                                                      ["hidden_hidden_size"])
+        check_size(self, (hh, max(H, hh)), f"hidden_size={hidden_size}, hidden_hidden_size={hidden_hidden_size}")
+        self.initial = nn.Linear(self.path_channels, H)
+        self.field = ODEVectorField(H, hh, int(num_layers))
 
     def default_method(self) -> Any:
         from sde.solvers import Method

@@ -38,7 +38,7 @@ from sde.models import _stable_equations as eq
 from sde.models._base import PathModel
 from sde.models._stable_equations import TORCH, GeometricScheme, Noise
 from sde.models.heads import Task
-from tpp.options import Interval, Options, check_params
+from tpp.options import Interval, Options, check_params, check_size
 
 __all__ = ["GSDE", "LNSDE", "LSDE", "GeometricScheme", "StableSDE"]
 
@@ -99,10 +99,12 @@ class StableSDE(PathModel):
         super().__init__(input_channels, hidden_size, output_size, task, interpolation, observation_counts, method,
                          step_size, batch_norm)
         check_params(self, num_layers=num_layers, hidden_hidden_size=hidden_hidden_size)
-        hh = hidden_size if hidden_hidden_size is None else int(hidden_hidden_size)
+        hh = self.hidden_size if hidden_hidden_size is None else int(hidden_hidden_size)
+        check_size(self, (hh, max(self.hidden_size, hh, self.path_channels)),
+                   f"hidden_size={hidden_size}, hidden_hidden_size={hidden_hidden_size}")
         self.clip_drift, self.clip_diffusion = bool(clip_drift), bool(clip_diffusion)
         self.brownian_seed = brownian_seed
-        spec = eq.layout(self.path_channels, hidden_size, hh, int(num_layers), self.time_in_drift)
+        spec = eq.layout(self.path_channels, self.hidden_size, hh, int(num_layers), self.time_in_drift)
         # zeta_0 (initial), zeta (embed_control), phi (embed_state), emb (combine: z~), in the twins' order
         self.initial, self.embed_control, self.embed_state, self.combine = (
             nn.Linear(*spec.linear[name]) for name in ("initial", "embed_control", "embed_state", "combine"))

@@ -35,6 +35,18 @@ def test_length_buckets_cover_every_sequence_once_with_similar_lengths():
     assert spread < 0.3 * np.ptp(lengths)  # buckets are much tighter than random groups
 
 
+def test_length_buckets_draw_new_groups_each_epoch_when_lengths_are_equal():
+    # Equal-length series (most series archives): a stable sort gave the same minibatches every epoch.
+    lengths = np.full(50, 150)
+    rng = np.random.default_rng(0)
+    first = {frozenset(g.tolist()) for g in length_buckets(lengths, 16, rng)}
+    second = {frozenset(g.tolist()) for g in length_buckets(lengths, 16, rng)}
+    assert first != second
+    assert sorted(np.concatenate([list(g) for g in second]).tolist()) == list(range(50))
+    fixed = length_buckets(lengths, 16, None)  # evaluation: a fixed order
+    np.testing.assert_array_equal(np.concatenate(fixed), np.arange(50))
+
+
 def test_training_improves_validation_likelihood(data):
     train, val, _ = data
     torch.manual_seed(0)

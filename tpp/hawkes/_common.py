@@ -13,12 +13,14 @@ import numpy as np
 import torch
 
 from tpp.events import EventBatch
+from tpp.options import check_size
 from tpp.process import SamplingBudgetError
 
 __all__ = [
     "budget_error",
     "FitResult",
     "check_fit_arguments",
+    "check_parameter_size",
     "record_validation",
     "NonStationaryWarning",
     "flat_events",
@@ -35,6 +37,15 @@ class NonStationaryWarning(UserWarning):
 
 class FitResult(dict):
     """Diagnostics of the last ``fit``: objective value, iterations, evaluations, seconds, convergence."""
+
+
+def check_parameter_size(owner: Any, shape: tuple[int, ...], given: str) -> None:
+    """:func:`tpp.options.check_size` with the hint that fits a classic model: fewer mark types."""
+    try:
+        check_size(owner, shape, given)
+    except ValueError as exc:
+        raise ValueError(f"{exc}: use fewer mark types (read_events(..., remap_marks=True) maps sparse ids to "
+                         "0..K-1)") from None
 
 
 def check_fit_arguments(owner: Any, val: Any, options: Mapping[str, Any], train: Any = None) -> None:

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from tpp.events import EventBatch, EventDataError
 from tpp.hawkes import _recursion
 from tpp.hawkes._common import (FitResult, NonStationaryWarning, assemble, budget_error, check_fit_arguments,
-                                record_validation, simulation_window, warn_if_not_stationary)
+                                check_parameter_size, record_validation, simulation_window, warn_if_not_stationary)
 from tpp.hawkes._common import flat_events as _flat
 from tpp.model import Seed
 from tpp.options import Interval, Objective, Options, check_params
@@ -136,6 +136,7 @@ class SumExpHawkes(PointProcess):
         self.num_decays = decays.size
         self.learn_decays = bool(learn_decays)
         K, U = self.num_marks, self.num_decays
+        check_parameter_size(self, (K, K, U), f"num_marks={K} with {U} decay(s)")
         self.log_baseline = nn.Parameter(torch.full((K,), np.log(0.1), dtype=torch.float64))
         self.log_adjacency = nn.Parameter(torch.full((K, K, U), np.log(0.1 / (K * U)), dtype=torch.float64))
         self.log_decays = nn.Parameter(torch.as_tensor(np.log(decays)), requires_grad=self.learn_decays)

@@ -41,7 +41,8 @@ from tqdm.auto import tqdm
 
 from tpp.events import EventBatch
 from tpp.hawkes import _grid
-from tpp.hawkes._common import check_fit_arguments, record_validation, simulate_branching, warn_if_not_stationary
+from tpp.hawkes._common import (check_fit_arguments, check_parameter_size, record_validation, simulate_branching,
+                                warn_if_not_stationary)
 from tpp.hawkes.kernels import Kernel, get_kernel
 from tpp.model import Seed
 from tpp.options import Initialisation, Interval, KernelName, Objective, Options, check_params
@@ -143,6 +144,9 @@ class FaDInHawkes(PointProcess):
         if delta > support:
             raise ValueError(f"FaDInHawkes: delta must be in (0, support={support}], got {delta}")
         self.num_marks = K = int(num_marks)
+        # the discretised kernels hold K x K x (support / delta) values once fitted: refuse a grid that cannot be
+        check_parameter_size(self, (K, K, math.floor(min(support / delta, 2.0**62)) + 1),
+                             f"num_marks={K} with support={support} / delta={delta}")
         self.kernel = get_kernel(kernel, support)
         self.support = float(support)
         self.delta = float(delta)

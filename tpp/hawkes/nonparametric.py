@@ -36,8 +36,8 @@ from tqdm.auto import tqdm
 
 from tpp.events import EventBatch
 from tpp.hawkes import _em
-from tpp.hawkes._common import (FitResult, check_fit_arguments, record_validation, simulate_branching,
-                                warn_if_not_stationary)
+from tpp.hawkes._common import (FitResult, check_fit_arguments, check_parameter_size, record_validation,
+                                simulate_branching, warn_if_not_stationary)
 from tpp.hawkes._common import flat_events as _flat
 from tpp.model import Seed
 from tpp.options import Interval, check_params
@@ -194,6 +194,7 @@ class NonparametricHawkes(PointProcess):
         check_params(self, num_marks=num_marks, support=support, bins=bins)
         self.num_marks, self.support, self.bins = int(num_marks), float(support), int(bins)
         K, B = self.num_marks, self.bins
+        check_parameter_size(self, (K, K, B), f"num_marks={K} with bins={B}")
         # Before fitting: a branching ratio of 0.1 spread evenly, so the model is usable as is.
         self.baseline = nn.Parameter(torch.full((K,), 0.1, dtype=torch.float64))
         self.kernel_values = nn.Parameter(torch.full((K, K, B), 0.1 / (K * self.support), dtype=torch.float64))

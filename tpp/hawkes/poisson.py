@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from tpp.events import EventBatch
-from tpp.hawkes._common import assemble, budget_error, check_fit_arguments, record_validation, simulation_window
+from tpp.hawkes._common import (assemble, budget_error, check_fit_arguments, check_parameter_size, record_validation,
+                                simulation_window)
 from tpp.model import Seed
 from tpp.options import Interval, check_params
 from tpp.process import PointProcess, as_numpy_rng
@@ -32,6 +33,7 @@ class Poisson(PointProcess):
         super().__init__()
         check_params(self, num_marks=num_marks)
         self.num_marks = int(num_marks)
+        check_parameter_size(self, (self.num_marks,), f"num_marks={self.num_marks}")
         self.log_rate = nn.Parameter(torch.zeros(num_marks, dtype=torch.float64))
 
     @classmethod

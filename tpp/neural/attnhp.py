@@ -20,8 +20,9 @@ attention) and keeps each layer's keys and values; :meth:`AttNHP.intensity_at` r
 ``[B, T]`` at once, each masked to the first ``index`` events (``B x T x L`` attention per layer and
 head); with ``window`` set, every event and every query sees only the last ``window`` events before
 it (events attend block by block, queries to their gathered window), so memory grows as ``B x T x
-window`` and sequences of any length fit. The intensity depends on ``t`` through sinusoids whose fastest period is ``2 pi`` time units,
-so the quadrature points per interval (``num_points``) should grow with the longest gap in the data;
+window`` and sequences of any length fit. The intensity depends on ``t`` through sinusoids whose fastest
+period is ``2 pi`` model time units (the training data's mean gap is one), so the quadrature points per
+interval (``num_points``) should grow with the longest gap in the data relative to the mean;
 ``compensator_error`` reports the error.
 """
 
@@ -77,6 +78,7 @@ class AttNHP(NeuralTPP):
         window: int | None = None,
     ) -> None:
         super().__init__(num_marks, hidden_size, num_points)
+        num_marks, hidden_size = self.num_marks, self.hidden_size  # checked ints (the base's __init__)
         check_params(self, num_heads=num_heads, num_layers=num_layers, window=window)
         self.window = window
         time_size = time_size or hidden_size + hidden_size % 2

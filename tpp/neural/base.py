@@ -17,27 +17,48 @@ and ``log_likelihood`` including the survival term on ``(last event, t_end]``. M
 closed-form compensator override :meth:`NeuralTPP.interval_compensator`; density models
 (intensity-free) override :meth:`NeuralTPP.log_likelihood`.
 
+Ties (events at the same time, as day-resolution data give; ``tpp`` never jitters them): the history of
+an event is the events strictly earlier in time (:func:`history_index` counts with ``side="left"``), so
+tied events do not condition one another and each is scored by ``log lambda_k(t)`` from that history; the
+tie adds a zero-length interval to the compensator. IntensityFree scores a tie by the hazard of its
+group's gap, the same intensity. ARCHITECTURE.md, "Ties"; ``tests/adversarial/test_ties.py``.
+
+Time unit (the one rule): a model never sees the data's time unit. :meth:`NeuralTPP.initialise` sets the buffer
+``time_scale`` ``s`` once per model to the training data's mean positive inter-event time (so events come about
+once per model unit), and every batch a subclass receives (``encode``, ``intensity_at``, ``interval_compensator``,
+...) has been divided by ``s`` in :meth:`NeuralTPP._prepare`. The public methods answer in the data's unit:
+``intensity`` divides by ``s`` (and takes its query times in data units), ``log_likelihood`` subtracts
+``N log s`` (the Jacobian of the change of unit, ``N`` the sequence's events), compensators and cumulative
+intensities are unitless, ``sample`` and ``predict`` return data times. So training on the same events in
+seconds or in microseconds gives the same model up to rounding, and scores that differ by exactly ``log c`` per
+event for a unit ``c`` times smaller. A subclass needs no code for this; one that standardises time inside its
+own parametrisation sets the class attribute ``own_time_scale = True`` (FullyNN, IntensityFree) and then sees data
+units and has no ``time_scale``. Before ``initialise`` (and in state dicts saved before the scale existed)
+``s = 1``: the data's own unit.
+
 The :class:`~tpp.model.Model` contract: ``initialise(train)`` is the one-time data-dependent start
-(per-type rates; subclasses add their time standardisation), ``objective`` the log-likelihood with
-the cheaper ``train_points`` rule while training. Numerical accuracy is an argument: every query
-takes ``num_points=`` (nodes per interval; the constructor's ``num_points`` is only the default) and
-``chunk_size=`` (intervals per intensity evaluation, to bound memory with many types or long
-sequences; the values do not depend on it), and no query changes the model's state.
+(time scale and per-type rates; FullyNN and IntensityFree add their own time standardisation),
+``objective`` the log-likelihood with the cheaper ``train_points`` rule while training. Numerical accuracy
+is an argument: every query takes ``num_points=`` (nodes per interval; the constructor's ``num_points`` is
+only the default) and ``chunk_size=`` (intervals per intensity evaluation, to bound memory with many types or
+long sequences; the values do not depend on it), and no query changes the model's state.
 """
 
 from __future__ import annotations
 
 import abc
+import math
 import warnings
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from tpp.compensator import gauss_legendre, integrate_intervals, interval_bounds
+from tpp.compensator import MAX_QUADRATURE_POINTS, gauss_legendre, integrate_intervals, interval_bounds
 from tpp.events import EventBatch
 from tpp.model import Seed
-from tpp.options import Interval, check_params
+from tpp.options import Interval, check_params, check_size
 from tpp.neural.layers import gather_state
 from tpp.process import PointProcess
 
@@ -91,7 +112,11 @@ class NeuralTPP(PointProcess):
 
     #: Constructor ranges, checked once by :func:`tpp.options.check_params` (subclasses add their own).
     _constraints = {"num_marks": Interval(1, None, integer=True), "hidden_size": Interval(1, None, integer=True),
-                    "num_points": Interval(1, None, integer=True)}
+                    "num_points": Interval(1, MAX_QUADRATURE_POINTS, integer=True)}
+
+    #: True for a model that standardises time inside its own parametrisation (FullyNN, IntensityFree): the base
+    #: then passes its batches in the data's unit and keeps no ``time_scale`` (module docstring).
+    own_time_scale: ClassVar[bool] = False
 
     def __init__(self, num_marks: int, hidden_size: int, num_points: int = 16) -> None:
         super().__init__()
@@ -99,12 +124,60 @@ class NeuralTPP(PointProcess):
         self.num_marks = int(num_marks)
         self.hidden_size = int(hidden_size)
         self.num_points = int(num_points)
+        # Refuse sizes torch's allocator would fail on, in our words (the embedding and the square layers).
+        given = f"num_marks={self.num_marks}, hidden_size={self.hidden_size}"
+        check_size(self, (self.num_marks + 1, self.hidden_size), given)
+        check_size(self, (4 * self.hidden_size, self.hidden_size), given)
         self.register_buffer("rates_initialised", torch.tensor(False))
+        if not self.own_time_scale:
+            # Data time units per model time unit (module docstring); set once by initialise.
+            self.register_buffer("time_scale", torch.ones((), dtype=torch.float64))
+            self.register_buffer("time_scale_set", torch.tensor(False))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         # Weights saved before the data-dependent start existed were trained: never re-initialise them.
         state_dict.setdefault(f"{prefix}rates_initialised", torch.tensor(True))
+        if not self.own_time_scale:
+            # ... and they were trained in the data's own unit: keep it (s = 1) for good.
+            state_dict.setdefault(f"{prefix}time_scale", torch.ones((), dtype=torch.float64))
+            state_dict.setdefault(f"{prefix}time_scale_set", torch.tensor(True))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ------------------------------------------------------------------ time unit
+    def time_unit(self) -> float:
+        """``s``: data time units per model time unit (1 before :meth:`initialise`, and for ``own_time_scale``
+        models)."""
+        return 1.0 if self.own_time_scale else float(self.time_scale)
+
+    def _to_model_units(self, batch: EventBatch) -> EventBatch:
+        """``batch`` with its times divided by :meth:`time_unit` (the same batch when ``s = 1``)."""
+        s = self.time_unit()
+        return batch if s == 1.0 else batch.scale_time(1.0 / s)
+
+    def _start_time_scale(self, batch: EventBatch) -> None:
+        """Set ``s`` to the mean positive inter-event time of ``batch`` (gaps from the previous event, the first from
+        ``t_start``; ties left out, as FullyNN and IntensityFree leave them out of theirs; with none positive, the
+        observed time per event), once per model. The benchmark's ``rescale`` divides by the same mean, so its
+        rescaled data give ``s = 1`` up to rounding.
+
+        Why: the layers of these models see times through fixed-size features (``log1p`` of a gap, sinusoids,
+        ``exp(w tau)``, a ``+ 1`` in THP's time ratio) whose useful range is about one time unit; gaps of 1e6
+        units saturate them (THP and RMTPP then scored far below a Poisson fit and their loss rose every epoch).
+        """
+        if self.own_time_scale or bool(self.time_scale_set):
+            return
+        if batch.num_events == 0:
+            return  # nothing to measure: keep the data's unit, and let a later call set it
+        gaps = batch.inter_event_times[batch.mask].double()
+        gaps = gaps[gaps > 0]
+        if gaps.numel():
+            scale = float(gaps.mean())
+        else:  # every event tied with the one before (or at t_start)
+            scale = float((batch.t_end - batch.t_start).double().sum()) / batch.num_events
+        if not (math.isfinite(scale) and scale > 0):
+            return  # nothing to measure: keep the data's unit, and let a later call set it
+        self.time_scale.fill_(scale)
+        self.time_scale_set.fill_(True)
 
     # ------------------------------------------------------------------ data-dependent start
     def rate_biases(self) -> list[Tensor]:
@@ -116,10 +189,13 @@ class NeuralTPP(PointProcess):
         """One-time data-dependent start from (a sample of, :func:`training_sample`) the training data; returns
         self. The trainer calls it before the first step of a fresh run (never on resume).
 
-        Here: each type's intensity starts at its average rate (:meth:`_start_rates`), once per model.
-        Subclasses that standardise times (FullyNN, IntensityFree) extend it.
+        Here: the time scale ``s`` (:meth:`_start_time_scale`), then each type's intensity starts at its average
+        rate in model units (:meth:`_start_rates`), each once per model. Subclasses that standardise times
+        themselves (FullyNN, IntensityFree) extend it.
         """
-        self._start_rates(training_sample(train))
+        batch = training_sample(train)
+        self._start_time_scale(batch)
+        self._start_rates(self._to_model_units(batch))
         return self
 
     def fit_standardisation(self, batch: EventBatch | BatchSource) -> NeuralTPP:
@@ -129,8 +205,9 @@ class NeuralTPP(PointProcess):
         return self.initialise(batch)
 
     def _start_rates(self, batch: EventBatch) -> None:
-        """Start each type's intensity at its average rate in ``batch`` (its events / the observed time), once
-        per model (a fine-tuning run keeps what was learnt).
+        """Start each type's intensity at its average rate in ``batch`` (its events / the observed time, in the
+        units of ``batch``: :meth:`initialise` passes it in model units), once per model (a fine-tuning run keeps
+        what was learnt).
 
         Why: a softplus intensity starts at ``softplus(0) = 0.69`` events per unit of time for every type, so
         with many types or slow ones the untrained model expects hundreds of times too many events and a
@@ -184,16 +261,31 @@ class NeuralTPP(PointProcess):
 
     # ------------------------------------------------------------------ derived
     def _prepare(self, batch: EventBatch) -> EventBatch:
+        """``batch`` on the model's device, its marks checked, its times in model units (divided by :meth:`time_unit`):
+        the one place where the data's unit leaves; every subclass method sees prepared batches only."""
         param = next(self.parameters(), None)
         if param is not None and (batch.device != param.device):
             batch = batch.to(param.device)
         self.check_marks(batch)
-        return batch
+        return self._to_model_units(batch)
 
     def intensity(self, batch: EventBatch, t: Tensor) -> Tensor:
+        """``[B, T, K]`` at times ``t [B, T]`` (data units), in events per data time unit."""
+        return self.intensity_given(batch)(t)
+
+    def intensity_given(self, batch: EventBatch) -> Callable[[Tensor], Tensor]:
+        """``t [B, T] -> [B, T, K]``, :meth:`intensity` given the events of ``batch``, which is encoded once here
+        (the thinning sampler asks several times per step). Times and intensities in data units."""
         batch = self._prepare(batch)
-        t = t.to(device=batch.device, dtype=batch.dtype)
-        return self.intensity_at(batch, self.encode(batch), history_index(batch, t), t)
+        context, s = self.encode(batch), self.time_unit()
+
+        def fn(t: Tensor) -> Tensor:
+            # The same rounding as the batch's times (scale_time multiplies by 1 / s): t / s can differ from
+            # t * (1 / s) in the last bit, and a query at an event's own time would then see the event (or a tie).
+            t = t.to(device=batch.device, dtype=batch.dtype) * (1.0 / s)  # exact when s = 1
+            return self.intensity_at(batch, context, history_index(batch, t), t) / s
+
+        return fn
 
     def event_log_intensity(self, batch: EventBatch, context: Any, chunk_size: int | None = None) -> Tensor:
         """``[B, L]`` log intensity of each event's own mark at its time (0 on padding); ``[B, chunk_size, K]``
@@ -250,12 +342,15 @@ class NeuralTPP(PointProcess):
         at once, which bounds memory by ``B x chunk_size x num_points x K`` instead of ``B x L x num_points x K``
         (many types, long sequences); the values equal the unchunked call's up to rounding. To bound the
         sequences too, call it on slices of the batch (the values do not depend on the batch's composition).
+        In the data's time unit: the model-unit value minus ``N log s`` (``N`` the sequence's events).
         """
         check_accuracy(num_points, chunk_size)
         batch = self._prepare(batch)
         context = self.encode(batch)
         ground = self.interval_ground_compensator(batch, context, num_points, chunk_size)
-        return self.event_log_intensity(batch, context, chunk_size).sum(1) - ground.sum(1)
+        value = self.event_log_intensity(batch, context, chunk_size).sum(1) - ground.sum(1)
+        s = self.time_unit()
+        return value if s == 1.0 else value - batch.lengths.to(value.dtype) * math.log(s)
 
     def compensator(self, batch: EventBatch, num_points: int | None = None,
                     chunk_size: int | None = None) -> Tensor:

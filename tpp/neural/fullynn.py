@@ -60,6 +60,7 @@ class FullyNN(NeuralTPP):
     """Fully neural network TPP: GRU history, monotone cumulative-hazard network, softmax marks."""
 
     _constraints = {"num_layers": Interval(1, None, integer=True)}
+    own_time_scale = True  # standardises time itself (log1p(tau / s)): the base leaves its batches in data units
 
     def __init__(
         self,
@@ -70,6 +71,7 @@ class FullyNN(NeuralTPP):
         embedding_size: int | None = None,
     ) -> None:
         super().__init__(num_marks, hidden_size, num_points)
+        num_marks, hidden_size = self.num_marks, self.hidden_size  # checked ints (the base's __init__)
         check_params(self, num_layers=num_layers)
         self.history = RecurrentHistory(num_marks, hidden_size, embedding_size)
         self.mark_head = nn.Linear(hidden_size, num_marks)

@@ -15,8 +15,20 @@ a continued history draws its first gap conditioned on the quiet time since its 
 
 ``m`` and ``d`` are buffers set once per model by :meth:`IntensityFree.initialise` (which the trainer
 calls before the first step); before it ``m = 0`` and ``d = 1`` (``log tau`` in the data's own time
-unit), and no query ever sets them. Gaps of 0 (tied events) are floored at ``1e-10`` before the logarithm, as in
-the original code.
+unit), and no query ever sets them.
+
+Ties (events at the same time) follow the project's rule (ARCHITECTURE.md, "Ties"): an event's history
+is the events strictly earlier in time. Event ``n`` of a group tied at ``t`` is scored from the state
+``h_g`` after the ``g`` events before ``t``, with the gap ``tau = t - t_{g-1}`` from the last strictly
+earlier time (``t_start`` if none): the group's first event by the density ``log p(tau | h_g)``, every
+further one by the hazard ``log p(tau | h_g) - log S(tau | h_g)`` (the intensity at ``t`` given the
+strictly earlier events, as in every intensity model), each with its mark's ``log p(k | h_g)``. A
+log-normal puts no density at a gap of 0, so flooring a tie's zero gap would score it by the density
+of ``1e-10`` (a data set with ties lost or, once trained, bought nats per event there). The RNN reads
+each event's mark and this same gap, so a tied event's input is finite and the state after a group
+has read all of its events. ``m`` and ``d`` come from the positive gaps only. The one gap that is
+still 0 is an event exactly at ``t_start``: it is read as ``1e-10`` (``_MIN_GAP``), in the density,
+the hazard and the RNN input alike.
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ from torch import Tensor, nn
 from tpp.compensator import interval_bounds
 from tpp.events import EventBatch
 from tpp.model import Seed
-from tpp.neural.base import NeuralTPP, check_accuracy, training_sample
+from tpp.neural.base import NeuralTPP, check_accuracy, history_index, training_sample
 from tpp.neural.layers import RecurrentHistory, gather_state, log_softmax_last
 from tpp.options import Interval, check_params
 from tpp.process import Prediction, as_numpy_rng
@@ -42,12 +54,14 @@ if TYPE_CHECKING:
 
 __all__ = ["IntensityFree"]
 
-_MIN_GAP = 1e-10
+_MIN_GAP = 1e-10  # an event exactly at t_start (no earlier time to measure from) is read as this gap
 _LOG_SCALE_BOUND = 4.0  # component scales s_c in (e^-4, e^4) standardised units, bounded smoothly
 
 
 class IntensityFree(NeuralTPP):
     """Intensity-free TPP: GRU history, log-normal mixture of the next gap, softmax marks."""
+
+    own_time_scale = True  # standardises log tau itself (eq. 6 inputs): the base leaves its batches in data units
 
     _constraints = {"num_mixtures": Interval(1, None, integer=True)}
 
@@ -60,6 +74,7 @@ class IntensityFree(NeuralTPP):
         embedding_size: int | None = None,
     ) -> None:
         super().__init__(num_marks, hidden_size, num_points)
+        num_marks, hidden_size = self.num_marks, self.hidden_size  # checked ints (the base's __init__)
         check_params(self, num_mixtures=num_mixtures)
         self.num_mixtures = int(num_mixtures)
         self.history = RecurrentHistory(num_marks, hidden_size, embedding_size)
@@ -92,10 +107,22 @@ class IntensityFree(NeuralTPP):
         return ((log_tau - self.log_tau_mean.to(tau.dtype)) / self.log_tau_std.to(tau.dtype)).to(self.history.h0.dtype)
 
     # ------------------------------------------------------------------ the model
+    @staticmethod
+    def _strict_gaps(batch: EventBatch) -> tuple[Tensor, Tensor]:
+        """``index [B, L]`` (events strictly before each event: ``n`` for the first of a tie group, the group's
+        first position for the others) and ``tau [B, L]``, the gap from the last strictly earlier time
+        (``t_start`` for none), a gap of 0 (only at ``t_start``) read as ``_MIN_GAP``; 1 on padding."""
+        index = history_index(batch, batch.time)
+        t_prev = torch.cat([batch.t_start[:, None], batch.time], 1).gather(1, index)
+        gap = batch.time - t_prev
+        tau = torch.where(batch.mask, torch.where(gap > 0, gap, _MIN_GAP), 1.0)
+        return index, tau
+
     def encode(self, batch: EventBatch) -> Tensor:
-        """``[B, L + 1, H]``: ``h0`` then the state after each event (inputs: mark and standardised ``log tau``)."""
-        gap = self._standardise(batch.inter_event_times.clamp_min(_MIN_GAP))
-        return self.history(batch.mark, batch.mask, gap)
+        """``[B, L + 1, H]``: ``h0`` then the state after each event (inputs: mark and standardised ``log tau``,
+        ``tau`` measured from the last strictly earlier time, so a tied event reads its group's gap)."""
+        _, tau = self._strict_gaps(batch)
+        return self.history(batch.mark, batch.mask, self._standardise(tau))
 
     def _mixture(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Log weights, means and log scales ``[..., C]`` of the standardised ``log tau``."""
@@ -114,13 +141,15 @@ class IntensityFree(NeuralTPP):
         return torch.logsumexp(log_w + log_normal, -1) - (log_jacobian + 0.5 * math.log(2 * math.pi)), z
 
     def _log_density_survival(self, h: Tensor, tau: Tensor) -> tuple[Tensor, Tensor]:
-        """``log p(tau | h)`` and ``log S(tau | h)``, shape of ``tau``; ``tau = 0`` gives ``S = 1``, ``p = 0``."""
+        """``log p(tau | h)`` and ``log S(tau | h)``, shape of ``tau``; ``tau = 0`` gives ``S = 1`` exactly (a
+        zero-length interval costs nothing) and the density at ``_MIN_GAP`` (only an event at ``t_start``
+        is scored at a zero gap)."""
         positive = tau > 0
-        safe_tau = torch.where(positive, tau, torch.ones_like(tau))  # no inf/nan gradients from the masked branch
+        floored = torch.where(positive, tau, _MIN_GAP)  # exact for tau > 0; no inf/nan gradients at 0
         mixture = self._mixture(h)
-        log_p, z = self._log_density(self._standardise(safe_tau), safe_tau, mixture)
+        log_p, z = self._log_density(self._standardise(floored), floored, mixture)
         log_surv = torch.logsumexp(mixture[0] + torch.special.log_ndtr(-z), -1)
-        return torch.where(positive, log_p, -math.inf), torch.where(positive, log_surv, 0.0)
+        return log_p, torch.where(positive, log_surv, 0.0)
 
     def _parts(self, states: Tensor, index: Tensor, batch: EventBatch) -> tuple[Tensor, Tensor, Tensor]:
         h = gather_state(states, index)
@@ -146,13 +175,20 @@ class IntensityFree(NeuralTPP):
     def log_likelihood(self, batch: EventBatch, num_points: int | None = None,
                        chunk_size: int | None = None) -> Tensor:
         """``[B]`` exact: gap densities and mark probabilities of every event plus ``log S`` of the last, open gap
-        (no quadrature: ``num_points`` and ``chunk_size`` are accepted for the common signature and not used)."""
+        (no quadrature: ``num_points`` and ``chunk_size`` are accepted for the common signature and not used).
+
+        A tied event after the first of its group is scored by the hazard ``log p - log S`` of the group's gap
+        from the state before the group (module docstring, ties)."""
         check_accuracy(num_points, chunk_size)
         batch = self._prepare(batch)
         states = self.encode(batch)
-        h_before = states[:, :-1]  # state before event n: after events 0 .. n - 1
-        tau = batch.inter_event_times.clamp_min(_MIN_GAP)
-        log_p, _ = self._log_density(self._standardise(tau), tau, self._mixture(h_before))  # no survival needed here
+        index, tau = self._strict_gaps(batch)
+        h_before = gather_state(states, index)  # the state after the events strictly before each event
+        mixture = self._mixture(h_before)
+        log_p, z = self._log_density(self._standardise(tau), tau, mixture)
+        tied = index < torch.arange(batch.max_length, device=batch.device)  # not the first event at its time
+        log_surv = torch.logsumexp(mixture[0] + torch.special.log_ndtr(-z), -1)  # no branch: no device sync
+        log_p = log_p - torch.where(tied, log_surv, 0.0)
         log_mark = log_softmax_last(self.mark_head(h_before)).gather(-1, batch.mark[..., None])[..., 0]
         events = torch.where(batch.mask, log_p + log_mark, 0.0).sum(1)
         lengths = batch.lengths
@@ -250,11 +286,14 @@ class IntensityFree(NeuralTPP):
             lengths = history.lengths
             h = states.gather(1, lengths[:, None, None].expand(-1, 1, states.shape[-1]))[:, 0]
             t_last = torch.cat([history.t_start[:, None], history.time], 1).gather(1, lengths[:, None])[:, 0]
+            # The last strictly earlier time before the history's last event (its tie group's gap origin).
+            group = history_index(history, t_last[:, None])[:, 0]
+            t_prev = torch.cat([history.t_start[:, None], history.time], 1).gather(1, group[:, None])[:, 0]
             now, t0 = history.t_end.clone(), history.t_start.clone()
         else:
             h = self.history.h0.expand(n, -1)
             now = torch.full((n,), float(t_start), dtype=dtype, device=device)
-            t_last, t0 = now.clone(), now.clone()
+            t_last, t0, t_prev = now.clone(), now.clone(), now.clone()
         ends = torch.as_tensor(t_end, dtype=dtype, device=device).expand(n).clone()
         if bool((ends < now).any()):
             raise ValueError("t_end must not be before the start of the simulation")
@@ -278,7 +317,11 @@ class IntensityFree(NeuralTPP):
                 break
             times.append(torch.where(alive, t_new, math.inf))
             marks.append(mark)
-            gap = (t_new - t_last).clamp_min(_MIN_GAP)  # as encode() sees it
+            # As encode() reads it: the gap from the last strictly earlier time (a draw that rounds onto
+            # t_last is a tie and reads its group's gap).
+            t_prev = torch.where(alive & (t_new > t_last), t_last, t_prev)
+            gap = t_new - t_prev
+            gap = torch.where(gap > 0, gap, _MIN_GAP)
             h = torch.where(alive[:, None], self.history.step(mark, self._standardise(gap), h), h)
             t_last = torch.where(alive, t_new, t_last)
             now = t_last

@@ -31,6 +31,7 @@ class NHP(StateTPP):
 
     def __init__(self, num_marks: int, hidden_size: int = 32, num_points: int = 16) -> None:
         super().__init__(num_marks, hidden_size, num_points)
+        num_marks, hidden_size = self.num_marks, self.hidden_size  # checked ints (the base's __init__)
         self.embedding = MarkEmbedding(num_marks, hidden_size)
         self.bos = nn.Parameter(torch.zeros(hidden_size))  # input of the begin-of-sequence step
         self.cell = ContinuousLSTMCell(hidden_size, hidden_size)

@@ -29,6 +29,7 @@ class RMTPP(NeuralTPP):
     def __init__(self, num_marks: int, hidden_size: int = 32, embedding_size: int | None = None,
                  num_points: int = 16, cell: Recurrence = Recurrence.RNN_TANH) -> None:
         super().__init__(num_marks, hidden_size, num_points)
+        num_marks, hidden_size = self.num_marks, self.hidden_size  # checked ints (the base's __init__)
         self.history = RecurrentHistory(num_marks, hidden_size, embedding_size, cell=cell)
         self.head = nn.Linear(hidden_size, 1 + num_marks)  # v . h + b, then the mark logits W h
         self.w = nn.Parameter(torch.tensor(-0.1))

@@ -64,6 +64,7 @@ class SAHP(StateTPP):
         feedforward_size: int | None = None, window: int | None = None,
     ) -> None:
         super().__init__(num_marks, hidden_size, num_points)
+        num_marks, hidden_size = self.num_marks, self.hidden_size  # checked ints (the base's __init__)
         self.embedding = MarkEmbedding(num_marks, hidden_size)
         self.time_encoding = TimeShiftedEncoding(hidden_size)
         feedforward = 4 * hidden_size if feedforward_size is None else feedforward_size

@@ -13,8 +13,9 @@ the intensity of type ``k`` is (eq. 6)
 
 with ``f_k`` the softplus with a learned scale per type. The paper divides by ``t_j``, which is 0 at
 the window start; we divide by the time elapsed since ``t_start`` plus one time unit (the authors'
-code divides by ``t_j + 1`` in its integral), so the slope stays finite and the time unit of the
-data matters. Before the first event a learned start state ``h_{-1}`` is used with ``t_j = t_start``.
+code divides by ``t_j + 1`` in its integral), so the slope stays finite. Times are in model units (the
+training data's mean gap, :class:`~tpp.neural.base.NeuralTPP`'s time scale), so the data's own unit does
+not matter. Before the first event a learned start state ``h_{-1}`` is used with ``t_j = t_start``.
 With a slope ``alpha_k`` that does not depend on the history, this family cannot decay towards a
 positive baseline as an exponential Hawkes intensity does (tests/tpp/neural/test_thp.py measures
 the gap).
@@ -53,6 +54,7 @@ class THP(StateTPP):
         window: int | None = None,
     ) -> None:
         super().__init__(num_marks, hidden_size, num_points)
+        num_marks, hidden_size = self.num_marks, self.hidden_size  # checked ints (the base's __init__)
         if hidden_size % num_heads or hidden_size % 2:
             raise ValueError(f"hidden_size={hidden_size} must be even and divisible by num_heads={num_heads}")
         self.embedding = MarkEmbedding(num_marks, hidden_size)

@@ -35,6 +35,10 @@ def test_start_puts_each_type_at_its_average_rate_once(name):
     assert after > before + 1.0
     counts = torch.bincount(batch.mark[batch.mask], minlength=batch.num_marks).double()
     rates = (counts + 0.01 * counts.sum() / batch.num_marks) / 400.0
+    # in model units: the time scale is the mean positive gap, so the rates total about one
+    gaps = batch.inter_event_times[batch.mask]
+    torch.testing.assert_close(model.time_scale, gaps[gaps > 0].double().mean())
+    rates = rates * float(model.time_scale)
     for bias in model.rate_biases():
         torch.testing.assert_close(torch.nn.functional.softplus(bias.double()), rates, rtol=1e-5, atol=1e-9)
     with torch.no_grad():
