@@ -6,6 +6,7 @@ sde fit --model latent-sde --data path/to/Train.ts --test path/to/Test.ts --task
 sde eval --model-file run/ --data path/to/Train.ts --task interpolate --json   # the fitted settings, same numbers
 sde fit --model gru --data airline --task forecast --window 24 --json          # one long series, cut into windows
 sde fit --model gru --data physionet2012 --task classify --json                 # in-hospital mortality: AUROC, AUPRC
+sde fit --model latent-ode --data physionet2012 --task classify --json          # its own classifier on z0 (joint)
 sde fit --model latent-sde --data physionet2012 --task interpolate --max-series 200 --json   # a seeded subset
 sde datasets --json
 ```
@@ -164,9 +165,15 @@ def _check_task(model: str, task: TaskName) -> None:
 def _build(model: str, task: TaskName, train: Any, test: Any, hidden_size: int | None, seed: int) -> Any:
     """The model from the table, shaped for the data and the task."""
     from sde.models._base import SeriesModel
+    from sde.table import JOINT_CLASSIFIERS
     from tpp import table
 
     overrides: dict[str, Any] = {} if hidden_size is None else {"hidden_size": hidden_size}
+    joint = JOINT_CLASSIFIERS.get(table.spec(model).name)
+    if task is TaskName.CLASSIFY and joint is not None:
+        # a latent model with its own classifier on z0, trained jointly with its ELBO (as the paper does)
+        classes = max(train.num_classes or 0, test.num_classes or 0)
+        return table.build(model, train, seed=seed, **{joint: classes}, **overrides)
     if task is TaskName.CLASSIFY and not issubclass(table.spec(model).cls, SeriesModel):
         # a generative model of the values classifies by one model per class and Bayes' rule
         classes = max(train.num_classes or 0, test.num_classes or 0)

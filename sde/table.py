@@ -16,7 +16,7 @@ from typing import Any
 
 from tpp.table import Family, ModelSpec, Training, event_shape, register
 
-__all__ = ["NAMES", "SERIES_NAMES", "EVENT_NAMES", "series_shape"]
+__all__ = ["NAMES", "SERIES_NAMES", "EVENT_NAMES", "JOINT_CLASSIFIERS", "series_shape"]
 
 
 def series_shape(data: Any) -> dict[str, Any]:
@@ -100,3 +100,8 @@ SERIES_NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES
 latent-ode, ode-rnn, gru-d, neural-mjp."""
 EVENT_NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES if e.shape in (event_shape, _jump_shape))
 """The sde models of event batches: neural-cox-sde, mjp."""
+JOINT_CLASSIFIERS: dict[str, str] = {"latent-ode": "num_classes"}
+"""Latent models of series with their own classifier on the latent state, trained jointly with the ELBO
+(Rubanova et al. 2019), and the constructor argument that sets the number of classes: ``sde fit --task
+classify`` builds them with it. The other latent models (latent-sde, neural-mjp) classify through
+``generative-classifier`` (one model per class, Bayes' rule)."""

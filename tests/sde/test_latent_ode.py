@@ -15,7 +15,7 @@ from sde.models import LatentODE
 from sde.series import SeriesBatch
 from sde.solvers import Method
 
-from .conftest import needs_data
+from ..conftest import needs_data
 
 GRID = np.linspace(0.0, 5.0, 51)
 

@@ -34,7 +34,7 @@ from sde.tasks import (
     subsample,
 )
 
-from .conftest import needs_data
+from ..conftest import needs_data
 
 runner = CliRunner()
 
