@@ -126,9 +126,10 @@ class TaskName(str, enum.Enum):
 
 def supported_tasks(model_class: type) -> tuple[TaskName, ...]:
     """The tasks a model class can do: a discriminative series model (:class:`sde.models._base.SeriesModel`)
-    and a generative model of the values (latent SDE, neural MJP) all three (the generative ones classify
-    through :class:`sde.models.GenerativeClassifier`, one model per class and Bayes' rule); the generative
-    classifier itself only classifies."""
+    and a generative model of the values (latent SDE, latent ODE, neural MJP) all three. A latent model with
+    its own classifier trained jointly with its ELBO (:data:`sde.table.JOINT_CLASSIFIERS`: the latent ODE)
+    classifies with it; the others classify through :class:`sde.models.GenerativeClassifier` (one model per
+    class and Bayes' rule). The generative classifier itself only classifies."""
     from sde.models.generative import GenerativeClassifier
 
     if issubclass(model_class, GenerativeClassifier):

@@ -9,11 +9,17 @@ A variational auto-encoder of irregular, partly missing series:
 * decoder: the latent ODE ``dz/dt = f(z)`` from ``z_0`` at the series' first observation, solved by
   :func:`sde.solvers.solve` once on the union of the times asked for (dopri5 by default, ``rtol=1e-3``,
   ``atol=1e-4``, the reference's decoder), and ``x(t) ~ N(W z(t) + c, diag(sigma^2))`` per channel, with
-  ``sigma`` learned (``learn_noise=True``, starting at ``noise_init`` standard deviations) or fixed at
-  ``noise_init``. The default start 0.1 is small on purpose: started at 0.5 (LatentSDE's) the noise grew
-  to explain the data before the encoder learned anything, ``q(z_0)`` fell back to the prior and the model
-  predicted the mean (a short fit on sine data stayed at MSE 0.45 of variance 0.48; from 0.1 it reached
-  0.014). The reference fixes the noise at 0.01 of data scaled to [0, 1];
+  ``sigma`` learned (``learn_noise=True``) or fixed at ``noise_init``. Learned, by default with its
+  closed-form M-step (``noise_update="closed-form"``): after each optimizer step :meth:`LatentODE.after_step`
+  sets ``sigma_c^2`` to ``E_q[squared residuals]`` of channel ``c`` over the last training batch, the value that
+  maximises the bound with the rest fixed (Rybkin et al. 2021, "calibrated decoders"). The older
+  ``noise_update="gradient"`` moves it by gradient steps from ``noise_init`` (0.1 standard deviations): Adam
+  moves a parameter by about ``lr`` a step, so a short fit kept the noise near its start and the predictive
+  intervals far too narrow (PhysioNet, 600 stays, 5 epochs = 35 steps: 90 % intervals covered 23 % of
+  held-out values; 92 % with the closed form; sine data, 120 steps: 71 % and 94 %). The price: an
+  untrained model explains the data as noise at first, so a very short fit can stay near the mean (the
+  gradient update's small start was a guard against that). The reference fixes the noise at 0.01 of data
+  scaled to [0, 1];
 * the bound, per series: ``E_q[sum_i log N(x_i | W z(t_i) + c, sigma^2)] - KL(q(z_0) || p(z_0))``, the
   expectation over ``num_samples`` draws of ``z_0`` (missing values are skipped; densities are of the raw
   values). The reference averages the log density over the observations and takes an IWAE-style
@@ -46,7 +52,7 @@ from sde.models._posterior import (
     gaussian_log_ratio,
     importance_weighted,
 )
-from sde.models.latent import LatentSeriesModel, _Observed
+from sde.models.latent import LatentSeriesModel, _inverse_softplus, _Observed
 from sde.models.odernn import ODEFunc, odernn_states
 from sde.solvers import Method, solve
 from tpp.model import Seed
@@ -60,6 +66,13 @@ __all__ = ["LatentODE"]
 IMPORTANCE_SAMPLES = 64
 """Default number of ``z_0`` draws of :meth:`LatentODE.log_likelihood` and :meth:`LatentODE.score`."""
 
+NOISE_UPDATES = ("closed-form", "gradient")
+"""How a learned observation noise is fitted: its closed-form M-step after each optimizer step, or gradient steps."""
+
+NOISE_FLOOR = 1e-3
+"""Smallest noise (standard deviations of the channel) the closed-form update sets: a channel fitted exactly
+keeps a finite density."""
+
 _ADAPTIVE = (Method.BOSH3, Method.DOPRI5, Method.DOPRI8, Method.ADAPTIVE_HEUN)
 
 
@@ -70,6 +83,9 @@ class LatentODE(LatentSeriesModel):
     networks (ODE vector fields, ``q(z_0)`` map, classifier); ``num_layers``: hidden layers of the decoder's
     vector field. ``method`` / ``rtol`` / ``atol``: the decoder's solver (a fixed-step method steps by
     ``step_size``); the encoder steps by Euler with at most ``step_size`` (the reference's ODE-RNN encoder).
+    ``learn_noise`` / ``noise_update`` / ``noise_init``: the observation noise (see the module docstring); with
+    the closed-form update a hand-written training loop calls :meth:`after_step` after each optimizer step
+    (:func:`tpp.fit` does), else the noise stays at ``noise_init``.
     """
 
     _constraints = {**{name: Interval(1, None, integer=True)
@@ -96,6 +112,7 @@ class LatentODE(LatentSeriesModel):
         step_size: float = 0.02,
         noise_init: float = 0.1,
         learn_noise: bool = True,
+        noise_update: str = "closed-form",
         num_classes: int = 0,
         classifier_weight: float = 1.0,
     ) -> None:
@@ -112,7 +129,10 @@ class LatentODE(LatentSeriesModel):
         self.num_channels, self.latent_size, self.hidden_size = int(num_channels), int(latent_size), int(hidden_size)
         self.units, self.num_layers, self.num_samples = int(units), int(num_layers), int(num_samples)
         self.method, self.rtol, self.atol, self.step_size = method, float(rtol), float(atol), float(step_size)
-        self.noise_init, self.learn_noise = float(noise_init), bool(learn_noise)
+        if noise_update not in NOISE_UPDATES:
+            raise ValueError(f"{type(self).__name__}: noise_update must be one of {NOISE_UPDATES}, got {noise_update!r}")
+        self.noise_init, self.learn_noise, self.noise_update = float(noise_init), bool(learn_noise), noise_update
+        self._noise_stats: tuple[Tensor, Tensor] | None = None  # last training batch's residual sums, not saved
         self.num_classes, self.classifier_weight = int(num_classes), float(classifier_weight)
         # ints from here on (torch refuses NumPy integers and integral floats as sizes), of a size that fits
         num_channels, latent_size, hidden_size = self.num_channels, self.latent_size, self.hidden_size
@@ -127,6 +147,7 @@ class LatentODE(LatentSeriesModel):
         # decoder: latent ODE and a linear read-out
         self.dynamics = ODEFunc(latent_size, units, num_layers)
         self.decoder = nn.Linear(latent_size, num_channels)
+        # a parameter in both updates (its gradient stays exact); the closed-form one overwrites the optimizer's step
         self._register_values(num_channels, noise_init, self.learn_noise)
         self.classifier = (nn.Sequential(nn.Linear(latent_size, units), nn.ReLU(), nn.Linear(units, num_classes))
                            if num_classes else None)
@@ -174,9 +195,26 @@ class LatentODE(LatentSeriesModel):
         """``[S, B]`` ``sum_i log N(x_i | W z(t_i) + c, sigma^2)`` of the raw observed values."""
         mean = self._at(z0, torch.where(obs.keep, obs.s, torch.zeros_like(obs.s)))
         sigma = F.softplus(self.raw_noise)
+        if self.learn_noise and self.noise_update == "closed-form" and self.training and torch.is_grad_enabled():
+            # the M-step's sufficient statistics: E_q[sum of squared residuals] and the count, per channel
+            squared = torch.where(obs.observed, (obs.x - mean.detach()) ** 2, torch.zeros_like(mean)).mean(0)
+            self._noise_stats = (squared.sum((0, 1)), obs.observed.sum((0, 1)).to(squared.dtype))
         # density of the raw value: the standardised one's divided by the channel scale
         log_px = -0.5 * ((obs.x - mean) / sigma) ** 2 - torch.log(sigma * self.channel_std) - HALF_LOG_2PI
         return torch.where(obs.observed, log_px, torch.zeros_like(log_px)).sum((2, 3))
+
+    def after_step(self) -> None:
+        """After an optimizer step (the trainer calls it; a hand-written loop should too): with
+        ``noise_update="closed-form"``, set each channel's noise to its ELBO-optimal value for the last
+        training batch, ``sigma_c^2 = E_q[sum of squared residuals] / count`` (the exact M-step of the bound
+        in ``sigma`` with the rest held fixed; a channel the batch did not observe keeps its noise)."""
+        if self._noise_stats is None:
+            return
+        squared, count = self._noise_stats
+        self._noise_stats = None
+        with torch.no_grad():
+            sigma = (squared / count.clamp_min(1)).sqrt().clamp_min(NOISE_FLOOR).to(self.raw_noise.dtype)
+            self.raw_noise.copy_(torch.where(count > 0, _inverse_softplus(sigma), self.raw_noise))
 
     def _prior(self, like: Tensor) -> tuple[Tensor, Tensor]:
         zeros = torch.zeros_like(like)
