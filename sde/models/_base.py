@@ -220,6 +220,11 @@ class SeriesModel(Model):
         """States the head reads: ``[B, H]`` at each series' end, or ``[B, L, H]`` at every row (forecast)."""
         if self.task is Task.FORECAST:
             return self.latent(prepared, prepared.time)
+        return self.summary(prepared)
+
+    def summary(self, prepared: SeriesBatch) -> Tensor:
+        """``[B, H]`` what a classifier or regressor reads of a prepared series: the state at its last row
+        (a model read in both directions overrides it with both passes over every row)."""
         return self.latent(prepared, _end_times(prepared.time, prepared.mask)[:, None])[:, 0]
 
     def _task_log_prob(self, batch: SeriesBatch) -> Tensor:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from sde.models._base import SeriesModel
+from sde.models._bidir import TwoWay
 from sde.models.heads import Task
 from tpp.options import Interval, check_params
 
@@ -41,22 +42,40 @@ def gru_inputs(time: Tensor, values: Tensor, mask: Tensor) -> Tensor:
     return torch.cat([filled, observed.to(values.dtype), delta, time[..., None]], -1)
 
 
-class GRUTime(SeriesModel):
+class GRUTime(TwoWay, SeriesModel):
     """GRU over the rows with values, observation mask, per-channel time gaps and time as inputs.
 
     The state at a time ``t`` is the GRU state after the last row at or before ``t`` (zeros
-    before the first row), so forecasts use only the past.
+    before the first row), so forecasts use only the past. ``bidirectional``: also a backward GRU over
+    each series reversed (:mod:`sde.models._bidir`); the state at a time then comes from the rows before
+    and after it, never from a row at that time.
     """
 
     _constraints = {"num_layers": Interval(1, None, integer=True)}
 
     def __init__(self, input_channels: int, hidden_size: int = 32, output_size: int = 2,
-                 task: Task = Task.CLASSIFICATION, *, num_layers: int = 1, batch_norm: bool | None = None) -> None:
+                 task: Task = Task.CLASSIFICATION, *, num_layers: int = 1, bidirectional: bool = False,
+                 batch_norm: bool | None = None) -> None:
         super().__init__(input_channels, hidden_size, output_size, task, batch_norm)
         check_params(self, num_layers=num_layers)
         self.gru = nn.GRU(3 * self.input_channels + 1, self.hidden_size, num_layers=int(num_layers), batch_first=True)
+        self._init_two_way(bidirectional)
+        if self.bidirectional:  # not nn.GRU's own bidirectional: its reverse pass would start in the padding
+            self.gru_backward = nn.GRU(3 * self.input_channels + 1, self.hidden_size, num_layers=int(num_layers),
+                                       batch_first=True)
+
+    def _pass(self, batch: Any, backward: bool) -> Tensor:
+        out, _ = (self.gru_backward if backward else self.gru)(gru_inputs(batch.time, batch.values, batch.mask))
+        return torch.cat([out.new_zeros(out.shape[0], 1, out.shape[-1]), out], 1)
+
+    def summary(self, prepared: Any) -> Tensor:
+        if self.bidirectional:
+            return self._two_way_summary(prepared)
+        return super().summary(prepared)
 
     def latent(self, batch: Any, times: Tensor) -> Tensor:
+        if self.bidirectional:
+            return self._two_way_latent(batch, times)
         inputs = gru_inputs(batch.time, batch.values, batch.mask)
         out, _ = self.gru(inputs)  # causal: padding rows after a series' end never reach its states
         states = torch.cat([out.new_zeros(out.shape[0], 1, out.shape[-1]), out], 1)

@@ -23,7 +23,9 @@ the state as it is; a row that exists with no observed value still steps (its in
 imputation), as on the paper's regular grid.
 
 The state at a query time is the state after the last row at or before it (zeros before the first row),
-read by the shared heads: classification, regression, forecast, like :class:`sde.models.GRUTime`.
+read by the shared heads: classification, regression, forecast, like :class:`sde.models.GRUTime`. With
+``bidirectional=True`` a second cell reads each series backwards and the state at a time combines both
+passes (:mod:`sde.models._bidir`): for interpolation, where the rows after a hidden value are given.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from sde.models._base import SeriesModel
+from sde.models._bidir import TwoWay
 from sde.models.heads import Task
 from tpp.options import check_size
 
@@ -67,20 +70,28 @@ class GRUDCell(nn.Module):
         return (1 - z) * h_hat + z * h_tilde
 
 
-class GRUD(SeriesModel):
-    """GRU-D classifier / regressor / forecaster on irregular, partly observed series (see the module docstring)."""
+class GRUD(TwoWay, SeriesModel):
+    """GRU-D classifier / regressor / forecaster on irregular, partly observed series (see the module docstring).
+
+    ``bidirectional``: also read each series backwards with a second cell (:mod:`sde.models._bidir`); the
+    state at a time then comes from the rows before and after it, never from a row at that time."""
 
     def __init__(self, input_channels: int, hidden_size: int = 32, output_size: int = 2,
-                 task: Task = Task.CLASSIFICATION, *, batch_norm: bool | None = None) -> None:
+                 task: Task = Task.CLASSIFICATION, *, bidirectional: bool = False,
+                 batch_norm: bool | None = None) -> None:
         super().__init__(input_channels, hidden_size, output_size, task, batch_norm)
         C, H = self.input_channels, self.hidden_size  # ints (the base converts NumPy and integral float sizes)
         check_size(self, (2 * C + H, H), f"input_channels={input_channels}, hidden_size={hidden_size}")
         self.cell = GRUDCell(C, H)
+        self._init_two_way(bidirectional)
+        if self.bidirectional:
+            self.cell_backward = GRUDCell(C, H)  # its own weights, as BRITS's two RNNs
         # the empirical mean of each channel in standardised units: 0 after SeriesModel.initialise
         self.register_buffer("x_mean", torch.zeros(C))
 
-    def row_states(self, batch: Any) -> Tensor:
-        """``[B, L, H]`` the state after each row of a prepared batch."""
+    def row_states(self, batch: Any, cell: GRUDCell | None = None) -> Tensor:
+        """``[B, L, H]`` the state after each row of a prepared batch (``cell``: default the forward one)."""
+        cell = self.cell if cell is None else cell
         time, values, exists = batch.time, batch.values, batch.mask
         B, L, C = values.shape
         observed = torch.isfinite(values) & exists[..., None]
@@ -94,7 +105,7 @@ class GRUD(SeriesModel):
         for j in range(L):
             m = m_all[:, j]
             delta = time[:, j, None] - last_seen
-            h_new = self.cell(x_all[:, j], m, delta, x_last, x_mean, h)
+            h_new = cell(x_all[:, j], m, delta, x_last, x_mean, h)
             h = torch.where(exists[:, j, None], h_new, h)
             seen = observed[:, j]
             x_last = torch.where(seen, x_all[:, j], x_last)
@@ -102,7 +113,18 @@ class GRUD(SeriesModel):
             out.append(h)
         return torch.stack(out, 1) if out else values.new_zeros(B, 0, self.hidden_size)
 
+    def _pass(self, batch: Any, backward: bool) -> Tensor:
+        out = self.row_states(batch, self.cell_backward if backward else self.cell)
+        return torch.cat([out.new_zeros(out.shape[0], 1, out.shape[-1]), out], 1)
+
+    def summary(self, prepared: Any) -> Tensor:
+        if self.bidirectional:
+            return self._two_way_summary(prepared)
+        return super().summary(prepared)
+
     def latent(self, batch: Any, times: Tensor) -> Tensor:
+        if self.bidirectional:
+            return self._two_way_latent(batch, times)
         out = self.row_states(batch)
         states = torch.cat([out.new_zeros(out.shape[0], 1, out.shape[-1]), out], 1)
         row_times = torch.where(batch.mask, batch.time, torch.full_like(batch.time, float("inf")))

@@ -11,6 +11,8 @@ the per-channel observation mask (the reference code's ``concat_mask=True``). A 
 value only moves the state by the ODE (the reference's ``masked_update``). Before the first row the
 state is zero. The state at any query time ``t`` is the state after the last row at or before ``t``,
 evolved by the ODE to ``t`` (so a forecast uses only the past, like :class:`sde.models.GRUTime`).
+``bidirectional=True`` adds a backward ODE-RNN with its own weights on the reversed clock, combined with
+the forward one at each query time (:mod:`sde.models._bidir`): for interpolation.
 
 Solving per series without a hand-written loop. The series of a batch have their observations at
 different times, but the vector field is autonomous (as in the reference, whose ``ODEFunc`` ignores
@@ -35,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from sde.models._base import SeriesModel
+from sde.models._bidir import TwoWay
 from sde.models.heads import Task
 from sde.solvers import Method, solve
 from tpp.options import Interval, check_params, check_size
@@ -117,14 +120,16 @@ def odernn_states(field: nn.Module, cell: nn.Module, time: Tensor, inputs: Tenso
     return torch.stack(out, 1)
 
 
-class ODERNN(SeriesModel):
+class ODERNN(TwoWay, SeriesModel):
     """ODE-RNN classifier / regressor / forecaster on irregular, partly observed series (see the module docstring).
 
     Arguments beyond the common ones (:class:`sde.models._base.SeriesModel`): ``units`` (width of the ODE's
     vector field, default ``hidden_size``), ``num_layers`` (its hidden layers, default 1), ``method`` (a
     :class:`sde.solvers.Method`, default Euler as the reference encoder), ``step_size`` (largest fixed step
     in model time, default 0.02), ``rtol`` / ``atol`` (adaptive methods), ``time_input`` (also feed the GRU
-    the time since the previous observed row, the reference's RNN-Delta-t input; off as in its ODE-RNN).
+    the time since the previous observed row, the reference's RNN-Delta-t input; off as in its ODE-RNN),
+    ``bidirectional`` (also read each series backwards with its own ODE and GRU, :mod:`sde.models._bidir`:
+    the state at a time then comes from the rows before and after it, never from a row at that time).
     """
 
     _constraints = {**SeriesModel._constraints, "units": Interval(1, None, integer=True, none_ok=True),
@@ -133,7 +138,7 @@ class ODERNN(SeriesModel):
     def __init__(self, input_channels: int, hidden_size: int = 32, output_size: int = 2,
                  task: Task = Task.CLASSIFICATION, *, units: int | None = None, num_layers: int = 1,
                  method: Method = Method.EULER, step_size: float = 0.02, rtol: float = 1e-3, atol: float = 1e-4,
-                 time_input: bool = False, batch_norm: bool | None = None) -> None:
+                 time_input: bool = False, bidirectional: bool = False, batch_norm: bool | None = None) -> None:
         super().__init__(input_channels, hidden_size, output_size, task, batch_norm)
         check_params(self, units=units, num_layers=num_layers, step_size=step_size)
         if not isinstance(method, Method):
@@ -149,6 +154,10 @@ class ODERNN(SeriesModel):
                    f"input_channels={input_channels}, hidden_size={hidden_size}, units={units}")
         self.field = ODEFunc(H, width, self.num_layers)
         self.cell = nn.GRUCell(2 * C + int(self.time_input), H)
+        self._init_two_way(bidirectional)
+        if self.bidirectional:  # the backward pass's own weights, as BRITS's two RNNs
+            self.field_backward = ODEFunc(H, width, self.num_layers)
+            self.cell_backward = nn.GRUCell(2 * C + int(self.time_input), H)
 
     def solver_options(self) -> dict[str, Any]:
         """What :func:`evolve` takes from the constructor."""
@@ -168,7 +177,26 @@ class ODERNN(SeriesModel):
             parts.append((batch.time - before)[..., None])
         return torch.cat(parts, -1), update
 
+    def _pass(self, batch: Any, backward: bool) -> Tensor:
+        inputs, update = self.gru_inputs(batch)
+        B = batch.time.shape[0]
+        h0 = inputs.new_zeros(B, self.hidden_size)
+        field, cell = (self.field_backward, self.cell_backward) if backward else (self.field, self.cell)
+        states = odernn_states(field, cell, batch.time, inputs, update, batch.mask, h0, batch.time.new_zeros(B),
+                               **self.solver_options())
+        return torch.cat([h0[:, None], states], 1)
+
+    def _advance(self, h: Tensor, gap: Tensor, backward: bool) -> Tensor:
+        return evolve(self.field_backward if backward else self.field, h, gap, **self.solver_options())
+
+    def summary(self, prepared: Any) -> Tensor:
+        if self.bidirectional:
+            return self._two_way_summary(prepared)
+        return super().summary(prepared)
+
     def latent(self, batch: Any, times: Tensor) -> Tensor:
+        if self.bidirectional:
+            return self._two_way_latent(batch, times)
         inputs, update = self.gru_inputs(batch)
         B = batch.time.shape[0]
         h0 = inputs.new_zeros(B, self.hidden_size)

@@ -12,7 +12,7 @@ import torch
 from sde.models import GRUD, Task
 from sde.series import SeriesBatch
 
-from .conftest import needs_data
+from tests.conftest import needs_data
 
 
 def sigmoid(v: float) -> float:

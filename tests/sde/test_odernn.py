@@ -15,7 +15,7 @@ from sde.models.odernn import ODEFunc, evolve
 from sde.series import SeriesBatch
 from sde.solvers import Method, solve
 
-from .conftest import needs_data
+from tests.conftest import needs_data
 
 
 @pytest.fixture
