@@ -23,6 +23,7 @@ Usage (from ``physionet.py``; by hand for debugging)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -112,12 +113,10 @@ def auprc(y: np.ndarray, score: np.ndarray) -> float:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process in MiB: ``VmHWM`` of /proc/self/status (Linux keeps ``ru_maxrss``
     across exec, so a child would report at least its parent's peak), else ``ru_maxrss`` (KiB on Linux)."""
-    try:
+    with contextlib.suppress(OSError):  # not Linux: fall back to ru_maxrss
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
-    except OSError:
-        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

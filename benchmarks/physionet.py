@@ -185,26 +185,12 @@ def _scale_of(train: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(scale.mean, np.float64), np.asarray(scale.std, np.float64)
 
 
-def save_task_masks(path: Path, data: dict[str, Any]) -> None:
-    """Every seeded mask of the test part (``sde.tasks``'s ``save_masks`` when it exists, else an npz)."""
-    import sde.tasks as tasks
-
-    test = data["test"]
-    if hasattr(tasks, "save_masks"):
-        try:
-            tasks.save_masks(path, test)
-            return
-        except TypeError:
-            pass
-    arrays = {k: v.cpu().numpy() for k, v in test.masks.items()}
-    arrays["ids"] = np.asarray(test.inputs.ids if test.inputs.ids is not None else [], dtype=str)
-    _savez(path, arrays)
-
-
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    """Write ``arrays`` to ``path`` atomically (the project's writer: a reader never sees half a file)."""
+    from tpp.io import atomic_write
+
+    with atomic_write(path, ".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
 
 
 # --------------------------------------------------------------------------- our models (one process each)
@@ -435,6 +421,8 @@ def main(
     out: Annotated[Path, typer.Option(help="JSON result.")] = DEFAULT_OUT,
     markdown: Annotated[Path, typer.Option(help="Markdown table.")] = DEFAULT_MARKDOWN,
 ) -> None:
+    from sde.tasks import save_masks
+
     scratch = scratch.expanduser().resolve()
     if scratch == REPO or REPO in scratch.parents:
         raise typer.BadParameter(f"--scratch must be outside the repository {REPO}")
@@ -475,7 +463,7 @@ def main(
         data = make_tasks(parts, task, seed, holdout, horizon)
         tasks_path = work / f"{task}_tasks.pt"
         torch.save(data, tasks_path)
-        save_task_masks(work / f"{task}_test_masks.npz", data)
+        save_masks(work / f"{task}_test_masks.npz", data["test"])
         arrays = peer_arrays(task, data)
         npz = work / f"{task}_peer.npz"
         _savez(npz, arrays)
@@ -534,7 +522,8 @@ def main(
 
 
 def render_markdown(payload: dict[str, Any]) -> str:
-    """The Markdown page of a run, from its JSON payload (``--render`` rebuilds it from a saved JSON)."""
+    """The Markdown page of a run, from its JSON payload (``--render`` rebuilds it from a saved JSON).
+"""
     config, env, rows, stays = payload["config"], payload["environment"], payload["rows"], payload["stays"]
     peers = {r["label"] for r in rows if r["library"] == "PyPOTS" and "error" not in r}
     old_text = ("PyPOTS sees each stay", "forecast on the PyPOTS side", "CRPS and coverage", "our learning rate")

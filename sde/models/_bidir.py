@@ -22,6 +22,7 @@ backward state after every row, combined the same way with zero gaps.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any
 
@@ -55,12 +56,13 @@ def reversed_rows(batch: Any) -> Any:
     return dataclasses.replace(batch, time=time, values=values, validate=False)
 
 
-class TwoWay:
+class TwoWay(abc.ABC):
     """Mixin of a :class:`~sde.models._base.SeriesModel` read in both directions (see the module docstring).
 
     A model sets ``self.bidirectional`` and, when it is on, ``self.combine = nn.Linear(2 * H + 2, H)``
-    (:meth:`_init_two_way`), and implements :meth:`_pass` (and :meth:`_advance` if its state moves between
-    rows)."""
+    (:meth:`_init_two_way`), and implements :meth:`_pass`, :meth:`_one_way_latent` (its causal states at
+    query times) and :meth:`_advance` if its state moves between rows; ``latent`` and ``summary`` dispatch
+    on ``bidirectional`` here, once for every model."""
 
     bidirectional: bool = False
 
@@ -70,10 +72,24 @@ class TwoWay:
             H = self.hidden_size
             self.combine = nn.Linear(2 * H + 2, H)
 
+    @abc.abstractmethod
     def _pass(self, batch: Any, backward: bool) -> Tensor:
         """``[B, L + 1, H]``: the state before any row, then after each row, of the forward pass (or of the
         backward pass's weights, on the batch it is given: :func:`reversed_rows` of the series)."""
-        raise NotImplementedError
+
+    @abc.abstractmethod
+    def _one_way_latent(self, batch: Any, times: Tensor) -> Tensor:
+        """``[B, T, H]`` the forward (causal) states at ``times``: the model's ``latent`` when one-way."""
+
+    def latent(self, batch: Any, times: Tensor) -> Tensor:
+        if self.bidirectional:
+            return self._two_way_latent(batch, times)
+        return self._one_way_latent(batch, times)
+
+    def summary(self, prepared: Any) -> Tensor:
+        if self.bidirectional:
+            return self._two_way_summary(prepared)
+        return super().summary(prepared)  # type: ignore[misc]  # the SeriesModel's readout
 
     def _advance(self, h: Tensor, gap: Tensor, backward: bool) -> Tensor:
         """``h [N, H]`` moved over ``gap [N] >= 0`` of the pass's own clock (default: unchanged, a GRU)."""

@@ -68,14 +68,7 @@ class GRUTime(TwoWay, SeriesModel):
         out, _ = (self.gru_backward if backward else self.gru)(gru_inputs(batch.time, batch.values, batch.mask))
         return torch.cat([out.new_zeros(out.shape[0], 1, out.shape[-1]), out], 1)
 
-    def summary(self, prepared: Any) -> Tensor:
-        if self.bidirectional:
-            return self._two_way_summary(prepared)
-        return super().summary(prepared)
-
-    def latent(self, batch: Any, times: Tensor) -> Tensor:
-        if self.bidirectional:
-            return self._two_way_latent(batch, times)
+    def _one_way_latent(self, batch: Any, times: Tensor) -> Tensor:
         inputs = gru_inputs(batch.time, batch.values, batch.mask)
         out, _ = self.gru(inputs)  # causal: padding rows after a series' end never reach its states
         states = torch.cat([out.new_zeros(out.shape[0], 1, out.shape[-1]), out], 1)

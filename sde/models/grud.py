@@ -117,14 +117,7 @@ class GRUD(TwoWay, SeriesModel):
         out = self.row_states(batch, self.cell_backward if backward else self.cell)
         return torch.cat([out.new_zeros(out.shape[0], 1, out.shape[-1]), out], 1)
 
-    def summary(self, prepared: Any) -> Tensor:
-        if self.bidirectional:
-            return self._two_way_summary(prepared)
-        return super().summary(prepared)
-
-    def latent(self, batch: Any, times: Tensor) -> Tensor:
-        if self.bidirectional:
-            return self._two_way_latent(batch, times)
+    def _one_way_latent(self, batch: Any, times: Tensor) -> Tensor:
         out = self.row_states(batch)
         states = torch.cat([out.new_zeros(out.shape[0], 1, out.shape[-1]), out], 1)
         row_times = torch.where(batch.mask, batch.time, torch.full_like(batch.time, float("inf")))

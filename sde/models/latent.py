@@ -26,6 +26,7 @@ The SDE-driven Cox process that shares these pieces lives in :mod:`sde.models.co
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -207,10 +208,10 @@ class LatentSeriesModel(Model):
         """Old name of :meth:`initialise` (kept so existing code runs)."""
         return self.initialise(train)
 
+    @abc.abstractmethod
     def _sample_values(self, obs: _Observed, rel: Tensor, num_samples: int) -> Tensor:
         """``[S, B, T, C]`` decoded means (standardised units, no observation noise) at model times ``rel [B, T]``
         (time since each series' first observation over ``time_scale``)."""
-        raise NotImplementedError
 
     @torch.no_grad()
     def predict(self, batch: SeriesBatch, t: Tensor | None = None, num_samples: int = 100) -> GaussianPrediction:

@@ -189,14 +189,7 @@ class ODERNN(TwoWay, SeriesModel):
     def _advance(self, h: Tensor, gap: Tensor, backward: bool) -> Tensor:
         return evolve(self.field_backward if backward else self.field, h, gap, **self.solver_options())
 
-    def summary(self, prepared: Any) -> Tensor:
-        if self.bidirectional:
-            return self._two_way_summary(prepared)
-        return super().summary(prepared)
-
-    def latent(self, batch: Any, times: Tensor) -> Tensor:
-        if self.bidirectional:
-            return self._two_way_latent(batch, times)
+    def _one_way_latent(self, batch: Any, times: Tensor) -> Tensor:
         inputs, update = self.gru_inputs(batch)
         B = batch.time.shape[0]
         h0 = inputs.new_zeros(B, self.hidden_size)

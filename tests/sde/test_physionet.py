@@ -28,15 +28,15 @@ from sde.physionet import (
 )
 from sde.series import SeriesBatch, SeriesDataError
 
+from ..conftest import SHARED_DATA, needs_data
+
+pytestmark = needs_data  # every test reads the staged archives
+
 
 @pytest.fixture(scope="module")
 def archive() -> Path:
-    import os
-
-    root = Path(os.environ.get("TPP_DATA_DIR", "/work/shared/data"))
-    path = root / "physionet2012" / "set-a_first200.tar.gz"
-    if not path.is_file():
-        pytest.skip(f"{path} is not staged")
+    path = Path(SHARED_DATA or ".") / "physionet2012" / "set-a_first200.tar.gz"
+    assert path.is_file(), f"{path} is not staged"
     return path
 
 
