@@ -206,7 +206,8 @@ def our_worker(job_path: Path) -> None:
     data = torch.load(job["tasks"], weights_only=False)
     train, val, test = data["train"], data["val"], data["test"]
     task, seed = TaskName(job["task"]), int(job["seed"])
-    net = _build(job["model"], task, train.inputs, test.inputs, job["hidden_size"], seed)
+    net = _build(job["model"], task, train.inputs, test.inputs, job["hidden_size"], seed,
+                 options=job.get("model_options") or None)
     batch = job["batch_size"] or batch_size_rule(len(train.inputs))
     started = time.perf_counter()
     record = tpp.fit(net, train.inputs, val.inputs, epochs=job["epochs"], batch_size=batch, lr=job["lr"],
@@ -413,6 +414,9 @@ def main(
     # interpolation 11.92 and forecast 15.86 (1e-2, 10 epochs: 16.03)
     lr: Annotated[float, typer.Option(help="Our peak learning rate (PyPOTS keeps its Adam default, 1e-3).")] = 3e-3,
     hidden_size: Annotated[Optional[int], typer.Option(help="Our hidden size (default: the model table's).")] = None,
+    model_options: Annotated[Optional[str], typer.Option(help=(
+        "Further constructor arguments of our models as JSON, e.g. '{\"reconstruction_weight\": 1.0}' "
+        "(each model must take them)."))] = None,
     peer_size: Annotated[str, typer.Option(help="PyPOTS sizes: small (CPU) or paper (TSI-Bench's).")] = "small",
     csdi_samples: Annotated[int, typer.Option(min=2, help="CSDI predictive samples per value.")] = 20,
     timeout: Annotated[float, typer.Option(help="Seconds per model before it is stopped (the issue's budget: 30 min).")] = 1800,
@@ -429,6 +433,12 @@ def main(
     if quick:
         max_patients, epochs, csdi_samples = max_patients or 120, 1, min(csdi_samples, 4)
     task_list = _split(tasks)
+    try:
+        options = json.loads(model_options) if model_options else {}
+    except json.JSONDecodeError as error:
+        raise typer.BadParameter(f"not JSON: {error}", param_hint="--model-options") from None
+    if not isinstance(options, dict):
+        raise typer.BadParameter("a JSON object of constructor arguments", param_hint="--model-options")
     for t in task_list:
         if t not in TASKS:
             raise typer.BadParameter(f"task {t!r} is not one of {TASKS}")
@@ -479,6 +489,7 @@ def main(
         for name in model_list:
             job = {"model": name, "task": task, "seed": seed, "epochs": epochs, "patience": patience, "lr": lr,
                    "batch_size": batch_size, "hidden_size": hidden_size, "tasks": str(tasks_path),
+                   "model_options": options,
                    "out": str(work / f"{task}_ours_{name}.json")}
             job_path = work / f"{task}_ours_{name}.job.json"
             job_path.write_text(json.dumps(job))
@@ -504,7 +515,7 @@ def main(
     config = {"quick": quick, "max_patients": max_patients, "epochs": epochs, "patience": patience,
               "models": model_list, "peers": peer_list, "tasks": task_list, "seed": seed, "holdout": holdout,
               "horizon": horizon, "batch_size": batch_size, "lr": lr, "hidden_size": hidden_size,
-              "peer_size": peer_size, "csdi_samples": csdi_samples, "grid_steps": GRID_STEPS}
+              "model_options": options, "peer_size": peer_size, "csdi_samples": csdi_samples, "grid_steps": GRID_STEPS}
     payload = {"command": reproduce_command(__file__), "environment": env, "config": config,
                "stays": {k: len(v) for k, v in parts.items()}, "rows": rows, "notes": notes, "published": PUBLISHED,
                "wall_seconds": total, "work_dir": str(work)}

@@ -162,14 +162,17 @@ def _check_task(model: str, task: TaskName) -> None:
                          f"{' or '.join(t.value for t in tasks)}")
 
 
-def _build(model: str, task: TaskName, train: Any, test: Any, hidden_size: int | None, seed: int) -> Any:
-    """The model from the table, shaped for the data and the task."""
+def _build(model: str, task: TaskName, train: Any, test: Any, hidden_size: int | None, seed: int,
+           options: dict[str, Any] | None = None) -> Any:
+    """The model from the table, shaped for the data and the task (``options``: further constructor
+    arguments, which win over the task's defaults below)."""
     from sde.models._base import SeriesModel
     from sde.models._bidir import TwoWay
     from sde.table import JOINT_CLASSIFIERS
     from tpp import table
 
     overrides: dict[str, Any] = {} if hidden_size is None else {"hidden_size": hidden_size}
+    overrides.update(options or {})
     joint = JOINT_CLASSIFIERS.get(table.spec(model).name)
     if task is TaskName.CLASSIFY and joint is not None:
         # a latent model with its own classifier on z0, trained jointly with its ELBO (as the paper does)

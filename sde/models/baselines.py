@@ -48,18 +48,21 @@ class GRUTime(TwoWay, SeriesModel):
     The state at a time ``t`` is the GRU state after the last row at or before ``t`` (zeros
     before the first row), so forecasts use only the past. ``bidirectional``: also a backward GRU over
     each series reversed (:mod:`sde.models._bidir`); the state at a time then comes from the rows before
-    and after it, never from a row at that time.
+    and after it and from a row at that time (with ``leave_row_out``: from the other rows only).
+    ``reconstruction_weight``: a classifier also learns to estimate each observed value one step ahead
+    (BRITS's auxiliary loss, :mod:`sde.models._bidir`).
     """
 
     _constraints = {"num_layers": Interval(1, None, integer=True)}
 
     def __init__(self, input_channels: int, hidden_size: int = 32, output_size: int = 2,
                  task: Task = Task.CLASSIFICATION, *, num_layers: int = 1, bidirectional: bool = False,
+                 leave_row_out: bool = False, reconstruction_weight: float = 0.0,
                  batch_norm: bool | None = None) -> None:
         super().__init__(input_channels, hidden_size, output_size, task, batch_norm)
         check_params(self, num_layers=num_layers)
         self.gru = nn.GRU(3 * self.input_channels + 1, self.hidden_size, num_layers=int(num_layers), batch_first=True)
-        self._init_two_way(bidirectional)
+        self._init_two_way(bidirectional, leave_row_out, reconstruction_weight)
         if self.bidirectional:  # not nn.GRU's own bidirectional: its reverse pass would start in the padding
             self.gru_backward = nn.GRU(3 * self.input_channels + 1, self.hidden_size, num_layers=int(num_layers),
                                        batch_first=True)

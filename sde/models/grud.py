@@ -74,16 +74,19 @@ class GRUD(TwoWay, SeriesModel):
     """GRU-D classifier / regressor / forecaster on irregular, partly observed series (see the module docstring).
 
     ``bidirectional``: also read each series backwards with a second cell (:mod:`sde.models._bidir`); the
-    state at a time then comes from the rows before and after it, never from a row at that time."""
+    state at a time then comes from the rows before and after it and from a row at that time
+    (with ``leave_row_out``: from the other rows only). ``reconstruction_weight``: a classifier also learns
+    to estimate each observed value one step ahead (BRITS's auxiliary loss, :mod:`sde.models._bidir`)."""
 
     def __init__(self, input_channels: int, hidden_size: int = 32, output_size: int = 2,
-                 task: Task = Task.CLASSIFICATION, *, bidirectional: bool = False,
+                 task: Task = Task.CLASSIFICATION, *, bidirectional: bool = False, leave_row_out: bool = False,
+                 reconstruction_weight: float = 0.0,
                  batch_norm: bool | None = None) -> None:
         super().__init__(input_channels, hidden_size, output_size, task, batch_norm)
         C, H = self.input_channels, self.hidden_size  # ints (the base converts NumPy and integral float sizes)
         check_size(self, (2 * C + H, H), f"input_channels={input_channels}, hidden_size={hidden_size}")
         self.cell = GRUDCell(C, H)
-        self._init_two_way(bidirectional)
+        self._init_two_way(bidirectional, leave_row_out, reconstruction_weight)
         if self.bidirectional:
             self.cell_backward = GRUDCell(C, H)  # its own weights, as BRITS's two RNNs
         # the empirical mean of each channel in standardised units: 0 after SeriesModel.initialise

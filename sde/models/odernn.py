@@ -129,7 +129,9 @@ class ODERNN(TwoWay, SeriesModel):
     in model time, default 0.02), ``rtol`` / ``atol`` (adaptive methods), ``time_input`` (also feed the GRU
     the time since the previous observed row, the reference's RNN-Delta-t input; off as in its ODE-RNN),
     ``bidirectional`` (also read each series backwards with its own ODE and GRU, :mod:`sde.models._bidir`:
-    the state at a time then comes from the rows before and after it, never from a row at that time).
+    the state at a time then comes from the rows before and after it and from a row at that time; with
+    ``leave_row_out`` from the other rows only), ``reconstruction_weight`` (a classifier also learns to estimate
+    each observed value one step ahead: BRITS's auxiliary loss, :mod:`sde.models._bidir`).
     """
 
     _constraints = {**SeriesModel._constraints, "units": Interval(1, None, integer=True, none_ok=True),
@@ -138,7 +140,8 @@ class ODERNN(TwoWay, SeriesModel):
     def __init__(self, input_channels: int, hidden_size: int = 32, output_size: int = 2,
                  task: Task = Task.CLASSIFICATION, *, units: int | None = None, num_layers: int = 1,
                  method: Method = Method.EULER, step_size: float = 0.02, rtol: float = 1e-3, atol: float = 1e-4,
-                 time_input: bool = False, bidirectional: bool = False, batch_norm: bool | None = None) -> None:
+                 time_input: bool = False, bidirectional: bool = False, leave_row_out: bool = False,
+                 reconstruction_weight: float = 0.0, batch_norm: bool | None = None) -> None:
         super().__init__(input_channels, hidden_size, output_size, task, batch_norm)
         check_params(self, units=units, num_layers=num_layers, step_size=step_size)
         if not isinstance(method, Method):
@@ -154,7 +157,7 @@ class ODERNN(TwoWay, SeriesModel):
                    f"input_channels={input_channels}, hidden_size={hidden_size}, units={units}")
         self.field = ODEFunc(H, width, self.num_layers)
         self.cell = nn.GRUCell(2 * C + int(self.time_input), H)
-        self._init_two_way(bidirectional)
+        self._init_two_way(bidirectional, leave_row_out, reconstruction_weight)
         if self.bidirectional:  # the backward pass's own weights, as BRITS's two RNNs
             self.field_backward = ODEFunc(H, width, self.num_layers)
             self.cell_backward = nn.GRUCell(2 * C + int(self.time_input), H)

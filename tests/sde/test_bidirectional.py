@@ -73,6 +73,30 @@ def test_the_prediction_at_a_row_reads_the_rows_before_and_after_it(cls):
 
 
 @pytest.mark.parametrize("cls", MODELS)
+def test_leave_row_out_predicts_each_row_from_the_other_rows_only(cls):
+    model = make(cls)
+    leave = cls(3, hidden_size=8, output_size=3, task=Task.FORECAST, bidirectional=True, leave_row_out=True).double()
+    leave.load_state_dict(model.state_dict())
+    leave.eval()
+    times, values = series(4, 9)
+    base = row_means(leave, batch_of((times, values)))
+    for j in (0, 4, 8):  # first, inner and last row: all of that row's values moved
+        changed = values.copy()
+        changed[j] = np.where(np.isnan(changed[j]), 7.0, changed[j] + 5.0)
+        out = row_means(leave, batch_of((times, changed)))
+        torch.testing.assert_close(out[0, j], base[0, j], rtol=0, atol=0)
+        neighbour = j + 1 if j < 8 else j - 1
+        assert not torch.allclose(out[0, neighbour], base[0, neighbour])
+    # the default reading does see the row at the query time
+    changed = values.copy()
+    changed[4] = np.where(np.isnan(changed[4]), 7.0, changed[4] + 5.0)
+    assert not torch.allclose(row_means(model, batch_of((times, changed)))[0, 4],
+                              row_means(model, batch_of((times, values)))[0, 4])
+    with pytest.raises(ValueError, match="bidirectional"):
+        cls(3, hidden_size=8, output_size=3, task=Task.FORECAST, leave_row_out=True)
+
+
+@pytest.mark.parametrize("cls", MODELS)
 def test_a_held_out_value_never_reaches_the_prediction_at_its_row(cls):
     model = make(cls)
     raw = batch_of(series(2, 12), series(3, 8))
@@ -148,3 +172,64 @@ def test_a_bidirectional_model_built_by_the_table_saves_and_loads(name, tmp_path
     loaded = table.load(table.save(model, tmp_path / "m.pt"))
     assert loaded.bidirectional is True
     torch.testing.assert_close(loaded.predict(b).mean, model.predict(b).mean)
+
+
+def _classifier_with_reconstruction(cls, bidirectional: bool, weight: float = 0.5):
+    torch.manual_seed(0)
+    model = cls(3, hidden_size=8, output_size=2, task=Task.CLASSIFICATION, bidirectional=bidirectional,
+                reconstruction_weight=weight).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("cls", MODELS)
+def test_the_reconstruction_estimate_of_a_value_never_reads_that_value(cls, bidirectional):
+    # For the summed squared error S of one pass, S(v + d) + S(v - d) - 2 S(v) = 2 d^2 exactly when no estimate
+    # of that pass reads v: checked for the last row the pass reads (forward: the last row; backward: the
+    # first), whose value no later estimate of that pass sees either
+    from sde.models._bidir import reversed_rows
+
+    model = _classifier_with_reconstruction(cls, bidirectional)
+    times, values = series(12, 7)
+    for backward in ((False, True) if bidirectional else (False,)):
+        row = 0 if backward else 6
+
+        def summed(delta: float) -> float:
+            changed = values.copy()
+            changed[row, 0] += delta
+            prepared = model.prepare(batch_of((times, changed)))
+            if backward:
+                prepared = reversed_rows(prepared)
+            with torch.no_grad():
+                error = model.reconstruction_error(prepared, model._pass(prepared, backward=backward), backward)
+            return float(error[0]) * int(np.isfinite(changed).sum())
+
+        curvature = summed(0.7) + summed(-0.7) - 2 * summed(0.0)  # standardised units (the model's std is 1)
+        assert curvature == pytest.approx(2 * 0.7**2, rel=1e-9)
+        # and the value does enter the error: moving it changes S
+        assert summed(0.7) != pytest.approx(summed(0.0))
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_the_reconstruction_term_enters_training_only(cls):
+    model = _classifier_with_reconstruction(cls, True, weight=0.5)
+    plain = cls(3, hidden_size=8, output_size=2, task=Task.CLASSIFICATION, bidirectional=True).double()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("reconstruct")})
+    b = batch_of(series(13, 7), series(14, 5))
+    b = SeriesBatch(b.time, b.values, b.mask, labels=torch.tensor([0, 1]))
+    model.eval(), plain.eval()
+    torch.testing.assert_close(model.objective(b), plain.objective(b), rtol=0, atol=0)
+    model.train(), plain.train()
+    prepared = model.prepare(b)
+    from sde.models._bidir import reversed_rows
+    flipped = reversed_rows(prepared)
+    error = (model.reconstruction_error(prepared, model._pass(prepared, backward=False))
+             + model.reconstruction_error(flipped, model._pass(flipped, backward=True), backward=True)) / 2
+    torch.testing.assert_close(model.objective(b), plain.objective(b) - 0.5 * error, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="classifier"):
+        cls(3, hidden_size=8, output_size=3, task=Task.FORECAST, reconstruction_weight=1.0)
+    with pytest.raises(ValueError, match="reconstruction_weight"):
+        cls(3, hidden_size=8, output_size=2, reconstruction_weight=-1.0)
