@@ -56,11 +56,21 @@ SERIES_MODELS = {"neural-cde", "lsde", "lnsde", "gsde", "gru", "neural-ode", "la
 LABELLED_SERIES_MODELS = SERIES_MODELS | {"generative-classifier"}
 
 
+@pytest.fixture(scope="module")
+def magnitudes(events) -> EventBatch:
+    """The events with a Gutenberg-Richter magnitude above 2.5 each (the mark of marked-hawkes)."""
+    flat = events.to_flat()
+    values = 2.5 + np.random.default_rng(0).exponential(0.5, flat["times"].size)
+    return EventBatch.from_flat(**flat, features=values, feature_names=["magnitude"])
+
+
 @pytest.fixture
-def data(request, events, series, jumps):
+def data(request, events, series, jumps, magnitudes):
     """The data set whose shape fills the model's arguments: series for series models, jump paths for the
-    jump process, else events."""
+    jump process, events with magnitudes for marked-hawkes, else events."""
     name = request.node.callspec.params["name"]
+    if name == "marked-hawkes":
+        return magnitudes
     return series if name in LABELLED_SERIES_MODELS else jumps if name == "mjp" else events
 
 

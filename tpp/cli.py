@@ -107,6 +107,14 @@ def fit(
     remap_marks: Annotated[bool, typer.Option(
         "--remap-marks", help="Files: map sparse or text mark ids to 0..K-1 (the ids are kept and written back).")] = False,
     decay: Annotated[Optional[float], typer.Option(help="exp-hawkes: fix the decay (learned when omitted).")] = None,
+    feature: Annotated[Optional[str], typer.Option(
+        help="marked-hawkes: the feature column that is the mark (default magnitude).")] = None,
+    link: Annotated[Optional[str], typer.Option(
+        help="nonlinear-hawkes: link of the intensity, softplus (default), relu, exp or identity.")] = None,
+    baseline: Annotated[str, typer.Option(
+        help="exp/sumexp-hawkes: baseline in time: constant, periodic (cyclic splines) or piecewise (equal bins).")] = "constant",
+    period: Annotated[Optional[float], typer.Option(help="periodic/piecewise baseline: the period in the data's unit (24 for a day in hours).")] = None,
+    n_basis: Annotated[Optional[int], typer.Option("--n-basis", help="periodic/piecewise baseline: splines or bins per period (default 8).")] = None,
     objective: Annotated[Optional[Objective], typer.Option(
         help="Contrast: likelihood (default) or least-squares for exp/sumexp-hawkes; l2 (default) or likelihood for fadin.")] = None,
     kernel: Annotated[KernelName, typer.Option(help="fadin: kernel family.")] = KernelName.TRUNCATED_GAUSSIAN,
@@ -131,6 +139,8 @@ def fit(
     trained = model_table.spec(model.value).training is Training.TRAINER
     check_run_options(out, resume, checkpoint_every, overwrite, trained, model.value,
                       model_table.names(Family.TPP, Training.TRAINER))
+    if trained and (baseline != "constant" or period is not None or n_basis is not None):
+        raise ValueError(f"--baseline/--period/--n-basis apply to exp-hawkes and sumexp-hawkes, not {model.value}")
     if trained:
         result = _fit_neural(model.value, data, t_end, hidden_size, epochs, batch_size, lr, seed, out,
                              resume=resume, checkpoint_every=checkpoint_every, overwrite=overwrite,
@@ -146,7 +156,9 @@ def fit(
     if objective is Objective.LEAST_SQUARES and model not in (ModelName.exp_hawkes, ModelName.sumexp_hawkes):
         raise ValueError("--objective least-squares applies to exp-hawkes and sumexp-hawkes")
     estimator = build_model(model.value, batch.num_marks, decay=decay, kernel=kernel.value, support=support,
-                            delta=delta, bins=bins, objective=None if objective is None else objective.value)
+                            delta=delta, bins=bins, objective=None if objective is None else objective.value,
+                            feature=feature, link=link, baseline=baseline, period=period,
+                            n_basis=8 if n_basis is None and baseline == "piecewise" else n_basis)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         estimator, seconds = fit_model(estimator, batch, objective=None if objective is None else objective.value,
@@ -239,6 +251,8 @@ def _write_fit_outputs(out: Path, model: ModelName, estimator: Any, batch: Any, 
     if model is ModelName.poisson:
         return
     plot.save_figure(plot.plot_adjacency(estimator.adjacency_), out / "adjacency.png")
+    if getattr(estimator, "_basis", None) is not None and estimator.period is not None:  # a time-varying baseline
+        plot.save_figure(plot.plot_baseline(estimator), out / "baseline.png")
     if model in (ModelName.fadin, ModelName.nonparametric_em):
         curves = {model.value: estimator}
         if model is ModelName.fadin:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "plot_intensity", "plot_adjacency", "plot_qq", "plot_kernels", "save_figure", "plot_kernel_grid", "plot_benchmark",
     "plot_training_curves", "plot_calibration", "plot_forecast", "plot_fan_chart", "plot_state_posterior",
+    "plot_hawkes_posterior", "plot_baseline",
 ]
 
 
@@ -444,4 +445,83 @@ def plot_state_posterior(
     ax.set_ylabel("probability")
     ax.legend(fontsize=7, loc="upper left")
     ax.set_title(title, fontsize=9)
+    return fig
+
+
+def plot_hawkes_posterior(
+    posterior: object,
+    truth: object | None = None,
+    level: float = 0.9,
+    bins: int = 40,
+    max_types: int = 6,
+    title: str = "posterior: branching ratio and adjacency a_ij (row i: excited, column j: exciting)",
+) -> Figure:
+    """Histograms of a Bayesian Hawkes fit (:class:`tpp.hawkes.bayes.Posterior`): the branching ratio on
+    the left, a ``K x K`` grid of the adjacency entries on the right, each with its ``level`` credible
+    interval shaded; ``truth`` (a model with ``adjacency_``, e.g. the simulating ExpHawkes) adds the
+    true values as red lines. Only the first ``max_types`` types are drawn."""
+    ratio = np.asarray(posterior.branching_ratio(), dtype=float)
+    adjacency = np.asarray(posterior.adjacency, dtype=float)
+    true_adj = None if truth is None else np.asarray(truth.adjacency_, dtype=float).reshape(adjacency.shape[1:])
+    K = min(adjacency.shape[1], max_types)
+    tail = (1 - level) / 2
+    fig = plt.figure(figsize=(2.6 + 1.9 * K, 1.2 + 1.5 * K), constrained_layout=True)
+    left, right = fig.subfigures(1, 2, width_ratios=[1.3, K])
+
+    def panel(ax: Axes, x: np.ndarray, true_value: float | None, label: str) -> None:
+        ax.hist(x, bins=bins, color="C0", alpha=0.7)
+        lo, hi = np.quantile(x, [tail, 1 - tail])
+        ax.axvspan(lo, hi, color="C0", alpha=0.15, lw=0)
+        if true_value is not None:
+            ax.axvline(true_value, color="r", lw=1.2)
+        ax.set_xlabel(label, fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.set_yticks([])
+
+    ax = left.subplots()
+    true_ratio = None if true_adj is None else float(np.max(np.abs(np.linalg.eigvals(true_adj))))
+    panel(ax, ratio, true_ratio, f"branching ratio ({100 * level:g}% interval shaded)")
+    if true_ratio is None or true_ratio < 1:
+        ax.axvline(1.0, color="k", ls=":", lw=1)  # stationarity boundary
+    grid = right.subplots(K, K, squeeze=False, sharex=True)
+    for i in range(K):
+        for j in range(K):
+            panel(grid[i, j], adjacency[:, i, j], None if true_adj is None else float(true_adj[i, j]),
+                  f"a[{i},{j}]")
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def plot_baseline(
+    model: PointProcess,
+    period: float | None = None,
+    origin: float | None = None,
+    num: int = 500,
+    marks: Sequence[int] | None = None,
+    ax: Axes | None = None,
+    unit: str = "",
+    title: str = "fitted baseline over one period",
+) -> Figure:
+    """The baseline ``mu_k(t)`` of a Hawkes model (``baseline_at``) over one period (a day, a week), one curve
+    per type (at most 10), with each type's mean ``baseline_`` dotted. ``period``/``origin`` default to the
+    model's (required for a model without a period); the x axis is the phase ``t - origin`` in ``unit``."""
+    period = getattr(model, "period", None) if period is None else period
+    if period is None:
+        raise ValueError("plot_baseline: the model has no period; pass period= (the span to draw)")
+    origin = float(getattr(model, "origin", 0.0) if origin is None else origin)
+    phase = np.linspace(0.0, float(period), num, endpoint=False)
+    values = np.asarray(model.baseline_at(origin + phase))
+    fig, ax = _axes(ax)
+    shown = list(range(values.shape[1]))[:10] if marks is None else list(marks)
+    mean = np.asarray(getattr(model, "baseline_", values.mean(0)))
+    for k in shown:
+        line, = ax.plot(phase, values[:, k], lw=1.2, label=f"type {k}")
+        ax.axhline(float(mean[k]), color=line.get_color(), ls=":", lw=0.8)
+    ax.set_xlim(0.0, float(period))
+    ax.set_ylim(bottom=0.0)
+    ax.set_xlabel(f"phase{f' ({unit})' if unit else ''} since {origin:g}")
+    ax.set_ylabel("baseline mu_k(t)")
+    if len(shown) > 1:
+        ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title)
     return fig

@@ -29,9 +29,10 @@ from tpp.table import Family, Training
 __all__ = ["ModelReport", "build_model", "fit_model", "model_params", "compare_models", "write_report", "MODEL_NAMES",
            "ALL_MODEL_NAMES"]
 
-MODEL_NAMES = tuple(s.name for s in model_table.specs(Family.TPP, Training.ESTIMATOR) if not s.required)
-"""The models :func:`compare_models` fits by default: the table's classic models that need no option
-(``poisson``, ``exp-hawkes``, ``sumexp-hawkes``)."""
+MODEL_NAMES = tuple(s.name for s in model_table.specs(Family.TPP, Training.ESTIMATOR)
+                    if not s.required and not s.needs)
+"""The models :func:`compare_models` fits by default: the table's classic models that need no option and
+no feature column (``poisson``, ``exp-hawkes``, ``sumexp-hawkes``, ``powerlaw-hawkes``, ...)."""
 ALL_MODEL_NAMES = tuple(model_table.names(Family.TPP, Training.ESTIMATOR))
 """Every classic model of the table (the ones fitted by their own estimator)."""
 
@@ -46,8 +47,14 @@ def build_model(
     delta: float | None = None,
     bins: int = 20,
     objective: str | None = None,
+    feature: str | None = None,
+    link: str | None = None,
+    **baseline_options: Any,
 ) -> PointProcess:
     """A fresh model by CLI name (:func:`tpp.table.build`), given the options the ``tpp fit`` command has.
+
+    ``baseline_options`` (``baseline="periodic"``, ``period``, ``n_basis``; None entries ignored) go to a model
+    with a time-varying baseline (exp-hawkes, sumexp-hawkes); any other model refuses them (``ValueError``).
 
     ``poisson``; ``exp-hawkes`` (decay learned unless given); ``sumexp-hawkes`` (3 decays learned);
     ``fadin`` (``kernel``, ``support`` W, grid ``delta`` (default W / 100), ``objective`` l2 or
@@ -55,8 +62,13 @@ def build_model(
     constructor has; the others are ignored, and None means the table's default.
     """
     entry = model_table.spec(name, Family.TPP)
-    options = {"decay": decay, "kernel": kernel, "support": support, "delta": delta, "bins": bins, "objective": objective}
+    options = {"decay": decay, "kernel": kernel, "support": support, "delta": delta, "bins": bins, "objective": objective,
+               "feature": feature, "link": link}  # feature: marked-hawkes's mark column; link: nonlinear-hawkes's
     accepted = inspect.signature(entry.cls).parameters
+    given = {k: v for k, v in baseline_options.items() if v is not None and not (k == "baseline" and v == "constant")}
+    if given and "baseline" not in accepted:
+        raise ValueError(f"{name} has a constant baseline only: {', '.join(sorted(given))} apply to exp-hawkes and sumexp-hawkes")
+    options.update(given)
     return model_table.build(entry.name, num_marks=num_marks,
                              **{k: v for k, v in options.items() if v is not None and k in accepted})
 
@@ -78,6 +90,8 @@ def model_params(model: PointProcess) -> dict[str, Any]:
     if isinstance(model, Poisson):
         return {"baseline": model.rate_.tolist(), "adjacency": None, "decay": None}
     common = {"baseline": model.baseline_.tolist(), "adjacency": model.adjacency_.tolist()}
+    if isinstance(model, SumExpHawkes):
+        common.update({k: v for k, v in model._baseline_dict().items() if k != "baseline_mean_weights"})
     if isinstance(model, ExpHawkes):
         return {**common, "decay": model.decay_}
     if isinstance(model, SumExpHawkes):
@@ -91,6 +105,9 @@ def model_params(model: PointProcess) -> dict[str, Any]:
     if isinstance(model, NonparametricHawkes):
         return {**common, "decay": None, "kernel_values": model.kernel_values_.tolist(),
                 "support": model.support_, "bins": model.bins_}
+    summary = getattr(model, "summary_params", None)  # a model that names its own parameters (PowerLaw, Marked)
+    if callable(summary):
+        return {**common, **summary()}
     raise TypeError(f"no parameter summary for {type(model).__name__}")
 
 

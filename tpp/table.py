@@ -94,6 +94,9 @@ class ModelSpec:
     loader: Callable[[dict[str, Any]], Any] | None = None  #: ``to_dict()`` JSON -> model (estimators)
     aliases: tuple[str, ...] = ()  #: other names that resolve here (``to_dict()``'s "model" values)
     summary: str = ""  #: one line for ``--help`` and listings
+    #: what the events must carry beyond times and marks (e.g. ``("features",)``: a continuous mark column);
+    #: the model is then left out of lists fitted to any data (:data:`tpp.report.MODEL_NAMES`)
+    needs: tuple[str, ...] = ()
 
     @property
     def cls(self) -> type:
@@ -439,12 +442,16 @@ def _poisson(p: dict[str, Any]) -> Any:
 def _exp_hawkes(p: dict[str, Any]) -> Any:
     from tpp.hawkes import ExpHawkes
 
+    if "baseline_model" in p:  # a time-varying baseline (baseline="periodic" / "piecewise")
+        return ExpHawkes.from_dict(p)
     return ExpHawkes.from_params(p["baseline"], p["adjacency"], p["decay"])
 
 
 def _sumexp_hawkes(p: dict[str, Any]) -> Any:
     from tpp.hawkes import SumExpHawkes
 
+    if "baseline_model" in p:
+        return SumExpHawkes.from_dict(p)
     return SumExpHawkes.from_params(p["baseline"], p["adjacency"], p["decays"])
 
 
@@ -459,6 +466,26 @@ def _nonparametric(p: dict[str, Any]) -> Any:
     from tpp.hawkes import NonparametricHawkes
 
     return NonparametricHawkes.from_params(p["baseline"], p["kernel_values"], p["support"])
+
+
+def _powerlaw_hawkes(p: dict[str, Any]) -> Any:
+    from tpp.hawkes import PowerLawHawkes
+
+    return PowerLawHawkes.from_params(p["baseline"], p["adjacency"], p["exponent"], p["cutoff"], p["decay_range"],
+                                      p["num_terms"], p.get("decays"))
+
+
+def _marked_hawkes(p: dict[str, Any]) -> Any:
+    from tpp.hawkes import MarkedHawkes
+
+    return MarkedHawkes.from_dict(p)
+
+
+def _nonlinear_hawkes(p: dict[str, Any]) -> Any:
+    from tpp.hawkes import NonlinearHawkes
+
+    return NonlinearHawkes.from_params(p["baseline"], p["adjacency"], p["decays"], link=p.get("link", "softplus"),
+                                       tol=p.get("tol", 1e-10))
 
 
 _E, _T = Training.ESTIMATOR, Training.TRAINER
@@ -478,6 +505,19 @@ _TPP_ENTRIES = [
               defaults={"bins": 20}, required={"support": "the kernel support W (--support)"},
               loader=_nonparametric, aliases=("nonparametric-hawkes",),
               summary="Hawkes process with piecewise-constant kernels by EM"),
+    # Power-law (Omori) kernels as a sum of 24 exponentials on a geometric grid chosen from the data.
+    ModelSpec("powerlaw-hawkes", "tpp.hawkes:PowerLawHawkes", Family.TPP, "PowerLawHawkes", _E,
+              defaults={"num_terms": 24}, loader=_powerlaw_hawkes,
+              summary="Hawkes process with power-law kernels (exponent and cutoff fitted; sum-of-exponentials form)"),
+    # The mark is the feature named "magnitude" unless feature= says otherwise.
+    ModelSpec("marked-hawkes", "tpp.hawkes:MarkedHawkes", Family.TPP, "MarkedHawkes", _E,
+              defaults={"feature": "magnitude", "productivity": "exp", "mark_distribution": "exponential"},
+              loader=_marked_hawkes, needs=("features",),
+              summary="exponential Hawkes process whose excitation grows with a continuous mark (ETAS-style)"),
+    # Softplus link, one learned decay; adjacency signed (negative: inhibition).
+    ModelSpec("nonlinear-hawkes", "tpp.hawkes:NonlinearHawkes", Family.TPP, "NonlinearHawkes", _E,
+              loader=_nonlinear_hawkes,
+              summary="nonlinear Hawkes process with signed exponential kernels (softplus/relu/exp link; inhibition)"),
     ModelSpec("rmtpp", "tpp.neural:RMTPP", Family.TPP, "RMTPP", _T, summary="recurrent marked TPP (Du et al. 2016)"),
     ModelSpec("nhp", "tpp.neural:NHP", Family.TPP, "NHP", _T, summary="neural Hawkes process (Mei & Eisner 2017)"),
     ModelSpec("thp", "tpp.neural:THP", Family.TPP, "THP", _T,

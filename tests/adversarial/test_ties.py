@@ -24,7 +24,7 @@ import torch
 
 import tpp.neural
 from tpp import EventBatch
-from tpp.hawkes import ExpHawkes, FaDInHawkes, NonparametricHawkes, Poisson, SumExpHawkes
+from tpp.hawkes import ExpHawkes, FaDInHawkes, NonparametricHawkes, Poisson, PowerLawHawkes, SumExpHawkes
 
 K = 2
 
@@ -47,6 +47,8 @@ MODELS: dict[str, Callable[[EventBatch], object]] = {
         [0.5, 0.3], [[0.3, 0.2], [0.1, 0.4]], "truncated-exponential", 3.0, {"decay": [[2.0, 1.0], [1.0, 2.0]]}),
     "NonparametricHawkes": lambda data: NonparametricHawkes.from_params(
         [0.5, 0.3], [[[0.4, 0.2, 0.1], [0.1, 0.1, 0.1]], [[0.2, 0.2, 0.0], [0.3, 0.1, 0.05]]], 3.0),
+    "PowerLawHawkes": lambda data: PowerLawHawkes.from_params(
+        [0.5, 0.3], [[0.3, 0.2], [0.1, 0.4]], 1.7, 0.2, (1e-2, 1e2), num_terms=12),
     "RMTPP": _neural("RMTPP"),
     "NHP": _neural("NHP", num_points=16),
     "THP": _neural("THP", num_layers=1, num_points=16),

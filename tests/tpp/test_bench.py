@@ -194,11 +194,14 @@ def test_bad_settings_and_names_raise_clearly():
 
 def test_the_suite_names_its_models_by_the_model_table():
     """Columns and cells use the table's display names; CLI names resolve to them; a model the data alone
-    cannot build (FaDIn needs a kernel support) is not in the suite."""
+    cannot build (FaDIn needs a kernel support, MarkedHawkes a feature column) is not in the suite."""
     from tpp import table
 
     neural = tuple(s.display for s in table.specs("tpp", "trainer"))
-    assert bench.all_model_names() == neural + ("Poisson", "ExpHawkes", "SumExpHawkes") == neural + bench.CLASSIC_MODELS
+    classic = tuple(s.display for s in table.specs("tpp", "estimator") if not s.required and not s.needs)
+    assert bench.all_model_names() == neural + classic == neural + bench.CLASSIC_MODELS
+    assert classic[:3] == ("Poisson", "ExpHawkes", "SumExpHawkes")
+    assert "FaDIn" not in classic and "MarkedHawkes" not in classic and "NonlinearHawkes" in classic
     models, names = bench.likelihood._check_names(["rmtpp", "Poisson", "exp-hawkes"], ["taxi"])
     assert models == ["RMTPP", "Poisson", "ExpHawkes"] and names == ["taxi"]
     with pytest.raises(ValueError, match=r"unknown model\(s\) \['FaDIn'\]"):

@@ -41,11 +41,12 @@ SUITE = "likelihood"  #: the suite's name (:class:`tpp.bench.Suite` member value
 
 # --------------------------------------------------------------------------- models (from the table)
 def _suite_specs(training: Training) -> tuple[model_table.ModelSpec, ...]:
-    """The table's tpp models of one kind that the data alone can build (no required argument)."""
-    return tuple(s for s in model_table.specs(Family.TPP, training) if not s.required)
+    """The table's tpp models of one kind that the data alone can build (no required argument, no feature
+    column: :attr:`tpp.table.ModelSpec.needs`)."""
+    return tuple(s for s in model_table.specs(Family.TPP, training) if not s.required and not s.needs)
 
 
-#: display names of the classic baselines, in table order: ``("Poisson", "ExpHawkes", "SumExpHawkes")``
+#: display names of the classic baselines, in table order: ``("Poisson", "ExpHawkes", "SumExpHawkes", ...)``
 CLASSIC_MODELS: tuple[str, ...] = tuple(s.display for s in _suite_specs(Training.ESTIMATOR))
 
 

@@ -456,3 +456,154 @@ def simulate_thinning(
             if total_events > max_events:
                 return out_t[:total_events], out_m[:total_events], counts, b
     return out_t[:total_events], out_m[:total_events], counts, -1
+
+
+@numba.njit(**_JIT)
+def loglik_and_grad_varying(
+    times: np.ndarray,
+    marks: np.ndarray,
+    offsets: np.ndarray,
+    t_end: np.ndarray,
+    mu_event: np.ndarray,
+    adjacency: np.ndarray,
+    beta: np.ndarray,
+    seq_weights: np.ndarray,
+    need_grad: bool,
+):
+    """:func:`loglik_and_grad` for a time-varying baseline (:mod:`tpp.hawkes.baselines`).
+
+    ``mu_event[n]`` is the baseline of event ``n``'s own type at its time. The baseline's compensator
+    is not included (the caller adds ``-sum_k int mu_k``, exact from the basis integrals). Returns
+    ``(loglik[B], inv_lam[N], d/dA [K, K, U], d/dbeta [U])`` with ``inv_lam[n] = seq_weight / lambda(t_n)``,
+    from which the caller forms the baseline coefficients' gradient.
+    """
+    num_seq = offsets.size - 1
+    K = adjacency.shape[0]
+    U = beta.size
+    loglik = np.zeros(num_seq)
+    inv_lam = np.zeros(times.size)
+    g_adj = np.zeros((K, K, U))
+    g_beta = np.zeros(U)
+    state = np.zeros((K, U))
+    d_state = np.zeros((K, U))
+    pending = np.zeros(K)
+    tail_sum = np.zeros((K, U))
+    d_tail = np.zeros(U)
+    col_sum = np.zeros((K, U))
+    for j in range(K):
+        for u in range(U):
+            s = 0.0
+            for i in range(K):
+                s += adjacency[i, j, u]
+            col_sum[j, u] = s
+    for b in range(num_seq):
+        w = seq_weights[b]
+        state[:, :] = 0.0
+        d_state[:, :] = 0.0
+        pending[:] = 0.0
+        t_now = -np.inf
+        t_stop = t_end[b]
+        total = 0.0
+        for n in range(offsets[b], offsets[b + 1]):
+            t = times[n]
+            i = marks[n]
+            if t > t_now:
+                if t_now > -np.inf:
+                    dt = t - t_now
+                    for u in range(U):
+                        decay = math.exp(-beta[u] * dt)
+                        for j in range(K):
+                            r = state[j, u] + pending[j]
+                            d_state[j, u] = decay * (d_state[j, u] - dt * r)
+                            state[j, u] = decay * r
+                    pending[:] = 0.0
+                t_now = t
+            lam = mu_event[n]
+            for j in range(K):
+                for u in range(U):
+                    lam += adjacency[i, j, u] * beta[u] * state[j, u]
+            total += math.log(lam)
+            tail = t_stop - t
+            for u in range(U):
+                e = math.exp(-beta[u] * tail)
+                total -= col_sum[i, u] * (1.0 - e)
+                if need_grad:
+                    tail_sum[i, u] += w * (1.0 - e)
+                    d_tail[u] += w * col_sum[i, u] * tail * e
+            if need_grad:
+                inv = w / lam
+                inv_lam[n] = inv
+                for j in range(K):
+                    for u in range(U):
+                        g_adj[i, j, u] += inv * beta[u] * state[j, u]
+                        g_beta[u] += inv * adjacency[i, j, u] * (state[j, u] + beta[u] * d_state[j, u])
+            pending[i] += 1.0
+        loglik[b] = total
+    if need_grad:
+        for j in range(K):
+            for u in range(U):
+                for i in range(K):
+                    g_adj[i, j, u] -= tail_sum[j, u]
+        for u in range(U):
+            g_beta[u] -= d_tail[u]
+    return loglik, inv_lam, g_adj, g_beta
+
+
+@numba.njit(**_JIT)
+def chunk_features(
+    times: np.ndarray,
+    marks: np.ndarray,
+    t_stop: float,
+    beta: np.ndarray,
+    num_marks: int,
+    state: np.ndarray,
+    pending: np.ndarray,
+    clock: np.ndarray,
+):
+    """:func:`event_features` for one chunk of ONE stream, carrying the recursion (for ``partial_fit``).
+
+    ``state [K, U]``, ``pending [K]`` (events at the current time, which excite only later times) and
+    ``clock [1]`` (the current time) are updated in place; the chunk's window is ``(clock, t_stop]``.
+    Returns ``X [n, K U]`` (``beta_u R[j, u]`` just before each event, rows in input order) and
+    ``tails [K U] = int_clock^t_stop beta_u R[j, u](t) dt`` (the excitation's compensator over the
+    window, history before the chunk included). Over consecutive chunks these add up to the batch's.
+    At the end the state is advanced to ``t_stop`` when ``t_stop`` is later than the last event
+    (an event at exactly ``t_stop`` stays pending: an event of the next chunk at that time is a tie).
+    """
+    K = num_marks
+    U = beta.size
+    N = times.size
+    X = np.zeros((N, K * U))
+    tails = np.zeros(K * U)
+    t_now = clock[0]
+    # the history before the chunk: its excitation decays over the whole window
+    for j in range(K):
+        for u in range(U):
+            tails[j * U + u] += (state[j, u] + pending[j]) * (1.0 - math.exp(-beta[u] * (t_stop - t_now)))
+    for n in range(N):
+        t = times[n]
+        if t > t_now:
+            dt = t - t_now
+            for u in range(U):
+                decay = math.exp(-beta[u] * dt)
+                for j in range(K):
+                    state[j, u] = decay * (state[j, u] + pending[j])
+            pending[:] = 0.0
+            t_now = t
+        for j in range(K):
+            for u in range(U):
+                X[n, j * U + u] = beta[u] * state[j, u]
+        i = marks[n]
+        for u in range(U):
+            tails[i * U + u] += 1.0 - math.exp(-beta[u] * (t_stop - t))
+        pending[i] += 1.0
+    if t_stop > t_now:
+        dt = t_stop - t_now
+        for u in range(U):
+            decay = math.exp(-beta[u] * dt)
+            for j in range(K):
+                state[j, u] = decay * (state[j, u] + pending[j])
+        pending[:] = 0.0
+        t_now = t_stop
+    clock[0] = t_now
+    return X, tails

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from tpp.events import EventBatch, EventDataError
 from tpp.hawkes import _recursion
+from tpp.hawkes.baselines import SeasonalBasis, basis_from_dict, make_basis
 from tpp.hawkes._common import (FitResult, NonStationaryWarning, assemble, budget_error, check_fit_arguments,
                                 check_parameter_size, record_validation, simulation_window, warn_if_not_stationary)
 from tpp.hawkes._common import flat_events as _flat
@@ -101,6 +102,58 @@ class _HawkesLogLik(torch.autograd.Function):
         return torch.from_numpy(g_mu).to(**to), torch.from_numpy(g_adj).to(**to), torch.from_numpy(g_beta).to(**to), None, None
 
 
+def _seasonal_loglik(basis: SeasonalBasis, flat: dict, coef: np.ndarray, adj: np.ndarray, beta: np.ndarray,
+                     weights: np.ndarray, need_grad: bool):
+    """Exact log-likelihood per sequence with a time-varying baseline, and the ``weights``-weighted gradient
+    ``(d/dcoef [K, B], d/dA, d/dbeta)``: the compiled recursion for the excitation, the basis's closed-form
+    integrals for the baseline's compensator."""
+    if "basis_values" not in flat:  # cached on the flat dict: the backward pass reuses them
+        flat["basis_values"] = basis.values(flat["times"])
+        flat["basis_windows"] = basis.integral(flat["t_start"], flat["t_end"])
+    values, windows = flat["basis_values"], flat["basis_windows"]
+    marks = flat["marks"]
+    mu_event = np.einsum("nb,nb->n", values, coef[marks]) if marks.size else np.zeros(0)
+    ll, inv, g_adj, g_beta = _recursion.loglik_and_grad_varying(
+        flat["times"], marks, flat["seq_offsets"], flat["t_end"], mu_event, adj, beta, weights, need_grad)
+    ll = ll - windows @ coef.sum(0)
+    g_coef = None
+    if need_grad:
+        K, B = coef.shape
+        g_coef = np.empty((K, B))
+        for b in range(B):
+            g_coef[:, b] = np.bincount(marks, weights=inv * values[:, b], minlength=K)
+        g_coef -= (weights @ windows)[None, :]
+    return ll, g_coef, g_adj, g_beta
+
+
+def _constructor_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``from_params`` options to constructor arguments (``baseline_kind`` is the constructor's ``baseline``)."""
+    options = dict(options)
+    if "baseline_kind" in options:
+        options["baseline"] = options.pop("baseline_kind")
+    return options
+
+
+class _SeasonalLogLik(torch.autograd.Function):
+    """:class:`_HawkesLogLik` for a time-varying baseline (parameters: coefficients ``[K, B]``, ``A``, ``beta``)."""
+
+    @staticmethod
+    def forward(ctx, coef: Tensor, adjacency: Tensor, beta: Tensor, flat: dict, basis: SeasonalBasis, device: torch.device) -> Tensor:  # type: ignore[override]
+        ctx.flat, ctx.basis, ctx.params = flat, basis, (coef, adjacency, beta)
+        args = [p.detach().cpu().double().numpy() for p in (coef, adjacency, beta)]
+        ll, *_ = _seasonal_loglik(basis, flat, *args, np.ones(len(flat["t_end"])), False)
+        return torch.from_numpy(ll).to(device=device, dtype=coef.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        coef = ctx.params[0]
+        args = [p.detach().cpu().double().numpy() for p in ctx.params]
+        _, g_coef, g_adj, g_beta = _seasonal_loglik(ctx.basis, ctx.flat, *args, grad_out.detach().cpu().double().numpy(), True)
+        to = dict(dtype=coef.dtype, device=coef.device)
+        return (torch.from_numpy(g_coef).to(**to), torch.from_numpy(g_adj).to(**to), torch.from_numpy(g_beta).to(**to),
+                None, None, None)
+
+
 class SumExpHawkes(PointProcess):
     """Hawkes process with kernels ``phi_ij(t) = sum_u A[i, j, u] beta_u exp(-beta_u t)``.
 
@@ -109,8 +162,16 @@ class SumExpHawkes(PointProcess):
         decays: the ``U`` decays ``beta_u``; learned by ``fit`` when ``learn_decays`` is True.
         learn_decays: fit the decays too (tick can only fix them).
 
+        baseline: ``"constant"`` (default), ``"periodic"`` (cyclic B-splines on ``n_basis`` knots over
+            ``period``, degree ``degree``) or ``"piecewise"`` (``n_basis`` equal bins of ``period``, or bins at
+            ``breakpoints``: phases within ``period``, or absolute times without one); phases count from
+            ``origin``. See :mod:`tpp.hawkes.baselines`: ``mu_k(t) = sum_b c[k, b] B_b(t)``, ``c >= 0``,
+            fitted jointly with the kernels, exact compensator.
+
     Fitted attributes (after :meth:`fit`): ``baseline_`` ``[K]``, ``adjacency_`` ``[K, K, U]``,
-    ``decays_`` ``[U]``, ``fit_result_``.
+    ``decays_`` ``[U]``, ``fit_result_``. With a time-varying baseline ``baseline_`` is its mean over a
+    period (over the fitted windows for absolute breakpoints), ``baseline_coef_`` ``[K, B]`` holds the
+    coefficients and :meth:`baseline_at` evaluates ``mu_k(t)``.
     """
 
     _constraints = {
@@ -125,8 +186,14 @@ class SumExpHawkes(PointProcess):
         "tol": Interval(0, None),
     }
 
-    def __init__(self, num_marks: int, decays: Sequence[float] | np.ndarray, learn_decays: bool = False) -> None:
+    def __init__(self, num_marks: int, decays: Sequence[float] | np.ndarray, learn_decays: bool = False,
+                 baseline: str = "constant", period: float | None = None, n_basis: int | None = None,
+                 breakpoints: Sequence[float] | None = None, origin: float = 0.0, degree: int = 3) -> None:
         super().__init__()
+        # the kind is kept as ``baseline_kind``: ``baseline`` is the [K] rate tensor every Hawkes model has
+        self.baseline_kind, self.period, self.n_basis, self.breakpoints, self.origin, self.degree = (
+            baseline, period, n_basis, None if breakpoints is None else list(breakpoints), float(origin), degree)
+        self._basis: SeasonalBasis | None = make_basis(baseline, period, n_basis, degree, breakpoints, origin)
         decays = np.atleast_1d(np.asarray(decays, dtype=np.float64))
         if decays.ndim != 1 or decays.size < 1:
             raise ValueError(f"{type(self).__name__}: decays must be a non-empty list of positive numbers, "
@@ -140,11 +207,34 @@ class SumExpHawkes(PointProcess):
         self.log_baseline = nn.Parameter(torch.full((K,), np.log(0.1), dtype=torch.float64))
         self.log_adjacency = nn.Parameter(torch.full((K, K, U), np.log(0.1 / (K * U)), dtype=torch.float64))
         self.log_decays = nn.Parameter(torch.as_tensor(np.log(decays)), requires_grad=self.learn_decays)
+        if self._basis is not None:
+            B = self._basis.n_basis
+            self.log_baseline_coef = nn.Parameter(torch.full((K, B), np.log(0.1), dtype=torch.float64))
+            # weights that average the basis to ``baseline`` (a period's mean; for absolute bins the fitted windows')
+            mean = (self._basis.mean_weights() if self._basis.period is not None else np.full(B, 1.0 / B))
+            self.register_buffer("_mean_weights", torch.as_tensor(mean, dtype=torch.float64))
 
     # ------------------------------------------------------------------ parameters
     @property
     def baseline(self) -> Tensor:
+        """``[K]`` baseline rates (for a time-varying baseline: their mean, see :meth:`baseline_at`)."""
+        if self._basis is not None:
+            return self.baseline_coef @ self._mean_weights
         return self.log_baseline.exp()
+
+    @property
+    def baseline_coef(self) -> Tensor:
+        """``[K, B]`` non-negative coefficients of a time-varying baseline."""
+        if self._basis is None:
+            raise ValueError(f"{type(self).__name__}: baseline='constant' has no basis coefficients")
+        return self.log_baseline_coef.exp()
+
+    def baseline_at(self, t: np.ndarray | Tensor) -> np.ndarray:
+        """``mu_k(t)`` ``[T, K]`` at times ``t`` (in the data's clock), for any baseline kind."""
+        t = np.ravel(t.detach().cpu().numpy() if isinstance(t, Tensor) else np.asarray(t, np.float64))
+        if self._basis is None:
+            return np.broadcast_to(self.baseline.detach().numpy(), (t.size, self.num_marks)).copy()
+        return self._basis.values(t) @ self.baseline_coef.detach().numpy().T
 
     @property
     def adjacency(self) -> Tensor:
@@ -155,8 +245,21 @@ class SumExpHawkes(PointProcess):
         return self.log_decays.exp()
 
     def set_params(self, baseline: Sequence[float], adjacency: np.ndarray, decays: Sequence[float]) -> "SumExpHawkes":
-        """Set parameters directly (zeros allowed: they are stored as log 0 = -inf and stay exactly 0)."""
+        """Set parameters directly (zeros allowed: they are stored as log 0 = -inf and stay exactly 0).
+
+        With a time-varying baseline, ``baseline`` is the ``[K, B]`` coefficients, or ``[K]`` rates for a
+        baseline constant in time (every basis sums to one, so equal coefficients are a constant)."""
         K, U = self.num_marks, self.num_decays
+        if self._basis is not None:
+            coef = np.asarray(baseline, np.float64)
+            coef = np.repeat(coef.reshape(K, 1), self._basis.n_basis, 1) if coef.size == K else coef.reshape(K, -1)
+            if coef.shape[1] != self._basis.n_basis:
+                raise ValueError(f"{type(self).__name__}.set_params: baseline coefficients must be [K, {self._basis.n_basis}] "
+                                 f"or [K], got shape {np.shape(baseline)}")
+            check_params(self, baseline=coef + 1e-300)  # coefficients may be 0, never negative or NaN
+            with torch.no_grad(), np.errstate(divide="ignore"):
+                self.log_baseline_coef.copy_(torch.from_numpy(np.log(coef)))
+            baseline = (coef @ self._mean_weights.numpy())
         baseline = np.asarray(baseline, np.float64).reshape(K)
         adjacency = np.asarray(adjacency, np.float64).reshape(K, K, U)
         decays = np.asarray(decays, np.float64).reshape(U)
@@ -169,15 +272,22 @@ class SumExpHawkes(PointProcess):
         return self
 
     @classmethod
-    def from_params(cls, baseline: Sequence[float], adjacency: np.ndarray, decays: Sequence[float]) -> "SumExpHawkes":
-        """A model with the given ``baseline [K]``, ``adjacency [K, K, U]`` and ``decays [U]``."""
-        baseline = np.asarray(baseline, np.float64).reshape(-1)
+    def from_params(cls, baseline: Sequence[float], adjacency: np.ndarray, decays: Sequence[float],
+                    **baseline_options: Any) -> "SumExpHawkes":
+        """A model with the given ``baseline [K]``, ``adjacency [K, K, U]`` and ``decays [U]``.
+
+        ``baseline_options`` (``baseline_kind="periodic", period=24, ...``: the constructor's baseline options,
+        its ``baseline=`` spelt ``baseline_kind=``) make a time-varying baseline; then ``baseline`` may be its
+        ``[K, B]`` coefficients."""
         decays = np.atleast_1d(np.asarray(decays, np.float64))
-        return cls(baseline.size, decays).set_params(baseline, adjacency, decays)
+        K = np.asarray(adjacency).shape[0] if baseline_options else np.asarray(baseline, np.float64).reshape(-1).size
+        return cls(K, decays, **_constructor_options(baseline_options)).set_params(baseline, adjacency, decays)
 
     def _publish(self) -> None:
         """Expose the current parameters as scikit-learn style fitted attributes."""
         self.baseline_ = self.baseline.detach().numpy().copy()
+        if self._basis is not None:
+            self.baseline_coef_ = self.baseline_coef.detach().numpy().copy()
         self.adjacency_ = self.adjacency.detach().numpy().copy()
         self.decays_ = self.decays.detach().numpy().copy()
 
@@ -200,7 +310,44 @@ class SumExpHawkes(PointProcess):
             "baseline": self.baseline.detach().numpy().tolist(),
             "adjacency": self.adjacency.detach().numpy().tolist(),
             "decays": self.decays.detach().numpy().tolist(),
+            **self._baseline_dict(),
         }
+
+    def _baseline_dict(self) -> dict:
+        """A time-varying baseline's fields of ``to_dict`` (none for a constant one, whose JSON is unchanged)."""
+        if self._basis is None:
+            return {}
+        return {"baseline_model": self._basis.to_dict(), "baseline_coef": self.baseline_coef.detach().numpy().tolist(),
+                "baseline_mean_weights": self._mean_weights.numpy().tolist()}
+
+    @staticmethod
+    def _baseline_options(params: dict) -> dict[str, Any]:
+        """Constructor options that rebuild the baseline of a ``to_dict()`` (empty for a constant one)."""
+        spec = params.get("baseline_model")
+        if spec is None:
+            return {}
+        basis = basis_from_dict(spec)
+        options: dict[str, Any] = {"baseline": basis.kind, "period": basis.period, "origin": basis.origin}
+        if basis.kind == "periodic":
+            options.update(n_basis=spec["n_basis"], degree=spec.get("degree", 3))
+        else:
+            options["breakpoints"] = spec["breakpoints"]
+        return options
+
+    @classmethod
+    def from_dict(cls, params: dict) -> "SumExpHawkes":
+        """Inverse of :meth:`to_dict` (what the model table's loader calls)."""
+        adjacency = np.asarray(params["adjacency"], np.float64)
+        if cls is ExpHawkes:
+            model = ExpHawkes(adjacency.shape[0], float(params["decay"]), **cls._baseline_options(params))
+            decays, adjacency = [float(params["decay"])], adjacency[..., None]
+        else:
+            decays = np.atleast_1d(np.asarray(params["decays"], np.float64))
+            model = cls(adjacency.shape[0], decays, **cls._baseline_options(params))
+        if "baseline_coef" in params:
+            with torch.no_grad():
+                model._mean_weights.copy_(torch.as_tensor(params["baseline_mean_weights"], dtype=torch.float64))
+        return model.set_params(params.get("baseline_coef", params["baseline"]), adjacency, decays)
 
     # ------------------------------------------------------------------ protocol
     def _check(self, batch: EventBatch) -> None:
@@ -209,6 +356,8 @@ class SumExpHawkes(PointProcess):
     def log_likelihood(self, batch: EventBatch) -> Tensor:
         """Exact log-likelihood per sequence ``[B]``, differentiable in all parameters."""
         self._check(batch)
+        if self._basis is not None:
+            return _SeasonalLogLik.apply(self.baseline_coef, self.adjacency, self.decays, _flat(batch), self._basis, batch.device)
         return _HawkesLogLik.apply(self.baseline, self.adjacency, self.decays, _flat(batch), batch.device)
 
     def log_likelihood_chunked(
@@ -221,6 +370,9 @@ class SumExpHawkes(PointProcess):
         :meth:`log_likelihood` of the whole sequence on ``[t_start, t_end]``. Each chunk is checked
         (finite, in time order across chunks, inside the window, marks in range).
         """
+        if self._basis is not None:
+            raise ValueError(f"{type(self).__name__}.log_likelihood_chunked supports baseline='constant' only, "
+                             f"not {self.baseline_kind!r}: score the sequence with log_likelihood")
         K, U = self.num_marks, self.num_decays
         mu = self.baseline.detach().cpu().double().numpy()
         adj = self.adjacency.detach().cpu().double().numpy()
@@ -271,14 +423,23 @@ class SumExpHawkes(PointProcess):
         self._check(batch)
         R, _ = self._history(batch, t)
         excitation = torch.einsum("iju,btju->bti", self.adjacency * self.decays, R.to(self.adjacency.dtype))
+        if self._basis is not None:
+            values = torch.from_numpy(self._basis.values(t.detach().cpu().double().numpy())).to(self.baseline_coef)
+            return (values @ self.baseline_coef.T).reshape(excitation.shape) + excitation
         return self.baseline + excitation
 
     def cumulative_intensity_at(self, batch: EventBatch, t: Tensor) -> Tensor:
         """``[B, T, K]`` ``Lambda_k(t_start, t]`` in closed form."""
         R, C = self._history(batch, t)
-        elapsed = (t - batch.t_start[:, None]).to(self.baseline.dtype)
         excited = C[..., None] - R  # sum over past events of (1 - exp(-beta (t - t_m)))
-        return self.baseline * elapsed[..., None] + torch.einsum("iju,btju->bti", self.adjacency, excited.to(self.adjacency.dtype))
+        kernel_part = torch.einsum("iju,btju->bti", self.adjacency, excited.to(self.adjacency.dtype))
+        if self._basis is not None:
+            t_np = t.detach().cpu().double().numpy()
+            start = np.broadcast_to(batch.t_start.detach().cpu().double().numpy()[:, None], t_np.shape)
+            integral = torch.from_numpy(self._basis.integral(start.ravel(), t_np.ravel())).to(self.baseline_coef)
+            return (integral @ self.baseline_coef.T).reshape(kernel_part.shape) + kernel_part
+        elapsed = (t - batch.t_start[:, None]).to(self.baseline.dtype)
+        return self.baseline * elapsed[..., None] + kernel_part
 
     def cumulative_intensity(self, batch: EventBatch, num_points: int | None = None) -> Tensor:
         """``[B, L, K]`` closed-form ``Lambda_k(t_start, t_n]`` at every event."""
@@ -325,7 +486,19 @@ class SumExpHawkes(PointProcess):
         self._check(data)
         if data.num_events == 0:
             raise ValueError("cannot fit a Hawkes process to data without events")
-        flat, scale = _standardise(_flat(data))
+        raw = _flat(data)
+        flat, scale = _standardise(raw)
+        if self._basis is not None:
+            if objective is not Objective.LIKELIHOOD:
+                raise ValueError(f"{type(self).__name__}: baseline={self.baseline_kind!r} is fitted by likelihood only")
+            # the basis is read on the data's own clock (its phase), before the shift and rescaling
+            windows = self._basis.integral(raw["t_start"], raw["t_end"]).sum(0)
+            flat["basis_values"] = self._basis.values(raw["times"])
+            flat["basis_integral"] = windows / scale
+            if self._basis.period is None:  # absolute bins: baseline_ averages over the fitted windows
+                with torch.no_grad():
+                    self._mean_weights.copy_(torch.from_numpy(windows / windows.sum()))
+        self.__dict__.pop("stream_", None)  # a batch fit ends any partial_fit stream
         start = _time.perf_counter()
         if objective is Objective.LIKELIHOOD:
             with tqdm(desc=f"fitting {type(self).__name__}", unit=" evals", disable=not progress, leave=False) as bar:
@@ -377,6 +550,8 @@ class SumExpHawkes(PointProcess):
         its gradient is ``d log L / d beta`` at the inner optimum (envelope theorem: the bounds do
         not involve ``beta``), one pass of the fused recursion.
         """
+        if self._basis is not None:
+            return self._fit_likelihood_seasonal(flat, l1, l2, max_iter, tol, bar)
         K, U = self.num_marks, self.num_decays
         n_events = float(flat["times"].size)
         mu0, adj0, beta0 = self._initial_guess(flat)
@@ -435,6 +610,106 @@ class SumExpHawkes(PointProcess):
             iterations=stats["iterations"], evaluations=stats["evaluations"], decay_steps=stats["decay_steps"],
             converged=converged,
         )
+
+    def _fit_likelihood_seasonal(self, flat, l1, l2, max_iter, tol, bar):
+        """:meth:`_fit_likelihood` with a time-varying baseline ``mu_i(t) = c_i . B(t)``.
+
+        The baseline is linear in ``c``, so each target's problem keeps its form: the basis values join the
+        excitation features (``lambda_i(t_n) = [c_i, A_i] . [B(t_n), X_n]``) and the basis integrals join the
+        compensator's linear statistics; still concave for fixed decays, solved by L-BFGS-B with ``c >= floor``,
+        ``A >= 0``. Learned decays: the same profile likelihood, its gradient from the varying-baseline recursion.
+        """
+        K, U = self.num_marks, self.num_decays
+        nb = self._basis.n_basis
+        n_events = float(flat["times"].size)
+        mu0, adj0, beta0 = self._initial_guess(flat)
+        args = (flat["times"], flat["marks"], flat["seq_offsets"], flat["t_start"], flat["t_end"])
+        floor = 1e-12 * float(mu0.min())
+        stats = {"iterations": 0, "evaluations": 0, "decay_steps": 0, "bar": bar}
+        order = np.argsort(flat["marks"], kind="stable")
+        rows = np.empty_like(order)
+        rows[order] = np.arange(order.size)
+        bounds_of_type = np.concatenate([[0], np.cumsum(np.bincount(flat["marks"], minlength=K))])
+        values, windows = flat["basis_values"], flat["basis_integral"]
+        values_sorted = values[order]
+        warm = {"coef": np.repeat(mu0[:, None], nb, 1), "adj": adj0.reshape(K, K * U).copy()}
+        fits: dict[tuple[float, ...], tuple[np.ndarray, np.ndarray, float, bool]] = {}
+
+        def fit_at(beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, bool]:
+            key = tuple(beta.tolist())
+            if key not in fits:
+                X, tails, _ = _recursion.event_features(*args, beta, K, rows)
+                tails_all = np.concatenate([windows, tails])
+                value, converged = 0.0, True
+                for i in range(K):
+                    part = slice(bounds_of_type[i], bounds_of_type[i + 1])
+                    Z = np.ascontiguousarray(np.hstack([values_sorted[part], X[part]]))
+
+                    def loglik(theta, Z=Z):
+                        total, _, g = _recursion.target_loglik_and_grad(Z, 0.0, theta, tails_all, 0.0)
+                        return total, g
+
+                    res = self._lbfgs_seasonal(loglik, warm["coef"][i], warm["adj"][i], floor, n_events, l1, l2,
+                                               max_iter, tol, stats)
+                    warm["coef"][i], warm["adj"][i] = res.x[:nb], res.x[nb:]
+                    value += float(res.fun)
+                    converged &= bool(res.success)
+                fits[key] = (warm["coef"].copy(), warm["adj"].reshape(K, K, U).copy(), value, converged)
+            return fits[key]
+
+        if not self.learn_decays:
+            beta = beta0
+        else:
+            weights = np.ones(flat["t_end"].size)
+            marks = flat["marks"]
+
+            def profile(log_beta: np.ndarray) -> tuple[float, np.ndarray]:
+                stats["decay_steps"] += 1
+                beta = np.exp(log_beta)
+                stats["bar"].set_postfix(decay_step=stats["decay_steps"])
+                coef, adj, value, _ = fit_at(beta)
+                mu_event = np.einsum("nb,nb->n", values, coef[marks])
+                _, _, _, g_beta = _recursion.loglik_and_grad_varying(
+                    flat["times"], marks, flat["seq_offsets"], flat["t_end"], mu_event, adj, beta, weights, True)
+                return value, -g_beta * beta / n_events
+
+            outer = scipy.optimize.minimize(
+                profile, np.log(beta0), jac=True, method="L-BFGS-B",
+                options=dict(maxiter=100, ftol=max(tol, 1e-12) * 10, gtol=1e-8),
+            )
+            beta = np.exp(outer.x)
+        coef, adj, value, converged = fit_at(beta)
+        return coef, adj, beta, FitResult(
+            objective=Objective.LIKELIHOOD.value, value=value, log_likelihood=-value * n_events,
+            iterations=stats["iterations"], evaluations=stats["evaluations"], decay_steps=stats["decay_steps"],
+            converged=converged,
+        )
+
+    @staticmethod
+    def _lbfgs_seasonal(loglik, c0, w0, floor, n_events, l1, l2, max_iter, tol, stats):
+        """:meth:`_lbfgs` with baseline coefficients ``c`` (``c >= floor``, unpenalised) in place of ``mu``."""
+        nb = c0.size
+
+        def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            stats["evaluations"] += 1
+            stats["bar"].update(1)
+            w = theta[nb:]
+            ll, g = loglik(theta)
+            value = -ll / n_events + l1 * w.sum() + l2 * np.square(w).sum()
+            if not np.isfinite(value):
+                return np.inf, np.zeros_like(theta)
+            grad = -g / n_events
+            grad[nb:] += l1 + 2 * l2 * w
+            return float(value), grad
+
+        x0 = np.concatenate([np.maximum(c0, floor), np.maximum(w0, 0.0)])
+        bounds = [(floor, None)] * nb + [(0.0, None)] * w0.size
+        res = scipy.optimize.minimize(
+            objective, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+            options=dict(maxiter=max_iter, ftol=tol, gtol=1e-12, maxcor=20),
+        )
+        stats["iterations"] += int(res.nit)
+        return res
 
     @staticmethod
     def _lbfgs(loglik, mu0, w0, mu_floor, n_events, l1, l2, max_iter, tol, stats):
@@ -517,16 +792,22 @@ class SumExpHawkes(PointProcess):
         flat = _flat(data)
         K, U = self.num_marks, self.num_decays
         learn = self.learn_decays
-        theta = np.concatenate([self.baseline_, np.asarray(self.adjacency.detach().numpy()).ravel()]
+        seasonal = self._basis is not None
+        base = self.baseline_coef_.ravel() if seasonal else self.baseline_
+        nb = base.size  # K, or K B coefficients of a time-varying baseline
+        theta = np.concatenate([base, np.asarray(self.adjacency.detach().numpy()).ravel()]
                                + ([self.decays_] if learn else []))
         args = (flat["times"], flat["marks"], flat["seq_offsets"], flat["t_start"], flat["t_end"])
         weights = np.ones(flat["t_end"].size)
 
         def grad(x: np.ndarray) -> np.ndarray:
-            mu, adj = x[:K], x[K : K + K * K * U].reshape(K, K, U)
-            beta = x[K + K * K * U :] if learn else self.decays_
-            _, g_mu, g_adj, g_beta = _recursion.loglik_and_grad(*args, mu, adj, beta, weights, True)
-            return np.concatenate([g_mu, g_adj.ravel()] + ([g_beta] if learn else []))
+            mu, adj = x[:nb], x[nb : nb + K * K * U].reshape(K, K, U)
+            beta = x[nb + K * K * U :] if learn else self.decays_
+            if seasonal:
+                _, g_mu, g_adj, g_beta = _seasonal_loglik(self._basis, flat, mu.reshape(K, -1), adj, beta, weights, True)
+            else:
+                _, g_mu, g_adj, g_beta = _recursion.loglik_and_grad(*args, mu, adj, beta, weights, True)
+            return np.concatenate([g_mu.ravel(), g_adj.ravel()] + ([g_beta] if learn else []))
 
         hessian = np.empty((theta.size, theta.size))
         for k in range(theta.size):
@@ -551,10 +832,165 @@ class SumExpHawkes(PointProcess):
                           "standard errors are undefined (NaN): the observed information is not positive definite in their directions "
                           "(parameters on the boundary, e.g. an adjacency fitted at 0, or too few events)", stacklevel=2)
         se = np.sqrt(np.where(variance > 0, variance, np.nan))
-        out = {"baseline": se[:K], "adjacency": se[K : K + K * K * U].reshape(K, K, U)}
+        out = {"baseline": se[:K], "adjacency": se[nb : nb + K * K * U].reshape(K, K, U)}
+        if seasonal:
+            # baseline_ = coef @ m: its variance is m' Cov(coef_k) m (delta method, exact for a linear map)
+            cov = np.linalg.inv(information)[:nb, :nb].reshape(K, nb // K, K, nb // K)
+            m = self._mean_weights.numpy()
+            mean_var = np.array([m @ cov[k, :, k, :] @ m for k in range(K)])
+            out["baseline"] = np.sqrt(np.where(mean_var > 0, mean_var, np.nan))
+            out["baseline_coef"] = se[:nb].reshape(K, -1)
         if learn:
-            out["decays"] = se[K + K * K * U :]
+            out["decays"] = se[nb + K * K * U :]
         return out
+
+    # ------------------------------------------------------------------ online updates
+    def partial_fit(
+        self,
+        new_events: EventBatch | np.ndarray,
+        marks: np.ndarray | None = None,
+        *,
+        t_start: float | None = None,
+        t_end: float | None = None,
+        update: bool = True,
+        max_iter: int = 200,
+        tol: float = 1e-12,
+    ) -> "SumExpHawkes":
+        """Online update on the next chunk of ONE growing event stream; returns self.
+
+        ``new_events``: an :class:`EventBatch` of one sequence (its window is the chunk's window), or the
+        chunk's ``times`` with ``marks`` (``t_start=`` on the first call; ``t_end`` defaults to the last
+        time). Chunks must follow each other: a chunk's window starts where the previous one ended.
+
+        State carried between calls (``stream_``): the recursion's decayed excitation per type and decay
+        (``K U`` numbers, plus the events pending at the current time so that a tie across a chunk boundary
+        does not excite), the exact compensator statistics (total duration, integrated excitation per
+        source), and a quadratic summary of the log-intensity terms of past chunks per target type
+        (``[P, P]`` and ``[P]``, ``P = 1 + K U``). Memory is O(K^3 U^2), whatever the stream's length.
+
+        Step rule (recursive maximum likelihood): for each target type the new estimate maximises
+        ``Q_past(theta) + sum_{chunk} log lambda(t_n; theta) - theta . compensator_stats`` exactly (L-BFGS-B,
+        ``mu > 0``, ``A >= 0``), where ``Q_past`` is the sum of each earlier chunk's second-order Taylor
+        expansion of its log-intensity terms at the estimate made after it (compensator terms are linear in
+        ``theta`` and kept exactly). This is a Newton step on the running information, not a fixed learning rate.
+        The decays stay fixed during the stream: at their value when the stream starts (a model never fitted is
+        first fitted on the first chunk, decays learned if ``learn_decays``). Constant baseline only.
+
+        ``update=False`` only advances the state and scores the chunk: ``stream_["log_likelihood"]``
+        accumulates each chunk's exact log-likelihood under the parameters in force when it arrived (the
+        prequential score); at fixed parameters it equals the batch log-likelihood of the whole stream.
+        """
+        name = type(self).__name__
+        if self._basis is not None:
+            raise ValueError(f"{name}.partial_fit supports baseline='constant' only, not {self.baseline_kind!r}")
+        K, U = self.num_marks, self.num_decays
+        if isinstance(new_events, EventBatch):
+            if len(new_events) != 1:
+                raise ValueError(f"{name}.partial_fit: new_events must hold one sequence (a stream), got {len(new_events)}")
+            if marks is not None or t_start is not None or t_end is not None:
+                raise TypeError(f"{name}.partial_fit: with an EventBatch the window is the batch's; pass no marks/t_start/t_end")
+            self._check(new_events)
+            flat = _flat(new_events)
+            times, marks = flat["times"], flat["marks"]
+            t_start, t_end = float(flat["t_start"][0]), float(flat["t_end"][0])
+        else:
+            times = np.ascontiguousarray(new_events, dtype=np.float64)
+            if marks is None:
+                if K != 1:
+                    raise TypeError(f"{name}.partial_fit: pass marks= with the times ({K} types)")
+                marks = np.zeros(times.size, np.int64)
+            marks = np.ascontiguousarray(marks, dtype=np.int64)
+            if times.ndim != 1 or marks.shape != times.shape:
+                raise EventDataError("partial_fit: times and marks must be 1-d of one length", field="time")
+        stream = getattr(self, "stream_", None)
+        seen = 0 if stream is None else stream["events"]
+        if stream is None:
+            if t_start is None:
+                raise ValueError(f"{name}.partial_fit: the first chunk needs t_start= (where the stream's window begins)")
+            window_start = float(t_start)
+        else:
+            window_start = float(stream["t_end"])
+            if t_start is not None and not np.isclose(float(t_start), window_start, rtol=1e-12, atol=0.0):
+                raise EventDataError(f"partial_fit: this chunk's window starts at {t_start!r}, the stream's last chunk "
+                                     f"ended at {window_start!r}: chunks must follow each other", position=seen, field="t_start")
+        if t_end is None:
+            t_end = float(times[-1]) if times.size else window_start
+        t_end = float(t_end)
+        if not (np.isfinite(window_start) and np.isfinite(t_end) and t_end >= window_start):
+            raise EventDataError(f"partial_fit: window [{window_start}, {t_end}] must be finite and not reversed",
+                                 position=seen, field="t_end")
+        _check_chunk(times, marks, window_start, t_end, K, seen)
+        if stream is None:
+            if not hasattr(self, "baseline_"):
+                if not update:
+                    raise ValueError(f"{name}.partial_fit(update=False): set the parameters (set_params or fit) first")
+                if times.size == 0:
+                    raise ValueError(f"{name}.partial_fit: the first chunk of an unfitted model needs events to start from")
+                first = EventBatch.from_flat(times, np.array([0, times.size]), np.array([window_start]), np.array([t_end]),
+                                             marks, K)
+                self.fit(first, progress=False)
+            duration = t_end - window_start
+            scale = duration / times.size if times.size and duration > 0 else 1.0
+            P = 1 + K * U
+            stream = self.stream_ = {
+                "state": np.zeros((K, U)), "pending": np.zeros(K), "clock": np.array([window_start]),
+                "decays": self.decays_.copy(), "scale": scale, "t_start": window_start, "t_end": window_start,
+                "events": 0, "chunks": 0, "duration": 0.0, "tails": np.zeros(K * U),
+                "hessian": np.zeros((K, P, P)), "linear": np.zeros((K, P)), "log_likelihood": 0.0,
+            }
+        beta = stream["decays"]
+        X, tails = _recursion.chunk_features(times, marks, t_end, beta, K, stream["state"], stream["pending"], stream["clock"])
+        mu = self.baseline.detach().numpy().astype(np.float64)
+        adj = self.adjacency.detach().numpy().reshape(K, K * U).astype(np.float64)
+        lam = mu[marks] + np.einsum("np,np->n", adj[marks], X)
+        duration = t_end - window_start
+        stream["log_likelihood"] += float(np.sum(np.log(lam)) - mu.sum() * duration - (adj @ tails).sum())
+        stream["duration"] += duration
+        stream["tails"] += tails
+        stream["events"] += times.size
+        stream["chunks"] += 1
+        stream["t_end"] = t_end
+        if update:
+            self._recursive_mle(stream, X, marks, mu, adj, max_iter, tol)
+        return self
+
+    def _recursive_mle(self, stream: dict, X: np.ndarray, marks: np.ndarray, mu: np.ndarray, adj: np.ndarray,
+                       max_iter: int, tol: float) -> None:
+        """The step of :meth:`partial_fit`: per target, maximise the running surrogate, then fold this chunk's
+        second-order expansion at the new estimate into it. Works in units where the first chunk's mean event
+        rate is 1 (as ``fit`` does), so that ``mu`` and ``A`` have comparable scales."""
+        K, U = self.num_marks, self.num_decays
+        scale = stream["scale"]
+        n_total = max(float(stream["events"]), 1.0)
+        linear_stats = np.concatenate([[stream["duration"] / scale], stream["tails"]])
+        floor = 1e-12 * max(float(mu.min()) * scale, 1e-300)
+        new_mu, new_adj = mu.copy(), adj.copy()
+        for i in range(K):
+            Z = X[marks == i]
+            Z = np.hstack([np.ones((Z.shape[0], 1)), Z * scale])
+            H, G = stream["hessian"][i], stream["linear"][i]
+
+            def objective(theta: np.ndarray, Z=Z, H=H, G=G) -> tuple[float, np.ndarray]:
+                lam = Z @ theta
+                if np.any(lam <= 0):
+                    return np.inf, np.zeros_like(theta)
+                Htheta = H @ theta
+                value = G @ theta + 0.5 * theta @ Htheta + np.log(lam).sum() - linear_stats @ theta
+                grad = G + Htheta + Z.T @ (1.0 / lam) - linear_stats
+                return -float(value) / n_total, -grad / n_total
+
+            theta0 = np.concatenate([[max(mu[i] * scale, floor)], np.maximum(adj[i], 0.0)])
+            res = scipy.optimize.minimize(objective, theta0, jac=True, method="L-BFGS-B",
+                                          bounds=[(floor, None)] + [(0.0, None)] * (K * U),
+                                          options=dict(maxiter=max_iter, ftol=tol, gtol=1e-12, maxcor=20))
+            theta = res.x if np.isfinite(res.fun) else theta0
+            lam = Z @ theta
+            g = Z.T @ (1.0 / lam)
+            Hc = -(Z / lam[:, None] ** 2).T @ Z
+            stream["linear"][i] += g - Hc @ theta
+            stream["hessian"][i] += Hc
+            new_mu[i], new_adj[i] = theta[0] / scale, theta[1:]
+        self.set_params(new_mu, new_adj.reshape(K, K, U), stream["decays"])
 
     # ------------------------------------------------------------------ simulation
     def sample(
@@ -576,6 +1012,8 @@ class SumExpHawkes(PointProcess):
         with the events simulated and the time reached.
         """
         rng = as_numpy_rng(generator)
+        if self._basis is not None:
+            return self._sample_seasonal(n, t_end, history, rng, t_start, max_events)
         K, U = self.num_marks, self.num_decays
         mu = self.baseline.detach().numpy().copy()
         adj = self.adjacency.detach().numpy().copy()
@@ -593,6 +1031,62 @@ class SumExpHawkes(PointProcess):
         seq = np.repeat(np.arange(n), counts)
         return assemble(seq, times, marks, n, t0s, ends, K, history)
 
+    def _sample_seasonal(self, n: int, t_end: float, history: EventBatch | None, rng: np.random.Generator,
+                         t_start: float, max_events: int) -> EventBatch:
+        """Exact simulation with a time-varying baseline by the cluster construction (Hawkes & Oakes 1974).
+
+        Immigrants of type ``k`` form a Poisson process of rate ``mu_k(t)``, drawn by thinning a homogeneous
+        one at the basis's bound (``max_b c[k, b]``: the splines sum to one). Each event of type ``j`` has
+        ``Poisson(A[i, j, u])`` children of type ``i`` delayed by ``Exp(beta_u)``. A history's events still
+        have ``Poisson(A[i, j, u] exp(-beta_u e))`` children to come after an elapsed ``e``, at the window start
+        plus ``Exp(beta_u)`` (the exponential forgets the elapsed time).
+        """
+        K, U = self.num_marks, self.num_decays
+        coef = self.baseline_coef.detach().numpy()
+        adj = self.adjacency.detach().numpy()
+        beta = self.decays.detach().numpy()
+        starts, t0s, ends = simulation_window(n, t_end, history, t_start, K)
+        bound = self._basis.bound(coef)
+        candidates = rng.poisson(np.outer(ends - starts, bound))  # [n, K]
+        if candidates.sum() > 2 * max_events:
+            raise budget_error(self, max_events, f"the immigrants' bound alone gives {int(candidates.sum())} candidates",
+                               self.branching_ratio)
+        seq = np.repeat(np.repeat(np.arange(n), K), candidates.ravel())
+        typ = np.repeat(np.tile(np.arange(K), n), candidates.ravel())
+        times = starts[seq] + rng.random(seq.size) * (ends - starts)[seq]
+        rate = np.einsum("nb,nb->n", self._basis.values(times), coef[typ]) if seq.size else np.zeros(0)
+        keep = rng.random(seq.size) * bound[typ] < rate
+        parents = [(seq[keep], typ[keep], times[keep])]
+
+        def children(p_seq, p_typ, p_time, scale):
+            mean = adj[:, p_typ, :].transpose(1, 0, 2) * scale  # [P, K, U]
+            count = rng.poisson(mean).ravel()
+            parent = np.repeat(np.repeat(np.arange(p_seq.size), K * U), count)
+            c_typ = np.repeat(np.tile(np.repeat(np.arange(K), U), p_seq.size), count)
+            c_u = np.repeat(np.tile(np.arange(U), p_seq.size * K), count)
+            c_time = p_time[parent] + rng.exponential(1.0, parent.size) / beta[c_u]
+            c_seq = p_seq[parent]
+            inside = c_time <= ends[c_seq]
+            return c_seq[inside], c_typ[inside], c_time[inside]
+
+        generation = parents[0]
+        if history is not None:
+            flat = _flat(history)
+            h_seq = np.repeat(np.arange(n), np.diff(flat["seq_offsets"]))
+            elapsed = starts[h_seq] - flat["times"]
+            late = children(h_seq, flat["marks"], starts[h_seq], np.exp(-beta[None, None, :] * elapsed[:, None, None]))
+            parents.append(late)
+            generation = tuple(np.concatenate(pair) for pair in zip(generation, late))
+        total = sum(part[0].size for part in parents)
+        while generation[0].size:
+            generation = children(*generation, 1.0)
+            parents.append(generation)
+            total += generation[0].size
+            if total > max_events:
+                raise budget_error(self, max_events, f"{total} events simulated", self.branching_ratio)
+        seq_all, typ_all, time_all = (np.concatenate(x) for x in zip(*parents))
+        return assemble(seq_all, time_all, typ_all, n, t0s, ends, K, history)
+
 
 class ExpHawkes(SumExpHawkes):
     """Hawkes process with kernels ``phi_ij(t) = adjacency[i, j] * decay * exp(-decay * t)``.
@@ -603,17 +1097,24 @@ class ExpHawkes(SumExpHawkes):
 
     _constraints = {"decay": Interval(0, None, closed="neither", none_ok=True)}
 
-    def __init__(self, num_marks: int, decay: float | None = None) -> None:
+    def __init__(self, num_marks: int, decay: float | None = None, baseline: str = "constant",
+                 period: float | None = None, n_basis: int | None = None, breakpoints: Sequence[float] | None = None,
+                 origin: float = 0.0, degree: int = 3) -> None:
         check_params(self, decay=decay)
-        super().__init__(num_marks, [1.0 if decay is None else float(decay)], learn_decays=decay is None)
+        super().__init__(num_marks, [1.0 if decay is None else float(decay)], learn_decays=decay is None,
+                         baseline=baseline, period=period, n_basis=n_basis, breakpoints=breakpoints, origin=origin,
+                         degree=degree)
         self.decay = decay
 
     @classmethod
-    def from_params(cls, baseline: Sequence[float], adjacency: np.ndarray, decay: float) -> "ExpHawkes":  # type: ignore[override]
-        """A model with the given ``baseline [K]``, ``adjacency [K, K]`` and ``decay``."""
-        baseline = np.asarray(baseline, np.float64).reshape(-1)
-        model = cls(baseline.size, float(decay))
-        model.set_params(baseline, np.asarray(adjacency, np.float64)[..., None], [float(decay)])
+    def from_params(cls, baseline: Sequence[float], adjacency: np.ndarray, decay: float,  # type: ignore[override]
+                    **baseline_options: Any) -> "ExpHawkes":
+        """A model with the given ``baseline [K]`` (or ``[K, B]`` coefficients), ``adjacency [K, K]`` and ``decay``;
+        ``baseline_options`` as in :meth:`SumExpHawkes.from_params`."""
+        adjacency = np.asarray(adjacency, np.float64)
+        K = adjacency.shape[0] if baseline_options else np.asarray(baseline, np.float64).reshape(-1).size
+        model = cls(K, float(decay), **_constructor_options(baseline_options))
+        model.set_params(baseline, adjacency[..., None], [float(decay)])
         return model
 
     def _publish(self) -> None:
@@ -627,4 +1128,5 @@ class ExpHawkes(SumExpHawkes):
             "baseline": self.baseline.detach().numpy().tolist(),
             "adjacency": self.adjacency.detach().numpy()[..., 0].tolist(),
             "decay": float(self.decays.detach().numpy()[0]),
+            **self._baseline_dict(),
         }

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tpp.hawkes import ExpHawkes, FaDInHawkes, NonparametricHawkes, Poisson, SumExpHawkes
+from tpp.hawkes import ExpHawkes, FaDInHawkes, NonparametricHawkes, Poisson, PowerLawHawkes, SumExpHawkes
 from tpp.model import Model
 from tpp.options import Initialisation, Objective
 from tpp.process import Prediction
@@ -29,6 +29,7 @@ ESTIMATORS = {
     "sumexp-hawkes": lambda: SumExpHawkes(2, [0.5, 3.0]),
     "fadin": lambda: FaDInHawkes(2, "truncated-exponential", 3.0, 0.05),
     "nonparametric-em": lambda: NonparametricHawkes(2, support=3.0, bins=6),
+    "powerlaw-hawkes": lambda: PowerLawHawkes(2, 12, (1e-2, 1e2)),
 }
 
 
