@@ -481,6 +481,12 @@ def _marked_hawkes(p: dict[str, Any]) -> Any:
     return MarkedHawkes.from_dict(p)
 
 
+def _sparse_hawkes(p: dict[str, Any]) -> Any:
+    from tpp.hawkes import SparseExpHawkes
+
+    return SparseExpHawkes.from_dict(p)
+
+
 def _nonlinear_hawkes(p: dict[str, Any]) -> Any:
     from tpp.hawkes import NonlinearHawkes
 
@@ -518,6 +524,10 @@ _TPP_ENTRIES = [
     ModelSpec("nonlinear-hawkes", "tpp.hawkes:NonlinearHawkes", Family.TPP, "NonlinearHawkes", _E,
               loader=_nonlinear_hawkes,
               summary="nonlinear Hawkes process with signed exponential kernels (softplus/relu/exp link; inhibition)"),
+    # L1 penalty, strength by BIC over a path; decay from a grid unless given; memory O(N + nnz) for many types.
+    ModelSpec("sparse-hawkes", "tpp.hawkes:SparseExpHawkes", Family.TPP, "SparseExpHawkes", _E,
+              loader=_sparse_hawkes,
+              summary="exponential Hawkes process with a sparse adjacency (L1 / group lasso, BIC/AIC/CV; many types)"),
     ModelSpec("rmtpp", "tpp.neural:RMTPP", Family.TPP, "RMTPP", _T, summary="recurrent marked TPP (Du et al. 2016)"),
     ModelSpec("nhp", "tpp.neural:NHP", Family.TPP, "NHP", _T, summary="neural Hawkes process (Mei & Eisner 2017)"),
     ModelSpec("thp", "tpp.neural:THP", Family.TPP, "THP", _T,

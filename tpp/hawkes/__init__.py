@@ -13,9 +13,10 @@ from tpp.hawkes.nonlinear import NonlinearHawkes
 from tpp.hawkes.nonparametric import NonparametricHawkes
 from tpp.hawkes.poisson import Poisson
 from tpp.hawkes.powerlaw import PowerLawHawkes
+from tpp.hawkes.sparse import SparseExpHawkes
 from tpp.process import PointProcess
 
-__all__ = ["Poisson", "ExpHawkes", "SumExpHawkes", "FaDInHawkes", "NonparametricHawkes", "PowerLawHawkes", "MarkedHawkes", "NonlinearHawkes", "ParametricKernel", "NonStationaryWarning", "from_dict"]
+__all__ = ["Poisson", "ExpHawkes", "SumExpHawkes", "FaDInHawkes", "NonparametricHawkes", "PowerLawHawkes", "MarkedHawkes", "NonlinearHawkes", "SparseExpHawkes", "ParametricKernel", "NonStationaryWarning", "from_dict"]
 
 
 def from_dict(params: dict[str, Any]) -> PointProcess:
