@@ -6,6 +6,7 @@ sde fit --model latent-sde --data path/to/Train.ts --test path/to/Test.ts --task
 sde eval --model-file run/ --data path/to/Train.ts --task interpolate --json   # the fitted settings, same numbers
 sde fit --model gru --data airline --task forecast --window 24 --json          # one long series, cut into windows
 sde fit --model gru --data physionet2012 --task classify --json                 # in-hospital mortality: AUROC, AUPRC
+sde fit --model gru-d --data physionet2012 --task forecast --likelihood laplace --json   # a median forecaster (MAE)
 sde fit --model latent-ode --data physionet2012 --task classify --json          # its own classifier on z0 (joint)
 sde fit --model latent-sde --data physionet2012 --task interpolate --max-series 200 --json   # a seeded subset
 sde datasets --json
@@ -64,6 +65,14 @@ MODEL_NAMES = ("neural-cde", "lsde", "lnsde", "gsde", "gru", "neural-ode", "late
 
 ModelName = enum.Enum("ModelName", {n.replace("-", "_"): n for n in MODEL_NAMES}, type=str)  # type: ignore[misc]
 """The ``--model`` choices (a str enum, so typer lists them and refuses others)."""
+
+
+class Likelihood(str, enum.Enum):
+    """The ``--likelihood`` choices: the observation model of a series model's forecast / regression head
+    (:data:`sde.models.heads.LIKELIHOODS`; ``laplace`` predicts the median, for MAE)."""
+
+    GAUSSIAN = "gaussian"
+    LAPLACE = "laplace"
 
 TEST_SPLIT_FRACTIONS = (0.8, 0.2)
 VAL_FRACTIONS = (0.85, 0.15)
@@ -193,6 +202,35 @@ def _build(model: str, task: TaskName, train: Any, test: Any, hidden_size: int |
     return table.build(model, train, seed=seed, **overrides)
 
 
+def _likelihood_option(name: str, task: TaskName, likelihood: Likelihood | str | None) -> dict[str, Any]:
+    """The constructor option of ``--likelihood`` (none when not given); a ValueError (exit 2) for a model
+    without that option or for classification, rather than a flag silently ignored."""
+    import inspect
+
+    from tpp import table
+
+    if likelihood is None:
+        return {}
+    value = Likelihood(likelihood).value
+    from sde.models._base import SeriesModel
+
+    cls = table.spec(name).cls
+    if not (issubclass(cls, SeriesModel) and ("likelihood" in inspect.signature(cls).parameters
+                                              or any(p.kind is inspect.Parameter.VAR_KEYWORD
+                                                     for p in inspect.signature(cls).parameters.values()))):
+        raise ValueError(f"--likelihood: model {name} has no likelihood option (it is for the discriminative series "
+                         "models: gru, gru-d, ode-rnn, neural-cde, neural-ode, lsde, lnsde, gsde)")
+    if task is TaskName.CLASSIFY and value != "gaussian":
+        raise ValueError(f"--likelihood {value}: for --task forecast or interpolate; a classifier's head is a softmax")
+    return {"likelihood": value}
+
+
+def _likelihood_record(model: Any) -> dict[str, Any]:
+    """``{"likelihood": ...}`` for a model with a head's observation model (the JSON says which), else ``{}``."""
+    value = getattr(model, "likelihood", None)
+    return {"likelihood": value} if isinstance(value, str) else {}
+
+
 def _hidden_size(model: Any) -> int | None:
     """The model's hidden size: its constructor argument as built, else the constructor's default."""
     import inspect
@@ -258,6 +296,10 @@ def fit(
     lr: LrOption = 1e-2,
     hidden_size: Annotated[Optional[int], typer.Option(
         "--hidden-size", min=2, help="Hidden size (default: the model table's).")] = None,
+    likelihood: Annotated[Optional[Likelihood], typer.Option(
+        "--likelihood", help=("Observation model of the forecast / interpolation head of a discriminative series "
+                              "model: gaussian (predicts the mean; the default) or laplace (the median, for MAE).")
+    )] = None,
     seed: SeedOption = 0,
     out: Annotated[Optional[Path], typer.Option(
         help="Folder for model.pt and result.json (for `sde eval`) and the run's checkpoints.")] = None,
@@ -280,6 +322,7 @@ def fit(
     _check_task(name, task)
     check_run_options(out, resume, checkpoint_every, overwrite, table.spec(name).training is Training.TRAINER, name,
                       table.names(Family.SDE, Training.TRAINER))
+    model_options = _likelihood_option(name, task, likelihood)
     train_raw, test_raw, test_source = load_parts(data, test, seed, window)
     train_raw, test_raw = _limit(train_raw, test_raw, max_series, seed)
     if task is TaskName.CLASSIFY and (train_raw.labels is None or test_raw.labels is None):
@@ -296,7 +339,7 @@ def fit(
     val = None if val_raw is None else make_task(val_raw, task, seed=derived_seed(seed, _VALPART_KEY),
                                                  scale=train.scale, **options)
     test_part = make_task(test_raw, task, seed=derived_seed(seed, _TEST_KEY), scale=train.scale, **options)
-    estimator = _build(name, task, train.inputs, test_raw, hidden_size, seed)
+    estimator = _build(name, task, train.inputs, test_raw, hidden_size, seed, options=model_options)
     batch = batch_size if batch_size is not None else batch_size_rule(len(train.inputs))
     # The trainer's checkpoints go to --out (the run owns it); a model fitted in one go has none.
     trained = table.spec_of(estimator).training is Training.TRAINER
@@ -313,6 +356,7 @@ def fit(
         **settings, "test_source": test_source,
         "epochs": epochs, "epochs_run": record.epochs_run, "batch_size": batch, "lr": lr,
         "hidden_size": _hidden_size(estimator),
+        **_likelihood_record(estimator),
         "n_train": len(train.inputs), "n_val": 0 if val is None else len(val.inputs), "n_test": len(test_part.inputs),
         "train_seconds": record.seconds,
         **scores,

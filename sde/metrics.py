@@ -4,6 +4,8 @@ benchmarks and any peer run on the same held-out values.
 Forecast / imputation (elementwise; ``y`` any shape):
 
 * :func:`crps_gaussian` - the continuous ranked probability score of ``N(mean, std**2)``, in closed form.
+* :func:`crps_laplace` - the CRPS of ``Laplace(loc, scale)``, in closed form (the predictive of a series
+  model trained with a Laplace head, ``likelihood="laplace"``).
 * :func:`crps_samples` - the CRPS of an empirical predictive given by ``S >= 2`` samples ``[S, *y.shape]``,
   in its energy form with the unbiased ("fair") spread term
   ``mean_i |X_i - y| - sum_{i<j} |X_i - X_j| / (S (S - 1))``: its expectation over the samples is the
@@ -13,7 +15,8 @@ Forecast / imputation (elementwise; ``y`` any shape):
 * :func:`interval_coverage` / :func:`inside_interval` - whether ``y`` lies in the central ``level`` interval
   of a Gaussian ``(mean, std)``, of samples (their empirical quantiles; few samples give narrower
   intervals, so prefer :class:`GaussianMixture` where the noise is known) or of a :class:`GaussianMixture`
-  (its exact quantiles: ``y`` is inside iff the mixture's CDF at ``y`` is in ``[(1 - level) / 2, (1 + level) / 2]``).
+  (its exact quantiles: ``y`` is inside iff the mixture's CDF at ``y`` is in ``[(1 - level) / 2, (1 + level) / 2]``)
+  or of a :class:`Laplace` (:func:`laplace_interval`).
 
 Classification (``scores``: the probability of the positive class, ``labels`` 0/1):
 
@@ -38,13 +41,16 @@ if TYPE_CHECKING:  # torch is imported on first use
 
 __all__ = [
     "GaussianMixture",
+    "Laplace",
     "auprc",
     "auroc",
     "crps_gaussian",
+    "crps_laplace",
     "crps_mixture",
     "crps_samples",
     "inside_interval",
     "interval_coverage",
+    "laplace_interval",
 ]
 
 _SQRT_PI = math.sqrt(math.pi)
@@ -95,6 +101,24 @@ def crps_gaussian(mean: Any, std: Any, y: Any) -> Tensor:
     z = (y - mean) / safe
     value = safe * (z * (2 * _cdf(z) - 1) + 2 * _phi(z) - 1 / _SQRT_PI)
     return torch.where(std > 0, value, (y - mean).abs())
+
+
+def crps_laplace(loc: Any, scale: Any, y: Any) -> Tensor:
+    """Elementwise CRPS of ``Laplace(loc, scale)`` (density ``exp(-|x - loc| / scale) / (2 scale)``) at ``y``:
+    ``|y - loc| + scale * exp(-|y - loc| / scale) - 3 scale / 4``, the closed form of
+    ``int (F(x) - 1{x >= y})^2 dx`` (Jordan, Krueger & Lerch 2019, "Evaluating probabilistic forecasts with
+    scoringRules", J. Stat. Softw. 90(12), the ``crps_laplace`` of their R package); ``|y - loc|`` where
+    ``scale == 0`` (a point forecast). Float64, broadcast shape."""
+    import torch
+
+    y = _tensor(y)
+    loc, scale = _tensor(loc, y), _tensor(scale, y)
+    if bool((scale < 0).any()):
+        raise ValueError("crps_laplace: scale must be >= 0")
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    err = (y - loc).abs()
+    value = err + safe * torch.exp(-err / safe) - 0.75 * safe
+    return torch.where(scale > 0, value, err)
 
 
 def crps_samples(samples: Any, y: Any) -> Tensor:
@@ -164,14 +188,33 @@ def crps_mixture(mixture: GaussianMixture, y: Any) -> Tensor:
     return accuracy - 0.5 * pair + torch.zeros_like(y)
 
 
+@dataclass(frozen=True)
+class Laplace:
+    """A predictive ``Laplace(loc, scale)`` (elementwise; ``scale`` is ``b``, the std is ``sqrt(2) b``)."""
+
+    loc: Any
+    scale: Any
+
+
+def laplace_interval(loc: Any, scale: Any, level: float) -> tuple[Tensor, Tensor]:
+    """The central ``level`` interval ``loc -/+ scale * log(1 / (1 - level))`` of ``Laplace(loc, scale)``:
+    ``P(|Y - loc| <= t) = 1 - exp(-t / scale)`` equals ``level`` at ``t = scale * log(1 / (1 - level))``."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    loc, scale = _tensor(loc), _tensor(scale)
+    half = scale * math.log(1.0 / (1.0 - level))
+    return loc - half, loc + half
+
+
 # --------------------------------------------------------------------------- interval coverage
-Predictive = Union["Tensor", np.ndarray, tuple, GaussianMixture]
+Predictive = Union["Tensor", np.ndarray, tuple, GaussianMixture, Laplace]
 
 
 def inside_interval(predictive: Predictive, y: Any, level: float) -> Tensor:
     """Elementwise: is ``y`` in the central ``level`` interval of ``predictive``? ``predictive`` is a
-    ``(mean, std)`` pair (Gaussian), a :class:`GaussianMixture`, or samples ``[S, *y.shape]`` (the interval
-    between their empirical ``(1 -/+ level) / 2`` quantiles, linear interpolation)."""
+    ``(mean, std)`` pair (Gaussian), a :class:`GaussianMixture`, a :class:`Laplace` (:func:`laplace_interval`),
+    or samples ``[S, *y.shape]`` (the interval between their empirical ``(1 -/+ level) / 2`` quantiles, linear
+    interpolation)."""
     import torch
 
     if not 0.0 < level < 1.0:
@@ -185,6 +228,9 @@ def inside_interval(predictive: Predictive, y: Any, level: float) -> Tensor:
         return _inside(GaussianMixture(mean[None], std).cdf(y), lo, hi)
     if isinstance(predictive, GaussianMixture):
         return _inside(predictive.cdf(y), lo, hi)
+    if isinstance(predictive, Laplace):
+        low, high = laplace_interval(_tensor(predictive.loc, y), _tensor(predictive.scale, y), level)
+        return (low <= y) & (y <= high)
     x = _tensor(predictive, y)
     if x.dim() != y.dim() + 1 or tuple(x.shape[1:]) != tuple(y.shape):
         raise ValueError(f"samples must be [S, *y.shape], got {tuple(x.shape)} for y {tuple(y.shape)}")

@@ -31,7 +31,9 @@ Forecast and interpolation are scored on the held-out values only, in the data's
 ``test_mse`` and ``test_mae`` of the predictive mean, ``test_log_likelihood``, the mean Gaussian
 log density of a held-out value under the predictive mean and standard deviation (nats per value),
 ``test_crps`` (continuous ranked probability score) and ``coverage_50`` / ``coverage_90`` (share of
-held-out values inside the central 50 % / 90 % predictive interval), by :mod:`sde.metrics`.
+held-out values inside the central 50 % / 90 % predictive interval), by :mod:`sde.metrics`. A series
+model built with ``likelihood="laplace"`` has a Laplace predictive (its location is a median: what an MAE
+rewards) and is scored with the Laplace's density, CRPS and intervals (``predictive``: ``laplace``).
 Where the predictions come from depends on the model (:func:`predictive_distribution`): the Gaussian
 head of the discriminative series models (:class:`~sde.models.heads.GaussianHead`, trained on the
 targets standardised with the training inputs' channel means and scales), the posterior samples of
@@ -559,6 +561,9 @@ class Predictive:
     (broadcastable to ``[B, L, C]``) each draw carries Gaussian observation noise, so the predictive is the
     mixture ``sum_s w_s N(samples[s], noise_std**2)`` (``weights [S, B, L, 1]``, None: equal), scored
     exactly (:func:`sde.metrics.crps_mixture`); without ``noise_std`` the samples are draws of the value.
+    ``family`` (without samples): ``"gaussian"`` (``N(mean, std**2)``) or ``"laplace"`` (a head trained with
+    ``likelihood="laplace"``: ``Laplace(mean, b)`` with ``b = std / sqrt(2)``, scored with its own density,
+    CRPS and intervals).
     """
 
     mean: Tensor
@@ -566,19 +571,37 @@ class Predictive:
     samples: Tensor | None = None
     noise_std: Tensor | None = None
     weights: Tensor | None = None
+    family: str = "gaussian"
 
     @property
     def kind(self) -> str:
-        """``gaussian``, ``mixture`` (samples + Gaussian noise) or ``samples``."""
+        """``gaussian``, ``laplace``, ``mixture`` (samples + Gaussian noise) or ``samples``."""
         if self.samples is None:
-            return "gaussian"
+            return "laplace" if self.family == "laplace" else "gaussian"
         return "samples" if self.noise_std is None else "mixture"
+
+    @property
+    def laplace_scale(self) -> Tensor:
+        """``b = std / sqrt(2)`` of a Laplace predictive."""
+        return self.std / math.sqrt(2.0)
+
+    def log_density(self, y: Tensor, where: Tensor) -> Tensor:
+        """``[N]`` log density of the values ``y = values[where]``: the Laplace's for a Laplace predictive,
+        else the Gaussian with the predictive's mean and std (as :func:`evaluate` always scored)."""
+        err = y - self.mean[where]
+        if self.kind == "laplace":
+            b = self.laplace_scale[where]
+            return -torch.log(2 * b) - err.abs() / b
+        sd = self.std[where]
+        return -0.5 * (err / sd) ** 2 - torch.log(sd) - 0.5 * math.log(2 * math.pi)
 
     def _at(self, where: Tensor) -> Any:
         """The predictive of the values under the mask ``where [B, L, C]``, as :mod:`sde.metrics` takes it."""
-        from sde.metrics import GaussianMixture
+        from sde.metrics import GaussianMixture, Laplace
 
         if self.samples is None:
+            if self.kind == "laplace":
+                return Laplace(self.mean[where], self.laplace_scale[where])
             return self.mean[where], self.std[where]
         shape = self.mean.shape
         samples = self.samples.expand(-1, *shape)[:, where]
@@ -590,9 +613,11 @@ class Predictive:
 
     def crps(self, y: Tensor, where: Tensor) -> Tensor:
         """CRPS ``[N]`` of the values ``y [N] = values[where]`` (:mod:`sde.metrics`)."""
-        from sde.metrics import GaussianMixture, crps_gaussian, crps_mixture, crps_samples
+        from sde.metrics import GaussianMixture, Laplace, crps_gaussian, crps_laplace, crps_mixture, crps_samples
 
         pred = self._at(where)
+        if isinstance(pred, Laplace):
+            return crps_laplace(pred.loc, pred.scale, y)
         if isinstance(pred, tuple):
             return crps_gaussian(pred[0], pred[1], y)
         if isinstance(pred, GaussianMixture):
@@ -621,7 +646,8 @@ def predictive_distribution(model: Any, inputs: SeriesBatch, scale: TargetScale)
     if isinstance(model, SeriesModel):
         pred = model.predict(inputs)
         mean, std = scale.tensors(pred.mean)
-        return Predictive(pred.mean * std + mean, pred.std * std)
+        # a Laplace head: its location and scale map to data units as a mean and std do
+        return Predictive(pred.mean * std + mean, pred.std * std, family=getattr(pred, "family", "gaussian"))
     time = inputs.time.to(torch.float64)
     if isinstance(model, LatentSeriesModel) or (hasattr(model, "interpolate") and hasattr(model, "noise_std")):
         # LatentSDE, LatentODE (and a user's model with their interface): posterior samples + Gaussian noise
@@ -672,9 +698,10 @@ def evaluate(model: Any, data: TaskData, *, seed: int, chunk: int = EVAL_CHUNK) 
     classify: ``test_accuracy``; with two classes also ``test_auroc`` and ``test_auprc`` of the
     probability of the second class (:func:`sde.metrics.auroc`, :func:`sde.metrics.auprc`; for imbalanced
     labels such as in-hospital mortality). forecast / interpolate, on the held-out values in the data's
-    units: ``test_mse``, ``test_mae`` of the predictive mean; ``test_log_likelihood`` (mean Gaussian log
-    density per held-out value, nats); ``test_crps`` (mean CRPS; from the predictive samples where the
-    model has them, see :class:`Predictive`, else of the Gaussian); ``coverage_50``, ``coverage_90`` (share
+    units: ``test_mse``, ``test_mae`` of the predictive mean (a Laplace head's location); ``test_log_likelihood``
+    (mean Gaussian log density per held-out value, nats; the Laplace density for a Laplace head); ``test_crps``
+    (mean CRPS; from the predictive samples where the model has them, see :class:`Predictive`, else of the
+    Gaussian or the Laplace); ``coverage_50``, ``coverage_90`` (share
     of held-out values inside the central 50 % / 90 % predictive interval); ``predictive`` (its kind) and
     ``n_test_values``. Always ``stats``: the solver work of the whole evaluation (:class:`SolverWork`).
 
@@ -710,16 +737,15 @@ def evaluate(model: Any, data: TaskData, *, seed: int, chunk: int = EVAL_CHUNK) 
                 length = part.time.shape[1]
                 pred = predictive_distribution(model, part, scale)
                 kind = pred.kind
-                mean, std = pred.mean, pred.std
+                mean = pred.mean
                 scored = scored_all[index, :length].to(mean.device)
                 truth = data.values[index, :length].to(mean)
                 err = (mean - truth)[scored]
-                sd = std[scored]
                 sq += float((err**2).sum())
                 ab += float(err.abs().sum())
-                ll += float((-0.5 * (err / sd) ** 2 - torch.log(sd) - 0.5 * math.log(2 * math.pi)).sum())
+                y = truth[scored]
+                ll += float(pred.log_density(y, scored).sum())
                 if bool(scored.any()):
-                    y = truth[scored]
                     crps += float(pred.crps(y, scored).sum())
                     for level in COVERAGE_LEVELS:
                         inside[level] += int(pred.inside(y, scored, level).sum())

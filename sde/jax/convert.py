@@ -132,6 +132,9 @@ def from_torch(model: nn.Module) -> jm.AbstractPathModel:
     name = type(model).__name__
     if name not in twins or not isinstance(model, twins[name][0]):
         raise TypeError(f"from_torch converts {sorted(twins)}; got {type(model).__name__}")
+    if getattr(model, "likelihood", "gaussian") != "gaussian":  # the twins have the Gaussian head only
+        raise ValueError(f"from_torch: {name} has likelihood={model.likelihood!r}; the equinox twins have only the "
+                         "Gaussian head")
     dtype = next(model.parameters()).dtype
     _enable_x64_for(dtype)
     twin = twins[name][1](**_torch_config(model), dtype=np.dtype(str(dtype).removeprefix("torch.")))

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sde.models.heads import ClassificationHead, GaussianHead, GaussianPrediction, Task, make_head
+from sde.models.heads import ClassificationHead, GaussianHead, GaussianPrediction, Task, check_likelihood, make_head
 from tpp.model import Model, Seed
 from tpp.options import Interval, Options, check_params, check_size
 
@@ -97,7 +97,9 @@ class SeriesModel(Model):
     """Base of the series models: standardisation, clock, heads; subclasses implement :meth:`latent`.
 
     ``batch_norm``: batch-norm in the readout (None: on for classification, as the reference
-    classifier; see :mod:`sde.models.heads`).
+    classifier; see :mod:`sde.models.heads`). ``likelihood``: the observation model of a regression or
+    forecast head, ``"gaussian"`` (predicts the conditional mean) or ``"laplace"`` (the conditional
+    median: for forecasts scored by MAE); a classifier accepts only ``"gaussian"``.
 
     The contract (:class:`tpp.model.Model`) per task:
 
@@ -122,7 +124,7 @@ class SeriesModel(Model):
                     "step_size": Interval(0, None, closed="neither", none_ok=True)}
 
     def __init__(self, input_channels: int, hidden_size: int, output_size: int, task: Task = Task.CLASSIFICATION,
-                 batch_norm: bool | None = None) -> None:
+                 batch_norm: bool | None = None, likelihood: str = "gaussian") -> None:
         super().__init__()
         check_params(self, input_channels=input_channels, hidden_size=hidden_size, output_size=output_size, task=task)
         self.input_channels = int(input_channels)
@@ -133,7 +135,13 @@ class SeriesModel(Model):
                    f"input_channels={input_channels}, hidden_size={hidden_size}, output_size={output_size}")
         self.task = task
         # the int() values: torch refuses a NumPy integer or an integral float as a layer size
-        self.head: ClassificationHead | GaussianHead = make_head(task, self.hidden_size, self.output_size, batch_norm)
+        check_likelihood(likelihood, type(self).__name__)
+        if task is Task.CLASSIFICATION and likelihood != "gaussian":
+            raise ValueError(f"{type(self).__name__}: likelihood={likelihood!r} is for regression and forecast; "
+                             "a classifier's head is a softmax (leave likelihood at 'gaussian')")
+        self.likelihood = likelihood  # kept by name: tpp.table.constructor_args saves it
+        self.head: ClassificationHead | GaussianHead = make_head(task, self.hidden_size, self.output_size, batch_norm,
+                                                                 likelihood)
         self.register_buffer("channel_mean", torch.zeros(self.input_channels))
         self.register_buffer("channel_std", torch.ones(self.input_channels))
         self.register_buffer("time_scale", torch.ones((), dtype=torch.float64))
@@ -258,7 +266,8 @@ class SeriesModel(Model):
             return self._task_log_prob(batch)
 
     def log_density(self, batch: SeriesBatch) -> Tensor:
-        """``[B]`` Gaussian log density of each series' finite targets, summed (regression, forecast)."""
+        """``[B]`` Gaussian (or, with ``likelihood="laplace"``, Laplace) log density of each series' finite
+        targets, summed (regression, forecast)."""
         if self.task is Task.CLASSIFICATION:
             raise ValueError("log_density is for regression and forecast; a classifier has label_log_prob")
         with eval_mode(self):
@@ -311,7 +320,8 @@ class SeriesModel(Model):
             preds = [self.head.predict(z) for z in draws]
         means = torch.stack([p.mean for p in preds])
         std = (preds[0].std ** 2 + means.var(0, unbiased=False)).sqrt()
-        return GaussianPrediction(means.mean(0), std)
+        # several draws of a Laplace head: reported as the Laplace with the averaged location and the total std
+        return GaussianPrediction(means.mean(0), std, preds[0].family)
 
 
 class PathModel(SeriesModel):
@@ -326,8 +336,8 @@ class PathModel(SeriesModel):
 
     def __init__(self, input_channels: int, hidden_size: int, output_size: int, task: Task = Task.CLASSIFICATION,
                  interpolation: Any = None, observation_counts: bool = False, method: Any = None,
-                 step_size: float | None = None, batch_norm: bool | None = None) -> None:
-        super().__init__(input_channels, hidden_size, output_size, task, batch_norm)
+                 step_size: float | None = None, batch_norm: bool | None = None, likelihood: str = "gaussian") -> None:
+        super().__init__(input_channels, hidden_size, output_size, task, batch_norm, likelihood)
         from sde.paths import Interpolation
 
         self.interpolation = Interpolation.HERMITE if interpolation is None else interpolation

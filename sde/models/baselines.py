@@ -58,8 +58,8 @@ class GRUTime(TwoWay, SeriesModel):
     def __init__(self, input_channels: int, hidden_size: int = 32, output_size: int = 2,
                  task: Task = Task.CLASSIFICATION, *, num_layers: int = 1, bidirectional: bool = False,
                  leave_row_out: bool = False, reconstruction_weight: float = 0.0,
-                 batch_norm: bool | None = None) -> None:
-        super().__init__(input_channels, hidden_size, output_size, task, batch_norm)
+                 batch_norm: bool | None = None, likelihood: str = "gaussian") -> None:
+        super().__init__(input_channels, hidden_size, output_size, task, batch_norm, likelihood)
         check_params(self, num_layers=num_layers)
         self.gru = nn.GRU(3 * self.input_channels + 1, self.hidden_size, num_layers=int(num_layers), batch_first=True)
         self._init_two_way(bidirectional, leave_row_out, reconstruction_weight)

@@ -122,9 +122,9 @@ class NeuralCDE(PathModel):
                  task: Task = Task.CLASSIFICATION, interpolation: Any = None, *, hidden_hidden_size: int | None = None,
                  num_layers: int = 3, observation_counts: bool = False, method: Any = None,
                  step_size: float | None = None, batch_norm: bool | None = None,
-                 field_init: FieldInit | str = FieldInit.AUTO) -> None:
+                 field_init: FieldInit | str = FieldInit.AUTO, likelihood: str = "gaussian") -> None:
         super().__init__(input_channels, hidden_size, output_size, task, interpolation, observation_counts, method,
-                         step_size, batch_norm)
+                         step_size, batch_norm, likelihood)
         H = self.hidden_size  # an int: the argument may be a NumPy integer
         hh = H if hidden_hidden_size is None else int(check_params(self, hidden_hidden_size=hidden_hidden_size)
                                                       ["hidden_hidden_size"])

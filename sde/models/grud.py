@@ -81,8 +81,8 @@ class GRUD(TwoWay, SeriesModel):
     def __init__(self, input_channels: int, hidden_size: int = 32, output_size: int = 2,
                  task: Task = Task.CLASSIFICATION, *, bidirectional: bool = False, leave_row_out: bool = False,
                  reconstruction_weight: float = 0.0,
-                 batch_norm: bool | None = None) -> None:
-        super().__init__(input_channels, hidden_size, output_size, task, batch_norm)
+                 batch_norm: bool | None = None, likelihood: str = "gaussian") -> None:
+        super().__init__(input_channels, hidden_size, output_size, task, batch_norm, likelihood)
         C, H = self.input_channels, self.hidden_size  # ints (the base converts NumPy and integral float sizes)
         check_size(self, (2 * C + H, H), f"input_channels={input_channels}, hidden_size={hidden_size}")
         self.cell = GRUDCell(C, H)

@@ -6,7 +6,11 @@ and hands them to one of these heads, so the losses are written once:
 * :class:`ClassificationHead`: ``log p(label | series) = log_softmax(readout(z_end))[label]`` (the
   cross-entropy of every paper in this family, as a log-likelihood);
 * :class:`GaussianHead`: ``y ~ N(readout(z), diag(s)^2)`` with a learnable noise scale ``s`` per
-  output (regression on the final state, or forecasting at every observation row).
+  output (regression on the final state, or forecasting at every observation row); with
+  ``likelihood="laplace"`` ``y ~ Laplace(readout(z), b)`` instead (:data:`LIKELIHOODS`). A Gaussian
+  NLL makes the readout the conditional *mean*, a Laplace NLL the conditional *median*: the one to
+  train when forecasts are scored by MAE (PhysioNet 2012 forecast, GRU-D: 3x lower MSE than SAITS,
+  which trains on an L1 loss, but 4 % higher MAE with the Gaussian head).
 
 The readout follows the stable-SDE reference code (Oh et al. 2024, torch-ists ``NeuralSDE.linear``
 then ``ists_classifier.fc``), shortened to ``tanh -> Linear(H, H) [-> BatchNorm] -> ReLU ->
@@ -30,7 +34,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ClassificationHead", "GaussianHead", "GaussianPrediction", "StateBatchNorm", "Task", "make_head", "readout"]
+__all__ = ["LIKELIHOODS", "ClassificationHead", "GaussianHead", "GaussianPrediction", "StateBatchNorm", "Task",
+           "check_likelihood", "make_head", "readout"]
+
+LIKELIHOODS = ("gaussian", "laplace")
+"""Observation models of :class:`GaussianHead` (the ``likelihood`` argument of the series models)."""
+
+
+def check_likelihood(likelihood: str, owner: str = "likelihood") -> str:
+    """``likelihood`` if it is one of :data:`LIKELIHOODS`, else a ValueError naming the allowed values."""
+    if not isinstance(likelihood, str) or likelihood not in LIKELIHOODS:
+        raise ValueError(f"{owner}: likelihood must be one of {', '.join(map(repr, LIKELIHOODS))}, got {likelihood!r}")
+    return likelihood
 
 
 class Task(enum.Enum):
@@ -69,10 +84,15 @@ def readout(hidden_size: int, output_size: int, batch_norm: bool = False) -> nn.
 
 @dataclass
 class GaussianPrediction:
-    """Predictive mean and standard deviation, ``[B, O]`` (regression) or ``[B, L, O]`` (forecast)."""
+    """Predictive mean and standard deviation, ``[B, O]`` (regression) or ``[B, L, O]`` (forecast).
+
+    ``family``: the observation model they describe, ``"gaussian"`` or ``"laplace"`` (then ``mean`` is
+    the location, the Laplace's mean and median, and ``std = sqrt(2) b`` its standard deviation, so the
+    scale is ``b = std / sqrt(2)``)."""
 
     mean: Tensor
     std: Tensor
+    family: str = "gaussian"
 
 
 class ClassificationHead(nn.Module):
@@ -102,40 +122,61 @@ class ClassificationHead(nn.Module):
 
 
 class GaussianHead(nn.Module):
-    """``y ~ N(readout(z), s^2)`` per output; ``s = softplus(rho)`` is learned (starts at ``init_std``)."""
+    """``y ~ N(readout(z), s^2)`` per output; ``s = softplus(rho)`` is learned (starts at ``init_std``).
 
-    def __init__(self, hidden_size: int, output_size: int, init_std: float = 1.0, batch_norm: bool = False) -> None:
+    ``likelihood="laplace"``: ``y ~ Laplace(readout(z), b)`` with ``b = softplus(rho) + 1e-6`` (the same
+    parameter, so state dicts keep their keys); the readout then learns the conditional median."""
+
+    def __init__(self, hidden_size: int, output_size: int, init_std: float = 1.0, batch_norm: bool = False,
+                 likelihood: str = "gaussian") -> None:
         super().__init__()
+        self.likelihood = check_likelihood(likelihood, type(self).__name__)
         self.net = readout(hidden_size, output_size, batch_norm)
         # softplus^-1(init_std): the noise starts at init_std
         self.rho = nn.Parameter(torch.full((output_size,), math.log(math.expm1(init_std))))
 
     def std(self) -> Tensor:
-        """``[O]`` observation noise (floored so the likelihood stays bounded)."""
+        """``[O]`` observation noise (floored so the likelihood stays bounded): the Gaussian's std, or the
+        Laplace's scale ``b`` (its std is ``sqrt(2) b``)."""
         return F.softplus(self.rho) + 1e-6
 
     def predict(self, z: Tensor) -> GaussianPrediction:
-        """Mean and std with the shape of ``z`` but the last axis ``O``."""
+        """Mean and std with the shape of ``z`` but the last axis ``O`` (``family`` says which observation model)."""
         mean = self.net(z)
-        return GaussianPrediction(mean, self.std().expand_as(mean))
+        scale = self.std().expand_as(mean)
+        if self.likelihood == "laplace":
+            return GaussianPrediction(mean, math.sqrt(2.0) * scale, family="laplace")
+        return GaussianPrediction(mean, scale)
 
     def log_likelihood(self, z: Tensor, targets: Tensor) -> Tensor:
-        """``[B]``: the Gaussian log density summed over every finite target of each series."""
-        pred = self.predict(z)
-        if targets.shape != pred.mean.shape:
-            raise ValueError(f"targets have shape {tuple(targets.shape)}, the model predicts {tuple(pred.mean.shape)}")
+        """``[B]``: the Gaussian (or Laplace) log density summed over every finite target of each series."""
+        mean = self.net(z)
+        if targets.shape != mean.shape:
+            raise ValueError(f"targets have shape {tuple(targets.shape)}, the model predicts {tuple(mean.shape)}")
+        scale = self.std()
         observed = torch.isfinite(targets)
-        y = torch.where(observed, targets, pred.mean.detach())
-        log_density = -0.5 * ((y - pred.mean) / pred.std) ** 2 - torch.log(pred.std) - 0.5 * math.log(2 * math.pi)
+        # a missing target is replaced by the (detached) prediction: no NaN reaches the gradient
+        y = torch.where(observed, targets, mean.detach())
+        if self.likelihood == "laplace":
+            log_density = -torch.log(2 * scale) - (y - mean).abs() / scale
+        else:
+            log_density = -0.5 * ((y - mean) / scale) ** 2 - torch.log(scale) - 0.5 * math.log(2 * math.pi)
         return (log_density * observed).flatten(1).sum(1)
 
 
-def make_head(task: Task, hidden_size: int, output_size: int, batch_norm: bool | None = None) -> ClassificationHead | GaussianHead:
+def make_head(task: Task, hidden_size: int, output_size: int, batch_norm: bool | None = None,
+              likelihood: str = "gaussian") -> ClassificationHead | GaussianHead:
     """The head a task needs (``output_size`` = number of classes, or of regression outputs).
 
-    ``batch_norm`` None: on for classification (the reference classifier), off otherwise."""
+    ``batch_norm`` None: on for classification (the reference classifier), off otherwise. ``likelihood``:
+    the observation model of a regression / forecast head (:data:`LIKELIHOODS`); a classifier has none, so
+    anything but ``"gaussian"`` (the default) is refused for it rather than ignored."""
+    check_likelihood(likelihood, "make_head")
     if task is Task.CLASSIFICATION:
+        if likelihood != "gaussian":
+            raise ValueError(f"likelihood={likelihood!r} is for regression and forecast; a classifier's head is "
+                             "a softmax (leave likelihood at 'gaussian')")
         return ClassificationHead(hidden_size, output_size, True if batch_norm is None else batch_norm)
     if task in (Task.REGRESSION, Task.FORECAST):
-        return GaussianHead(hidden_size, output_size, batch_norm=bool(batch_norm))
+        return GaussianHead(hidden_size, output_size, batch_norm=bool(batch_norm), likelihood=likelihood)
     raise TypeError(f"task must be a sde.models.heads.Task, got {task!r}")

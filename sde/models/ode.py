@@ -60,9 +60,9 @@ class NeuralODE(PathModel):
                  task: Task = Task.CLASSIFICATION, interpolation: Any = None, *, hidden_hidden_size: int | None = None,
                  num_layers: int = 3, observation_counts: bool = False, method: Any = None,
                  step_size: float | None = None, rtol: float = 1e-3, atol: float = 1e-6,
-                 batch_norm: bool | None = None) -> None:
+                 batch_norm: bool | None = None, likelihood: str = "gaussian") -> None:
         super().__init__(input_channels, hidden_size, output_size, task, interpolation, observation_counts, method,
-                         step_size, batch_norm)
+                         step_size, batch_norm, likelihood)
         if not (rtol > 0 and atol > 0):
             raise ValueError(f"rtol and atol must be positive, got rtol={rtol}, atol={atol}")
         self.rtol, self.atol = float(rtol), float(atol)

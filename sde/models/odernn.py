@@ -141,8 +141,9 @@ class ODERNN(TwoWay, SeriesModel):
                  task: Task = Task.CLASSIFICATION, *, units: int | None = None, num_layers: int = 1,
                  method: Method = Method.EULER, step_size: float = 0.02, rtol: float = 1e-3, atol: float = 1e-4,
                  time_input: bool = False, bidirectional: bool = False, leave_row_out: bool = False,
-                 reconstruction_weight: float = 0.0, batch_norm: bool | None = None) -> None:
-        super().__init__(input_channels, hidden_size, output_size, task, batch_norm)
+                 reconstruction_weight: float = 0.0, batch_norm: bool | None = None,
+                 likelihood: str = "gaussian") -> None:
+        super().__init__(input_channels, hidden_size, output_size, task, batch_norm, likelihood)
         check_params(self, units=units, num_layers=num_layers, step_size=step_size)
         if not isinstance(method, Method):
             raise TypeError(f"{type(self).__name__}: method must be a sde.solvers.Method, got {method!r}")

@@ -95,9 +95,10 @@ class StableSDE(PathModel):
                  task: Task = Task.CLASSIFICATION, interpolation: Any = None, *, hidden_hidden_size: int | None = None,
                  num_layers: int = 3, observation_counts: bool = False, method: Any = None,
                  step_size: float | None = None, clip_drift: bool = True, clip_diffusion: bool = True,
-                 theta: float = 1.0, brownian_seed: int | None = None, batch_norm: bool | None = None) -> None:
+                 theta: float = 1.0, brownian_seed: int | None = None, batch_norm: bool | None = None,
+                 likelihood: str = "gaussian") -> None:
         super().__init__(input_channels, hidden_size, output_size, task, interpolation, observation_counts, method,
-                         step_size, batch_norm)
+                         step_size, batch_norm, likelihood)
         check_params(self, num_layers=num_layers, hidden_hidden_size=hidden_hidden_size)
         hh = self.hidden_size if hidden_hidden_size is None else int(hidden_hidden_size)
         check_size(self, (hh, max(self.hidden_size, hh, self.path_channels)),
