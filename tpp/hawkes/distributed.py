@@ -258,7 +258,8 @@ def _solve_group(blocks: list[np.ndarray], counts: np.ndarray, tails: np.ndarray
         def loglik(mu: float, w: np.ndarray, X: np.ndarray = X) -> tuple[float, float, np.ndarray]:
             return _recursion.target_loglik_and_grad(X, mu, w, tails, duration)
 
-        res = SumExpHawkes._lbfgs(loglik, float(mu0[k]), w0, mu_floor, n_events, l1, l2, max_iter, tol, stats)
+        scale = SumExpHawkes._target_scale(X, float(mu0[k]), w0, mu_floor, n_events, l2)  # fit's preconditioner
+        res = SumExpHawkes._lbfgs(loglik, float(mu0[k]), w0, mu_floor, n_events, l1, l2, max_iter, tol, stats, scale)
         out.append({"x": res.x, "fun": float(res.fun), "success": bool(res.success),
                     "iterations": stats["iterations"], "evaluations": stats["evaluations"]})
     return out

@@ -16,6 +16,7 @@ branching ratio). :class:`ExpHawkes` is the single-decay case with ``adjacency``
 
 from __future__ import annotations
 
+import math
 import time as _time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -60,6 +61,54 @@ def _standardise(flat: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], fl
     out["t_start"] = np.zeros_like(flat["t_start"])
     out["scale"] = scale
     return out, scale
+
+
+def _prefix(flat: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """The first ``n`` events of a standardised flat layout, as a layout of its own: whole sequences while
+    they fit, and the sequence that holds event ``n`` cut at that event's time (a window with no events after
+    its last one). Used for the pilot fit that starts a learned decay."""
+    offsets = flat["seq_offsets"]
+    keep = int(np.searchsorted(offsets, n, side="left"))  # sequences [0, keep) hold the first n events
+    out = dict(flat)
+    out["times"], out["marks"] = flat["times"][:n], flat["marks"][:n]
+    out["t_start"], out["t_end"] = flat["t_start"][:keep].copy(), flat["t_end"][:keep].copy()
+    if offsets[keep] != n:  # event n falls inside sequence keep - 1: its window ends there
+        out["t_end"][keep - 1] = flat["times"][n]
+    out["seq_offsets"] = np.append(offsets[:keep], n).astype(offsets.dtype)
+    return out
+
+
+def _secant_decay(profile: Any, x0: np.ndarray, curvature: float, xtol: float = 1e-4) -> np.ndarray | None:
+    """A single decay's maximum: the root of the profile's gradient in ``log beta`` by the secant method
+    (scipy), from the pilot's estimate ``x0`` and a first Newton step with the pilot's ``curvature``.
+
+    The profile of one decay is smooth and, near the maximum, concave with a curvature per event that the
+    pilot already measured, so the secant method converges superlinearly: 3-4 profile evaluations against
+    ~7 for L-BFGS-B (whose first step has unit length whatever the scale). The returned point (the secant's
+    last step, within ``xtol``) is not evaluated here: the caller's final, tighter inner solve does it.
+    ``None`` when the secant fails or meets a point that is not a maximum (the caller falls back).
+    """
+    seen: list[tuple[float, float]] = []
+
+    def slope(x: float) -> float:
+        seen.append((x, float(profile(np.array([x]))[1][0])))
+        return seen[-1][1]
+
+    x1 = float(x0[0]) + float(np.clip(-slope(float(x0[0])) / curvature, -2.0, 2.0))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a failed secant is caught below
+            found = scipy.optimize.root_scalar(slope, x0=float(x0[0]), x1=x1, method="secant", xtol=xtol, maxiter=20)
+    except (RuntimeError, ValueError, ZeroDivisionError, FloatingPointError):
+        return None
+    root = float(found.root)
+    if not (found.converged and np.isfinite(root) and abs(root - float(x0[0])) <= 3.0):
+        return None
+    # a maximum of the profile: the gradient of the negative log-likelihood increases through the root
+    (xa, ga), (xb, gb) = seen[-2:]
+    if not (xa != xb and (gb - ga) / (xb - xa) > 0):
+        return None
+    return np.array([root])
 
 
 def _check_chunk(times: np.ndarray, marks: np.ndarray, after: float, t_end: float, num_marks: int, offset: int) -> None:
@@ -173,6 +222,11 @@ class SumExpHawkes(PointProcess):
     period (over the fitted windows for absolute breakpoints), ``baseline_coef_`` ``[K, B]`` holds the
     coefficients and :meth:`baseline_at` evaluates ``mu_k(t)``.
     """
+
+    #: A learned decay on N >= PILOT_RATIO * PILOT_EVENTS events starts from the same fit on the first
+    #: N // PILOT_RATIO events (see _fit_likelihood).
+    PILOT_EVENTS = 2_000
+    PILOT_RATIO = 16
 
     _constraints = {
         "num_marks": Interval(1, None, integer=True),
@@ -534,7 +588,7 @@ class SumExpHawkes(PointProcess):
             decays = scale * np.logspace(-2.0, 2.0, U) if U > 1 else np.array([scale])
         return mu, adjacency, decays
 
-    def _fit_likelihood(self, flat, l1, l2, max_iter, tol, bar):
+    def _fit_likelihood(self, flat, l1, l2, max_iter, tol, bar, pilot: bool = True, polish: bool = True):
         """Exact MLE by bound-constrained quasi-Newton (L-BFGS-B) on ``(mu, A)``.
 
         The log-likelihood is concave in ``(mu, A)`` for fixed decays, with solutions on the
@@ -549,12 +603,26 @@ class SumExpHawkes(PointProcess):
         is maximised over ``log beta``; each profile value is a warm-started fixed-decay fit, and
         its gradient is ``d log L / d beta`` at the inner optimum (envelope theorem: the bounds do
         not involve ``beta``), one pass of the fused recursion.
+
+        On large data (at least ``PILOT_RATIO * PILOT_EVENTS`` events) the learned decays start from the same
+        fit on the first ``N // PILOT_RATIO`` events, which also warm-starts ``(mu, A)``;
+        with one decay the profile's gradient is then driven to zero by the secant method from the pilot's
+        estimate and a Newton step with the pilot's profile curvature (:func:`_secant_decay`), falling back to
+        L-BFGS-B. The last inner solve at the chosen decay is polished 1000x tighter. Same optimum (equal or
+        higher log-likelihood), shorter path: K=10, 1e6 events, 7 -> 3 full-data decay steps, 3.1 -> 1.0 s.
         """
         if self._basis is not None:
             return self._fit_likelihood_seasonal(flat, l1, l2, max_iter, tol, bar)
         K, U = self.num_marks, self.num_decays
         n_events = float(flat["times"].size)
         mu0, adj0, beta0 = self._initial_guess(flat)
+        curvature, pilot_events = None, 0
+        if self.learn_decays and pilot and flat["times"].size >= self.PILOT_RATIO * self.PILOT_EVENTS:
+            # the pilot runs in the same standardised units, so its (mu, A, beta) start the full fit as they are;
+            # it has a pilot of its own when large enough (the cost is a geometric series in 1 / PILOT_RATIO)
+            prefix = _prefix(flat, flat["times"].size // self.PILOT_RATIO)
+            mu0, adj0, beta0, first = self._fit_likelihood(prefix, l1, l2, max_iter, tol, bar, polish=False)
+            curvature, pilot_events = first.get("profile_curvature"), int(prefix["times"].size)
         args = (flat["times"], flat["marks"], flat["seq_offsets"], flat["t_start"], flat["t_end"])
         # A baseline of exactly 0 makes log(intensity) -inf before any excitation: keep it positive.
         mu_floor = 1e-12 * float(mu0.min())
@@ -568,10 +636,21 @@ class SumExpHawkes(PointProcess):
         warm = {"mu": mu0.copy(), "adj": adj0.reshape(K, K * U).copy()}
         fits: dict[tuple[float, ...], tuple[np.ndarray, np.ndarray, float, bool]] = {}
 
-        def fit_at(beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, bool]:
+        features: dict[str, Any] = {}  # the statistics of the last decay only: they take N K U floats
+
+        def fit_at(beta: np.ndarray, polish: bool = False) -> tuple[np.ndarray, np.ndarray, float, bool]:
             key = tuple(beta.tolist())
-            if key not in fits:
-                X, tails, duration = _recursion.event_features(*args, beta, K, rows)
+            if features.get("key") != key:  # the caller reads them after: keep them those of this beta
+                if self.learn_decays:  # with the slopes in beta: the profile's gradient without another pass
+                    if "buffers" not in features:
+                        features["buffers"] = (np.empty((rows.size, K * U)), np.empty((rows.size, K * U)))
+                    X, D, tails, dtails, duration = _recursion.event_features_and_slopes(
+                        *args, beta, K, rows, *features["buffers"])
+                    features.update(key=key, stats=(X, tails, duration), slopes=(D, dtails))
+                else:
+                    features.update(key=key, stats=_recursion.event_features(*args, beta, K, rows))
+            if key not in fits or polish:
+                X, tails, duration = features["stats"]
                 value, converged = 0.0, True
                 for i in range(K):
                     X_i = X[bounds_of_type[i] : bounds_of_type[i + 1]]
@@ -579,36 +658,68 @@ class SumExpHawkes(PointProcess):
                     def loglik(mu, w, X_i=X_i):
                         return _recursion.target_loglik_and_grad(X_i, mu, w, tails, duration)
 
-                    res = self._lbfgs(loglik, warm["mu"][i], warm["adj"][i], mu_floor, n_events, l1, l2, max_iter, tol, stats)
+                    scale = self._target_scale(X_i, warm["mu"][i], warm["adj"][i], mu_floor, n_events, l2)
+                    res = self._lbfgs(loglik, warm["mu"][i], warm["adj"][i], mu_floor, n_events, l1, l2, max_iter,
+                                      tol, stats, scale)
+                    converged &= bool(res.success)
+                    if polish:
+                        # tol is relative to a per-event objective: on N events a warm-started solve may stop
+                        # ~tol N nats short, so the decay's last solve goes on 1000x tighter (a few steps); kept
+                        # only if better (at such a tolerance L-BFGS-B's line search may end "abnormally")
+                        finer = self._lbfgs(loglik, res.x[0], res.x[1:], mu_floor, n_events, l1, l2, max_iter,
+                                            tol * 1e-3, stats, scale)
+                        res = finer if finer.fun <= res.fun else res
                     warm["mu"][i], warm["adj"][i] = res.x[0], res.x[1:]
                     value += float(res.fun)
-                    converged &= bool(res.success)
                 fits[key] = (warm["mu"].copy(), warm["adj"].reshape(K, K, U).copy(), value, converged)
             return fits[key]
 
+        extra: dict[str, Any] = {}
         if not self.learn_decays:
             beta = beta0
         else:
-            weights = np.ones(flat["t_end"].size)
+            profiles: dict[tuple[float, ...], tuple[float, np.ndarray]] = {}
 
             def profile(log_beta: np.ndarray) -> tuple[float, np.ndarray]:
-                stats["decay_steps"] += 1
-                beta = np.exp(log_beta)
-                stats["bar"].set_postfix(decay_step=stats["decay_steps"])
-                mu, adj, value, _ = fit_at(beta)
-                _, _, _, g_beta = _recursion.loglik_and_grad(*args, mu, adj, beta, weights, True)
-                return value, -g_beta * beta / n_events
+                key = tuple(np.asarray(log_beta, np.float64).tolist())
+                if key not in profiles:
+                    stats["decay_steps"] += 1
+                    beta = np.exp(log_beta)
+                    stats["bar"].set_postfix(decay_step=stats["decay_steps"])
+                    mu, adj, value, _ = fit_at(beta)
+                    (X, _, _), (D, dtails) = features["stats"], features["slopes"]
+                    g_beta = np.zeros(U)
+                    flat_adj = adj.reshape(K, K * U)
+                    for i in range(K):
+                        part = slice(bounds_of_type[i], bounds_of_type[i + 1])
+                        g_beta += _recursion.target_decay_gradient(X[part], D[part], mu[i], flat_adj[i], dtails, U)
+                    profiles[key] = (value, -g_beta * beta / n_events)
+                return profiles[key]
 
-            outer = scipy.optimize.minimize(
-                profile, np.log(beta0), jac=True, method="L-BFGS-B",
-                options=dict(maxiter=100, ftol=max(tol, 1e-12) * 10, gtol=1e-8),
-            )
-            beta = np.exp(outer.x)
-        mu, adj, value, converged = fit_at(beta)
+            x0 = np.log(beta0)
+            log_beta = None
+            if U == 1 and curvature is not None and curvature > 0:
+                log_beta = _secant_decay(profile, x0, curvature)
+            if log_beta is None:  # no pilot, several decays, or the secant failed: quasi-Newton from the best point
+                start = min(profiles, key=lambda k: profiles[k][0]) if profiles else x0
+                outer = scipy.optimize.minimize(
+                    profile, np.asarray(start), jac=True, method="L-BFGS-B",
+                    options=dict(maxiter=100, ftol=max(tol, 1e-12) * 10, gtol=1e-8),
+                )
+                log_beta = outer.x
+            beta = np.exp(log_beta)
+            if U == 1 and len(profiles) >= 2:
+                # the secant slope of the profile gradient between the last two points: a pilot's curvature
+                (xa, (_, ga)), (xb, (_, gb)) = list(profiles.items())[-2:]
+                if xa[0] != xb[0]:
+                    extra["profile_curvature"] = float((gb[0] - ga[0]) / (xb[0] - xa[0]))
+        mu, adj, value, converged = fit_at(beta, polish=self.learn_decays and polish)  # a pilot's is only a start
+        if pilot_events:
+            extra["pilot_events"] = pilot_events
         return mu, adj, beta, FitResult(
             objective=Objective.LIKELIHOOD.value, value=value, log_likelihood=-value * n_events,
             iterations=stats["iterations"], evaluations=stats["evaluations"], decay_steps=stats["decay_steps"],
-            converged=converged,
+            converged=converged, **extra,
         )
 
     def _fit_likelihood_seasonal(self, flat, l1, l2, max_iter, tol, bar):
@@ -712,29 +823,55 @@ class SumExpHawkes(PointProcess):
         return res
 
     @staticmethod
-    def _lbfgs(loglik, mu0, w0, mu_floor, n_events, l1, l2, max_iter, tol, stats):
-        """One target's problem: minimise ``-loglik / n_events + l1 sum(w) + l2 sum(w^2)`` over
-        ``(mu, w = A[i])`` subject to ``mu >= mu_floor, w >= 0``."""
+    def _target_scale(X: np.ndarray, mu0: float, w0: np.ndarray, mu_floor: float, n_events: float,
+                      l2: float) -> np.ndarray:
+        """The preconditioner of :meth:`_lbfgs` for one target: ``1 / sqrt(diag Hessian)`` of its objective at
+        the (clamped) start, per event plus the ridge term; 1 where the diagonal says nothing (a type without
+        events, a source that never fired). Shared by ``fit`` and :func:`tpp.hawkes.distributed.fit_parquet`,
+        so both take the same optimiser path."""
+        diag = _recursion.target_hessian_diagonal(X, max(float(mu0), mu_floor), np.maximum(w0, 0.0)) / n_events
+        diag[1:] += 2 * l2
+        usable = np.isfinite(diag) & (diag > 1e-12 * max(float(np.max(diag, initial=0.0)), 1e-300))
+        return np.where(usable, 1.0 / np.sqrt(np.where(usable, diag, 1.0)), 1.0)
 
-        def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+    @staticmethod
+    def _lbfgs(loglik, mu0, w0, mu_floor, n_events, l1, l2, max_iter, tol, stats, scale=None):
+        """One target's problem: minimise ``-loglik / n_events + l1 sum(w) + l2 sum(w^2)`` over
+        ``(mu, w = A[i])`` subject to ``mu >= mu_floor, w >= 0``.
+
+        ``scale`` (``[1 + P]``, positive): L-BFGS-B runs on ``z = theta / scale`` (box bounds stay boxes), e.g.
+        ``1 / sqrt(diag Hessian)`` at the start, which cut the steps by ~40% on K=10 (same optimum)."""
+
+        penalised = l1 != 0 or l2 != 0  # on small data this wrapper's numpy calls cost as much as the likelihood
+        s = np.ones(1 + w0.size) if scale is None else np.asarray(scale, np.float64)
+
+        def objective(z: np.ndarray) -> tuple[float, np.ndarray]:
+            theta = z * s
             stats["evaluations"] += 1
             stats["bar"].update(1)
             w = theta[1:]
             ll, g_mu, g_w = loglik(theta[0], w)
-            value = -ll / n_events + l1 * w.sum() + l2 * np.square(w).sum()
-            if not np.isfinite(value):
+            value = -ll / n_events
+            if penalised:
+                value += l1 * w.sum() + l2 * np.square(w).sum()
+            if not math.isfinite(value):
                 return np.inf, np.zeros_like(theta)
             grad = np.empty_like(theta)
             grad[0] = -g_mu / n_events
-            grad[1:] = -g_w / n_events + l1 + 2 * l2 * w
+            grad[1:] = g_w
+            grad[1:] *= -1.0 / n_events
+            if penalised:
+                grad[1:] += l1 + 2 * l2 * w
+            grad *= s
             return float(value), grad
 
         x0 = np.concatenate([[max(mu0, mu_floor)], np.maximum(w0, 0.0)])
-        bounds = [(mu_floor, None)] + [(0.0, None)] * w0.size
+        bounds = [(mu_floor / s[0], None)] + [(0.0, None)] * w0.size
         res = scipy.optimize.minimize(
-            objective, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+            objective, x0 / s, jac=True, method="L-BFGS-B", bounds=bounds,
             options=dict(maxiter=max_iter, ftol=tol, gtol=1e-12, maxcor=20),
         )
+        res.x = res.x * s  # back to (mu, A[i])
         stats["iterations"] += int(res.nit)
         return res
 
