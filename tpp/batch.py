@@ -89,6 +89,9 @@ class DataError(ValueError):
     def with_source(self, source: str) -> DataError:
         """The same error, naming ``source`` (a file) too."""
         err = copy.copy(self)
+        # a fresh attribute dict: some libraries' exception reducers (tblib, which dask.distributed installs)
+        # make copy.copy share it, and the original error would then name the file too
+        err.__dict__ = dict(self.__dict__)
         err.source = source
         err.args = (err._text(),)
         return err

@@ -159,11 +159,20 @@ def test_missing_extra_names_it(monkeypatch, ragged_batch):
         bayes.sample_posterior(ragged_batch)
 
 
-def test_float64_is_local_to_the_call(posterior):
+def test_float64_is_local_to_the_call(posterior, posterior_data):
     import jax
 
     assert posterior.baseline.dtype == np.float64
-    assert not jax.config.jax_enable_x64  # the sampler ran in float64 without turning it on for everyone
+    # another test module of the same process may have turned x64 on for itself: set it off here, sample, and
+    # check the sampler left it off (it runs in float64 inside a local jax.enable_x64)
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", False)
+    try:
+        again = bayes.sample_posterior(posterior_data, num_samples=20, num_warmup=20, seed=1)
+        assert again.baseline.dtype == np.float64
+        assert not jax.config.jax_enable_x64
+    finally:
+        jax.config.update("jax_enable_x64", before)
 
 
 @pytest.mark.slow
