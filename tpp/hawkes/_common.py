@@ -89,6 +89,21 @@ def record_validation(model: Any, val: EventBatch | None, result: dict) -> None:
             result["val_score"] = float(model.score(val))
 
 
+def observed_information(grad: Callable[[np.ndarray], np.ndarray], theta: np.ndarray, rel_step: float,
+                         floor: float = 1e-3) -> np.ndarray:
+    """The observed information ``-H`` at ``theta`` (symmetrised), ``H`` the Hessian of the log-likelihood by
+    central differences of its gradient ``grad``: column ``k`` with the step ``rel_step * max(|theta_k|,
+    floor)``. The one finite-difference Hessian behind every classic model's ``standard_errors``."""
+    hessian = np.empty((theta.size, theta.size))
+    for k in range(theta.size):
+        h = rel_step * max(abs(theta[k]), floor)
+        up, down = theta.copy(), theta.copy()
+        up[k] += h
+        down[k] -= h
+        hessian[:, k] = (grad(up) - grad(down)) / (2 * h)
+    return -(hessian + hessian.T) / 2
+
+
 def flat_events(batch: EventBatch) -> dict[str, np.ndarray]:
     """The concatenated layout of :meth:`EventBatch.to_flat` with int64 marks (what compiled loops take)."""
     flat = batch.to_flat()

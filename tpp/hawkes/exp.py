@@ -35,6 +35,7 @@ from tpp.hawkes.baselines import SeasonalBasis, basis_from_dict, make_basis
 from tpp.hawkes._common import (FitResult, NonStationaryWarning, assemble, budget_error, check_fit_arguments,
                                 check_parameter_size, record_validation, simulation_window, warn_if_not_stationary)
 from tpp.hawkes._common import flat_events as _flat
+from tpp.hawkes._common import observed_information
 from tpp.model import Seed
 from tpp.options import Interval, Objective, Options, check_params
 from tpp.process import PointProcess, as_numpy_rng
@@ -946,14 +947,7 @@ class SumExpHawkes(PointProcess):
                 _, g_mu, g_adj, g_beta = _recursion.loglik_and_grad(*args, mu, adj, beta, weights, True)
             return np.concatenate([g_mu.ravel(), g_adj.ravel()] + ([g_beta] if learn else []))
 
-        hessian = np.empty((theta.size, theta.size))
-        for k in range(theta.size):
-            h = rel_step * max(abs(theta[k]), 1e-3)
-            up, down = theta.copy(), theta.copy()
-            up[k] += h
-            down[k] -= h
-            hessian[:, k] = (grad(up) - grad(down)) / (2 * h)
-        information = -(hessian + hessian.T) / 2
+        information = observed_information(grad, theta, rel_step)
         scale = np.abs(np.linalg.eigvalsh(information)) if np.all(np.isfinite(information)) else np.array([np.nan])
         # Rank by the eigenvalues' spread: finite differences leave ~1e-10 relative noise where the rank drops.
         rank = int(np.sum(scale > 1e-9 * scale.max())) if np.all(np.isfinite(scale)) else 0

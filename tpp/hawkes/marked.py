@@ -47,6 +47,7 @@ from tpp.events import EventBatch, EventDataError
 from tpp.hawkes._common import (FitResult, budget_error, check_fit_arguments, check_parameter_size, record_validation,
                                 simulation_window, warn_if_not_stationary)
 from tpp.hawkes._common import flat_events as _flat
+from tpp.hawkes._common import observed_information
 from tpp.hawkes.exp import _standardise
 from tpp.model import Seed
 from tpp.options import Interval, Options, check_params
@@ -694,14 +695,7 @@ class MarkedHawkes(PointProcess):
             return np.concatenate([g_mu, g_adj.ravel(), [g_beta], g_alpha])
 
         theta = np.concatenate([self.baseline_, self.adjacency_.ravel(), [self.decay_], self.alpha_])
-        hessian = np.empty((theta.size, theta.size))
-        for k in range(theta.size):
-            h = rel_step * max(abs(theta[k]), 1e-3)
-            up, down = theta.copy(), theta.copy()
-            up[k] += h
-            down[k] -= h
-            hessian[:, k] = (grad(up) - grad(down)) / (2 * h)
-        information = -(hessian + hessian.T) / 2
+        information = observed_information(grad, theta, rel_step)
         # A fixed decay is not estimated: the others' errors are conditional on it (its row and column dropped).
         free = np.ones(theta.size, bool)
         free[K + K * K] = self.decay is None

@@ -55,6 +55,7 @@ from tpp.events import EventBatch
 from tpp.hawkes._common import (FitResult, assemble, budget_error, check_fit_arguments, check_parameter_size,
                                 record_validation, simulation_window)
 from tpp.hawkes._common import flat_events as _flat
+from tpp.hawkes._common import observed_information
 from tpp.model import Seed
 from tpp.options import Interval, Options, check_params
 from tpp.process import PointProcess, as_numpy_rng
@@ -783,14 +784,7 @@ class NonlinearHawkes(PointProcess):
             (g,) = torch.autograd.grad(ll.sum(), th)
             return g.numpy()
 
-        hessian = np.empty((theta.size, theta.size))
-        for k in range(theta.size):
-            h = rel_step * max(abs(theta[k]), 1e-2)
-            up, down = theta.copy(), theta.copy()
-            up[k] += h
-            down[k] -= h
-            hessian[:, k] = (grad(up) - grad(down)) / (2 * h)
-        information = -(hessian + hessian.T) / 2
+        information = observed_information(grad, theta, rel_step, floor=1e-2)
         try:
             covariance = np.linalg.inv(information)
         except np.linalg.LinAlgError:

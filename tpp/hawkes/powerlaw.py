@@ -57,6 +57,7 @@ from tpp.hawkes import _recursion
 from tpp.hawkes._common import (FitResult, check_fit_arguments, check_parameter_size, record_validation,
                                 warn_if_not_stationary)
 from tpp.hawkes._common import flat_events as _flat
+from tpp.hawkes._common import observed_information
 from tpp.hawkes.exp import SumExpHawkes, _HawkesLogLik, _standardise
 from tpp.model import Seed
 from tpp.options import Interval, check_params
@@ -411,14 +412,7 @@ class PowerLawHawkes(PointProcess):
         flat = _flat(data)
         K = self.num_marks
         theta = np.concatenate([self.baseline_, self.adjacency_.ravel(), [self.exponent_, self.cutoff_]])
-        hessian = np.empty((theta.size, theta.size))
-        for k in range(theta.size):
-            h = rel_step * max(abs(theta[k]), 1e-3)
-            up, down = theta.copy(), theta.copy()
-            up[k] += h
-            down[k] -= h
-            hessian[:, k] = (self._loglik_grad(flat, up) - self._loglik_grad(flat, down)) / (2 * h)
-        information = -(hessian + hessian.T) / 2
+        information = observed_information(lambda th: self._loglik_grad(flat, th), theta, rel_step)
         try:
             variance = np.diag(np.linalg.inv(information))
         except np.linalg.LinAlgError:
