@@ -19,6 +19,7 @@ phase is the UTC time of day; with day-long sequences in hours on ``[0, 24]`` it
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -30,30 +31,32 @@ __all__ = ["SeasonalBasis", "PeriodicSpline", "Piecewise", "make_basis", "BASELI
 BASELINE_KINDS = ("constant", "periodic", "piecewise")
 
 
-class SeasonalBasis:
+class SeasonalBasis(abc.ABC):
     """Non-negative basis ``B_b(t)`` with exact integrals (``[N, B]`` values, ``[S, B]`` integrals)."""
 
     kind: str
     n_basis: int
     period: float | None
 
+    @abc.abstractmethod
     def values(self, t: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """``B_b(t)`` per time, ``[N, B]``."""
 
+    @abc.abstractmethod
     def integral(self, t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
         """``int_{t0}^{t1} B_b(t) dt`` per row, ``[S, B]``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def mean_weights(self) -> np.ndarray:
         """Each basis function's mean over one period (``baseline_ = c @ mean_weights``)."""
-        raise NotImplementedError
 
     def bound(self, coef: np.ndarray) -> np.ndarray:
         """An upper bound of ``mu_k(t)`` over all ``t`` per type ``[K]`` (for thinning)."""
         return coef.max(axis=1)
 
+    @abc.abstractmethod
     def to_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The JSON that rebuilds the basis."""
 
 
 class PeriodicSpline(SeasonalBasis):
