@@ -49,18 +49,6 @@ def finite_result(res, *keys: str) -> dict:
     return out
 
 
-@pytest.fixture(scope="module")
-def small_ts(tmp_path_factory) -> Path:
-    """The first 30 series of ItalyPowerDemand's training file (24 rows, 2 classes): a small real .ts file."""
-    if not SHARED_DATA:
-        pytest.skip("needs TPP_DATA_DIR")
-    text = Path(ts_file("ItalyPowerDemand")).read_text().splitlines()
-    start = next(i for i, line in enumerate(text) if line.strip().lower().startswith("@data")) + 1
-    path = tmp_path_factory.mktemp("ts") / "Italy_small_TRAIN.ts"
-    path.write_text("\n".join(text[: start + 30]) + "\n")
-    return path
-
-
 # --------------------------------------------------------------------------- the command
 @needs_data
 def test_fit_on_a_registry_name_prints_accuracy_and_solver_stats():
@@ -73,6 +61,7 @@ def test_fit_on_a_registry_name_prints_accuracy_and_solver_stats():
 
 
 @needs_data
+@needs_data
 @pytest.mark.parametrize("missing", ["0", "0.5"])
 def test_fit_on_a_uea_ts_path_with_and_without_missing_values(small_ts, missing):
     out = finite_result(sde("fit", "--model", "gru", "--data", str(small_ts), "--task", "classify", "--missing", missing,
@@ -84,6 +73,7 @@ def test_fit_on_a_uea_ts_path_with_and_without_missing_values(small_ts, missing)
 @needs_data
 @pytest.mark.parametrize(("model", "task"), [("lsde", "forecast"), ("gru", "interpolate"), ("latent-sde", "forecast"),
                                              ("latent-sde", "interpolate"), ("neural-mjp", "interpolate")])
+@needs_data
 def test_forecast_and_interpolate_report_finite_errors_and_log_likelihood(small_ts, model, task):
     out = finite_result(sde("fit", "--model", model, "--data", str(small_ts), "--task", task, "--missing", "0.3",
                             *FAST), "test_mse", "test_mae", "test_log_likelihood")
@@ -113,6 +103,7 @@ def test_fit_with_a_test_file_scores_that_file():
 
 
 @needs_data
+@needs_data
 def test_fit_out_then_eval_gives_the_same_numbers(small_ts, tmp_path):
     """A stochastic model (fresh Brownian paths per pass), missing values, held-out values: eval rebuilds
     the same test part and noise, so every number is equal."""
@@ -128,6 +119,7 @@ def test_fit_out_then_eval_gives_the_same_numbers(small_ts, tmp_path):
         assert again[key] == fit[key], key
 
 
+@needs_data
 @needs_data
 @pytest.mark.parametrize("model", ["latent-sde", "neural-mjp"])
 def test_generative_models_classify_by_one_model_per_class(small_ts, model, tmp_path):
@@ -180,6 +172,7 @@ def test_datasets_json_lists_the_series_registry():
     assert {"basicmotions", "japanesevowels", "italypowerdemand"} <= names
 
 
+@needs_data
 @needs_data
 def test_the_installed_sde_script_runs_fit(small_ts):
     script = Path(sys.executable).parent / "sde"

@@ -15,6 +15,8 @@ from sde.models.heads import GaussianHead, GaussianPrediction, make_head
 from sde.series import SeriesBatch
 from sde.tasks import Predictive, TargetScale, TaskName, evaluate, make_task, predictive_distribution
 
+from ..conftest import needs_data
+
 
 def _series(n: int, length: int, channels: int, seed: int) -> SeriesBatch:
     rng = np.random.default_rng(seed)
@@ -250,22 +252,7 @@ def test_a_gaussian_predictive_keeps_its_kind_and_the_laplace_kind_needs_no_samp
 
 
 # --------------------------------------------------------------------------- the sde command
-@pytest.fixture(scope="module")
-def small_ts(tmp_path_factory):
-    """The first 30 series of ItalyPowerDemand's training file (as tests/sde/test_cli.py)."""
-    from pathlib import Path
-
-    from tests.conftest import SHARED_DATA
-
-    if not SHARED_DATA:
-        pytest.skip("needs TPP_DATA_DIR")
-    text = (Path(SHARED_DATA) / "uea_ItalyPowerDemand" / "ItalyPowerDemand_TRAIN.ts").read_text().splitlines()
-    start = next(i for i, line in enumerate(text) if line.strip().lower().startswith("@data")) + 1
-    path = tmp_path_factory.mktemp("ts") / "Italy_small_TRAIN.ts"
-    path.write_text("\n".join(text[: start + 30]) + "\n")
-    return path
-
-
+@needs_data
 def test_sde_fit_likelihood_laplace_reaches_the_model_and_eval_scores_it_the_same(small_ts, tmp_path):
     import json
 

@@ -44,12 +44,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from tpp.events import EventBatch, EventDataError
 from tpp.hawkes import _recursion
 from tpp.hawkes._common import FitResult, warn_if_not_stationary
 from tpp.hawkes._common import flat_events as _flat
-from tpp.hawkes.exp import ExpHawkes, SumExpHawkes, _standardise
+from tpp.hawkes.exp import ExpHawkes, SumExpHawkes, _standardise, moment_start
 from tpp.options import Objective, check_params
 
 __all__ = ["fit_parquet", "write_parquet", "statistics", "batch_statistics", "HawkesStatistics", "partition_paths"]
@@ -232,13 +233,6 @@ def _add(parts: list[np.ndarray]) -> np.ndarray:
     return np.sum(parts, axis=0)
 
 
-class _NoBar:
-    """The progress bar ``SumExpHawkes._lbfgs`` updates; none on a worker."""
-
-    def update(self, n: int = 1) -> None:
-        pass
-
-
 def _solve_group(blocks: list[np.ndarray], counts: np.ndarray, tails: np.ndarray, duration: float, n_events: float,
                  mu0: np.ndarray, w0: np.ndarray, mu_floor: float, l1: float, l2: float, max_iter: int,
                  tol: float) -> list[dict[str, Any]]:
@@ -253,7 +247,8 @@ def _solve_group(blocks: list[np.ndarray], counts: np.ndarray, tails: np.ndarray
             X = np.zeros((0, tails.size))
         else:
             X = np.ascontiguousarray(np.concatenate(pieces) if len(pieces) > 1 else pieces[0])
-        stats = {"iterations": 0, "evaluations": 0, "bar": _NoBar()}
+        # the progress bar SumExpHawkes._lbfgs updates: the project's tqdm, switched off on a worker
+        stats = {"iterations": 0, "evaluations": 0, "bar": tqdm(disable=True)}
 
         def loglik(mu: float, w: np.ndarray, X: np.ndarray = X) -> tuple[float, float, np.ndarray]:
             return _recursion.target_loglik_and_grad(X, mu, w, tails, duration)
@@ -451,10 +446,9 @@ def fit_parquet(path_or_glob: str | os.PathLike | Sequence[str | os.PathLike], n
     decays = model.decays.detach().numpy().copy()
     feats, totals, paths = _reduce(path_or_glob, K, decays, client, _groups(target_groups))
     n_events, scale, duration = totals["num_events"], totals["scale"], totals["duration"]
-    # ExpHawkes._initial_guess, in the standardised clock (total time = duration)
-    rates = np.maximum(totals["counts"] / max(duration, 1e-300), 1e-10)
-    mu0 = 0.5 * rates
-    w0 = np.full(K * U, 0.5 / (K * U))
+    # the start of SumExpHawkes.fit, in the standardised clock (total time = duration)
+    mu0, adjacency0 = moment_start(np.asarray(totals["counts"], dtype=np.float64), duration, U)
+    w0 = adjacency0[0].ravel()
     mu_floor = 1e-12 * float(mu0.min())
     tails = delayed(_add, pure=True)([f[1] for f in feats])
     groups, counts = totals["groups"], totals["partition_counts"]

@@ -204,6 +204,15 @@ class _SeasonalLogLik(torch.autograd.Function):
                 None, None, None)
 
 
+def moment_start(counts: np.ndarray, total_time: float, num_decays: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fit's start ``(mu [K], adjacency [K, K, U])``: half of each type's rate (``counts [K]`` over
+    ``total_time``) to the baseline, the other half spread as a branching ratio of 0.5. Shared with the
+    distributed fit (:mod:`tpp.hawkes.distributed`), which must start where :meth:`SumExpHawkes.fit` does."""
+    K = counts.size
+    rates = np.maximum(counts / max(total_time, 1e-300), 1e-10)
+    return 0.5 * rates, np.full((K, K, num_decays), 0.5 / (K * num_decays))
+
+
 class SumExpHawkes(PointProcess):
     """Hawkes process with kernels ``phi_ij(t) = sum_u A[i, j, u] beta_u exp(-beta_u t)``.
 
@@ -576,9 +585,7 @@ class SumExpHawkes(PointProcess):
         K, U = self.num_marks, self.num_decays
         total_time = float(np.sum(flat["t_end"] - flat["t_start"]))
         counts = np.bincount(flat["marks"], minlength=K).astype(np.float64)
-        rates = np.maximum(counts / max(total_time, 1e-300), 1e-10)
-        mu = 0.5 * rates
-        adjacency = np.full((K, K, U), 0.5 / (K * U))
+        mu, adjacency = moment_start(counts, total_time, U)
         decays = self.decays.detach().numpy().copy() * flat["scale"]
         if self.learn_decays:
             gaps = np.diff(flat["times"])
