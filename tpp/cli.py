@@ -410,7 +410,7 @@ def _names(text: str | None) -> list[str] | None:
 def bench(
     suite: Annotated[Suite, typer.Option(help="Benchmark suite: likelihood = every model x the registry's event datasets.")] = Suite.LIKELIHOOD,
     out: Annotated[Path, typer.Option(help="Folder for the cells, CSV, Markdown, PNG plots and environment.json; rerunning resumes.")] = Path("runs/bench"),
-    quick: Annotated[bool, typer.Option(help="3 seeds, 5 epochs, small cut data: under 10 minutes on 2 cores.")] = False,
+    quick: Annotated[bool, typer.Option("--quick/--full", help="--quick: 3 seeds, 5 epochs, small cut data (under 10 minutes on 2 cores); --full (the default): whole datasets, published splits, 30 epochs with early stopping, 3 seeds.")] = False,
     models: Annotated[Optional[str], typer.Option(help="Comma-separated models (default: every neural model and Poisson, ExpHawkes, SumExpHawkes).")] = None,
     dataset_names: Annotated[Optional[str], typer.Option("--datasets", help="Comma-separated registry datasets (default: the ten event datasets).")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds (default 0,1,2; --quick 0,1).")] = None,

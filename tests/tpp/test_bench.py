@@ -68,8 +68,10 @@ def test_interrupted_run_resumes_without_recomputing_and_gives_the_same_table(tm
     numeric = ["ll_mean", "ll_std", "rmse_mean", "rmse_std", "accuracy_mean", "accuracy_std", "seeds"]
     pd.testing.assert_frame_equal(resumed.table[["dataset", "model"] + numeric],
                                   reference.table[["dataset", "model"] + numeric], rtol=1e-12)
-    def tables(text):  # the three tables and the notes; the fit times are wall-clock and differ
-        return text.split("## Test log-likelihood")[1].split("Fit seconds")[0]
+    def tables(text):  # the score tables and the notes; the CPU and fit times are clocks and differ
+        scores = text.split("## Test log-likelihood")[1].split("## CPU seconds")[0]
+        rest = text.split("## CPU seconds")[1]
+        return scores + (rest.split("## Notes")[1].split("Fit seconds")[0] if "## Notes" in rest else "")
 
     assert tables(resumed.markdown) == tables(reference.markdown)
 
@@ -103,6 +105,29 @@ def test_outputs_state_the_fine_integrator_seeds_and_environment(tmp_path):
     row = table[table["model"] == "RMTPP"].iloc[0]
     assert row["ll_mean"] == pytest.approx(rmtpp.mean()) and row["ll_std"] == pytest.approx(rmtpp.std(ddof=1))
     assert row["seeds"] == 2
+    # results.csv: one row per cell with the named columns; nothing published is matched for a cut quick run
+    results = pd.read_csv(report.files["results"])
+    assert list(results.columns[:9]) == ["dataset", "model", "seed", "test_ll_per_event", "rmse", "accuracy", "ks",
+                                         "published", "published_source"]
+    assert len(results) == 4 and results["published"].isna().all()
+    np.testing.assert_allclose(results.sort_values(["model", "seed"])["test_ll_per_event"],
+                               runs.sort_values(["model", "seed"])["ll_per_event"], rtol=1e-12)
+    assert ((results["ks"] > 0) & (results["ks"] < 1)).all() and (results["cpu_seconds"] > 0).all()
+    for title in ("Time-rescaling KS statistic", "quantile calibration", "CPU seconds per cell"):
+        assert f"## {title}" in report.markdown or title in report.markdown
+
+
+def test_ks_of_a_cell_is_the_time_rescaling_statistic_of_the_test_split():
+    """The cell's KS equals tpp.metrics.time_rescaling on the whole test split, however the groups are cut."""
+    from tpp.metrics import time_rescaling
+
+    rng = np.random.default_rng(0)
+    times = [np.sort(rng.uniform(0, 10, n)) for n in (5, 30, 12, 1)]
+    test = EventBatch.from_sequences(times, [np.zeros(t.size, int) for t in times], t_end=10.0, num_marks=1)
+    model = Poisson.from_params(np.array([1.3]))
+    whole = time_rescaling(model, test).ks_statistic
+    assert bench.scoring.test_rescaling_ks(model, test, max_elements=50) == pytest.approx(whole, abs=1e-12)
+    assert bench.scoring.test_rescaling_ks(model, test) == pytest.approx(whole, abs=1e-12)
 
 
 @needs_data

@@ -28,7 +28,8 @@ The package, one module per concern (this file only re-exports them):
 
 * :mod:`tpp.bench.config`: :class:`LikelihoodConfig`, :data:`DATASETS`, :data:`EVAL_POINTS`;
 * :mod:`tpp.bench.data`: registry splits cut to size and rescaled (:func:`load_dataset`);
-* :mod:`tpp.bench.scoring`: :func:`test_log_likelihood` (the model's own likelihood with a fine rule, chunked);
+* :mod:`tpp.bench.scoring`: :func:`test_log_likelihood` (the model's own likelihood with a fine rule, chunked), :func:`test_rescaling_ks`;
+* :mod:`tpp.bench.published`: published numbers converted to our units, `results.csv`;
 * :mod:`tpp.bench.likelihood`: the models (from :mod:`tpp.table`), one cell (:func:`run_cell`), the suite
   (:func:`run_likelihood`);
 * :mod:`tpp.bench.cells`: the resumable cell files; :mod:`tpp.bench.tables`: summary, Markdown, plots;

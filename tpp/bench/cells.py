@@ -31,8 +31,10 @@ class CellStatus(str, enum.Enum):
 
 
 RUN_FIELDS = (
-    "config", "model", "dataset", "seed", "status", "note", "ll_per_event", "rmse", "accuracy",
-    "num_predictions", "epochs_run", "best_epoch", "fit_seconds", "eval_seconds", "train_events_per_second",
+    "config", "model", "dataset", "seed", "status", "note", "ll_per_event", "rmse", "accuracy", "ks",
+    "calibration_error", "calibration_levels", "calibration_observed",
+    "num_predictions", "epochs_run", "best_epoch", "fit_seconds", "eval_seconds", "cpu_seconds",
+    "train_events_per_second",
     "train_sequences", "train_events", "test_events", "num_marks", "time_scale", "units", "eval_points", "created",
     "git_commit",
 )

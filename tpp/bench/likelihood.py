@@ -29,7 +29,7 @@ from tpp.bench.cells import CellStatus, cell_path, read_cell, read_cells, write_
 from tpp.bench.config import DATASETS, LikelihoodConfig
 from tpp.bench.data import BenchData, load_dataset
 from tpp.bench.environment import default_command, environment
-from tpp.bench.scoring import prediction_chunk, test_log_likelihood
+from tpp.bench.scoring import prediction_chunk, test_log_likelihood, test_rescaling_ks
 from tpp.bench.tables import likelihood_markdown, summarise, write_outputs
 from tpp.table import Family, Training
 
@@ -110,12 +110,13 @@ def run_cell(name: str, data: BenchData, config: LikelihoodConfig, seed: int) ->
         return {**row, "status": CellStatus.SKIPPED.value,
                 "note": f"{data.num_marks} types: {data.num_marks ** 2:,} kernels (max_hawkes_marks "
                         f"{config.max_hawkes_marks})"}
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     model, info = fit_cell(name, data, config, seed)
     row.update(info)
     row["fit_seconds"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     row["ll_per_event"] = test_log_likelihood(model, data.test, config.eval_points) - math.log(data.scale)
+    row["ks"] = test_rescaling_ks(model, data.test, config.eval_points)
     cap = config.max_predictions
     if config.quick and data.num_marks > 1000:
         cap = min(cap, config.quick_many_types[2])
@@ -123,7 +124,14 @@ def run_cell(name: str, data: BenchData, config: LikelihoodConfig, seed: int) ->
     row["rmse"] = forecasts["rmse"] * data.scale
     row["accuracy"] = forecasts["accuracy"]
     row["num_predictions"] = forecasts["num_predictions"]
+    # Calibration of the next-time quantiles: the fraction of true times below each predicted quantile (ideal:
+    # the level); one number per cell is the mean absolute gap over the levels.
+    levels, observed = np.asarray(forecasts["calibration_levels"]), np.asarray(forecasts["calibration_observed"])
+    row["calibration_levels"] = levels.tolist()
+    row["calibration_observed"] = observed.tolist()
+    row["calibration_error"] = float(np.mean(np.abs(observed - levels)))
     row["eval_seconds"] = time.perf_counter() - t0
+    row["cpu_seconds"] = time.process_time() - cpu0
     row["status"] = CellStatus.OK.value
     return row
 

@@ -10,7 +10,7 @@ import torch
 from tpp.bench.config import EVAL_POINTS
 from tpp.events import EventBatch
 
-__all__ = ["EVAL_ELEMENTS", "test_log_likelihood", "prediction_chunk"]
+__all__ = ["EVAL_ELEMENTS", "test_log_likelihood", "test_rescaling_ks", "prediction_chunk"]
 
 #: elements of one ``[B, T, K]`` intensity tensor allowed while scoring (sets the chunk sizes)
 EVAL_ELEMENTS = 4_000_000
@@ -32,19 +32,45 @@ def test_log_likelihood(model: Any, test: EventBatch, num_points: int = EVAL_POI
     model.eval()
     if test.num_events == 0:
         return float("nan")
-    lengths = test.lengths.cpu().numpy()
-    order = np.argsort(lengths, kind="stable")
-    per_sequence = (int(lengths.max()) + 1) * num_points * test.num_marks
-    batch_size = int(np.clip(budget // max(per_sequence, 1), 1, 64))
     total = 0.0
-    for start in range(0, order.size, batch_size):
-        part = test[order[start : start + batch_size]]
+    for part in _length_groups(test, num_points, budget):
         if isinstance(model, NeuralTPP):
             chunk = max(1, budget // max(len(part) * num_points * test.num_marks, 1))
             total += float(model.log_likelihood(part, num_points=num_points, chunk_size=chunk).double().sum())
         else:
             total += float(model.log_likelihood(part).double().sum())
     return total / test.num_events
+
+
+def _length_groups(test: EventBatch, num_points: int, budget: int) -> list[EventBatch]:
+    """``test`` in groups of similar length whose ``[B, L * num_points, K]`` intensity tensors stay within
+    ``budget`` elements (at most 64 sequences a group)."""
+    lengths = test.lengths.cpu().numpy()
+    order = np.argsort(lengths, kind="stable")
+    per_sequence = (int(lengths.max()) + 1) * num_points * test.num_marks
+    batch_size = int(np.clip(budget // max(per_sequence, 1), 1, 64))
+    return [test[order[start : start + batch_size]] for start in range(0, order.size, batch_size)]
+
+
+@torch.no_grad()
+def test_rescaling_ks(model: Any, test: EventBatch, num_points: int = EVAL_POINTS,
+                      max_elements: int | None = None) -> float:
+    """KS statistic of the time-rescaling residuals of ``test`` against Exp(1) (pooled over sequences and types;
+    :func:`tpp.metrics.rescaled_residuals`), scored in the same memory-bounded groups as
+    :func:`test_log_likelihood`. 0 is a perfect fit; unit-free, so the fitting unit does not matter."""
+    import scipy.stats
+
+    from tpp.metrics import rescaled_residuals
+    from tpp.neural.base import NeuralTPP
+
+    budget = EVAL_ELEMENTS if max_elements is None else int(max_elements)
+    model.eval()
+    if test.num_events == 0:
+        return float("nan")
+    points = num_points if isinstance(model, NeuralTPP) else None
+    residuals = np.concatenate([rescaled_residuals(model, part, points)
+                                for part in _length_groups(test, num_points, budget)])
+    return float(scipy.stats.kstest(residuals, "expon").statistic)
 
 
 def prediction_chunk(test: EventBatch) -> int:

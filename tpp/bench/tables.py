@@ -20,17 +20,19 @@ __all__ = ["summarise", "likelihood_markdown", "write_outputs"]
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds per (dataset, model) of the cells that finished."""
     columns = ["dataset", "model", "ll_mean", "ll_std", "rmse_mean", "rmse_std", "accuracy_mean", "accuracy_std",
-               "seeds", "num_marks", "units", "fit_seconds", "eval_points"]
+               "ks_mean", "ks_std", "calibration_mean", "cpu_seconds", "seeds", "num_marks", "units", "fit_seconds",
+               "eval_points"]
     ok = runs[runs["status"] == CellStatus.OK.value].copy()
     if ok.empty:
         return pd.DataFrame(columns=columns)
-    for column in ("ll_per_event", "rmse", "accuracy", "fit_seconds"):
+    for column in ("ll_per_event", "rmse", "accuracy", "fit_seconds", "ks", "calibration_error", "cpu_seconds"):
         ok[column] = pd.to_numeric(ok[column], errors="coerce")
     table = ok.groupby(["dataset", "model"], sort=False).agg(
         ll_mean=("ll_per_event", "mean"), ll_std=("ll_per_event", "std"),
         rmse_mean=("rmse", "mean"), rmse_std=("rmse", "std"),
         accuracy_mean=("accuracy", "mean"), accuracy_std=("accuracy", "std"),
-        seeds=("seed", "nunique"), num_marks=("num_marks", "first"), units=("units", "first"),
+        ks_mean=("ks", "mean"), ks_std=("ks", "std"), calibration_mean=("calibration_error", "mean"),
+        cpu_seconds=("cpu_seconds", "mean"), seeds=("seed", "nunique"), num_marks=("num_marks", "first"), units=("units", "first"),
         fit_seconds=("fit_seconds", "mean"), eval_points=("eval_points", "first"),
     ).reset_index()
     return table[columns]
@@ -67,7 +69,11 @@ def likelihood_markdown(table: pd.DataFrame, runs: pd.DataFrame, models: Sequenc
         lines += [f"Produced by `{command}` on {time.strftime('%Y-%m-%d')}{where}.", ""]
     lines += [config.describe(), ""]
     for metric, title in (("ll", "Test log-likelihood per event"), ("rmse", "Next-time RMSE (data units)"),
-                          ("accuracy", "Next-mark accuracy")):
+                          ("accuracy", "Next-mark accuracy"),
+                          ("ks", "Time-rescaling KS statistic (test residuals against Exp(1); lower is better)"),
+                          ("calibration", "Next-time quantile calibration: mean |observed - level| over the levels "
+                                          "0.1, 0.25, 0.5, 0.75, 0.9 (lower is better)"),
+                          ("cpu", "CPU seconds per cell (fit and evaluation, mean over seeds)")):
         lines += [f"## {title}", "", "| dataset (K, units) | " + " | ".join(models) + " |",
                   "|---" * (len(models) + 1) + "|"]
         for name in names:
@@ -89,6 +95,12 @@ def likelihood_markdown(table: pd.DataFrame, runs: pd.DataFrame, models: Sequenc
                     cells.append(f"**{text}**" if np.isclose(r["ll_mean"], best) else text)
                 elif metric == "rmse":
                     cells.append(_rmse_cell(r["rmse_mean"], r["rmse_std"]))
+                elif metric == "ks":
+                    cells.append(_cell(r["ks_mean"], r["ks_std"]))
+                elif metric == "calibration":
+                    cells.append(_cell(r["calibration_mean"], None))
+                elif metric == "cpu":
+                    cells.append(_cell(r["cpu_seconds"], None, digits=0))
                 else:
                     cells.append("-" if K == 1 else _cell(r["accuracy_mean"], r["accuracy_std"]))
             lines.append(f"| {name} ({K}, {units}) | " + " | ".join(cells) + " |")
@@ -119,9 +131,11 @@ def write_outputs(out_dir: Path, runs: pd.DataFrame, table: pd.DataFrame, markdo
     """CSVs, Markdown and the three PNGs, each atomically."""
     from tpp import plot
 
+    from tpp.bench.published import results_frame
+
     files = {"runs": out_dir / "likelihood_runs.csv", "table": out_dir / "likelihood_table.csv",
-             "markdown": out_dir / "likelihood_table.md"}
-    for key, frame in (("runs", runs), ("table", table)):
+             "results": out_dir / "results.csv", "markdown": out_dir / "likelihood_table.md"}
+    for key, frame in (("runs", runs), ("table", table), ("results", results_frame(runs))):
         with atomic_write(files[key], ".csv") as tmp:
             frame.to_csv(tmp, index=False)
             tmp.chmod(0o644)
