@@ -26,7 +26,7 @@ $(PY):
 
 # constraints.txt pins the CPU torch on this machine's disk: no install may pull another torch.
 $(STAMP): pyproject.toml constraints.txt | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,jax,bayes,distributed]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,jax,bayes,distributed,control]'
 	touch $(STAMP)
 
 install: $(STAMP)
