@@ -18,7 +18,7 @@ from tpp.events import EventBatch
 from tpp.process import PointProcess
 
 __all__ = [
-    "RescalingResult", "time_rescaling", "log_likelihood_per_event", "rescaled_residuals", "log_likelihood_split",
+    "RescalingResult", "time_rescaling", "log_likelihood_per_event", "rescaled_residuals", "ground_rescaled_residuals", "log_likelihood_split",
     "next_event_metrics",
 ]
 
@@ -84,6 +84,21 @@ def rescaled_residuals(model: PointProcess, batch: EventBatch, num_points: int |
     first[1:] = (seq[1:] != seq[:-1]) | (marks[1:] != marks[:-1])
     prev = np.concatenate([[0.0], value[:-1]])
     return np.where(first, value, value - prev)
+
+
+def ground_rescaled_residuals(model: PointProcess, batch: EventBatch, num_points: int | None = None) -> np.ndarray:
+    """Compensator increments of the *ground* process (all types together) between consecutive events, the first
+    from ``t_start`` (``[N]``): Exp(1) under the model by the time-rescaling theorem.
+
+    Why beside :func:`rescaled_residuals`: with many types and short windows each type fires once or twice, and
+    its per-type residuals are only those that ended before the window closed (a censored sample of small
+    values: KS ~0.8 for the true model on anhp_synthetic's 5-event sequences); the ground process has no such
+    censoring at the scale of one gap."""
+    with torch.no_grad():
+        cum = model.cumulative_intensity(batch, **_accuracy(num_points)).sum(-1)  # [B, L]
+    mask = batch.mask
+    previous = torch.cat([torch.zeros_like(cum[:, :1]), cum[:, :-1]], 1)
+    return (cum - previous)[mask].detach().cpu().numpy()
 
 
 def time_rescaling(model: PointProcess, batch: EventBatch, num_points: int | None = None) -> RescalingResult:

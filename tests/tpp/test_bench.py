@@ -130,6 +130,25 @@ def test_ks_of_a_cell_is_the_time_rescaling_statistic_of_the_test_split():
     assert bench.scoring.test_rescaling_ks(model, test) == pytest.approx(whole, abs=1e-12)
 
 
+def test_ks_uses_the_ground_process_so_many_types_in_short_windows_are_not_censored():
+    """20 types at rate 0.05 each, 400 sequences of 5 events (windows ending at the last event, as anhp_synthetic):
+    under the true model the ground residuals are exactly Exp(1) (KS small), while per-type residuals are the
+    censored few that fit in each window (KS large)."""
+    from tpp.metrics import rescaled_residuals
+    import scipy.stats
+
+    rng = np.random.default_rng(3)
+    times = [np.cumsum(rng.exponential(1.0, 5)) for _ in range(400)]
+    marks = [rng.integers(0, 20, 5) for _ in range(400)]
+    test = EventBatch.from_sequences(times, marks, t_end=np.array([t[-1] for t in times]), num_marks=20)
+    model = Poisson.from_params(np.full(20, 0.05))
+    ground = bench.scoring.test_rescaling_ks(model, test)
+    per_type = scipy.stats.kstest(rescaled_residuals(model, test), "expon").statistic
+    assert ground < 0.05 < 0.5 < per_type
+    gaps = np.concatenate([np.diff(np.r_[0.0, t]) for t in times])  # total rate 1: residuals are the gaps
+    assert ground == pytest.approx(scipy.stats.kstest(gaps, "expon").statistic, abs=1e-12)
+
+
 @needs_data
 def test_other_settings_do_not_reuse_cells_but_a_new_seed_reuses_the_old_ones(tmp_path):
     first = run(tmp_path, bench.LikelihoodConfig.preset(quick=True, **{**TINY, "seeds": (0,)}), ["Poisson"], ["taxi"])

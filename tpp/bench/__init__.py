@@ -6,7 +6,7 @@ Suite :attr:`Suite.LIKELIHOOD` (:func:`run_likelihood`): every model x every eve
   benchmark table without edits here), named by the table's display names, and the classic :class:`~tpp.hawkes.Poisson`, :class:`~tpp.hawkes.ExpHawkes`
   (decay learned) and :class:`~tpp.hawkes.SumExpHawkes` (three decays learned); the Hawkes models
   are skipped above ``max_hawkes_marks`` types, where their ``K x K`` kernels stop being a baseline.
-* Datasets: :data:`DATASETS`, with the registry's splits (a card without a validation split gets
+* Datasets: :data:`DATASETS`, with the papers' splits in full runs where reproduced (:data:`tpp.bench.data.PUBLISHED_SPLITS`), else the registry's splits (a card without a validation split gets
   15% of its training sequences, seeded).
 * Per (model, dataset, seed), one *cell*: fit on train (neural: :func:`tpp.fit` with early stopping
   on validation; classic: exact MLE), then the test log-likelihood per event with a fine integrator,

@@ -1,5 +1,20 @@
-"""The suite's data: registry splits cut to size, rescaled to the training split's mean gap (numbers are
-reported back in the data's units)."""
+"""The suite's data: registry splits (or, in full runs, the split the data's paper used) cut to size, rescaled
+to the training split's mean gap (numbers are reported back in the data's units).
+
+Published splits reproduced for full runs (:data:`PUBLISHED_SPLITS`), so that the papers' numbers in
+:mod:`tpp.bench.published` are set beside ours on the same test sequences:
+
+* ``"tritpp"`` (Shchur et al., NeurIPS 2020, shchur/triangular-tpp ``SequenceDataset.train_val_test_split``):
+  the file's sequences in file order, the first ``int(0.6 n)`` train, up to ``int(0.8 n)`` validation, the rest
+  test -- no shuffle (its ``seed`` argument is unused).
+* ``"ifl"`` (Shchur et al., ICLR 2020, shchur/ifl-tpp branch original-code, ``train_val_test_split_whole`` as
+  ``code/train.py`` calls it with ``seed = 0``): ``np.random.seed(0)``, then two calls of scikit-learn's
+  ``train_test_split`` on the global generator: 60 % train / 40 % rest, then the rest halved into validation and
+  test. :func:`ifl_split` reproduces scikit-learn's ``ShuffleSplit`` index arithmetic with ``RandomState(0)``.
+
+Quick runs keep the registry's splits (seeded shuffles of the card's ``[split]``): their cut data match no
+paper anyway.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +27,16 @@ from tpp import datasets as registry
 from tpp.bench.config import LikelihoodConfig
 from tpp.events import EventBatch
 
-__all__ = ["BenchData", "truncate", "subsample", "rescaled", "mean_gap", "load_dataset"]
+__all__ = ["BenchData", "truncate", "subsample", "rescaled", "mean_gap", "load_dataset", "PUBLISHED_SPLITS",
+           "tritpp_split", "ifl_split", "published_split"]
+
+#: data set -> the paper's split reproduced in full runs (see the module docstring)
+PUBLISHED_SPLITS: dict[str, str] = {
+    **{name: "tritpp" for name in ("pubg", "reddit_askscience_comments", "taxi", "twitter", "yelp_airport",
+                                   "yelp_mississauga")},
+    "wikipedia_ifl": "ifl",
+    "yelp_toronto_ifl": "ifl",
+}
 
 
 def truncate(batch: EventBatch, max_events: int | None) -> EventBatch:
@@ -60,6 +84,49 @@ def mean_gap(batch: EventBatch) -> float:
     return float(gaps.mean()) if gaps.numel() else 1.0
 
 
+def tritpp_split(whole: EventBatch, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+                 ) -> tuple[EventBatch, EventBatch, EventBatch]:
+    """Train/val/test as triangular-tpp cuts them: contiguous blocks of the sequences in file order, the
+    boundaries ``int(n * f_train)`` and ``int(n * (f_train + f_val))`` (Python's truncation, as theirs)."""
+    n = len(whole)
+    i1, i2 = int(n * fractions[0]), int(n * (fractions[0] + fractions[1]))
+    if not 0 < i1 < i2 < n:
+        raise ValueError(f"cannot cut {n} sequences into {list(fractions)}: a part would be empty")
+    idx = np.arange(n)
+    return whole[idx[:i1]], whole[idx[i1:i2]], whole[idx[i2:]]
+
+
+def _shuffle_split(n: int, train_size: float, test_size: float, rng: np.random.RandomState
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's ``train_test_split(arange(n), train_size=, test_size=)`` on ``rng``: one permutation, the
+    first ``ceil(test_size n)`` indices test, the next ``floor(train_size n)`` train (``ShuffleSplit``)."""
+    n_test, n_train = int(np.ceil(test_size * n)), int(np.floor(train_size * n))
+    perm = rng.permutation(n)
+    return perm[n_test:n_test + n_train], perm[:n_test]
+
+
+def ifl_split(whole: EventBatch, seed: int = 0) -> tuple[EventBatch, EventBatch, EventBatch]:
+    """Train/val/test as ifl-tpp's original code cuts them (``train_val_test_split_whole(seed=0)``, 0.6/0.2/0.2):
+    both ``train_test_split`` calls draw from the one global generator seeded once, so they share ``rng``."""
+    rng = np.random.RandomState(seed)
+    all_idx = np.arange(len(whole))
+    train, rest = _shuffle_split(len(all_idx), 0.6, 0.2 + 0.2, rng)
+    val, test = _shuffle_split(len(rest), 0.2 / (0.2 + 0.2), 0.2 / (0.2 + 0.2), rng)
+    # indices in the paper's (shuffled) order; the likelihood per event does not depend on the order
+    return whole[all_idx[train]], whole[all_idx[rest][val]], whole[all_idx[rest][test]]
+
+
+def published_split(name: str, data_dir: str | os.PathLike | None = None
+                    ) -> tuple[EventBatch, EventBatch, EventBatch] | None:
+    """The paper's train/val/test of registry data set ``name`` (see :data:`PUBLISHED_SPLITS`), or None where
+    the suite reproduces none (the registry's own split files are then the published ones, or none is known)."""
+    kind = PUBLISHED_SPLITS.get(registry.card(name).name)
+    if kind is None:
+        return None
+    whole = registry.load(name, data_dir=data_dir)
+    return tritpp_split(whole) if kind == "tritpp" else ifl_split(whole, seed=0)
+
+
 @dataclass
 class BenchData:
     """One dataset as the suite uses it: rescaled splits and the scale to report numbers back in data units."""
@@ -71,18 +138,29 @@ class BenchData:
     scale: float
     units: str
     num_marks: int
+    #: which split was used: "registry" (the card's files or seeded [split]) or a :data:`PUBLISHED_SPLITS` kind
+    split: str = "registry"
 
 
 def load_dataset(name: str, config: LikelihoodConfig, data_dir: str | os.PathLike | None = None) -> BenchData:
-    """Train/val/test from the registry (validation carved from train, seeded, when the card has none), cut as
-    ``config`` says and divided by the training split's mean gap."""
+    """Train/val/test, cut as ``config`` says and divided by the training split's mean gap.
+
+    Full runs use the paper's split where :data:`PUBLISHED_SPLITS` names one (the card says so in its
+    ``[split]`` comment); otherwise, and in quick runs, the registry's (validation carved from train, seeded,
+    when the card has none)."""
     card = registry.card(name)
-    train = registry.load(name, "train", data_dir=data_dir)
-    if "val" in card.splits:
-        val = registry.load(name, "val", data_dir=data_dir)
+    published = None if config.quick or config.split != "published" else published_split(name, data_dir)
+    if published is not None:
+        train, val, test = published
+        split = PUBLISHED_SPLITS[card.name]
     else:
-        train, val = train.split((0.85, 0.15), seed=0)
-    test = registry.load(name, "test", data_dir=data_dir)
+        split = "registry"
+        train = registry.load(name, "train", data_dir=data_dir)
+        if "val" in card.splits:
+            val = registry.load(name, "val", data_dir=data_dir)
+        else:
+            train, val = train.split((0.85, 0.15), seed=0)
+        test = registry.load(name, "test", data_dir=data_dir)
     n_train, n_eval, n_events = config.max_train_sequences, config.max_eval_sequences, config.max_events
     if config.quick and card.num_marks > 1000:
         n_train = n_eval = config.quick_many_types[0]
@@ -93,5 +171,5 @@ def load_dataset(name: str, config: LikelihoodConfig, data_dir: str | os.PathLik
     scale = mean_gap(train) if config.rescale else 1.0
     if config.rescale:
         train, val, test = (rescaled(b, scale) for b in (train, val, test))
-    return BenchData(card.name, train, val, test, scale, card.units, card.num_marks)
+    return BenchData(card.name, train, val, test, scale, card.units, card.num_marks, split)
 

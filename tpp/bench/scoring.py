@@ -55,12 +55,13 @@ def _length_groups(test: EventBatch, num_points: int, budget: int) -> list[Event
 @torch.no_grad()
 def test_rescaling_ks(model: Any, test: EventBatch, num_points: int = EVAL_POINTS,
                       max_elements: int | None = None) -> float:
-    """KS statistic of the time-rescaling residuals of ``test`` against Exp(1) (pooled over sequences and types;
-    :func:`tpp.metrics.rescaled_residuals`), scored in the same memory-bounded groups as
-    :func:`test_log_likelihood`. 0 is a perfect fit; unit-free, so the fitting unit does not matter."""
+    """KS statistic of the time-rescaling residuals of ``test``'s ground process (all types together) against
+    Exp(1) (:func:`tpp.metrics.ground_rescaled_residuals`, pooled over sequences), scored in the same memory-bounded
+    groups as :func:`test_log_likelihood`. 0 is a perfect fit; unit-free, so the fitting unit does not matter.
+    The ground process, not per-type residuals: those are censored by short windows (see the function)."""
     import scipy.stats
 
-    from tpp.metrics import rescaled_residuals
+    from tpp.metrics import ground_rescaled_residuals as rescaled_residuals
     from tpp.neural.base import NeuralTPP
 
     budget = EVAL_ELEMENTS if max_elements is None else int(max_elements)

@@ -1,0 +1,159 @@
+"""Published numbers beside ours (tpp.bench.published) and the papers' splits (tpp.bench.data)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ..conftest import needs_data
+from tpp import datasets as registry
+from tpp.bench import data as bench_data
+from tpp.bench import published as pub
+from tpp.bench.config import LikelihoodConfig
+from tpp.bench.likelihood import all_model_names
+from tpp.events import EventBatch
+
+PAPER = re.compile(r"[A-Z][a-z]+.*\b(19|20)\d\d\b")  # "Authors year"
+TABLE = re.compile(r"[Tt]able|data file|[Ff]igure")  # where in the paper (or its data) the number is
+
+
+def test_every_published_entry_names_registry_data_a_suite_model_a_finite_value_and_paper_and_table():
+    names, models = {c.name for c in registry.list_datasets()}, set(all_model_names())
+    assert pub.PUBLISHED, "at least the shipped ground truth is matched"
+    for e in pub.PUBLISHED:
+        assert e.dataset in names and e.model in models, e
+        assert math.isfinite(e.value) and (e.std is None or e.std >= 0), e
+        assert PAPER.search(e.source) and TABLE.search(e.source), e.source
+        assert e.conversion.split(":")[0] in pub.CONVERSIONS, e.conversion
+    keys = [(e.dataset, e.model) for e in pub.PUBLISHED]
+    assert len(keys) == len(set(keys)), "one number per (dataset, model)"
+
+
+def test_every_unmatched_entry_says_why_and_is_never_in_published():
+    names, models = {c.name for c in registry.list_datasets()}, set(all_model_names())
+    matched = {(e.dataset, e.model) for e in pub.PUBLISHED}
+    for u in pub.UNMATCHED:
+        assert u.dataset in names and u.model in models and u.reason, u
+        assert PAPER.search(u.source) and TABLE.search(u.source), u.source
+        assert (u.dataset, u.model) not in matched
+    assert all(isinstance(u, pub.Published) for u in pub.UNMATCHED)  # same fields, plus the reason
+
+
+def _poisson(seed: int = 0, n_seq: int = 40, rate: float = 2.5, horizon: float = 3.0):
+    """Seeded homogeneous Poisson sequences and the closed-form log-likelihood of each (float64)."""
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(rate * horizon, n_seq)
+    ll = counts * np.log(rate) - rate * horizon
+    return counts, ll, rate, horizon
+
+
+@pytest.mark.parametrize("kind", sorted(pub.CONVERSIONS))
+def test_each_conversion_takes_a_papers_protocol_back_to_ours(kind):
+    counts, ll, rate, horizon = _poisson()
+    ours = ll.sum() / counts.sum()  # log-likelihood per event, survival included, the data's unit
+    if kind == "nll_per_event":
+        back = pub.convert(kind, -ours)
+    elif kind == "ll_per_event":
+        back = pub.convert(kind, ours)
+    elif kind == "time_unit":
+        c = 7.0  # the paper divides times by c: rate c * rate on a window horizon / c
+        theirs = (counts * np.log(rate * c) - rate * c * horizon / c).sum() / counts.sum()
+        assert theirs == pytest.approx(ours + math.log(c))
+        back = pub.convert(kind, theirs, c=c)
+    elif kind == "ll_per_sequence":
+        back = pub.convert(kind, ll.mean(), mean_test_length=counts.mean())
+    elif kind == "tritpp_nll":
+        train_counts, _, _, _ = _poisson(seed=1, n_seq=60)
+        l_train = train_counts.mean()
+        theirs = np.mean(-ll / l_train)  # triangular-tpp: -(log_prob / d_train.mean_number_items).mean()
+        back = pub.convert(kind, theirs, mean_train_length=l_train, mean_test_length=counts.mean())
+    else:
+        assert kind == "ground_truth"
+        back = pub.convert(kind, ll.tolist(), num_events=int(counts.sum()))
+    assert back == pytest.approx(ours, rel=1e-12)
+
+
+def test_an_unknown_conversion_is_an_argument_error():
+    with pytest.raises(ValueError, match="unknown conversion 'per_time'"):
+        pub.convert("per_time", 1.0)
+
+
+def test_results_csv_published_column_picks_the_entry_of_a_matching_cell_only():
+    entry = pub.PUBLISHED[0]
+    runs = pd.DataFrame([
+        {"dataset": entry.dataset, "model": entry.model, "seed": 0, "status": "ok", "ll_per_event": -5.1,
+         "test_events": entry.test_events},
+        # the same pair on a cut test split (a quick run): no protocol matches
+        {"dataset": entry.dataset, "model": entry.model, "seed": 1, "status": "ok", "ll_per_event": -5.2,
+         "test_events": 160},
+        {"dataset": entry.dataset, "model": "RMTPP", "seed": 0, "status": "ok", "ll_per_event": -5.3,
+         "test_events": entry.test_events},
+        {"dataset": "taxi", "model": entry.model, "seed": 0, "status": "error", "ll_per_event": None,
+         "test_events": 3888},
+    ])
+    out = pub.results_frame(runs)
+    assert list(out.columns) == list(pub.RESULTS_COLUMNS) and len(out) == 3
+    assert out["published"].iloc[0] == entry.value and out["published_source"].iloc[0] == entry.source
+    assert out["published"].iloc[1:].isna().all() and out["published_source"].iloc[1:].isna().all()
+    assert pub.published_for(entry.dataset, entry.model) is entry  # without a test size: the pair alone
+
+
+def test_notes_name_the_published_numbers_and_the_reasons_for_the_others():
+    lines = pub.notes_lines(["anhp_synthetic", "taxi"])
+    assert any(line.startswith("- published anhp_synthetic / Poisson: -5.004") for line in lines)
+    assert any("TriTPP" in line and "taxi/IntensityFree" in line for line in lines)
+    assert not any("wikipedia_ifl" in line for line in lines)
+
+
+def _indexed(n: int) -> EventBatch:
+    """n one-event sequences; sequence i's event at time i + 1, so a split's indices can be read back."""
+    return EventBatch.from_flat(np.arange(1.0, n + 1), np.arange(n + 1), np.zeros(n), np.full(n, n + 2.0),
+                                np.zeros(n, np.int64), 1, dtype=None)
+
+
+def _ids(batch: EventBatch) -> list[int]:
+    return [int(t) - 1 for t in batch.to_flat()["times"]]
+
+
+def test_tritpp_split_is_contiguous_in_file_order_with_truncated_boundaries():
+    train, val, test = bench_data.tritpp_split(_indexed(182))  # taxi's size: int(109.2), int(145.6)
+    assert _ids(train) == list(range(109)) and _ids(val) == list(range(109, 145))
+    assert _ids(test) == list(range(145, 182))
+    with pytest.raises(ValueError, match="cannot cut 2 sequences"):
+        bench_data.tritpp_split(_indexed(2))
+
+
+def test_ifl_split_is_scikit_learns_train_test_split_after_np_random_seed_0():
+    # indices from scikit-learn 1.9.1: np.random.seed(0); train_test_split(arange(n), train_size=0.6,
+    # test_size=0.4); train_test_split(rest, train_size=0.5, test_size=0.5) -- as ifl-tpp's original code
+    train, val, test = bench_data.ifl_split(_indexed(300), seed=0)
+    assert (len(train), len(val), len(test)) == (180, 60, 60)
+    assert _ids(test)[:5] == [71, 64, 238, 224, 153]
+    assert sorted(_ids(train) + _ids(val) + _ids(test)) == list(range(300))
+    _, _, test7 = bench_data.ifl_split(_indexed(7), seed=0)
+    assert _ids(test7) == [1, 6]
+
+
+@needs_data
+def test_full_runs_use_the_papers_split_and_quick_runs_keep_the_registrys():
+    full = bench_data.load_dataset("taxi", LikelihoodConfig.preset(quick=False))
+    assert full.split == "tritpp" and (len(full.train), len(full.val), len(full.test)) == (109, 36, 37)
+    assert full.test.num_events == 3888
+    quick = bench_data.load_dataset("taxi", LikelihoodConfig.preset(quick=True))
+    assert quick.split == "registry"
+    mimic = bench_data.load_dataset("mimic2_rmtpp", LikelihoodConfig.preset(quick=False))
+    assert mimic.split == "registry" and len(mimic.test) == 65  # RMTPP fold 1 is already the published split
+
+
+@needs_data
+def test_the_anhp_ground_truth_is_the_generating_poisson_on_our_window():
+    # every type at rate 0.02 (K = 50): log-likelihood = N log 0.02 - 50 * 0.02 * (t_end - t_start) on our window
+    test = registry.load("anhp_synthetic", "test")
+    flat = test.to_flat()
+    ours = (test.num_events * math.log(0.02) - 50 * 0.02 * (flat["t_end"] - flat["t_start"]).sum()) / test.num_events
+    entry = pub.published_for("anhp_synthetic", "Poisson", test.num_events)
+    assert entry is not None and entry.value == pytest.approx(ours, abs=1e-5)  # float32 times in the pickle
