@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from sde.signature import signature_kernel, signature_mmd  # path-set scores (issue 19); torch on first use
+
 if TYPE_CHECKING:  # torch is imported on first use
     from torch import Tensor
 
@@ -51,6 +53,8 @@ __all__ = [
     "inside_interval",
     "interval_coverage",
     "laplace_interval",
+    "signature_kernel",
+    "signature_mmd",
 ]
 
 _SQRT_PI = math.sqrt(math.pi)
