@@ -12,6 +12,10 @@ sampler. Here: the discrete flashing ratchet of their experiments (:func:`flashi
 Roldan & Parrondo, PRL 105, 150607, 2010) and a two-state switching (ion-channel-like) process
 (:func:`two_state_rates`); :func:`observe` turns paths into noisy observations at irregular times
 (a :class:`sde.series.SeriesBatch`), as in the paper's protocol (times uniform on the window, sorted).
+
+Exact fractional Brownian motion and fractional OU paths (:func:`fbm`, :func:`fou`, Davies-Harte) live in
+:mod:`sde.fractional` and are re-exported here; so are the systems with a known causal graph of SCOTCH's
+experiments (:func:`lorenz96`, :func:`glycolysis`), which live in :mod:`sde.structure_data`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sde.fractional import fbm, fou, paths_to_series  # exact fractional paths (Davies-Harte), re-exported here
+from sde.structure_data import glycolysis, lorenz96  # systems with a known graph (SCOTCH), re-exported here
 from tpp.events import EventBatch
 from tpp.model import Seed
 from tpp.process import as_numpy_rng
@@ -31,10 +37,15 @@ if TYPE_CHECKING:  # the series batch is only needed by observe(); imported ther
     from sde.series import SeriesBatch
 
 __all__ = [
+    "fbm",
     "flashing_ratchet_rates",
+    "fou",
     "generator_matrix",
     "gillespie",
+    "glycolysis",
+    "lorenz96",
     "observe",
+    "paths_to_series",
     "states_at",
     "stationary_distribution",
     "two_state_rates",

@@ -5,7 +5,7 @@
 * series models (input ``[B, L, C]`` with NaN for unobserved values; classification when the data have
   labels, else a forecast of every channel): ``neural-cde``, ``neural-ode``, ``lsde``, ``lnsde``,
   ``gsde``, ``gru``, ``ode-rnn``, ``gru-d``;
-* latent models of series: ``latent-sde``, ``latent-ode`` (ELBO), ``neural-mjp`` (neural Markov jump process);
+* latent models of series: ``latent-sde``, ``latent-ode``, ``fractional-latent-sde``, ``scotch`` (structure learning) (ELBO), ``neural-mjp`` (neural Markov jump process);
 * event models: ``neural-cox-sde`` (SDE-driven Cox process), ``mjp`` (the exact Markov jump process,
   fitted in closed form, saved as its rates).
 """
@@ -75,6 +75,12 @@ _ENTRIES = [
               summary="latent SDE of partly observed series, trained on its ELBO (Li et al. 2020)"),
     ModelSpec("latent-ode", "sde.models:LatentODE", _S, "LatentODE", _T, _latent_shape,
               summary="latent ODE with an ODE-RNN encoder, trained on its ELBO (Rubanova et al. 2019)"),
+    ModelSpec("scotch", "sde.models:SCOTCH", _S, "SCOTCH", _T, _latent_shape,
+              summary="structure learning: latent SDE with a graph-masked drift and a Bernoulli graph posterior "
+                      "(Wang, Jennings & Gong 2024)"),
+    ModelSpec("fractional-latent-sde", "sde.models:FractionalLatentSDE", _S, "FractionalLatentSDE", _T, _latent_shape,
+              aliases=("fractional-sde",),
+              summary="latent SDE driven by Markov-approximated fractional noise, Hurst index learned (Daems et al. 2024)"),
     ModelSpec("ode-rnn", "sde.models:ODERNN", _S, "ODERNN", _T, series_shape, aliases=("odernn",),
               summary="ODE-RNN: GRU updates at observations, a neural ODE between them (Rubanova et al. 2019)"),
     ModelSpec("gru-d", "sde.models:GRUD", _S, "GRUD", _T, series_shape, aliases=("grud",),
@@ -97,7 +103,7 @@ NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES)
 SERIES_NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES
                                       if e.shape not in (event_shape, _jump_shape, _classes_shape))
 """The models of series batches (``sde fit --model``): neural-cde, lsde, lnsde, gsde, gru, neural-ode, latent-sde,
-latent-ode, ode-rnn, gru-d, neural-mjp."""
+latent-ode, scotch, fractional-latent-sde, ode-rnn, gru-d, neural-mjp."""
 EVENT_NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES if e.shape in (event_shape, _jump_shape))
 """The sde models of event batches: neural-cox-sde, mjp."""
 JOINT_CLASSIFIERS: dict[str, str] = {"latent-ode": "num_classes"}

@@ -52,7 +52,7 @@ def jumps() -> EventBatch:
 
 
 SERIES_MODELS = {"neural-cde", "lsde", "lnsde", "gsde", "gru", "neural-ode", "latent-sde", "neural-mjp", "latent-ode",
-                 "ode-rnn", "gru-d"}
+                 "ode-rnn", "gru-d", "fractional-latent-sde", "scotch"}
 LABELLED_SERIES_MODELS = SERIES_MODELS | {"generative-classifier"}
 
 

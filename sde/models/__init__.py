@@ -22,6 +22,8 @@ _EXPORTS: dict[str, str] = {
     "Task": "sde.models.heads",
     "GeometricScheme": "sde.models.stable",
     "LatentSDE": "sde.models.latent",
+    "FractionalLatentSDE": "sde.models.fractional",
+    "SCOTCH": "sde.models.scotch",
     "NeuralCoxSDE": "sde.models.cox",
     "GenerativeClassifier": "sde.models.generative",
     "NeuralCox": "sde.models.cox",
