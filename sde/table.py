@@ -3,7 +3,7 @@
 ``import sde`` does not import it (it stays cheap); the ``sde`` CLI and the tests do. Names:
 
 * series models (input ``[B, L, C]`` with NaN for unobserved values; classification when the data have
-  labels, else a forecast of every channel): ``neural-cde``, ``neural-ode``, ``lsde``, ``lnsde``,
+  labels, else a forecast of every channel): ``neural-cde``, ``bayesian-neural-cde``, ``neural-ode``, ``lsde``, ``lnsde``,
   ``gsde``, ``gru``, ``ode-rnn``, ``gru-d``;
 * latent models of series: ``latent-sde``, ``latent-ode``, ``fractional-latent-sde``, ``scotch`` (structure learning) (ELBO), ``neural-mjp`` (neural Markov jump process);
 * event models: ``neural-cox-sde`` (SDE-driven Cox process), ``mjp`` (the exact Markov jump process,
@@ -61,6 +61,9 @@ _S, _T, _E = Family.SDE, Training.TRAINER, Training.ESTIMATOR
 _ENTRIES = [
     ModelSpec("neural-cde", "sde.models:NeuralCDE", _S, "NeuralCDE", _T, series_shape, aliases=("cde",),
               summary="neural controlled differential equation (Kidger et al. 2020)"),
+    ModelSpec("bayesian-neural-cde", "sde.models:BayesianNeuralCDE", _S, "BayesianNeuralCDE", _T, series_shape,
+              aliases=("bncde",),
+              summary="neural CDE with a weight-space SDE posterior over its vector field (Hess et al. 2024)"),
     ModelSpec("lsde", "sde.models:LSDE", _S, "LSDE", _T, series_shape,
               summary="Langevin-type stable neural SDE (Oh, Lim & Kim 2024)"),
     ModelSpec("lnsde", "sde.models:LNSDE", _S, "LNSDE", _T, series_shape,
@@ -102,7 +105,7 @@ NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES)
 """Every sde name, in table order."""
 SERIES_NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES
                                       if e.shape not in (event_shape, _jump_shape, _classes_shape))
-"""The models of series batches (``sde fit --model``): neural-cde, lsde, lnsde, gsde, gru, neural-ode, latent-sde,
+"""The models of series batches (``sde fit --model``): neural-cde, bayesian-neural-cde, lsde, lnsde, gsde, gru, neural-ode, latent-sde,
 latent-ode, scotch, fractional-latent-sde, ode-rnn, gru-d, neural-mjp."""
 EVENT_NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES if e.shape in (event_shape, _jump_shape))
 """The sde models of event batches: neural-cox-sde, mjp."""

@@ -60,11 +60,21 @@ def magnitudes():
     return batch
 
 
+@pytest.fixture(scope="module")
+def pinwheel():
+    """Four short Pinwheel sequences with locations x, y (the spatio-temporal models: CNF training costs O(L^2))."""
+    from tpp.spatial.data import pinwheel
+
+    return pinwheel(4, seed=0)
+
+
 @pytest.fixture
-def data(request, quakes, power, jumps, magnitudes):
+def data(request, quakes, power, jumps, magnitudes, pinwheel):
     name = request.node.callspec.params["name"]
-    if name == "marked-hawkes":  # its mark is a magnitude, which the Japanese catalogue does not carry
+    if name in ("marked-hawkes", "etas"):  # a magnitude mark, which the Japanese catalogue does not carry
         return magnitudes
+    if "locations" in table.spec(name).needs:
+        return pinwheel
     return power if name in SERIES else jumps if name == "mjp" else quakes
 
 

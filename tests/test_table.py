@@ -52,7 +52,7 @@ def jumps() -> EventBatch:
 
 
 SERIES_MODELS = {"neural-cde", "lsde", "lnsde", "gsde", "gru", "neural-ode", "latent-sde", "neural-mjp", "latent-ode",
-                 "ode-rnn", "gru-d", "fractional-latent-sde", "scotch"}
+                 "ode-rnn", "gru-d", "fractional-latent-sde", "scotch", "bayesian-neural-cde"}
 LABELLED_SERIES_MODELS = SERIES_MODELS | {"generative-classifier"}
 
 
@@ -64,13 +64,27 @@ def magnitudes(events) -> EventBatch:
     return EventBatch.from_flat(**flat, features=values, feature_names=["magnitude"])
 
 
+@pytest.fixture(scope="module")
+def located() -> EventBatch:
+    """Six Pinwheel sequences with locations x, y and a magnitude (the data of the spatio-temporal models)."""
+    from tpp.spatial.data import pinwheel
+
+    flat = pinwheel(6, seed=0).to_flat()
+    magnitude = 2.5 + np.random.default_rng(0).exponential(0.5, flat["times"].size)
+    return EventBatch.from_flat(**{**flat, "features": np.column_stack([flat["features"], magnitude]),
+                                   "feature_names": ["x", "y", "magnitude"]})
+
+
 @pytest.fixture
-def data(request, events, series, jumps, magnitudes):
+def data(request, events, series, jumps, magnitudes, located):
     """The data set whose shape fills the model's arguments: series for series models, jump paths for the
-    jump process, events with magnitudes for marked-hawkes, else events."""
+    jump process, events with magnitudes for marked-hawkes, events with locations for the spatio-temporal
+    models (``"locations"`` in the entry's ``needs``), else events."""
     name = request.node.callspec.params["name"]
     if name == "marked-hawkes":
         return magnitudes
+    if "locations" in table.spec(name).needs:
+        return located
     return series if name in LABELLED_SERIES_MODELS else jumps if name == "mjp" else events
 
 

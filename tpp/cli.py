@@ -220,6 +220,10 @@ def _fit_neural(name: str, data: str, t_end: float | None, hidden_size: int, epo
     estimator, record = fit_in_run_folder(estimator, train, val, out, resume=resume, checkpoint_every=checkpoint_every,
                                           overwrite=overwrite, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                                           progress=sys.stderr.isatty())  # bars for a person, not for a pipe or log
+    from tpp.spatial.base import SpatioTemporalProcess
+
+    if isinstance(estimator, SpatioTemporalProcess):  # events with locations: time and space scored apart
+        return _spatial_result(name, estimator, train, test, record, out)
     fine = 64  # nodes per interval when scoring: no coarse grid decides the score
     forecasts = next_event_metrics(estimator, test, max_prefixes=1000, seed=seed)
     estimator.eval()
@@ -235,6 +239,33 @@ def _fit_neural(name: str, data: str, t_end: float | None, hidden_size: int, epo
         "train_events_per_second": record.train_events_per_second,
         "epochs_run": record.epochs_run, "best_epoch": record.best_epoch,
         "integrator_points_per_interval": fine,
+    }
+
+
+def _spatial_result(name: str, estimator: Any, train: Any, test: Any, record: Any, out: Path | None) -> dict[str, Any]:
+    """A spatio-temporal model's scores on ``test``: time and space nats per event, their sum, and the mean distance
+    from each event's location to the expected one given its history (:func:`tpp.spatial.spatial_metrics`, in
+    blocks of 16 sequences, weighted by their events)."""
+    from tpp.spatial import spatial_metrics
+
+    estimator.eval()
+    totals: dict[str, float] = {}
+    for start in range(0, len(test), 16):
+        part = test[start : start + 16]
+        for key, value in spatial_metrics(estimator, part).items():
+            totals[key] = totals.get(key, 0.0) + value * part.num_events
+    score = {key: value / max(test.num_events, 1) for key, value in totals.items()}
+    if out is not None:  # the weights and constructor arguments, for `tpp eval --model-file out`
+        model_table.save(estimator, out / "model.pt")
+    return {
+        "model": name, "num_events": train.num_events,
+        "test_log_likelihood_per_event": score["log_likelihood_per_event"],
+        "test_time_log_likelihood_per_event": score["time_log_likelihood_per_event"],
+        "test_space_log_likelihood_per_event": score["space_log_likelihood_per_event"],
+        "test_location_error": score["location_error"],
+        "val_log_likelihood_per_event": record.best_val_ll_per_event,
+        "train_events_per_second": record.train_events_per_second,
+        "epochs_run": record.epochs_run, "best_epoch": record.best_epoch,
     }
 
 

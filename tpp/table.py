@@ -42,7 +42,7 @@ from typing import Any
 __all__ = [
     "Family", "Training", "ModelSpec", "FitRecord", "UnknownModelError", "register", "names", "specs", "spec",
     "spec_of", "build", "fit_model", "save", "load", "from_dict", "constructor_args", "model_enum",
-    "describe", "event_shape", "TABLE",
+    "describe", "event_shape", "location_shape", "TABLE",
 ]
 
 #: first line of a file written by :func:`save` for a trained model (a torch file: a dict with this ``format``)
@@ -74,6 +74,13 @@ class UnknownModelError(KeyError, ValueError):
 def event_shape(data: Any) -> dict[str, Any]:
     """``num_marks`` of an :class:`~tpp.events.EventBatch` (event models)."""
     return {"num_marks": int(data.num_marks)}
+
+
+def location_shape(data: Any) -> dict[str, Any]:
+    """``feature_dim`` of a batch with locations (spatio-temporal models): its first two features (longitude and
+    latitude, x and y), or one when it has one; a batch without features gets 2 (the model names what is missing)."""
+    count = int(getattr(data, "num_features", 0) or 0)
+    return {"feature_dim": min(2, count) if count else 2}
 
 
 # --------------------------------------------------------------------------- the entry
@@ -494,6 +501,12 @@ def _nonlinear_hawkes(p: dict[str, Any]) -> Any:
                                        tol=p.get("tol", 1e-10))
 
 
+def _etas(p: dict[str, Any]) -> Any:
+    from tpp.spatial.etas import ETAS
+
+    return ETAS.from_dict(p)
+
+
 _E, _T = Training.ESTIMATOR, Training.TRAINER
 _TPP_ENTRIES = [
     ModelSpec("poisson", "tpp.hawkes:Poisson", Family.TPP, "Poisson", _E, loader=_poisson,
@@ -540,6 +553,34 @@ _TPP_ENTRIES = [
               summary="fully neural cumulative hazard (Omi et al. 2019)"),
     ModelSpec("intensity-free", "tpp.neural:IntensityFree", Family.TPP, "IntensityFree", _T,
               summary="log-normal mixture of inter-event times (Shchur et al. 2020)"),
+    # Spatio-temporal baselines of Chen, Amos & Nickel (2021): the location is the first two features.
+    ModelSpec("hawkes-gmm", "tpp.spatial.gmm:HawkesGMM", Family.TPP, "HawkesGMM", _T, shape=location_shape,
+              needs=("features", "locations"),
+              summary="exponential Hawkes in time x a Gaussian mixture around past locations (Chen et al. 2021)"),
+    ModelSpec("poisson-gmm", "tpp.spatial.gmm:PoissonGMM", Family.TPP, "PoissonGMM", _T, shape=location_shape,
+              needs=("features", "locations"),
+              summary="Poisson in time x a Gaussian mixture around past locations (Chen et al. 2021)"),
+    ModelSpec("self-correcting-gmm", "tpp.spatial.gmm:SelfCorrectingGMM", Family.TPP, "SelfCorrectingGMM", _T,
+              shape=location_shape, needs=("features", "locations"),
+              summary="self-correcting process in time x a Gaussian mixture around past locations (Chen et al. 2021)"),
+    # Poisson in time; bandwidth a multiple of Scott's rule by leave-one-out likelihood on the training locations.
+    ModelSpec("kde-stpp", "tpp.spatial.gmm:KDESpatial", Family.TPP, "KDESpatial", _T, shape=location_shape,
+              needs=("features", "locations"),
+              summary="Poisson in time x a kernel density of the training locations (spatial baseline)"),
+    # Neural STPP (Chen, Amos & Nickel 2021): neural-ODE temporal model x a CNF in space (locations: first 2 features).
+    ModelSpec("jump-cnf", "tpp.spatial.cnf:JumpCNF", Family.TPP, "JumpCNF", _T, shape=location_shape,
+              defaults={"hidden_size": 32}, needs=("features", "locations"),
+              summary="neural STPP: neural-ODE temporal model x jump CNF in space (Chen, Amos & Nickel 2021)"),
+    ModelSpec("attentive-cnf", "tpp.spatial.cnf:AttentiveCNF", Family.TPP, "AttentiveCNF", _T, shape=location_shape,
+              defaults={"hidden_size": 32}, needs=("features", "locations"),
+              summary="neural STPP: neural-ODE temporal model x attentive CNF in space (Chen, Amos & Nickel 2021)"),
+    ModelSpec("time-varying-cnf", "tpp.spatial.cnf:TimeVaryingCNF", Family.TPP, "TimeVaryingCNF", _T,
+              shape=location_shape, defaults={"hidden_size": 32}, needs=("features", "locations"), aliases=("tv-cnf",),
+              summary="neural STPP: neural-ODE temporal model x time-varying CNF in space (no spatial history)"),
+    # Space-time ETAS: locations from the two features other than "magnitude" (magnitude=None: no magnitudes).
+    ModelSpec("etas", "tpp.spatial.etas:ETAS", Family.TPP, "ETAS", _E, defaults={"magnitude": "magnitude"},
+              loader=_etas, needs=("features", "locations"),
+              summary="space-time ETAS (Omori-Utsu in time, magnitude-scaled Gaussian in space, declustered background)"),
 ]
 for _entry in _TPP_ENTRIES:
     register(_entry)

@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "LatentSDE": "sde.models.latent",
     "FractionalLatentSDE": "sde.models.fractional",
     "SCOTCH": "sde.models.scotch",
+    "BayesianNeuralCDE": "sde.models.bayes_cde",
     "NeuralCoxSDE": "sde.models.cox",
     "GenerativeClassifier": "sde.models.generative",
     "NeuralCox": "sde.models.cox",

@@ -241,7 +241,7 @@ def test_the_suite_names_its_models_by_the_model_table():
     cannot build (FaDIn needs a kernel support, MarkedHawkes a feature column) is not in the suite."""
     from tpp import table
 
-    neural = tuple(s.display for s in table.specs("tpp", "trainer"))
+    neural = tuple(s.display for s in table.specs("tpp", "trainer") if not s.needs)  # not the spatial models
     classic = tuple(s.display for s in table.specs("tpp", "estimator") if not s.required and not s.needs)
     assert bench.all_model_names() == neural + classic == neural + bench.CLASSIC_MODELS
     assert classic[:3] == ("Poisson", "ExpHawkes", "SumExpHawkes")

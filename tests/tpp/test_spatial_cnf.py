@@ -1,0 +1,250 @@
+"""Neural STPP (tpp.spatial.cnf): the CNF numerics against closed forms, the density's normalisation, causality,
+gradients, a tiny fit and sampling. Small nets, few events, float64."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tpp.events import EventBatch
+from tpp.spatial._flows import Trace, solve_flow
+from tpp.spatial.cnf import AttentiveCNF, JumpCNF, TimeVaryingCNF
+
+MODELS = [TimeVaryingCNF, JumpCNF, AttentiveCNF]
+SMALL = {"feature_dim": 2, "hidden_size": 4, "flow_hidden": (8, 8)}
+
+
+def _data(num: int = 3, seed: int = 0) -> EventBatch:
+    rng = np.random.default_rng(seed)
+    times, feats = [], []
+    for b in range(num):
+        n = 2 + b % 3
+        times.append(np.sort(rng.uniform(0, 4, n)))
+        feats.append(rng.normal(size=(n, 2)) * [2.0, 1.0] + [10.0, -3.0])
+    return EventBatch.from_sequences(times, t_end=4.0, features=feats, feature_names=["lon", "lat"])
+
+
+def _model(cls, data: EventBatch, seed: int = 0, scale: float = 0.3, **kwargs):
+    """A model whose every parameter is perturbed (so no flow is the identity), standardised on ``data``."""
+    torch.manual_seed(seed)
+    model = cls(**{**SMALL, **kwargs}).initialise(data)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return model.eval()
+
+
+class _Linear(nn.Module):
+    """``f(t, x) = A x``: its flow and log-determinant have closed forms."""
+
+    cross_rows = False
+
+    def __init__(self, A: torch.Tensor) -> None:
+        super().__init__()
+        self.A = nn.Parameter(A)
+
+    def forward(self, t, x, cond):
+        return x @ self.A.T
+
+
+def test_exact_trace_log_density_equals_closed_form_for_a_linear_drift():
+    A = torch.tensor([[0.3, -0.7], [0.4, -0.2]], dtype=torch.float64)
+    x = torch.tensor([[1.0, 2.0], [-0.5, 0.25], [3.0, -1.0]], dtype=torch.float64)
+    t0 = torch.tensor([3.0, 1.0, 2.5], dtype=torch.float64)
+    t1 = torch.tensor([0.5, 0.0, 2.5], dtype=torch.float64)  # the last row does not move
+    with torch.no_grad():
+        z, delta = solve_flow(_Linear(A), x, t0, t1, x.new_zeros(3, 0), trace=Trace.EXACT, rtol=1e-10, atol=1e-10)
+    span = t1 - t0
+    expected_z = torch.stack([torch.linalg.matrix_exp(A * s) @ xi for s, xi in zip(span, x)])
+    assert torch.allclose(z, expected_z, atol=1e-7)
+    assert torch.allclose(delta, torch.trace(A) * span, atol=1e-7)  # log det of the map, to 1e-5 asked
+
+
+@pytest.mark.parametrize("trace", [Trace.RADEMACHER, Trace.GAUSSIAN])
+def test_hutchinson_estimate_averages_to_the_exact_trace(trace: Trace):
+    torch.manual_seed(0)
+    from tpp.spatial.cnf import _PlainDrift
+
+    drift = _PlainDrift(2, 1, (8,)).double()
+    with torch.no_grad():
+        for p in drift.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    reps = 300
+    x = torch.tensor([[0.5, -1.0]], dtype=torch.float64).expand(reps, 2)
+    cond = torch.full((reps, 1), 0.3, dtype=torch.float64)
+    t0, t1 = torch.full((reps,), 2.0, dtype=torch.float64), torch.zeros(reps, dtype=torch.float64)
+    with torch.no_grad():
+        z_exact, exact = solve_flow(drift, x[:1], t0[:1], t1[:1], cond[:1], trace=Trace.EXACT, rtol=1e-7, atol=1e-7)
+        z_est, est = solve_flow(drift, x, t0, t1, cond, trace=trace, rtol=1e-7, atol=1e-7,
+                                generator=torch.Generator().manual_seed(1))
+    # every replica has its own noise vector: their mean is unbiased, within 4 standard errors
+    assert torch.allclose(z_est, z_exact.expand_as(z_est), atol=1e-5)
+    err = float(est.mean() - exact[0])
+    assert abs(err) < 4 * float(est.std()) / math.sqrt(reps) + 1e-9
+    assert float(est.std()) > 0  # a real estimate, not the exact trace
+
+
+def test_attentive_trace_is_the_sum_of_each_rows_own_jacobian_block():
+    from tpp.spatial.cnf import _AttentiveDrift
+
+    torch.manual_seed(0)
+    B, R, D = 1, 4, 2
+    drift = _AttentiveDrift(D, 3, (8, 8), 8).double()
+    with torch.no_grad():
+        for p in drift.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    u = torch.tensor([[0.1, 0.5, 0.5, 1.2]], dtype=torch.float64)
+    allowed = (u[:, None, :] < u[:, :, None]) & ~torch.eye(R, dtype=torch.bool)
+    drift.configure(B, R, R, allowed)
+    t = torch.full((R,), 0.7, dtype=torch.float64)
+    x = torch.randn(R, D, dtype=torch.float64, requires_grad=True)
+    cond = torch.randn(R, 3, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda x_: drift(t, x_, cond), x)  # [R, D, R, D]
+    blocks = torch.stack([torch.diagonal(jac[i, :, i, :]).sum() for i in range(R)])
+    f_self = drift(t, x, cond, self_only=True)
+    assert torch.allclose(f_self, drift(t, x, cond))  # same values, only the gradient paths differ
+    div = sum(torch.autograd.grad(f_self[:, d].sum(), x, retain_graph=True)[0][:, d] for d in range(D))
+    assert torch.allclose(div, blocks, atol=1e-12)
+    # causal: row 1 does not see row 2 (tied time) nor row 3 (later)
+    assert torch.all(jac[1, :, 2:, :] == 0) and torch.all(jac[0, :, 1:, :] == 0)
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_learned_spatial_density_integrates_to_one(cls):
+    data = _data(1)
+    model = _model(cls, data, rtol=1e-7, atol=1e-7, scale=0.1)
+    # a large box in data units around the standardised cloud (mean, scale from the scaler)
+    mean, scale = model.scaler.mean, model.scaler.scale
+    n = 64
+    grids = [torch.linspace(float(mean[d] - 8 * scale[d]), float(mean[d] + 8 * scale[d]), n, dtype=torch.float64)
+             for d in range(2)]
+    gx, gy = torch.meshgrid(*grids, indexing="ij")
+    x = torch.stack([gx.reshape(-1), gy.reshape(-1)], -1)
+    t = data.time[:, -1] + 0.3  # after the whole history
+    with torch.no_grad():
+        dens = model.spatial_density(data, t, x)[0]
+    cell = float((grids[0][1] - grids[0][0]) * (grids[1][1] - grids[1][0]))
+    total = float(dens.sum()) * cell  # trapezoid = midpoint here: the density is negligible on the border
+    assert abs(total - 1.0) < 1e-3, total
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_moving_a_future_event_changes_nothing_before_it(cls):
+    data = _data(1)
+    model = _model(cls, data, rtol=1e-6, atol=1e-6)
+    L = data.max_length
+    assert L >= 2
+    moved_time = data.time.clone()
+    moved_time[0, -1] = (data.time[0, -2] + data.t_end[0]) / 2 + 0.1  # later event moved in time ...
+    moved_x = data.features.clone()
+    moved_x[0, -1] = torch.tensor([30.0, 20.0])  # ... and in space
+    other = EventBatch(moved_time, data.mark, data.mask, data.t_start, data.t_end, 1, features=moved_x,
+                       feature_names=data.feature_names)
+    t_before = torch.linspace(0.0, float(data.time[0, -2]) + 1e-3, 4, dtype=torch.float64)[None]
+    t_q = data.time[:, -2] + 1e-3
+    x_q = torch.tensor([[9.0, -2.0], [11.0, -4.0]], dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(model.intensity(data, t_before), model.intensity(other, t_before))
+        assert torch.equal(model.spatial_log_density(data, t_q, x_q), model.spatial_log_density(other, t_q, x_q))
+        # every earlier event's own terms: equal up to the solver tolerance (the adaptive steps are shared
+        # by the rows of one solve, so bits may differ; a causality bug would move them by O(1))
+        a, b = model._encode(data), model._encode(other)
+        assert torch.equal(a.log_rate[:, :-1], b.log_rate[:, :-1])
+        sa, sb = model._space_events(a), model._space_events(b)
+        assert torch.allclose(sa[:, :-1], sb[:, :-1], atol=1e-4)
+        assert not torch.allclose(sa[:, -1], sb[:, -1], atol=1e-3)
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_likelihood_terms_equal_the_density_at_each_event(cls):
+    """The space part of the likelihood is ``log f(x_n | t_n, events before t_n)``, the density the queries answer."""
+    data = _data(2)[1:]  # one sequence of three events
+    model = _model(cls, data, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        _, space = model.log_likelihood_split(data)
+        own = [model.spatial_log_density(data, data.time[:, n], data.features[:, n])[0, 0] for n in range(3)]
+    assert torch.allclose(space[0], torch.stack(own).sum(), atol=1e-4)
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_gradient_reaches_every_parameter(cls):
+    data = _data(2)
+    model = _model(cls, data, scale=0.3).train()
+    loss = -model.log_likelihood(data).sum()
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
+    assert not missing, missing
+    assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+
+
+def test_adjoint_gradient_equals_direct_backprop():
+    data = _data(1)
+    grads = []
+    for adjoint in (False, True):
+        model = _model(JumpCNF, data, scale=0.3, rtol=1e-7, atol=1e-7, trace="exact", adjoint=adjoint).train()
+        (-model.log_likelihood(data).sum()).backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_a_tiny_fit_raises_the_likelihood(cls):
+    data = _data(3, seed=3)
+    torch.manual_seed(0)
+    model = cls(**SMALL, rtol=1e-3, atol=1e-3).initialise(data)
+    before = model.eval().score(data)
+    model.fit(data, epochs=3, batch_size=3, lr=3e-2, warmup=0.0, seed=0, progress=False)
+    after = model.score(data)
+    assert after > before + 0.05, (before, after)
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_sample_returns_located_events(cls):
+    data = _data(2)
+    model = _model(cls, data, scale=0.1)
+    out = model.sample(2, t_end=1.5, generator=0)
+    assert out.features is not None and out.features.shape == (*out.time.shape, 2)
+    assert out.feature_names == ("x0", "x1") or len(out.feature_names) == 2
+    assert bool(torch.isfinite(out.features).all())
+    again = model.sample(2, t_end=1.5, generator=0)
+    assert torch.equal(out.time, again.time) and torch.equal(out.features, again.features)
+    cont = model.sample(2, t_end=4.5, history=data, generator=1)
+    assert cont.feature_names == ("lon", "lat")
+    assert torch.equal(cont.features[:, : data.max_length][data.mask], data.features[data.mask])
+
+
+def test_expected_location_is_a_seeded_monte_carlo_mean():
+    data = _data(1)
+    model = _model(JumpCNF, data, scale=0.1, num_samples=64, rtol=1e-3, atol=1e-3)
+    t = data.t_end
+    first, second = model.expected_location(data, t), model.expected_location(data, t)
+    assert first.shape == (1, 2) and torch.equal(first, second)
+    pred = model.predict(data, num_intervals=16, num_points=4)
+    assert pred.location_mean.shape == (1, 2) and bool(torch.isfinite(pred.time_mean).all())
+
+
+def test_densities_are_in_data_units():
+    """Scaling the locations by c changes every space log-density by -D log c and nothing else."""
+    data = _data(2)
+    c = 7.0
+    scaled = data._replace(features=data.features * c)
+    model_a = _model(TimeVaryingCNF, data)
+    model_b = _model(TimeVaryingCNF, scaled)
+    with torch.no_grad():
+        ta, sa = model_a.log_likelihood_split(data)
+        tb, sb = model_b.log_likelihood_split(scaled)
+    n = data.mask.sum(1).double()
+    assert torch.allclose(ta, tb) and torch.allclose(sb, sa - 2 * n * math.log(c), atol=1e-8)
+
+
+def test_constructor_refuses_bad_settings():
+    with pytest.raises(ValueError, match="num_marks"):
+        JumpCNF(feature_dim=2, hidden_size=4, num_marks=3)
+    with pytest.raises(ValueError, match="rtol"):
+        AttentiveCNF(feature_dim=2, hidden_size=4, rtol=0.0)
+    with pytest.raises(ValueError, match="trace|Trace"):
+        TimeVaryingCNF(feature_dim=2, hidden_size=4, trace="exactish")

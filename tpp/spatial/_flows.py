@@ -1,0 +1,215 @@
+"""Numerics of the neural spatio-temporal models: continuous normalizing flows and the hidden-state ODE.
+
+One solver for both: :func:`torchdiffeq.odeint` (or :func:`torchdiffeq.odeint_adjoint` with
+``adjoint=True``). ``tpp`` never imports ``sde`` (ARCHITECTURE.md), so :func:`sde.solvers.solve` is not
+used; the torchdiffeq call here is the same backend it wraps.
+
+Every solve is *batched over rows with their own time intervals*: row ``n`` goes from ``t0[n]`` to
+``t1[n]`` (``t1 < t0`` allowed: backwards). As in Chen, Amos & Nickel's ``TimeVariableCNF``, a dummy
+variable ``s in [0, 1]`` is integrated instead, ``t = t0 + s (t1 - t0)`` and ``dx/ds = (t1 - t0) f(t, x)``,
+so one adaptive solve serves rows with different intervals; a row with ``t0 == t1`` does not move.
+
+CNF log-density (Chen et al. 2018): along ``dx/dt = f(x, t)``, ``d log p(x(t), t) / dt = -tr(df/dx)``, so
+
+``log p_{t0}(x) = log p_{t1}(z) + int_0^1 tr(d(dx/ds)/dx) ds``,  ``z = x(t1)``
+
+(:func:`solve_flow` returns ``z`` and that integral, ``delta``). The trace is exact (``Trace.EXACT``: one
+autograd pass per dimension, ``D`` passes; 2 for longitude/latitude) or Hutchinson's estimate
+``e^T (df/dx) e`` with one noise vector per solve (``Trace.RADEMACHER`` or ``Trace.GAUSSIAN``; unbiased,
+one vector-Jacobian product). Training uses the estimate, evaluation the exact trace.
+
+A drift whose rows interact (attention over the other events: ``drift.cross_rows = True``) supplies
+``drift(t, x, cond, self_only=True)``: the same values with the gradient paths to *other* rows' ``x`` cut, so
+the trace is the sum of the per-row diagonal blocks (the joint map is triangular, its log-determinant the sum
+of the blocks': each row's conditional density).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Sequence
+
+import torch
+import torchdiffeq
+from torch import Tensor, nn
+
+__all__ = ["ConcatMLP", "FlowODE", "HiddenODE", "Trace", "gaussian_log_density", "solve_flow", "solve_hidden"]
+
+
+class Trace(str, enum.Enum):
+    """How ``tr(df/dx)`` is computed inside a CNF solve."""
+
+    EXACT = "exact"  #: D autograd passes (evaluation; and tests)
+    RADEMACHER = "rademacher"  #: Hutchinson's estimator with +-1 noise (training default)
+    GAUSSIAN = "gaussian"  #: Hutchinson's estimator with standard normal noise
+
+
+def gaussian_log_density(z: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
+    """``[...]`` log N(z; mean, diag(exp(2 log_std))) summed over the last dimension."""
+    u = (z - mean) * torch.exp(-log_std)
+    return (-0.5 * u * u - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+class ConcatLinear(nn.Module):
+    """``W x + b + t w``: a linear layer that also sees the flow time (Grathwohl et al.'s ``ConcatLinear_v2``)."""
+
+    def __init__(self, d_in: int, d_out: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(d_in, d_out)
+        self.time = nn.Linear(1, d_out, bias=False)
+        nn.init.zeros_(self.time.weight)
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        return self.linear(x) + self.time(t.reshape(-1, 1).to(x.dtype))
+
+
+class ConcatMLP(nn.Module):
+    """``f(t, [x, cond]) -> [N, out]``: time-conditioned MLP (SiLU); the last layer starts at zero so a new flow
+    is the identity (the base density), as in the reference code's ``zero_init``."""
+
+    def __init__(self, d_in: int, hidden: Sequence[int], d_out: int, zero_init: bool = True) -> None:
+        super().__init__()
+        dims = [d_in, *hidden, d_out]
+        self.layers = nn.ModuleList(ConcatLinear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        if zero_init:
+            nn.init.zeros_(self.layers[-1].linear.weight)
+            nn.init.zeros_(self.layers[-1].linear.bias)
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        for layer in self.layers[:-1]:
+            x = nn.functional.silu(layer(t, x))
+        return self.layers[-1](t, x)
+
+
+class FlowODE(nn.Module):
+    """The CNF system of ONE solve on the state ``(x [N, D], delta [N], cond [N, C])`` in the dummy variable ``s``.
+
+    ``drift(t [N], x [N, D], cond [N, C]) -> [N, D]``. ``cond`` (hidden states, time embeddings) rides in the
+    state with a zero derivative so that :func:`torchdiffeq.odeint_adjoint` returns its gradient too. The
+    per-solve settings (``t0``, ``t1``, trace mode, noise, the drift's ``context``) live in this object, made
+    afresh by :func:`solve_flow` for every solve: an adjoint backward pass, run after later solves, still sees
+    its own solve's settings.
+    """
+
+    def __init__(self, drift: nn.Module, t0: Tensor, t1: Tensor, trace: Trace | None, noise: Tensor | None,
+                 create_graph: bool, context: tuple | None = None) -> None:
+        super().__init__()
+        self.drift = drift
+        self.t0, self.t1, self.trace, self.noise = t0, t1, trace, noise
+        self.create_graph, self.context = create_graph, context
+        self.nfe = 0
+
+    def forward(self, s: Tensor, state: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        self.nfe += 1
+        x, _, cond = state
+        if self.context is not None:
+            self.drift.configure(*self.context)
+        ratio = self.t1 - self.t0
+        t = self.t0 + s * ratio
+        outer = torch.is_grad_enabled()
+        graph = self.create_graph and outer
+        with torch.enable_grad():
+            # A fresh leaf where no outer graph needs x (evaluation, and the no-grad forward solve of an adjoint
+            # run, whose views of the state would not connect to the drift's graph).
+            if self.trace is not None and not (outer and x.requires_grad):
+                x = x.detach().requires_grad_(True)
+            dx = self.drift(t, x, cond) * ratio[:, None]
+            if self.trace is None:
+                div = torch.zeros_like(ratio)
+            else:
+                if getattr(self.drift, "cross_rows", False):
+                    dx_div = self.drift(t, x, cond, self_only=True) * ratio[:, None]
+                else:
+                    dx_div = dx
+                div = self._divergence(dx_div, x, graph)
+        if not graph:
+            dx, div = dx.detach(), div.detach()
+        return dx, div, torch.zeros_like(cond)
+
+    def _divergence(self, dx: Tensor, x: Tensor, graph: bool) -> Tensor:
+        if self.trace is Trace.EXACT:
+            div = torch.zeros_like(dx[:, 0])
+            for d in range(dx.shape[1]):
+                grad = torch.autograd.grad(dx[:, d].sum(), x, create_graph=graph, retain_graph=True)[0]
+                div = div + grad[:, d]
+            return div
+        e = self.noise
+        vjp = torch.autograd.grad(dx, x, e, create_graph=graph, retain_graph=True)[0]
+        return (vjp * e).sum(-1)
+
+
+def _noise(like: Tensor, trace: Trace | None, generator: torch.Generator | None) -> Tensor | None:
+    if trace is Trace.RADEMACHER:
+        bits = torch.randint(0, 2, like.shape, generator=generator, device=like.device)
+        return (2 * bits - 1).to(like.dtype)
+    if trace is Trace.GAUSSIAN:
+        return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+    return None
+
+
+def _odeint(func: nn.Module, state: tuple[Tensor, ...], ts: Tensor, *, rtol: float, atol: float, method: str,
+            adjoint: bool, options: dict | None) -> tuple[Tensor, ...]:
+    if adjoint:
+        params = tuple(p for p in func.parameters() if p.requires_grad)
+        return torchdiffeq.odeint_adjoint(func, state, ts, rtol=rtol, atol=atol, method=method, options=options,
+                                          adjoint_params=params)
+    return torchdiffeq.odeint(func, state, ts, rtol=rtol, atol=atol, method=method, options=options)
+
+
+def solve_flow(drift: nn.Module, x: Tensor, t0: Tensor, t1: Tensor, cond: Tensor, *, trace: Trace | None,
+               rtol: float, atol: float, method: str = "dopri5", adjoint: bool = False,
+               generator: torch.Generator | None = None, options: dict | None = None,
+               context: tuple | None = None) -> tuple[Tensor, Tensor]:
+    """Flow ``x [N, D]`` from times ``t0 [N]`` to ``t1 [N]`` along ``drift``; returns ``(z [N, D], delta [N])`` with
+    ``log p_{t0}(x) = log p_{t1}(z) + delta`` (module docstring). ``trace=None`` skips the log-density (sampling:
+    the flow run from the base density). ``rtol``/``atol``: the adaptive solver's tolerances (stated by the
+    caller); ``method`` any torchdiffeq method, ``options`` its options (e.g. ``{"step_size": ...}``);
+    ``context``: arguments of ``drift.configure`` (an attentive drift's row layout), set before every evaluation.
+    """
+    system = FlowODE(drift, t0.to(x.dtype), t1.to(x.dtype), trace, _noise(x, trace, generator),
+                     torch.is_grad_enabled(), context)
+    ts = torch.tensor([0.0, 1.0], dtype=x.dtype, device=x.device)
+    state = (x, torch.zeros_like(x[:, 0]), cond)
+    xs, deltas, _ = _odeint(system, state, ts, rtol=rtol, atol=atol, method=method, adjoint=adjoint,
+                            options=options)
+    return xs[-1], deltas[-1]
+
+
+class HiddenODE(nn.Module):
+    """The temporal model's state between events: ``dh/dt = tanh(g(h))`` and ``dLambda/dt = softplus(w h + b)``
+    (the running compensator rides in the state, as in the reference code's ``IntensityODEFunc``)."""
+
+    def __init__(self, hidden_size: int, width: int) -> None:
+        super().__init__()
+        self.dynamics = nn.Sequential(nn.Linear(hidden_size, width), nn.Softplus(), nn.Linear(width, hidden_size))
+        nn.init.zeros_(self.dynamics[-1].weight)  # a new model starts with a constant state (a Poisson process)
+        nn.init.zeros_(self.dynamics[-1].bias)
+        self.intensity = nn.Linear(hidden_size, 1)
+
+    def rate(self, h: Tensor) -> Tensor:
+        """``[...]`` the intensity (model time units) of the state ``h [..., H]``."""
+        return nn.functional.softplus(self.intensity(h))[..., 0]
+
+
+class _HiddenSystem(nn.Module):
+    """:class:`HiddenODE` over row-wise intervals ``t0 -> t1`` in the dummy variable ``s`` (one per solve)."""
+
+    def __init__(self, ode: HiddenODE, t0: Tensor, t1: Tensor) -> None:
+        super().__init__()
+        self.ode, self.t0, self.t1 = ode, t0, t1
+
+    def forward(self, s: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        h, _ = state
+        ratio = self.t1 - self.t0
+        return torch.tanh(self.ode.dynamics(h)) * ratio[:, None], self.ode.rate(h) * ratio
+
+
+def solve_hidden(ode: HiddenODE, h: Tensor, t0: Tensor, t1: Tensor, *, rtol: float, atol: float,
+                 method: str = "dopri5", adjoint: bool = False, options: dict | None = None) -> tuple[Tensor, Tensor]:
+    """``(h(t1) [N, H], int_{t0}^{t1} lambda [N])`` from ``h(t0) = h`` (row-wise intervals, ``t1 >= t0``)."""
+    ts = torch.tensor([0.0, 1.0], dtype=h.dtype, device=h.device)
+    system = _HiddenSystem(ode, t0.to(h.dtype), t1.to(h.dtype))
+    hs, lams = _odeint(system, (h, torch.zeros_like(h[:, 0])), ts, rtol=rtol, atol=atol, method=method,
+                       adjoint=adjoint, options=options)
+    return hs[-1], lams[-1]

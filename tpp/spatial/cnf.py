@@ -1,0 +1,689 @@
+"""Neural spatio-temporal point processes (Chen, Amos & Nickel, ICLR 2021): continuous normalizing flows in space
+over a neural-ODE temporal point process. Our own code, written from the paper and its public reference code
+(facebookresearch/neural_stpp: ``models/temporal/neural.py``, ``models/spatial/{cnf,jumpcnf,attncnf,indepcnf}.py``).
+
+**Time** (all three models): a hidden state ``h(t) in R^H`` follows ``dh/dt = tanh(g(h))`` between events and
+jumps at each event, ``h <- GRUCell(x_n, h)`` (the jump sees the event's standardised location, the reference's
+``tpp_cond``); the intensity is ``lambda(t) = softplus(w h(t) + b)``, and the compensator rides in the same ODE
+as an extra state (the reference's ``IntensityODEFunc``), so it is as exact as the solve. (The reference uses
+``50 sigmoid(w h + b - 2)``; the softplus is ours.) Ties: an event's history is the events strictly before it,
+so tied events share the state before their group.
+
+**Space**: the density ``f(x | t, history)`` of the next location, each a CNF (:mod:`tpp.spatial._flows`):
+
+* :class:`TimeVaryingCNF` -- no history: ``x`` at time ``t`` flows back along ``dx/dt = f(x, t)`` from
+  ``t + offset`` to ``0`` to a learned diagonal Gaussian (the reference's ``IndependentCNF``).
+* :class:`JumpCNF` -- the density evolves between events by a CNF whose drift sees the hidden state
+  ``h(t-)`` and jumps at each earlier event by an instantaneous conditional flow (conditioned on that event's
+  location and ``h``). The reference uses radial flows for the jumps; we use conditional affine coupling layers,
+  which have an exact inverse, so a location is sampled by running the whole map forwards.
+* :class:`AttentiveCNF` -- all events flow jointly from ``t_n + offset`` to ``0``; the drift of event ``n``
+  attends (one causal attention block, gated) over the flow states and hidden states of the events strictly
+  before it; the base Gaussian's mean and scale come from ``h(t_n-)``. The joint map is triangular, so each
+  event's log-density uses only its own block of the Jacobian (the reference's ``nonself_connections``:
+  :class:`~tpp.spatial._flows.FlowODE`'s ``self_only`` pass).
+
+**Numerics.** torchdiffeq's ``dopri5`` with ``rtol``/``atol`` (defaults 1e-4, the reference's ``--tol``) for
+every solve; ``adjoint=True`` backpropagates by the adjoint method. In training the trace of the drift's
+Jacobian is Hutchinson's estimate (``trace="rademacher"`` or ``"gaussian"``, one noise vector per solve);
+in evaluation (``model.eval()``, which :meth:`Model.fit` leaves the model in) it is exact (``D`` autograd passes),
+so reported likelihoods are exact up to the solver tolerance (the training objective is an unbiased estimate of
+the same log-likelihood: the log-determinant enters linearly). ``time_step=`` replaces the hidden-state ODE's
+adaptive solver by RK4 with steps of at most that many model time units (faster; the flows stay adaptive).
+``dtype="float32"`` runs the networks in single precision (likelihoods are returned in float64). The rows of one
+solve share its adaptive steps, so a later event changes an earlier event's terms only at the solver tolerance.
+Cost: the temporal pass is ``L`` sequential solves per batch; the Jump CNF adds ``L`` more over ``O(L^2)``
+particles (each event's location crosses every earlier interval), the others one solve over all events.
+
+**Units.** ``initialise`` sets the time unit ``s`` (the training data's mean positive gap) and the location
+centre and scale (over the training events, :class:`tpp.spatial.data.LocationScaler`, isotropic); the flows see
+standardised locations, and every public number is in data units: the space log-likelihood minus
+``sum_d log scale_d`` per event, the time log-likelihood minus ``log s`` per event, intensities divided by ``s``.
+
+**Sampling.** Times by thinning (:func:`tpp.sampling.thinning_sample`, the one sampler) on the intensity given
+the sampled times and locations; each accepted event's location is drawn from ``f(x | t, events before it)``
+(base Gaussian, the flow run forwards; :meth:`NeuralSTPP.sample_locations`) before the sampler's next query.
+:meth:`~NeuralSTPP.expected_location` is a Monte Carlo mean of ``num_samples`` such draws with the fixed seed
+``mc_seed``.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from tpp.events import EventBatch
+from tpp.model import Seed
+from tpp.process import as_numpy_rng
+from tpp.sampling import MAX_EVENTS, thinning_sample
+from tpp.spatial._flows import (
+    ConcatMLP, HiddenODE, Trace, gaussian_log_density, solve_flow, solve_hidden,
+)
+from tpp.spatial.base import SpatioTemporalProcess, history_before
+from tpp.spatial.data import LocationScaler
+
+__all__ = ["AttentiveCNF", "JumpCNF", "NeuralSTPP", "TimeVaryingCNF"]
+
+
+class _Encoding:
+    """The temporal model's pass over a batch in model units (see :meth:`NeuralSTPP._encode`)."""
+
+    def __init__(self, u: Tensor, y: Tensor, mask: Tensor, h_pre: Tensor, h_post: Tensor, log_rate: Tensor,
+                 compensator: Tensor) -> None:
+        self.u, self.y, self.mask = u, y, mask
+        self.h_pre, self.h_post = h_pre, h_post  # [B, L, H]: before (tie groups share it) and after each jump
+        self.log_rate, self.compensator = log_rate, compensator  # [B, L], [B]
+
+
+class NeuralSTPP(SpatioTemporalProcess):
+    """The shared temporal model, units and protocol of :class:`TimeVaryingCNF`, :class:`JumpCNF` and
+    :class:`AttentiveCNF` (module docstring). A subclass supplies the spatial flow: ``_space_events``,
+    ``_space_query`` and ``_space_sample``, all in model units."""
+
+    def __init__(self, feature_dim: int = 2, hidden_size: int = 32, location_names: Sequence[str] | None = None,
+                 num_marks: int = 1, *, flow_hidden: Sequence[int] = (64, 64), trace: Trace | str = "rademacher",
+                 rtol: float = 1e-4, atol: float = 1e-4, method: str = "dopri5", adjoint: bool = False,
+                 time_offset: float = 2.0, num_samples: int = 256, mc_seed: int = 0, time_step: float | None = None,
+                 dtype: torch.dtype | str = "float64") -> None:
+        super().__init__()
+        self.set_locations(feature_dim, location_names)
+        if int(num_marks) != 1:
+            raise ValueError(f"{type(self).__name__} models unmarked events (num_marks=1), got num_marks={num_marks}")
+        if int(hidden_size) < 1:
+            raise ValueError(f"hidden_size must be a positive integer, got {hidden_size}")
+        for name, value in (("rtol", rtol), ("atol", atol), ("time_offset", time_offset)):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value}")
+        if time_step is not None and not (math.isfinite(time_step) and time_step > 0):
+            raise ValueError(f"time_step must be None (adaptive) or a positive number, got {time_step}")
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
+        self.num_marks = 1
+        self.hidden_size = int(hidden_size)
+        self.flow_hidden = tuple(int(w) for w in flow_hidden)
+        self.trace = Trace(trace)
+        self.rtol, self.atol, self.method, self.adjoint = float(rtol), float(atol), str(method), bool(adjoint)
+        self.time_offset = float(time_offset)
+        self.num_samples, self.mc_seed = int(num_samples), int(mc_seed)
+        self.time_step = None if time_step is None else float(time_step)
+        self.dtype = str(dtype).removeprefix("torch.")  # a string: the table saves constructor arguments as JSON
+        self._dtype = dtype
+        D, H = self.feature_dim, self.hidden_size
+        self.h0 = nn.Parameter(torch.randn(H) / math.sqrt(H))
+        self.hidden_ode = HiddenODE(H, 4 * H)
+        self.jump = nn.GRUCell(D, H)
+        self.register_buffer("time_scale", torch.ones((), dtype=torch.float64))
+        self.scaler = LocationScaler(D)  # the shared standardisation (isotropic: one scale for all coordinates)
+        self.register_buffer("initialised", torch.tensor(False))
+        self._build_space()
+        # Parameters in `dtype` (float64 by default: the exact-trace checks hold to 1e-5 there; float32 is about
+        # twice as fast); times and locations enter in it, likelihoods leave in float64.
+        self.to(dtype)
+        self.time_scale.data = self.time_scale.data.double()
+        for name, buf in self.scaler.named_buffers():
+            setattr(self.scaler, name, buf.double())
+
+    # ------------------------------------------------------------------ set-up
+    @abc.abstractmethod
+    def _build_space(self) -> None:
+        """Create the spatial modules."""
+
+    def initialise(self, train: EventBatch) -> NeuralSTPP:
+        """Time unit and location standardisation from the training data (once per model); returns self."""
+        from tpp.neural.base import training_sample
+
+        batch = training_sample(train)
+        if bool(self.initialised) or batch.num_events == 0:
+            return self
+        x = self.locations(batch)[batch.mask]
+        gaps = batch.inter_event_times[batch.mask].double()
+        gaps = gaps[gaps > 0]
+        scale = float(gaps.mean()) if gaps.numel() else float((batch.t_end - batch.t_start).sum()) / batch.num_events
+        if math.isfinite(scale) and scale > 0:
+            self.time_scale.fill_(scale)
+        self.scaler.fit(x)
+        self.initialised.fill_(True)
+        # The intensity starts at the data's average rate (model units), the rest at the identity flow.
+        rate = batch.num_events / float((batch.t_end - batch.t_start).sum()) * float(self.time_scale)
+        with torch.no_grad():
+            self.hidden_ode.intensity.weight.zero_()
+            self.hidden_ode.intensity.bias.fill_(math.log(math.expm1(max(rate, 1e-6))))
+        return self
+
+    def _solver(self) -> dict:
+        """The flows' solver. Every solve runs over ``s in [0, 1]``; starting adaptive methods at a step of 0.5
+        (instead of torchdiffeq's estimate, 1e-6 where the drift is zero, as for a new model, then growing 10x per
+        step: 44 evaluations for nothing) only changes the cost: the error control is the same."""
+        adaptive = self.method in ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
+        return {"rtol": self.rtol, "atol": self.atol, "method": self.method, "adjoint": self.adjoint,
+                "options": {"first_step": 0.5} if adaptive else None}
+
+    def _hidden_solver(self, t0: Tensor, t1: Tensor) -> dict:
+        """The hidden-state ODE's solver: adaptive (``rtol``/``atol``), or with ``time_step`` set, RK4 with as many
+        equal steps as the longest interval of the solve needs for steps of at most ``time_step`` model units."""
+        if self.time_step is None:
+            return self._solver()
+        longest = float((t1 - t0).abs().max()) if t0.numel() else 0.0
+        steps = max(1, math.ceil(longest / self.time_step))
+        return {"rtol": self.rtol, "atol": self.atol, "method": "rk4", "adjoint": self.adjoint,
+                "options": {"step_size": 1.0 / steps}}
+
+    def _trace(self) -> Trace:
+        """Hutchinson's estimate in training, the exact trace in evaluation (module docstring)."""
+        return self.trace if self.training else Trace.EXACT
+
+    def _standardise(self, x: Tensor) -> Tensor:
+        return self.scaler.standardise(x.double()).to(self._dtype)
+
+    def _log_scale(self) -> Tensor:
+        """``sum_d log scale_d``: what a standardised log-density loses in data units."""
+        return -self.scaler.log_det_inverse()
+
+    def _model_times(self, batch: EventBatch, t: Tensor) -> Tensor:
+        u = (t.double() - batch.t_start.double().reshape(-1, *([1] * (t.dim() - 1)))) / self.time_scale
+        return u.to(self._dtype)
+
+    # ------------------------------------------------------------------ time
+    def _encode(self, batch: EventBatch) -> _Encoding:
+        """One pass of the hidden-state ODE over the batch: states before/after each event, log-rates, compensator."""
+        u = self._model_times(batch, batch.time)
+        mask = batch.mask
+        B, L = u.shape
+        H = self.hidden_size
+        y = self._standardise(self.locations(batch)) if L else u.new_zeros(B, 0, self.feature_dim)
+        h = self.h0.expand(B, H)
+        cur = torch.zeros(B, dtype=u.dtype, device=u.device)
+        comp = torch.zeros_like(cur)
+        pre, post = [], []
+        for k in range(L):
+            target = torch.where(mask[:, k], u[:, k], cur)
+            h, part = solve_hidden(self.hidden_ode, h, cur, target, **self._hidden_solver(cur, target))
+            comp = comp + part
+            pre.append(h)
+            h = torch.where(mask[:, k, None], self.jump(y[:, k], h), h)
+            post.append(h)
+            cur = target
+        end = self._model_times(batch, batch.t_end)
+        end = torch.maximum(end, cur)
+        _, part = solve_hidden(self.hidden_ode, h, cur, end, **self._hidden_solver(cur, end))
+        comp = comp + part
+        if L:
+            h_pre, h_post = torch.stack(pre, 1), torch.stack(post, 1)
+            # Tied events share the state before their group (their history is the events strictly before).
+            padded = torch.where(mask, u, torch.full_like(u, math.inf)).contiguous()
+            first = torch.searchsorted(padded, padded, side="left").clamp_max(L - 1)
+            h_pre = h_pre.gather(1, first[..., None].expand(B, L, H))
+        else:
+            h_pre = h_post = u.new_zeros(B, 0, H)
+        log_rate = torch.log(self.hidden_ode.rate(h_pre).clamp_min(torch.finfo(h_pre.dtype).tiny))
+        return _Encoding(u, y, mask, h_pre, h_post, log_rate, comp)
+
+    def _hidden_at(self, enc: _Encoding, uq: Tensor) -> Tensor:
+        """``[B, T, H]`` the state just before model times ``uq [B, T]`` (given the events strictly before each)."""
+        B, T = uq.shape
+        H = self.hidden_size
+        L = enc.u.shape[1]
+        start_h = self.h0.expand(B, T, H)
+        start_t = torch.zeros_like(uq)
+        if L:
+            padded = torch.where(enc.mask, enc.u, torch.full_like(enc.u, math.inf)).contiguous()
+            count = torch.searchsorted(padded, uq.contiguous(), side="left")  # events strictly before
+            idx = (count - 1).clamp_min(0)
+            before = count > 0
+            start_h = torch.where(before[..., None], enc.h_post.gather(1, idx[..., None].expand(B, T, H)), start_h)
+            start_t = torch.where(before, enc.u.gather(1, idx), start_t)
+        h, _ = solve_hidden(self.hidden_ode, start_h.reshape(B * T, H), start_t.reshape(-1), uq.reshape(-1),
+                            **self._hidden_solver(start_t, uq))
+        return h.reshape(B, T, H)
+
+    def intensity(self, batch: EventBatch, t: Tensor) -> Tensor:
+        """``[B, T, 1]`` ``lambda(t)`` in data units given the events strictly before each ``t [B, T]``."""
+        self.check_marks(batch)
+        t = torch.as_tensor(t, dtype=torch.float64, device=batch.time.device)
+        t = t.reshape(len(batch), -1)
+        enc = self._encode(batch)
+        h = self._hidden_at(enc, self._model_times(batch, t))
+        return (self.hidden_ode.rate(h).double() / self.time_scale)[..., None]
+
+    # ------------------------------------------------------------------ the protocol
+    def log_likelihood_split(self, batch: EventBatch) -> tuple[Tensor, Tensor]:
+        """``(time [B], space [B])`` in data units: the temporal log-likelihood (compensator by the ODE, to the
+        solver tolerance) and ``sum_n log f(x_n | t_n, history)`` (exact trace in evaluation)."""
+        self.check_marks(batch)
+        enc = self._encode(batch)
+        n = batch.mask.sum(1).double()
+        time = (enc.log_rate * batch.mask).sum(1).double() - enc.compensator.double() - n * self.time_scale.log()
+        if batch.max_length == 0:
+            return time, torch.zeros_like(time)
+        space = self._space_events(enc)
+        space = (torch.where(batch.mask, space, torch.zeros_like(space))).sum(1).double() - n * self._log_scale()
+        return time, space
+
+    def _query(self, batch: EventBatch, t: Tensor) -> tuple[_Encoding, Tensor, Tensor]:
+        """The history before ``t [B]``, its encoding, the model time and the state just before ``t``."""
+        t = torch.as_tensor(t, dtype=torch.float64, device=batch.time.device).reshape(-1)
+        hist = history_before(batch, t)
+        enc = self._encode(hist)
+        uq = self._model_times(hist, t)
+        hq = self._hidden_at(enc, uq[:, None])[:, 0]
+        return enc, uq, hq
+
+    def spatial_log_density(self, batch: EventBatch, t: Tensor, x: Tensor) -> Tensor:
+        """``[B, M]`` ``log f(x | t, events strictly before t)`` in data units at ``x [M, D]`` or ``[B, M, D]``."""
+        self.check_marks(batch)
+        enc, uq, hq = self._query(batch, t)
+        x = torch.as_tensor(x, dtype=torch.float64, device=batch.time.device)
+        if x.dim() == 2:
+            x = x[None].expand(len(batch), -1, -1)
+        if x.dim() != 3 or x.shape[0] != len(batch) or x.shape[2] != self.feature_dim:
+            raise ValueError(f"x must be [M, {self.feature_dim}] or [{len(batch)}, M, {self.feature_dim}], "
+                             f"got {tuple(x.shape)}")
+        return self._space_query(enc, uq, hq, self._standardise(x)).double() - self._log_scale()
+
+    def sample_locations(self, batch: EventBatch, t: Tensor, num: int, generator: torch.Generator | None = None
+                         ) -> Tensor:
+        """``[B, num, D]`` draws from ``f(x | t, history)`` in data units: base Gaussian, then the flow forwards."""
+        with torch.no_grad():
+            enc, uq, hq = self._query(batch, t)
+            y = self._space_sample(enc, uq, hq, int(num), generator)
+            return self.scaler.unstandardise(y.double())
+
+    def expected_location(self, batch: EventBatch, t: Tensor) -> Tensor:
+        """``[B, D]`` Monte Carlo mean of ``f(x | t, history)``: ``num_samples`` draws with the fixed seed ``mc_seed``
+        (the same answer on every call; Monte Carlo error about ``std / sqrt(num_samples)``)."""
+        gen = torch.Generator(device=batch.time.device).manual_seed(self.mc_seed)
+        return self.sample_locations(batch, t, self.num_samples, gen).mean(1)
+
+    def sample(self, n: int, t_end: float, history: EventBatch | None = None, generator: Seed = None,
+               t_start: float = 0.0, max_events: int = MAX_EVENTS) -> EventBatch:
+        """``n`` sequences on ``[t_start, t_end]`` (or continuations of ``history``): times by thinning
+        (:func:`tpp.sampling.thinning_sample`, the one sampler), each new event's location drawn from
+        ``f(x | t, events before it)`` (base Gaussian, flow run forwards) as soon as the sampler accepts it."""
+        rng = as_numpy_rng(generator)
+        locator = _Locator(self, n, history, torch.Generator().manual_seed(int(rng.integers(0, 2**62))))
+        self_training = self.training
+        self.eval()
+        try:
+            out, _ = thinning_sample(locator, n, t_end, history, rng, t_start, max_events=max_events)
+            locator.fill(out)
+        finally:
+            self.train(self_training)
+        return locator.attach(out, validate=True)
+
+    # ------------------------------------------------------------------ spatial parts (subclasses)
+    @abc.abstractmethod
+    def _space_events(self, enc: _Encoding) -> Tensor:
+        """``[B, L]`` standardised ``log f(y_n | u_n, history)`` of every event."""
+
+    @abc.abstractmethod
+    def _space_query(self, enc: _Encoding, uq: Tensor, hq: Tensor, y: Tensor) -> Tensor:
+        """``[B, M]`` standardised log-density at ``y [B, M, D]`` for an event at ``uq [B]`` after ``enc``."""
+
+    @abc.abstractmethod
+    def _space_sample(self, enc: _Encoding, uq: Tensor, hq: Tensor, num: int, generator: torch.Generator | None
+                      ) -> Tensor:
+        """``[B, num, D]`` standardised draws at ``uq [B]`` after ``enc``."""
+
+    def _base_draw(self, shape: tuple[int, ...], mean: Tensor, log_std: Tensor, generator: torch.Generator | None
+                   ) -> Tensor:
+        eps = torch.randn(*shape, self.feature_dim, generator=generator, dtype=mean.dtype, device=mean.device)
+        return mean + eps * log_std.exp()
+
+
+class _Locator:
+    """What :func:`tpp.sampling.thinning_sample` simulates: the model's intensity given the sampled times *and*
+    locations; a newly accepted event gets its location at the sampler's next query, drawn given the events
+    before it (seeded by the sample's generator)."""
+
+    def __init__(self, model: NeuralSTPP, n: int, history: EventBatch | None, generator: torch.Generator) -> None:
+        self.model, self.num_marks, self.generator = model, 1, generator
+        D = model.feature_dim
+        if model.location_names is not None:
+            self.names = model.location_names
+        elif history is not None and history.features is not None:
+            self.names = tuple(history.feature_names[:D])
+        else:
+            self.names = tuple(f"x{d}" for d in range(D))
+        self.locs = torch.zeros(n, 64, D, dtype=torch.float64)
+        self.known = torch.zeros(n, dtype=torch.long)
+        if history is not None and history.max_length:
+            x = model.locations(history).cpu()
+            self._grow(x.shape[1])
+            self.locs[:, : x.shape[1]] = x
+            self.known = history.lengths.cpu().clone()
+
+    def parameters(self):  # the sampler reads the device from here
+        return self.model.parameters()
+
+    def _grow(self, length: int) -> None:
+        while self.locs.shape[1] < length:
+            self.locs = torch.cat([self.locs, torch.zeros_like(self.locs)], 1)
+
+    def attach(self, batch: EventBatch, validate: bool = False) -> EventBatch:
+        L = batch.max_length
+        self._grow(L)
+        feats = self.locs[:, :L].to(batch.time.device)
+        feats = torch.where(batch.mask[..., None], feats, torch.zeros_like(feats))
+        return EventBatch(batch.time, batch.mark, batch.mask, batch.t_start, batch.t_end, 1, features=feats,
+                          feature_names=self.names, validate=validate)
+
+    def fill(self, batch: EventBatch) -> None:
+        """Draw the location of every event of ``batch`` that has none yet, in order."""
+        lengths = batch.lengths.cpu()
+        self._grow(batch.max_length)
+        while bool((lengths > self.known).any()):
+            rows = torch.nonzero(lengths > self.known)[:, 0]
+            pos = self.known[rows]
+            sub = self.attach(batch)[rows.to(batch.time.device)]
+            t = sub.time.gather(1, pos[:, None].to(sub.time.device))[:, 0]
+            x = self.model.sample_locations(sub, t, 1, self.generator)[:, 0].cpu()
+            self.locs[rows, pos] = x
+            self.known[rows] += 1
+
+    def intensity(self, batch: EventBatch, t: Tensor) -> Tensor:
+        self.fill(batch)
+        return self.model.intensity(self.attach(batch), t)
+
+
+# ====================================================================== time-varying CNF
+class _PlainDrift(nn.Module):
+    """``f(t, [x, cond])`` of the rows independently."""
+
+    cross_rows = False
+
+    def __init__(self, dim: int, cond_dim: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.net = ConcatMLP(dim + cond_dim, hidden, dim)
+
+    def forward(self, t: Tensor, x: Tensor, cond: Tensor) -> Tensor:
+        return self.net(t, torch.cat([x, cond], -1))
+
+
+class TimeVaryingCNF(NeuralSTPP):
+    """Neural-ODE temporal model x a time-varying CNF in space that ignores the history (module docstring):
+    ``log f(x | t) = log N(z; mu, sigma) + int tr(df/dx)`` along ``x`` flowed from ``t + offset`` back to 0."""
+
+    def _build_space(self) -> None:
+        D = self.feature_dim
+        self.space_drift = _PlainDrift(D, 0, self.flow_hidden)
+        self.z_mean = nn.Parameter(torch.zeros(D))
+        self.z_log_std = nn.Parameter(torch.zeros(D))
+
+    def _log_density(self, y: Tensor, u: Tensor, live: Tensor | None = None) -> Tensor:
+        """``[N]`` at rows ``y [N, D]``, times ``u [N]`` (rows not ``live`` stay put)."""
+        t0 = u + self.time_offset if live is None else torch.where(live, u + self.time_offset, torch.zeros_like(u))
+        z, delta = solve_flow(self.space_drift, y, t0, torch.zeros_like(u), y.new_zeros(y.shape[0], 0),
+                              trace=self._trace(), **self._solver())
+        return gaussian_log_density(z, self.z_mean, self.z_log_std) + delta
+
+    def _space_events(self, enc: _Encoding) -> Tensor:
+        B, L = enc.u.shape
+        return self._log_density(enc.y.reshape(B * L, -1), enc.u.reshape(-1), enc.mask.reshape(-1)).reshape(B, L)
+
+    def _space_query(self, enc: _Encoding, uq: Tensor, hq: Tensor, y: Tensor) -> Tensor:
+        B, M, D = y.shape
+        return self._log_density(y.reshape(B * M, D), uq[:, None].expand(B, M).reshape(-1)).reshape(B, M)
+
+    def _space_sample(self, enc: _Encoding, uq: Tensor, hq: Tensor, num: int, generator: torch.Generator | None
+                      ) -> Tensor:
+        B = uq.shape[0]
+        z = self._base_draw((B * num,), self.z_mean, self.z_log_std, generator)
+        u = uq[:, None].expand(B, num).reshape(-1)
+        y, _ = solve_flow(self.space_drift, z, torch.zeros_like(u), u + self.time_offset, z.new_zeros(B * num, 0),
+                          trace=None, **self._solver())
+        return y.reshape(B, num, -1)
+
+
+# ====================================================================== jump CNF
+class _Coupling(nn.Module):
+    """Conditional affine coupling layers ``G(x; cond)`` (exact inverse and log-determinant): the jump of the
+    density at an event. Layer ``l`` rescales and shifts the coordinates of one half given the other half and
+    ``cond`` (in 1-D: given ``cond`` only); scales ``2 tanh(raw / 2)`` keep each step bounded. Starts at the
+    identity."""
+
+    def __init__(self, dim: int, cond_dim: int, width: int, layers: int = 4) -> None:
+        super().__init__()
+        self.dim = dim
+        masks = []
+        for l in range(layers):
+            m = torch.zeros(dim)
+            if dim > 1:
+                m[(l % 2)::2] = 1.0  # 1: kept (conditioned on), 0: transformed
+            masks.append(m)
+        self.register_buffer("masks", torch.stack(masks))
+        self.nets = nn.ModuleList(
+            nn.Sequential(nn.Linear(dim + cond_dim, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+                          nn.Linear(width, 2 * dim)) for _ in range(layers))
+        for net in self.nets:
+            nn.init.zeros_(net[-1].weight)
+            nn.init.zeros_(net[-1].bias)
+
+    def _params(self, l: int, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        m = self.masks[l]
+        raw = self.nets[l](torch.cat([x * m, cond], -1))
+        scale, shift = raw.chunk(2, -1)
+        scale = 2 * torch.tanh(scale / 2) * (1 - m)
+        return m, scale, shift * (1 - m)
+
+    def forward(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
+        """``(G(x), log |det dG/dx|)``."""
+        logdet = torch.zeros_like(x[:, 0])
+        for l in range(len(self.nets)):
+            _, scale, shift = self._params(l, x, cond)
+            x = x * scale.exp() + shift
+            logdet = logdet + scale.sum(-1)
+        return x, logdet
+
+    def inverse(self, y: Tensor, cond: Tensor) -> Tensor:
+        for l in reversed(range(len(self.nets))):
+            _, scale, shift = self._params(l, y, cond)
+            y = (y - shift) * (-scale).exp()
+        return y
+
+
+class JumpCNF(NeuralSTPP):
+    """Neural-ODE temporal model x the Jump CNF (module docstring): between events the location density flows
+    along ``dx/dt = f(x, t, h)`` and at each earlier event ``k`` it jumps by ``G_k`` (affine couplings given
+    ``x_k`` and ``h``). ``log f(x | t, H)`` runs ``x`` backwards from ``t`` through every interval and jump down to
+    ``-offset``, where the base Gaussian is. ``h`` is the state just before ``t`` (causal)."""
+
+    def _build_space(self) -> None:
+        D, H = self.feature_dim, self.hidden_size
+        self.space_drift = _PlainDrift(D, H, self.flow_hidden)
+        self.jumps = _Coupling(D, D + H, max(self.flow_hidden, default=64))
+        self.z_mean = nn.Parameter(torch.zeros(D))
+        self.z_log_std = nn.Parameter(torch.zeros(D))
+
+    def _flow(self, y: Tensor, t0: Tensor, t1: Tensor, aux: Tensor, trace: Trace | None) -> tuple[Tensor, Tensor]:
+        """Rows ``[B, P, D]`` from ``t0`` to ``t1`` (``[B, P]``) with the drift conditioned on ``aux [B, P, H]``."""
+        B, P, D = y.shape
+        z, delta = solve_flow(self.space_drift, y.reshape(B * P, D), t0.reshape(-1), t1.reshape(-1),
+                              aux.reshape(B * P, -1), trace=trace, **self._solver())
+        return z.reshape(B, P, D), delta.reshape(B, P)
+
+    def _jump(self, y: Tensor, x_event: Tensor, aux: Tensor, apply: Tensor) -> tuple[Tensor, Tensor]:
+        B, P, D = y.shape
+        cond = torch.cat([x_event[:, None].expand(B, P, D), aux], -1)
+        z, logdet = self.jumps(y.reshape(B * P, D), cond.reshape(B * P, -1))
+        z, logdet = z.reshape(B, P, D), logdet.reshape(B, P)
+        return torch.where(apply[..., None], z, y), torch.where(apply, logdet, torch.zeros_like(logdet))
+
+    def _space_events(self, enc: _Encoding) -> Tensor:
+        B, L = enc.u.shape
+        trace = self._trace()
+        y, cur, aux = enc.y, enc.u, enc.h_pre
+        acc = torch.zeros_like(cur)
+        for k in range(L - 2, -1, -1):
+            sl = slice(k + 1, L)
+            uk = enc.u[:, k, None]
+            live = enc.mask[:, sl] & enc.mask[:, k, None]
+            t0 = cur[:, sl]
+            t1 = torch.where(live, uk.expand_as(t0), t0)
+            z, delta = self._flow(y[:, sl], t0, t1, aux[:, sl], trace)
+            z, logdet = self._jump(z, enc.y[:, k], aux[:, sl], live & (uk < enc.u[:, sl]))
+            y = torch.cat([y[:, : k + 1], z], 1)
+            acc = torch.cat([acc[:, : k + 1], acc[:, sl] + delta + logdet], 1)
+            cur = torch.cat([cur[:, : k + 1], t1], 1)
+        z, delta = self._flow(y, cur, torch.where(enc.mask, torch.full_like(cur, -self.time_offset), cur), aux, trace)
+        return gaussian_log_density(z, self.z_mean, self.z_log_std) + acc + delta
+
+    def _space_query(self, enc: _Encoding, uq: Tensor, hq: Tensor, y: Tensor) -> Tensor:
+        B, M, _ = y.shape
+        trace = self._trace()
+        aux = hq[:, None].expand(B, M, -1)
+        cur = uq[:, None].expand(B, M)
+        acc = torch.zeros_like(cur)
+        for k in range(enc.u.shape[1] - 1, -1, -1):
+            live = enc.mask[:, k, None].expand(B, M)
+            t1 = torch.where(live, enc.u[:, k, None].expand(B, M), cur)
+            y, delta = self._flow(y, cur, t1, aux, trace)
+            y, logdet = self._jump(y, enc.y[:, k], aux, live & (enc.u[:, k, None] < uq[:, None]))
+            acc, cur = acc + delta + logdet, t1
+        z, delta = self._flow(y, cur, torch.full_like(cur, -self.time_offset), aux, trace)
+        return gaussian_log_density(z, self.z_mean, self.z_log_std) + acc + delta
+
+    def _space_sample(self, enc: _Encoding, uq: Tensor, hq: Tensor, num: int, generator: torch.Generator | None
+                      ) -> Tensor:
+        B = uq.shape[0]
+        aux = hq[:, None].expand(B, num, -1)
+        y = self._base_draw((B, num), self.z_mean, self.z_log_std, generator)
+        cur = torch.full((B, num), -self.time_offset, dtype=uq.dtype, device=uq.device)
+        for k in range(enc.u.shape[1]):
+            live = enc.mask[:, k, None].expand(B, num)
+            t1 = torch.where(live, enc.u[:, k, None].expand(B, num), cur)
+            y, _ = self._flow(y, cur, t1, aux, None)
+            apply = live & (enc.u[:, k, None] < uq[:, None])
+            cond = torch.cat([enc.y[:, k, None].expand(B, num, -1), aux], -1)
+            back = self.jumps.inverse(y.reshape(B * num, -1), cond.reshape(B * num, -1)).reshape(B, num, -1)
+            y, cur = torch.where(apply[..., None], back, y), t1
+        y, _ = self._flow(y, cur, uq[:, None].expand(B, num), aux, None)
+        return y
+
+
+# ====================================================================== attentive CNF
+def _time_features(u: Tensor, size: int) -> Tensor:
+    """``[..., size]`` sinusoids of the model time at periods from 1 to 1000 time units (fixed)."""
+    k = size // 2
+    freq = torch.exp(-torch.linspace(0, math.log(1000.0), k, dtype=u.dtype, device=u.device))
+    ang = u[..., None] * freq
+    return torch.cat([torch.sin(ang), torch.cos(ang)], -1)
+
+
+class _AttentiveDrift(nn.Module):
+    """Drift of the rows of ``B`` sequences, ``R`` rows each, of which the first ``K`` are events (keys): row ``i``
+    attends to the keys ``j != i`` allowed by ``allowed [B, R, K]`` (events strictly earlier) and to itself.
+    ``self_only=True`` cuts the gradient paths from the other rows' ``x`` (FlowODE's module docstring)."""
+
+    cross_rows = True
+
+    def __init__(self, dim: int, cond_dim: int, hidden: Sequence[int], width: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.embed = ConcatMLP(dim + cond_dim, hidden[:1], width, zero_init=False)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.gate = nn.Parameter(torch.zeros(1))  # tanh gate: attention starts switched off, as the reference's
+        self.out = ConcatMLP(width, hidden[1:], dim)
+        self.shape: tuple[int, int, int] = (0, 0, 0)
+        self.allowed: Tensor | None = None
+
+    def configure(self, B: int, R: int, K: int, allowed: Tensor) -> None:
+        self.shape, self.allowed = (B, R, K), allowed
+
+    def forward(self, t: Tensor, x: Tensor, cond: Tensor, self_only: bool = False) -> Tensor:
+        B, R, K = self.shape
+        e = self.embed(t, torch.cat([x, cond], -1))
+        q, k, v = self.qkv(e).reshape(B, R, 3, -1).unbind(2)
+        if self_only:
+            e_cut = self.embed(t, torch.cat([x.detach(), cond], -1))
+            _, k_keys, v_keys = self.qkv(e_cut).reshape(B, R, 3, -1).unbind(2)
+        else:
+            k_keys, v_keys = k, v
+        k_keys, v_keys = k_keys[:, :K], v_keys[:, :K]
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        logits = torch.einsum("brw,bkw->brk", q, k_keys) * scale
+        logits = logits.masked_fill(~self.allowed, -math.inf)
+        own = (q * k).sum(-1, keepdim=True) * scale
+        weights = torch.softmax(torch.cat([logits, own], -1), -1)
+        attn = torch.einsum("brk,bkw->brw", weights[..., :K], v_keys) + weights[..., K:] * v
+        h = e.reshape(B, R, -1) + torch.tanh(self.gate) * attn
+        return self.out(t, h.reshape(B * R, -1))
+
+
+class AttentiveCNF(NeuralSTPP):
+    """Neural-ODE temporal model x the Attentive CNF (module docstring): every event's location flows from
+    ``t_n + offset`` to 0 jointly with the others, its drift attending to the events strictly before it; the base
+    Gaussian's mean and log-scale are linear in ``h(t_n-)``."""
+
+    time_features = 8
+
+    def _build_space(self) -> None:
+        D, H = self.feature_dim, self.hidden_size
+        width = max(self.flow_hidden, default=64)
+        self.space_drift = _AttentiveDrift(D, H + self.time_features, self.flow_hidden, width)
+        self.base = nn.Linear(H, 2 * D)
+        nn.init.zeros_(self.base.weight)
+        nn.init.zeros_(self.base.bias)
+
+    def _rows(self, enc: _Encoding, uq: Tensor | None, hq: Tensor | None, num: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Times ``[B, R]``, conditions ``[B, R, C]`` and the allowed-key mask ``[B, R, L]`` of the history's events
+        followed by ``num`` query rows at ``uq``."""
+        B, L = enc.u.shape
+        u, h = enc.u, enc.h_pre
+        if num:
+            u = torch.cat([u, uq[:, None].expand(B, num)], 1)
+            h = torch.cat([h, hq[:, None].expand(B, num, -1)], 1)
+        cond = torch.cat([h, _time_features(u, self.time_features)], -1)
+        allowed = enc.mask[:, None, :] & (enc.u[:, None, :] < u[:, :, None])
+        if L:
+            eye = torch.zeros(u.shape[1], L, dtype=torch.bool, device=u.device)
+            eye[:L] = torch.eye(L, dtype=torch.bool, device=u.device)
+            allowed = allowed & ~eye
+        return u, cond, allowed
+
+    def _flow(self, y: Tensor, t0: Tensor, t1: Tensor, cond: Tensor, allowed: Tensor, trace: Trace | None
+              ) -> tuple[Tensor, Tensor]:
+        B, R, D = y.shape
+        z, delta = solve_flow(self.space_drift, y.reshape(B * R, D), t0.reshape(-1), t1.reshape(-1),
+                              cond.reshape(B * R, -1), trace=trace, context=(B, R, allowed.shape[2], allowed),
+                              **self._solver())
+        return z.reshape(B, R, D), delta.reshape(B, R)
+
+    def _log_density(self, enc: _Encoding, y: Tensor, u: Tensor, cond: Tensor, allowed: Tensor, h: Tensor) -> Tensor:
+        live = torch.cat([enc.mask, torch.ones(y.shape[0], y.shape[1] - enc.u.shape[1], dtype=torch.bool,
+                                                 device=y.device)], 1)
+        t0 = torch.where(live, u + self.time_offset, torch.zeros_like(u))  # padding rows stay put
+        z, delta = self._flow(y, t0, torch.zeros_like(u), cond, allowed, self._trace())
+        mean, log_std = self.base(h).chunk(2, -1)
+        return gaussian_log_density(z, mean, log_std) + delta
+
+    def _space_events(self, enc: _Encoding) -> Tensor:
+        u, cond, allowed = self._rows(enc, None, None, 0)
+        return self._log_density(enc, enc.y, u, cond, allowed, enc.h_pre)
+
+    def _space_query(self, enc: _Encoding, uq: Tensor, hq: Tensor, y: Tensor) -> Tensor:
+        B, M, _ = y.shape
+        L = enc.u.shape[1]
+        u, cond, allowed = self._rows(enc, uq, hq, M)
+        h = torch.cat([enc.h_pre, hq[:, None].expand(B, M, -1)], 1)
+        return self._log_density(enc, torch.cat([enc.y, y], 1), u, cond, allowed, h)[:, L:]
+
+    def _space_sample(self, enc: _Encoding, uq: Tensor, hq: Tensor, num: int, generator: torch.Generator | None
+                      ) -> Tensor:
+        B, L = enc.u.shape
+        u, cond, allowed = self._rows(enc, uq, hq, num)
+        live = torch.cat([enc.mask, torch.ones(B, num, dtype=torch.bool, device=u.device)], 1)
+        start = torch.where(live, u + self.time_offset, torch.zeros_like(u))
+        # The history's own flow states at time 0 (they attend only to one another), then the joint flow
+        # forwards with the new rows, which retraces the history's trajectories.
+        z_hist, _ = self._flow(enc.y, start[:, :L], torch.zeros_like(start[:, :L]), cond[:, :L], allowed[:, :L], None)
+        mean, log_std = self.base(hq).chunk(2, -1)
+        z_new = self._base_draw((B, num), mean[:, None], log_std[:, None], generator)
+        y, _ = self._flow(torch.cat([z_hist, z_new], 1), torch.zeros_like(start), start, cond, allowed, None)
+        return y[:, L:]
