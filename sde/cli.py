@@ -60,7 +60,8 @@ SERIES_FILE_SUFFIXES = (".ts", ".tsf", ".csv")
 """Suffixes that make ``--data`` / ``--test`` a file (anything else is a registry name)."""
 
 MODEL_NAMES = ("neural-cde", "lsde", "lnsde", "gsde", "gru", "neural-ode", "latent-sde", "neural-mjp", "latent-ode",
-               "ode-rnn", "gru-d", "fractional-latent-sde", "scotch", "bayesian-neural-cde")
+               "ode-rnn", "gru-d", "fractional-latent-sde", "scotch", "bayesian-neural-cde",
+               "langevin-flow", "poisson-latent-sde")
 """The series models of the model table that ``sde fit`` offers (``sde.table`` also holds event models)."""
 
 ModelName = enum.Enum("ModelName", {n.replace("-", "_"): n for n in MODEL_NAMES}, type=str)  # type: ignore[misc]

@@ -16,6 +16,8 @@ Roldan & Parrondo, PRL 105, 150607, 2010) and a two-state switching (ion-channel
 Exact fractional Brownian motion and fractional OU paths (:func:`fbm`, :func:`fou`, Davies-Harte) live in
 :mod:`sde.fractional` and are re-exported here; so are the systems with a known causal graph of SCOTCH's
 experiments (:func:`lorenz96`, :func:`glycolysis`), which live in :mod:`sde.structure_data`.
+The Lorenz-driven Poisson population of the Langevin-flow experiments (:func:`lorenz_spikes`) lives in
+:mod:`sde.spiking_data` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch import Tensor
 
 from sde.fractional import fbm, fou, paths_to_series  # exact fractional paths (Davies-Harte), re-exported here
 from sde.structure_data import glycolysis, lorenz96  # systems with a known graph (SCOTCH), re-exported here
+from sde.spiking_data import lorenz_spikes  # Lorenz-driven Poisson population (Langevin flows), re-exported here
 from tpp.events import EventBatch
 from tpp.model import Seed
 from tpp.process import as_numpy_rng
@@ -44,6 +47,7 @@ __all__ = [
     "gillespie",
     "glycolysis",
     "lorenz96",
+    "lorenz_spikes",
     "observe",
     "paths_to_series",
     "states_at",

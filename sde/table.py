@@ -5,7 +5,7 @@
 * series models (input ``[B, L, C]`` with NaN for unobserved values; classification when the data have
   labels, else a forecast of every channel): ``neural-cde``, ``bayesian-neural-cde``, ``neural-ode``, ``lsde``, ``lnsde``,
   ``gsde``, ``gru``, ``ode-rnn``, ``gru-d``;
-* latent models of series: ``latent-sde``, ``latent-ode``, ``fractional-latent-sde``, ``scotch`` (structure learning) (ELBO), ``neural-mjp`` (neural Markov jump process);
+* latent models of series: ``latent-sde``, ``latent-ode``, ``fractional-latent-sde``, ``scotch`` (structure learning), ``langevin-flow`` and ``poisson-latent-sde`` (spike counts) (ELBO), ``neural-mjp`` (neural Markov jump process);
 * event models: ``neural-cox-sde`` (SDE-driven Cox process), ``mjp`` (the exact Markov jump process,
   fitted in closed form, saved as its rates).
 """
@@ -78,6 +78,10 @@ _ENTRIES = [
               summary="latent SDE of partly observed series, trained on its ELBO (Li et al. 2020)"),
     ModelSpec("latent-ode", "sde.models:LatentODE", _S, "LatentODE", _T, _latent_shape,
               summary="latent ODE with an ODE-RNN encoder, trained on its ELBO (Rubanova et al. 2019)"),
+    ModelSpec("langevin-flow", "sde.models:LangevinFlow", _S, "LangevinFlow", _T, _latent_shape, aliases=("langevin",),
+              summary="underdamped Langevin latent dynamics, coupled-oscillator potential, Poisson counts (Song et al. 2025)"),
+    ModelSpec("poisson-latent-sde", "sde.models:PoissonLatentSDE", _S, "PoissonLatentSDE", _T, _latent_shape,
+              summary="latent SDE with a Poisson count emission and KL annealing (Li et al. 2020)"),
     ModelSpec("scotch", "sde.models:SCOTCH", _S, "SCOTCH", _T, _latent_shape,
               summary="structure learning: latent SDE with a graph-masked drift and a Bernoulli graph posterior "
                       "(Wang, Jennings & Gong 2024)"),
@@ -106,7 +110,7 @@ NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES)
 SERIES_NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES
                                       if e.shape not in (event_shape, _jump_shape, _classes_shape))
 """The models of series batches (``sde fit --model``): neural-cde, bayesian-neural-cde, lsde, lnsde, gsde, gru, neural-ode, latent-sde,
-latent-ode, scotch, fractional-latent-sde, ode-rnn, gru-d, neural-mjp."""
+latent-ode, langevin-flow, poisson-latent-sde, scotch, fractional-latent-sde, ode-rnn, gru-d, neural-mjp."""
 EVENT_NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES if e.shape in (event_shape, _jump_shape))
 """The sde models of event batches: neural-cox-sde, mjp."""
 JOINT_CLASSIFIERS: dict[str, str] = {"latent-ode": "num_classes"}

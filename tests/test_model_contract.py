@@ -68,9 +68,20 @@ def pinwheel():
     return pinwheel(4, seed=0)
 
 
+@pytest.fixture(scope="module")
+def spikes():
+    """Spike counts of a small Lorenz-driven Poisson population (the models with a Poisson count emission)."""
+    from sde.spiking_data import lorenz_spikes, to_series
+
+    data = lorenz_spikes(n_trials=8, n_neurons=6, n_bins=20, seed=0)
+    return to_series(data.counts, data.times)
+
+
 @pytest.fixture
-def data(request, quakes, power, jumps, magnitudes, pinwheel):
+def data(request, quakes, power, jumps, magnitudes, pinwheel, spikes):
     name = request.node.callspec.params["name"]
+    if name in ("langevin-flow", "poisson-latent-sde"):
+        return spikes
     if name in ("marked-hawkes", "etas"):  # a magnitude mark, which the Japanese catalogue does not carry
         return magnitudes
     if "locations" in table.spec(name).needs:

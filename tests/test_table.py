@@ -52,7 +52,8 @@ def jumps() -> EventBatch:
 
 
 SERIES_MODELS = {"neural-cde", "lsde", "lnsde", "gsde", "gru", "neural-ode", "latent-sde", "neural-mjp", "latent-ode",
-                 "ode-rnn", "gru-d", "fractional-latent-sde", "scotch", "bayesian-neural-cde"}
+                 "ode-rnn", "gru-d", "fractional-latent-sde", "scotch", "bayesian-neural-cde",
+                 "langevin-flow", "poisson-latent-sde"}
 LABELLED_SERIES_MODELS = SERIES_MODELS | {"generative-classifier"}
 
 

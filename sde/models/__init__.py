@@ -25,6 +25,8 @@ _EXPORTS: dict[str, str] = {
     "FractionalLatentSDE": "sde.models.fractional",
     "SCOTCH": "sde.models.scotch",
     "BayesianNeuralCDE": "sde.models.bayes_cde",
+    "LangevinFlow": "sde.models.langevin",
+    "PoissonLatentSDE": "sde.models.langevin",
     "NeuralCoxSDE": "sde.models.cox",
     "GenerativeClassifier": "sde.models.generative",
     "NeuralCox": "sde.models.cox",
