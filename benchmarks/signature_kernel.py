@@ -220,7 +220,7 @@ def main(
 
         env["jax"] = jax.__version__
     except ImportError:
-        pass
+        env["jax"] = None  # not installed: the report says so
     print(command)
     print(json.dumps(env))
     rows = []
