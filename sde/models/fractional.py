@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sde.fractional import FBMType, optimal_weights_torch, ou_rates
-from sde.models._posterior import gaussian_kl, gaussian_log_ratio, mlp, solve_fixed
+from sde.models._posterior import mlp, solve_fixed
 from sde.models.latent import LatentSDE, _Observed, _Paths
 from sde.solvers import Backprop, Method
 from tpp.options import Interval, check_params
@@ -220,25 +220,11 @@ class FractionalLatentSDE(LatentSDE):
         """``num_samples`` posterior paths of ``z`` per series on the union of the observation times (and
         ``extra [B, T]``); the path term is ``int 1/2 |u|^2 dt`` (``logqp``), the sampled log ratio
         (``weights``) or zero (neither), as in :meth:`LatentSDE._posterior`."""
-        B, D = obs.s.shape[0], self.latent_size
-        context = self.encoder(obs.features(), obs.lengths)
-        mean_q, log_std_q = self.qz0(context[:, 0]).chunk(2, -1)
-        eps = torch.randn(num_samples, B, D, dtype=self.dtype, device=self.device)
-        z0 = mean_q + log_std_q.exp() * eps
-        if weights:
-            initial = gaussian_log_ratio(z0, mean_q, log_std_q, self.pz0_mean, self.pz0_log_std)
-        else:
-            initial = gaussian_kl(mean_q, log_std_q, self.pz0_mean, self.pz0_log_std)
-        z0 = z0.reshape(num_samples * B, D)
-        parts = [obs.s[obs.keep], torch.zeros(1, dtype=self.dtype, device=self.device)]
-        if extra is not None:
-            parts.append(extra.reshape(-1))
-        grid = torch.unique(torch.cat(parts))
-        no_path = torch.zeros(z0.shape[0], dtype=self.dtype, device=self.device)
+        D = self.latent_size
+        context, z0, initial, grid, times, last, no_path = self._posterior_start(obs, extra, num_samples, weights,
+                                                                                D)
         if grid.numel() == 1:
             return _Paths(grid, z0[:, None], no_path, initial)
-        times = torch.where(obs.keep, obs.s, torch.full_like(obs.s, math.inf))
-        last = torch.where(obs.lengths > 0, obs.last, torch.zeros_like(obs.last))
         system = _FractionalPosterior(self, self.omega(), context.repeat(num_samples, 1, 1),
                                       times.repeat(num_samples, 1), last.repeat(num_samples), weights)
         y0 = torch.cat([z0, self._initial_ou(z0.shape[0]), no_path[:, None]], -1)

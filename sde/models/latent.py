@@ -76,6 +76,21 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'sde.models.latent' has no attribute {name!r}")
 
 
+class _Start(NamedTuple):
+    """What every posterior solve of the latent family begins with (:meth:`LatentSDE._posterior_start`): the
+    encoder's ``context [B, L, X]``, the initial states ``z0 [S*B, Z]`` and their term (KL ``[B]`` or sampled log
+    ratio ``[S, B]``), the solve ``grid [T]``, each series' observation ``times`` (inf where none) and ``last``
+    time, and a zero path term ``[S*B]``."""
+
+    context: Tensor
+    z0: Tensor
+    initial: Tensor
+    grid: Tensor
+    times: Tensor
+    last: Tensor
+    no_path: Tensor
+
+
 class _Paths(NamedTuple):
     """Posterior paths of a batch: ``ys [S*B, T, D]`` on ``grid [T]``, the path term ``[S*B]`` (the
     expected log ratio, i.e. path KL, or the sampled one) and the initial term (``KL(q(z_0)||p(z_0))
@@ -332,31 +347,39 @@ class LatentSDE(LatentSeriesModel):
         self._register_values(num_channels, noise_init)
 
     # ------------------------------------------------------------------ the posterior
-    def _posterior(self, obs: _Observed, extra: Tensor | None, num_samples: int, weights: bool = False,
-                   logqp: bool = True) -> _Paths:
-        """Sample ``num_samples`` posterior paths per series on the union of the observation times
-        (and ``extra [B, T]`` model times). The path and initial terms are the KLs (``logqp``), the
-        sampled log ratios (``weights``, for importance weights), or zeros (neither)."""
+    def _posterior_start(self, obs: _Observed, extra: Tensor | None, num_samples: int, weights: bool,
+                         state_size: int) -> _Start:
+        """The shared beginning of every posterior solve (here and in the subclasses that replace the solve):
+        encode, draw ``z0 [S*B, state_size]`` from ``q(z_0)`` with its KL or sampled log ratio, and the grid: the
+        union of the observation times, 0 and ``extra``."""
         B = obs.s.shape[0]
         context = self.encoder(obs.features(), obs.lengths)  # [B, L, X]
-        q = self.qz0(context[:, 0])
-        mean_q, log_std_q = q.chunk(2, -1)
-        eps = torch.randn(num_samples, B, self.latent_size, dtype=self.dtype, device=self.device)
-        z0 = mean_q + log_std_q.exp() * eps  # [S, B, D]
+        mean_q, log_std_q = self.qz0(context[:, 0]).chunk(2, -1)
+        eps = torch.randn(num_samples, B, state_size, dtype=self.dtype, device=self.device)
+        z0 = mean_q + log_std_q.exp() * eps  # [S, B, Z]
         if weights:
             initial = gaussian_log_ratio(z0, mean_q, log_std_q, self.pz0_mean, self.pz0_log_std)
         else:
             initial = gaussian_kl(mean_q, log_std_q, self.pz0_mean, self.pz0_log_std)
-        z0 = z0.reshape(num_samples * B, -1)
+        z0 = z0.reshape(num_samples * B, state_size)
         parts = [obs.s[obs.keep], torch.zeros(1, dtype=self.dtype, device=self.device)]
         if extra is not None:
             parts.append(extra.reshape(-1))
         grid = torch.unique(torch.cat(parts))
         times = torch.where(obs.keep, obs.s, torch.full_like(obs.s, math.inf))
+        last = torch.where(obs.lengths > 0, obs.last, torch.zeros_like(obs.last))
         no_path = torch.zeros(z0.shape[0], dtype=self.dtype, device=self.device)
+        return _Start(context, z0, initial, grid, times, last, no_path)
+
+    def _posterior(self, obs: _Observed, extra: Tensor | None, num_samples: int, weights: bool = False,
+                   logqp: bool = True) -> _Paths:
+        """Sample ``num_samples`` posterior paths per series on the union of the observation times
+        (and ``extra [B, T]`` model times). The path and initial terms are the KLs (``logqp``), the
+        sampled log ratios (``weights``, for importance weights), or zeros (neither)."""
+        context, z0, initial, grid, times, last, no_path = self._posterior_start(obs, extra, num_samples, weights,
+                                                                                self.latent_size)
         if grid.numel() == 1:  # every series has a single observation at its own time 0
             return _Paths(grid, z0[:, None], no_path, initial)
-        last = torch.where(obs.lengths > 0, obs.last, torch.zeros_like(obs.last))
         system = _SeriesPosterior(self, context.repeat(num_samples, 1, 1), times.repeat(num_samples, 1),
                                   last.repeat(num_samples))
         if weights:
