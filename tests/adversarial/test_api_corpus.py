@@ -36,7 +36,7 @@ from tpp.process import SamplingBudgetError
 pytestmark = pytest.mark.timeout(300)
 
 OURS = ("tpp", "sde")  # top-level packages whose frames may raise a ValueError / TypeError
-SETTINGS = settings(max_examples=60, deadline=timedelta(seconds=10), derandomize=True,
+SETTINGS = settings(max_examples=60, deadline=timedelta(seconds=30), derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                            HealthCheck.data_too_large])
 FEW = settings(SETTINGS, max_examples=15)
