@@ -76,12 +76,23 @@ def located() -> EventBatch:
                                    "feature_names": ["x", "y", "magnitude"]})
 
 
+@pytest.fixture(scope="module")
+def spikes():
+    """Spike counts of a small Lorenz-driven Poisson population (the models with a Poisson count emission)."""
+    from sde.spiking_data import lorenz_spikes, to_series
+
+    data = lorenz_spikes(n_trials=6, n_neurons=3, n_bins=12, seed=0)
+    return to_series(data.counts, data.times)
+
+
 @pytest.fixture
-def data(request, events, series, jumps, magnitudes, located):
-    """The data set whose shape fills the model's arguments: series for series models, jump paths for the
-    jump process, events with magnitudes for marked-hawkes, events with locations for the spatio-temporal
-    models (``"locations"`` in the entry's ``needs``), else events."""
+def data(request, events, series, jumps, magnitudes, located, spikes):
+    """The data set whose shape fills the model's arguments: series for series models, spike counts for the
+    Poisson-emission models, jump paths for the jump process, events with magnitudes for marked-hawkes, events
+    with locations for the spatio-temporal models (``"locations"`` in the entry's ``needs``), else events."""
     name = request.node.callspec.params["name"]
+    if name in ("langevin-flow", "poisson-latent-sde"):
+        return spikes
     if name == "marked-hawkes":
         return magnitudes
     if "locations" in table.spec(name).needs:
