@@ -381,18 +381,21 @@ class LookaheadPolicy:
         return int(np.argmax(self.env.expected_rewards(self.samples, seed)))
 
 
+def _run_episode(env: HawkesInterventionEnv, policy: Policy, seed: int) -> float:
+    """One episode of ``policy`` from ``env.reset(seed=seed)`` to its end; its return."""
+    obs, _ = env.reset(seed=seed)
+    total, done = 0.0, False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(policy(obs))
+        total += reward
+        done = terminated or truncated
+    return total
+
+
 def evaluate(env: HawkesInterventionEnv, policy: Policy, episodes: int = 20, seed: int = 0) -> np.ndarray:
     """``[episodes]`` returns of ``policy`` on ``env``; episode ``i`` is reset with seed ``seed + i`` (so two
     policies evaluated with the same ``seed`` meet the same random streams)."""
-    returns = np.zeros(episodes)
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        done = False
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(policy(obs))
-            returns[i] += reward
-            done = terminated or truncated
-    return returns
+    return np.array([_run_episode(env, policy, seed + i) for i in range(episodes)])
 
 
 def collect_trajectories(env: HawkesInterventionEnv, policy: Policy, episodes: int, seed: int = 0
@@ -401,12 +404,7 @@ def collect_trajectories(env: HawkesInterventionEnv, policy: Policy, episodes: i
     and their returns."""
     times, marks, returns = [], [], np.zeros(episodes)
     for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        done = False
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(policy(obs))
-            returns[i] += reward
-            done = terminated or truncated
+        returns[i] = _run_episode(env, policy, seed + i)
         times.append(np.asarray(env._times))
         marks.append(np.asarray(env._marks, np.int64))
     batch = EventBatch.from_sequences(times, marks, t_start=0.0, t_end=env.horizon, num_marks=env.num_marks)
