@@ -31,7 +31,8 @@ class CellStatus(str, enum.Enum):
 
 
 RUN_FIELDS = (
-    "config", "model", "dataset", "seed", "status", "note", "ll_per_event", "rmse", "accuracy", "ks",
+    "config", "model", "dataset", "seed", "status", "note", "ll_per_event", "ifl_time_ll_per_event", "rmse",
+    "accuracy", "ks",
     "calibration_error", "calibration_levels", "calibration_observed",
     "num_predictions", "epochs_run", "best_epoch", "fit_seconds", "eval_seconds", "cpu_seconds",
     "train_events_per_second",

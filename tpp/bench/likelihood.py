@@ -27,9 +27,10 @@ from tpp import datasets as registry
 from tpp import table as model_table
 from tpp.bench.cells import CellStatus, cell_path, read_cell, read_cells, write_cell, write_json
 from tpp.bench.config import DATASETS, LikelihoodConfig
-from tpp.bench.data import BenchData, load_dataset
+from tpp.bench.data import PUBLISHED_SPLITS, BenchData, load_dataset
 from tpp.bench.environment import default_command, environment
-from tpp.bench.scoring import prediction_chunk, test_log_likelihood, test_rescaling_ks
+from tpp.bench.published import published_line
+from tpp.bench.scoring import prediction_chunk, test_ifl_time_log_likelihood, test_log_likelihood, test_rescaling_ks
 from tpp.bench.tables import likelihood_markdown, summarise, write_outputs
 from tpp.table import Family, Training
 
@@ -116,6 +117,11 @@ def run_cell(name: str, data: BenchData, config: LikelihoodConfig, seed: int) ->
     row["fit_seconds"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     row["ll_per_event"] = test_log_likelihood(model, data.test, config.eval_points) - math.log(data.scale)
+    if PUBLISHED_SPLITS.get(data.name) == "ifl":
+        # The intensity-free paper's own score (times 2..N, no survival term, marks unscored), which its numbers
+        # are on (tpp.bench.published); one density term per scored time, hence - log(scale) each.
+        row["ifl_time_ll_per_event"] = (test_ifl_time_log_likelihood(model, data.test, config.eval_points)
+                                        - math.log(data.scale))
     row["ks"] = test_rescaling_ks(model, data.test, config.eval_points)
     cap = config.max_predictions
     if config.quick and data.num_marks > 1000:
@@ -245,6 +251,9 @@ def run_likelihood(
             acc = "" if loaded.num_marks == 1 else f", accuracy {row['accuracy']:.3f}"
             echo(f"  {model:>13} {dataset} seed {seed}: ll/event {row['ll_per_event']:.4f}, rmse {row['rmse']:.4g}"
                  f"{acc} (fit {row['fit_seconds']:.1f} s, eval {row['eval_seconds']:.1f} s)")
+            line = published_line(row)
+            if line:
+                echo(f"  {'':>13} {line}")
         else:
             echo(f"  {model:>13} {dataset} seed {seed}: {row['status']}: {row['note']}")
     bar.close()

@@ -22,6 +22,11 @@ Conversions (:data:`CONVERSIONS`; each entry's ``conversion`` starts with the ki
   reproduced split).
 * ``ground_truth``: a synthetic data set ships each test sequence's log-likelihood under the generating
   process: ``value = sum of log_lik / number of test events`` (its window checked against ours).
+* ``ifl_time_nll``: the intensity-free paper's original code reports the time NLL per scored inter-event time
+  (``tau_2 .. tau_N`` of every sequence, no survival term, marks unscored, the data's unit):
+  ``value = -reported``, set beside our column ``ifl_time_ll_per_event``
+  (:func:`tpp.bench.scoring.test_ifl_time_log_likelihood` scores our models the same way), not beside
+  ``test_ll_per_event``. An entry's ``metric`` names the column of ours it is compared with.
 """
 
 from __future__ import annotations
@@ -30,15 +35,24 @@ import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
-__all__ = ["Published", "Unmatched", "PUBLISHED", "UNMATCHED", "PROTOCOLS", "CONVERSIONS", "convert",
-           "tritpp_factor", "published_for", "results_frame", "notes_lines", "RESULTS_COLUMNS"]
+from tpp.events import EventBatch
+
+__all__ = ["Published", "Unmatched", "PUBLISHED", "UNMATCHED", "PROTOCOLS", "CONVERSIONS", "METRICS", "convert",
+           "tritpp_factor", "tritpp_event_count", "published_for", "published_line", "comparison_lines",
+           "results_frame", "notes_lines", "RESULTS_COLUMNS"]
 
 #: the columns of ``results.csv`` (one row per finished cell), in this order
 RESULTS_COLUMNS = ("dataset", "model", "seed", "test_ll_per_event", "rmse", "accuracy", "ks", "published",
-                   "published_source", "calibration_error", "cpu_seconds", "fit_seconds", "eval_seconds")
+                   "published_source", "calibration_error", "cpu_seconds", "fit_seconds", "eval_seconds",
+                   "ifl_time_ll_per_event", "published_metric")
+
+#: results.csv column of ours a published number can sit beside -> the cell field (likelihood_runs.csv) holding it
+METRICS: dict[str, str] = {"test_ll_per_event": "ll_per_event", "ifl_time_ll_per_event": "ifl_time_ll_per_event"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,8 @@ class Published:
     conversion: str  #: how the paper's number became ``value`` (see the module docstring)
     #: events in the matched test split: a cell on other test data (a quick run's cut) gets no published number
     test_events: int | None = None
+    #: the results.csv column of ours the number is comparable with (a key of :data:`METRICS`)
+    metric: str = "test_ll_per_event"
 
 
 @dataclass(frozen=True)
@@ -90,6 +106,11 @@ def _ground_truth(log_lik: Iterable[float], num_events: int) -> float:
     return math.fsum(log_lik) / num_events
 
 
+def _ifl_time_nll(reported: float) -> float:
+    # theirs: sum of -log p(tau_n), n >= 2, over the test sequences / their number; ours the same, sign flipped
+    return -reported
+
+
 #: kind -> function(reported, **parameters) giving the log-likelihood per event in our units and sign
 CONVERSIONS: dict[str, Callable[..., float]] = {
     "nll_per_event": _nll_per_event,
@@ -98,6 +119,7 @@ CONVERSIONS: dict[str, Callable[..., float]] = {
     "ll_per_sequence": _ll_per_sequence,
     "tritpp_nll": _tritpp_nll,
     "ground_truth": _ground_truth,
+    "ifl_time_nll": _ifl_time_nll,
 }
 
 
@@ -108,9 +130,20 @@ def convert(kind: str, reported: float | Iterable[float], **parameters: float) -
     return float(CONVERSIONS[kind](reported, **parameters))
 
 
+def tritpp_event_count(batch: EventBatch) -> int:
+    """Events as triangular-tpp counts them (``SequenceDataset``: ``mask = (times > 0) * (times != t_max)``):
+    an event at the window's start or end is taken for padding. Three events of the staged data sit at
+    ``t = 0`` (reddit_askscience_comments train sequence 71, yelp_airport train 75, yelp_mississauga train 194
+    and validation 236), none at ``t_max``, none in a test split: only ``L_train`` moves (by up to 1.6e-4)."""
+    flat = batch.to_flat()
+    seq = np.repeat(np.arange(len(batch)), np.diff(flat["seq_offsets"]))
+    times = flat["times"]
+    return int(((times > flat["t_start"][seq]) & (times != flat["t_end"][seq])).sum())
+
+
 def tritpp_factor(dataset: str, data_dir: str | os.PathLike | None = None) -> float:
-    """``L_train / L_test`` on triangular-tpp's split of ``dataset`` (mean events per train / test sequence):
-    the factor of the ``tritpp_nll`` conversion."""
+    """``L_train / L_test`` on triangular-tpp's split of ``dataset`` (mean events per train / test sequence,
+    counted as theirs: :func:`tritpp_event_count`): the factor of the ``tritpp_nll`` conversion."""
     from tpp.bench.data import PUBLISHED_SPLITS, published_split
 
     if PUBLISHED_SPLITS.get(dataset) != "tritpp":
@@ -119,7 +152,7 @@ def tritpp_factor(dataset: str, data_dir: str | os.PathLike | None = None) -> fl
     parts = published_split(dataset, data_dir)
     assert parts is not None
     train, _, test = parts
-    return (train.num_events / len(train)) / (test.num_events / len(test))
+    return (tritpp_event_count(train) / len(train)) / (tritpp_event_count(test) / len(test))
 
 
 # --------------------------------------------------------------------------- the numbers
@@ -140,16 +173,18 @@ PUBLISHED: tuple[Published, ...] = (
 )
 
 _NOT_READ = ("the table itself could not be read here (the stored copies of the paper index only its first "
-             "pages); ")
+             "pages, and no stored repository file restates the table); ")
 
 #: Published numbers the suite does not match, with the reason (printed in the table's notes).
 UNMATCHED: tuple[Unmatched, ...] = tuple(
     Unmatched(
         dataset=name, model=model, value=math.nan, std=None,
         source=f"Shchur, Gao, Bilos & Guennemann 2020 (TriTPP, NeurIPS), Table 2 (test NLL, real-world data), {theirs}",
-        conversion="tritpp_nll: value = -reported * L_train / L_test (tritpp_factor)",
+        conversion="tritpp_nll: value = -reported * L_train / L_test (tritpp_factor, events counted as theirs)",
         reason=_NOT_READ + "protocol matched by the suite's full mode (file-order 60/20/20 split, window [0, t_max] "
-               "with survival term, the data's units): fill value from the paper and move the entry to PUBLISHED",
+               "with survival term, times as stored: hours, PUBG minutes, as their scripts/experiment.py feeds "
+               "them with t_max from the file; their float32 on the GPU against our float64): fill value from the "
+               "paper and move the entry to PUBLISHED",
     )
     for name in ("pubg", "reddit_askscience_comments", "taxi", "twitter", "yelp_airport", "yelp_mississauga")
     for model, theirs in (("IntensityFree", "RNN (GRU history, LogNormMix decoder)"), ("ExpHawkes", "Hawkes"),
@@ -159,12 +194,14 @@ UNMATCHED: tuple[Unmatched, ...] = tuple(
         dataset=name, model=model, value=math.nan, std=None,
         source=f"Shchur, Bilos & Guennemann 2020 (intensity-free, ICLR), appendix Table 3 (test NLL; "
                f"ifl-tpp issue #16), {theirs}",
-        conversion="nll_per_event: value = -reported (times in the data's seconds; outputs not rescaled)",
-        reason=_NOT_READ + "protocol not matched: the original code scores inter-event times 2..N only (the first "
-               "event's time is a dummy input), no survival term (moot here: our window ends at the last event), "
-               "and the time NLL leaves the marks out (wikipedia: 8227 types); ours scores the first event from "
-               "t = 0 and the marks. The split is reproduced (ifl_split) so a time-only, first-event-conditional "
-               "score of our models would match",
+        conversion="ifl_time_nll: value = -reported (times in the data's seconds; outputs not rescaled)",
+        reason=_NOT_READ + "protocol matched by the suite's column ifl_time_ll_per_event (scored on every IFL data "
+               "set): the original code scores inter-event times 2..N only (the first event's time is a dummy "
+               "input), no survival term, marks unscored (wikipedia: 8227 types), sum over the test sequences / "
+               "number of scored times (Model.aggregate), on the reproduced split (ifl_split). Not the same number "
+               "as test_ll_per_event. Their history ignores the marks, ours uses them: a different model, the "
+               "same score",
+        metric="ifl_time_ll_per_event",
     )
     for name in ("wikipedia_ifl", "yelp_toronto_ifl")
     for model, theirs in (("IntensityFree", "LogNormMix"), ("RMTPP", "RMTPP"), ("FullyNN", "FullyNN"))
@@ -221,9 +258,14 @@ PROTOCOLS: dict[str, str] = {
         "minutes); early stopping on validation NLL (patience 300), Adam lr 1e-2, weight decay 1e-4."),
     "IFL (Shchur et al. 2020, ICLR)": (
         "shchur/ifl-tpp original-code adb1dc7: split 60/20/20 by scikit-learn train_test_split after "
-        "np.random.seed(0); score = masked mean over inter-event times 2..N of -log p(tau) (first event "
-        "unscored, no survival term: the README of the refactored code calls both mistakes of the old code), "
-        "marks scored separately; input times log-normalised, output times in the data's unit."),
+        "np.random.seed(0) (train.py: seed = 0); dpp/data.py load_dataset: delta_times = [1.0] + diff(arrival "
+        "times), inputs delta[:-1] (the first a dummy, zeroed in collate), outputs delta[1:] = tau_2..tau_N; "
+        "score = Model.aggregate: sum over test sequences of -log p(tau_n), n >= 2, / number of those times "
+        "(first event unscored, no survival term: the README of the refactored code calls the per-event "
+        "normalisation and the missing survival term mistakes of the old code); ModelConfig use_marks=False "
+        "in train.py, so the time NLL leaves the marks out and the history ignores them; input times "
+        "log-normalised, output times in the data's unit. Reproduced by tpp.bench.scoring."
+        "test_ifl_time_log_likelihood (column ifl_time_ll_per_event)."),
     "THP (Zuo et al. 2020, ICML)": (
         "SimiaoZuo/Transformer-Hawkes-Process: log-likelihood per event = (sum of log-intensities at events - "
         "integral from the first to the last event, Monte Carlo over the next event's type's intensity only) / "
@@ -247,6 +289,55 @@ def published_for(dataset: str, model: str, test_events: int | None = None) -> P
                 return None
             return entry
     return None
+
+
+def _entry_of(cell: Any) -> Published | None:
+    """The published number of a cell row (a dict or a pandas row with dataset, model, test_events)."""
+    test_events = cell.get("test_events")
+    missing = test_events is None or (isinstance(test_events, float) and math.isnan(test_events))
+    return published_for(str(cell["dataset"]), str(cell["model"]), None if missing else int(test_events))
+
+
+def _ours(cell: Any, entry: Published) -> float:
+    """Our value of the entry's metric in a cell row (NaN where the cell lacks it)."""
+    value = cell.get(METRICS[entry.metric])
+    return math.nan if value is None else float(value)
+
+
+def published_line(cell: dict[str, Any]) -> str:
+    """One line setting a finished cell's value beside its published number (``""`` where none matches):
+    what ``tpp bench`` prints under the cell."""
+    entry = _entry_of(cell)
+    if entry is None:
+        return ""
+    ours = _ours(cell, entry)
+    spread = "" if entry.std is None else f" ± {entry.std:.3f}"
+    paper = entry.source.split(")")[0] + ")"
+    return (f"published {entry.value:.4f}{spread} ({entry.metric}; {paper}), ours {ours:.4f}, "
+            f"difference {ours - entry.value:+.4f}")
+
+
+def comparison_lines(runs: pd.DataFrame) -> list[str]:
+    """A Markdown table of every (dataset, model) with a matched published number: ours (mean ± std over the
+    seeds, of the entry's metric) beside the paper's, the difference and the source; ``[]`` where none."""
+    if runs.empty:
+        return []
+    pairs: dict[tuple[str, str], tuple[Published, list[float]]] = {}
+    for _, cell in runs[runs["status"] == "ok"].iterrows():
+        entry = _entry_of(cell)
+        if entry is not None:
+            pairs.setdefault((entry.dataset, entry.model), (entry, []))[1].append(_ours(cell, entry))
+    if not pairs:
+        return []
+    lines = ["| dataset | model | metric | ours (mean ± std over seeds) | published | ours - published | source |",
+             "|---|---|---|---|---|---|---|"]
+    for (dataset, model), (entry, values) in pairs.items():
+        mean = float(np.mean(values))
+        std = f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""
+        spread = "" if entry.std is None else f" ± {entry.std:.3f}"
+        lines.append(f"| {dataset} | {model} | {entry.metric} | {mean:.3f}{std} ({len(values)} seeds) | "
+                     f"{entry.value:.3f}{spread} | {mean - entry.value:+.3f} | {entry.source} |")
+    return lines
 
 
 def notes_lines(datasets: Iterable[str] | None = None) -> list[str]:
@@ -278,9 +369,7 @@ def results_frame(runs: pd.DataFrame) -> pd.DataFrame:
     ok = runs[runs["status"] == "ok"]
     rows = []
     for _, cell in ok.iterrows():
-        test_events = cell.get("test_events")
-        entry = published_for(str(cell["dataset"]), str(cell["model"]),
-                              None if test_events is None or pd.isna(test_events) else int(test_events))
+        entry = _entry_of(cell)
         rows.append({
             "dataset": cell["dataset"], "model": cell["model"], "seed": cell["seed"],
             "test_ll_per_event": cell.get("ll_per_event"), "rmse": cell.get("rmse"), "accuracy": cell.get("accuracy"),
@@ -288,5 +377,7 @@ def results_frame(runs: pd.DataFrame) -> pd.DataFrame:
             "published_source": None if entry is None else entry.source,
             "calibration_error": cell.get("calibration_error"), "cpu_seconds": cell.get("cpu_seconds"),
             "fit_seconds": cell.get("fit_seconds"), "eval_seconds": cell.get("eval_seconds"),
+            "ifl_time_ll_per_event": cell.get("ifl_time_ll_per_event"),
+            "published_metric": None if entry is None else entry.metric,
         })
     return pd.DataFrame(rows, columns=list(RESULTS_COLUMNS))

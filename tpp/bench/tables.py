@@ -106,12 +106,13 @@ def likelihood_markdown(table: pd.DataFrame, runs: pd.DataFrame, models: Sequenc
             lines.append(f"| {name} ({K}, {units}) | " + " | ".join(cells) + " |")
         lines.append("")
     if not config.quick:
-        from tpp.bench.published import notes_lines
+        from tpp.bench.published import comparison_lines, notes_lines
 
+        compared = comparison_lines(runs)
         lines += ["## Published numbers beside ours", "",
                   "Only numbers whose protocol the suite matches fill `published` in results.csv (full mode: the "
                   "papers' splits, whole test sequences); the others are listed with the reason.", "",
-                  *notes_lines(names), ""]
+                  *compared, *([""] if compared else []), *notes_lines(names), ""]
     has_note = runs["note"].map(lambda v: isinstance(v, str) and v != "").astype(bool)
     flagged = runs[(runs["status"] != CellStatus.OK.value) | has_note]
     if notes or not flagged.empty:
