@@ -22,8 +22,9 @@ Dask's default scheduler), never a scheduler of our own:
 4. the ``K`` per-target problems (``1 + K U`` unknowns each, concave) are solved in parallel on the workers
    (in at most ``target_groups`` tasks of consecutive types), each task receiving only its types' rows from every
    partition, by the optimiser ``ExpHawkes.fit`` uses, from the same start; so the fit equals
-   ``ExpHawkes(K, decay).fit(batch)`` up to floating-point summation order (and to the optimiser's tolerance:
-   rows that differ by rounding, as a carried state's do, may end L-BFGS-B a few ``tol`` apart).
+   ``ExpHawkes(K, decay).fit(batch)`` up to floating-point summation order (the per-target projected Newton
+   solve, ``SumExpHawkes._solve_target``, ends with a finishing step, so rows that differ by rounding, as a carried
+   state's do, still reach the same optimum to ~1e-12).
 
 A sequence is identified by its id (the ``seq`` column): an id found in several partitions, or several pieces
 of one, is ONE sequence cut in time blocks, whose windows must follow each other exactly (each block's
@@ -247,14 +248,11 @@ def _solve_group(blocks: list[np.ndarray], counts: np.ndarray, tails: np.ndarray
             X = np.zeros((0, tails.size))
         else:
             X = np.ascontiguousarray(np.concatenate(pieces) if len(pieces) > 1 else pieces[0])
-        # the progress bar SumExpHawkes._lbfgs updates: the project's tqdm, switched off on a worker
+        # the progress bar SumExpHawkes._solve_target updates: the project's tqdm, switched off on a worker
         stats = {"iterations": 0, "evaluations": 0, "bar": tqdm(disable=True)}
-
-        def loglik(mu: float, w: np.ndarray, X: np.ndarray = X) -> tuple[float, float, np.ndarray]:
-            return _recursion.target_loglik_and_grad(X, mu, w, tails, duration)
-
-        scale = SumExpHawkes._target_scale(X, float(mu0[k]), w0, mu_floor, n_events, l2)  # fit's preconditioner
-        res = SumExpHawkes._lbfgs(loglik, float(mu0[k]), w0, mu_floor, n_events, l1, l2, max_iter, tol, stats, scale)
+        # fit's solver and its final solve's settings, so both reach the same optimum
+        res = SumExpHawkes._solve_target(X, tails, duration, float(mu0[k]), w0, mu_floor, n_events, l1, l2, max_iter,
+                                         tol, stats, final=True)
         out.append({"x": res.x, "fun": float(res.fun), "success": bool(res.success),
                     "iterations": stats["iterations"], "evaluations": stats["evaluations"]})
     return out

@@ -48,6 +48,7 @@ from tpp.hawkes._common import (FitResult, budget_error, check_fit_arguments, ch
                                 simulation_window, warn_if_not_stationary)
 from tpp.hawkes._common import flat_events as _flat
 from tpp.hawkes._common import observed_information
+from tpp.hawkes._recursion import fit_linear_one_type
 from tpp.hawkes.exp import _standardise
 from tpp.model import Seed
 from tpp.options import Interval, Options, check_params
@@ -570,7 +571,9 @@ class MarkedHawkes(PointProcess):
     def fit(self, train: EventBatch, val: EventBatch | None = None, *, max_iter: int = 1000, tol: float = 1e-12,
             progress: bool = False, **trainer_options: Any) -> "MarkedHawkes":
         """Maximum likelihood: the mark distribution in closed form, then ``(mu, a, beta, g)`` by bounded L-BFGS
-        on the exact likelihood (time rescaled internally so the mean event rate is 1).
+        on the exact likelihood (time rescaled internally so the mean event rate is 1). One type with linear
+        productivity (marks not below the reference) takes a compiled path to the same optimum
+        (:meth:`_fit_linear_one_type`; ``fit_result_["decay_steps"]`` says it ran).
 
         ``val`` is only scored (``fit_result_["val_score"]``); the trainer's options are accepted and unused.
         """
@@ -604,9 +607,23 @@ class MarkedHawkes(PointProcess):
             beta0 = 1.0 / float(np.median(gaps)) if gaps.size else 1.0
         else:
             beta0 = float(self.decay) * scale
+        xt, tt = torch.from_numpy(x), torch.from_numpy(types)
+        if self.productivity is Productivity.LINEAR and K == 1:
+            fast = self._fit_linear_one_type(flat, x, learn, beta0, float(0.5 * rates[0]), mu_floor, max_iter, tol)
+            if fast is not None:
+                mu, a, alpha, beta, fun, iterations, evaluations, steps, converged = fast
+                self.set_params([mu / scale], [[a]], beta / scale, alpha=[alpha])
+                ll_marks = float(self.mark_log_density(xt, tt).sum())
+                result = FitResult(objective="likelihood", value=fun,
+                                   log_likelihood=-fun * n_events - n_events * math.log(scale) + ll_marks,
+                                   iterations=iterations, evaluations=evaluations, decay_steps=steps,
+                                   converged=converged, seconds=_time.perf_counter() - start)
+                self.fit_result_ = result
+                record_validation(self, val, result)
+                warn_if_not_stationary(self.branching_ratio)
+                return self
         g_params = self._g_parameters()
         g_sizes = [p.numel() for p in g_params]
-        xt, tt = torch.from_numpy(x), torch.from_numpy(types)
         weights = np.ones(flat["t_end"].size)
         args = (flat["times"], flat["marks"])
         rest = (flat["seq_offsets"], flat["t_start"], flat["t_end"])
@@ -663,6 +680,30 @@ class MarkedHawkes(PointProcess):
         record_validation(self, val, result)
         warn_if_not_stationary(self.branching_ratio)
         return self
+
+    def _fit_linear_one_type(self, flat: dict[str, np.ndarray], x: np.ndarray, learn: bool, beta0: float, mu0: float,
+                             mu_floor: float, max_iter: int, tol: float) -> tuple | None:
+        """The fit of one type with linear productivity, compiled (:func:`~tpp.hawkes._recursion.fit_linear_one_type`):
+        with ``c = (a, a alpha)`` the intensity is linear in ``(mu, c)`` at a fixed decay, and ``a >= 0, alpha >= 0`` is
+        ``c >= 0``, so each decay's problem is concave and solved by projected Newton, and the decay by Newton on
+        its profile (same model and optimum as the general L-BFGS-B path, ~10x faster on 1e4 events). ``None``
+        where the reparametrisation does not hold: a mark below the reference (``g`` could turn negative), or an
+        optimum with ``a = 0 < a alpha`` (``alpha`` infinite); the general path then fits.
+        Returns ``(mu, a, alpha, beta, value, iterations, evaluations, decay steps, converged)`` in the
+        standardised clock."""
+        z = np.ascontiguousarray(x - float(self.x_reference), dtype=np.float64)
+        if z.size == 0 or float(z.min()) < 0:
+            return None
+        out = np.empty(3)
+        theta0 = np.array([mu0, 0.5, 0.0])  # the general path's start: a = 0.5, alpha = 0
+        fun, beta, iterations, evaluations, steps, converged = fit_linear_one_type(
+            flat["times"], z, flat["seq_offsets"], flat["t_start"], flat["t_end"], float(beta0), bool(learn), theta0,
+            float(mu_floor), int(max_iter), float(tol), 1e-6, out)
+        mu, c0, c1 = (float(v) for v in out)
+        if not np.isfinite(fun) or (c0 <= 0 and c1 > 0):
+            return None
+        alpha = c1 / c0 if c0 > 0 else 0.0
+        return mu, c0, alpha, float(beta), float(fun), int(iterations), int(evaluations), int(steps), bool(converged)
 
     # ------------------------------------------------------------------ uncertainty
     def standard_errors(self, data: EventBatch, rel_step: float = 1e-5) -> dict[str, Any]:
