@@ -5,7 +5,8 @@
 * series models (input ``[B, L, C]`` with NaN for unobserved values; classification when the data have
   labels, else a forecast of every channel): ``neural-cde``, ``bayesian-neural-cde``, ``neural-ode``, ``lsde``, ``lnsde``,
   ``gsde``, ``gru``, ``ode-rnn``, ``gru-d``;
-* latent models of series: ``latent-sde``, ``latent-ode``, ``fractional-latent-sde``, ``scotch`` (structure learning), ``langevin-flow`` and ``poisson-latent-sde`` (spike counts) (ELBO), ``neural-mjp`` (neural Markov jump process);
+* latent models of series: ``latent-sde``, ``latent-ode``, ``fractional-latent-sde``, ``scotch`` (structure learning), ``langevin-flow`` and ``poisson-latent-sde`` (spike counts) (ELBO), ``neural-mjp`` (neural Markov jump process),
+  ``process-diffusion`` (generative, trained on its denoising loss; exact likelihood by the probability-flow ODE);
 * event models: ``neural-cox-sde`` (SDE-driven Cox process), ``mjp`` (the exact Markov jump process,
   fitted in closed form, saved as its rates).
 """
@@ -85,6 +86,10 @@ _ENTRIES = [
     ModelSpec("scotch", "sde.models:SCOTCH", _S, "SCOTCH", _T, _latent_shape,
               summary="structure learning: latent SDE with a graph-masked drift and a Bernoulli graph posterior "
                       "(Wang, Jennings & Gong 2024)"),
+    ModelSpec("process-diffusion", "sde.models:ProcessDiffusion", _S, "ProcessDiffusion", _T, _latent_shape,
+              aliases=("stochastic-process-diffusion",),
+              summary="diffusion of whole series with GP / OU noise over the observation times, exact "
+                      "likelihood by the probability-flow ODE (Bilos et al. 2023)"),
     ModelSpec("fractional-latent-sde", "sde.models:FractionalLatentSDE", _S, "FractionalLatentSDE", _T, _latent_shape,
               aliases=("fractional-sde",),
               summary="latent SDE driven by Markov-approximated fractional noise, Hurst index learned (Daems et al. 2024)"),

@@ -77,11 +77,22 @@ def spikes():
     return to_series(data.counts, data.times)
 
 
+@pytest.fixture(scope="module")
+def complete():
+    """Fully observed OU series (the diffusion of whole series refuses missing values; short, because its exact
+    likelihood takes one backward pass per value)."""
+    from sde.diffusion_data import ou
+
+    return ou(8, 10, t_end=9.0, seed=0, dtype=torch.float32)
+
+
 @pytest.fixture
-def data(request, quakes, power, jumps, magnitudes, pinwheel, spikes):
+def data(request, quakes, power, jumps, magnitudes, pinwheel, spikes, complete):
     name = request.node.callspec.params["name"]
     if name in ("langevin-flow", "poisson-latent-sde"):
         return spikes
+    if name == "process-diffusion":
+        return complete
     if name in ("marked-hawkes", "etas"):  # a magnitude mark, which the Japanese catalogue does not carry
         return magnitudes
     if "locations" in table.spec(name).needs:

@@ -53,7 +53,7 @@ def jumps() -> EventBatch:
 
 SERIES_MODELS = {"neural-cde", "lsde", "lnsde", "gsde", "gru", "neural-ode", "latent-sde", "neural-mjp", "latent-ode",
                  "ode-rnn", "gru-d", "fractional-latent-sde", "scotch", "bayesian-neural-cde",
-                 "langevin-flow", "poisson-latent-sde"}
+                 "langevin-flow", "poisson-latent-sde", "process-diffusion"}
 LABELLED_SERIES_MODELS = SERIES_MODELS | {"generative-classifier"}
 
 
@@ -85,14 +85,25 @@ def spikes():
     return to_series(data.counts, data.times)
 
 
+@pytest.fixture(scope="module")
+def complete():
+    """Fully observed OU series (the diffusion of whole series refuses missing values; short, because its exact
+    likelihood takes one backward pass per value)."""
+    from sde.diffusion_data import ou
+
+    return ou(6, 8, t_end=9.0, seed=0, dtype=torch.float32)
+
+
 @pytest.fixture
-def data(request, events, series, jumps, magnitudes, located, spikes):
+def data(request, events, series, jumps, magnitudes, located, spikes, complete):
     """The data set whose shape fills the model's arguments: series for series models, spike counts for the
     Poisson-emission models, jump paths for the jump process, events with magnitudes for marked-hawkes, events
     with locations for the spatio-temporal models (``"locations"`` in the entry's ``needs``), else events."""
     name = request.node.callspec.params["name"]
     if name in ("langevin-flow", "poisson-latent-sde"):
         return spikes
+    if name == "process-diffusion":
+        return complete
     if name == "marked-hawkes":
         return magnitudes
     if "locations" in table.spec(name).needs:
@@ -139,11 +150,16 @@ def test_every_name_builds_from_a_tiny_data_set_with_the_table_defaults(name, da
         assert getattr(model, key) == value  # the data's shape reached the constructor
 
 
+# Public nn.Modules that are simulators, not models of data (no fit/score): the torch twin of sde.jax.EventSDE.
+SIMULATORS = {"SpikingSDE"}
+
+
 def public_model_classes(module):
     classes = []
     for attribute in module.__all__:
         value = getattr(module, attribute)
-        if isinstance(value, type) and issubclass(value, nn.Module) and not inspect.isabstract(value):
+        if (isinstance(value, type) and issubclass(value, nn.Module) and not inspect.isabstract(value)
+                and attribute not in SIMULATORS):
             classes.append(value)
     return classes
 

@@ -32,11 +32,13 @@ classes follow equinox's abstract/final rule (``Abstract*`` bases, final models)
 """
 
 from sde.jax.convert import from_torch, state_dict, to_torch
+from sde.jax.events import EventSDE, SpikeTrain
 from sde.jax.models import GSDE, LNSDE, LSDE, NeuralCDE, NeuralODE, Prepared
 from sde.jax.paths import SeriesPath
 from sde.jax.solvers import (RK4, BrownianPath, Solution, SolverStats, brownian, brownian_from_torch, brownian_grid,
                              solve, step_grid)
 
-__all__ = ["GSDE", "LNSDE", "LSDE", "RK4", "BrownianPath", "NeuralCDE", "NeuralODE", "Prepared", "SeriesPath",
+__all__ = ["EventSDE", "GSDE", "LNSDE", "LSDE", "RK4", "BrownianPath", "NeuralCDE", "NeuralODE", "Prepared", "SeriesPath",
+           "SpikeTrain",
            "Solution", "SolverStats", "brownian", "brownian_from_torch", "brownian_grid", "from_torch", "solve",
            "state_dict", "step_grid", "to_torch"]

@@ -38,7 +38,9 @@ _EXPORTS: dict[str, str] = {
     "PosteriorRates": "sde.models.neural_mjp",
     "Reconstruction": "sde.models.neural_mjp",
     "SeriesModel": "sde.models._base",
+    "SpikingSDE": "sde.models.spiking",
     "GaussianPrediction": "sde.models.heads",
+    "ProcessDiffusion": "sde.models.process_diffusion",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,538 @@
+"""Stochastic process diffusion: a diffusion model of whole series whose noise is a process over the
+observation times (Bilos, Rasul, Schneider, Nevmyvaka & Guennemann, "Modeling temporal data as continuous
+functions with stochastic process diffusion", ICML 2023).
+
+A series ``x_0 [L, D]`` observed at its own times ``t_1 < ... < t_L`` is noised channel by channel with
+noise drawn from a stochastic process at those times, ``eps ~ N(0, Sigma)``, ``Sigma_ij = k(t_i, t_j)``:
+
+* ``noise="gp"``: a Gaussian process with the RBF kernel ``exp(-((t_i - t_j) / scale)^2)`` (the paper's GP noise);
+* ``noise="ou"``: the stationary Ornstein-Uhlenbeck process, ``exp(-|t_i - t_j| / scale)``;
+* ``noise="independent"``: ``Sigma = I``, the usual diffusion model (the baseline).
+
+``Sigma = C C^T`` (Cholesky, float64, with ``jitter`` on the diagonal). Times are on the model's clock
+(each series starts at 0, divided by ``time_scale``, the longest training duration), so ``noise_scale`` is
+a fraction of a series' length. A padding row is a separate unit-variance coordinate (identity block) and
+is masked everywhere.
+
+Forward process (one continuous VP schedule for both kinds): ``beta(s) = beta_min + s (beta_max - beta_min)``
+on diffusion time ``s in [0, 1]``, ``alpha_bar(s) = exp(-int_0^s beta)``, and
+
+    x_s = sqrt(alpha_bar_s) x_0 + sqrt(1 - alpha_bar_s) eps,   eps = C z,  z ~ N(0, I),
+
+the marginal of the SDE ``dx = -beta/2 x ds + sqrt(beta) C dW``. The denoiser sees the noisy series, its
+observation times and ``s``, and predicts the white ``z`` (so ``eps_hat = C z_hat``); the loss
+``|z - z_hat|^2`` is the paper's Mahalanobis loss ``|eps - eps_hat|^2_{Sigma^{-1}}``. The score is
+``grad log p_s(x) = -C^{-T} z_hat / sqrt(1 - alpha_bar_s)``.
+
+``kind="ddpm"``: discrete diffusion on ``s_k = k / K`` (``K = num_steps``; ``alpha_bar_k = alpha_bar(s_k)``,
+so each step's marginal is the continuous one), trained on uniform ``k``, sampled by ancestral steps whose
+posterior noise is ``C w``. ``kind="sde"``: continuous ``s ~ U(eps_s, 1]``, sampled by Euler-Maruyama on
+the reverse SDE ``dx = [-beta/2 x - beta Sigma grad log p] ds + sqrt(beta) C dW-bar``.
+
+Likelihood (both kinds, Song et al. 2021): the probability-flow ODE
+``dx/ds = -beta/2 x + beta/2 C z_hat / sqrt(1 - alpha_bar_s)`` carries ``x`` from ``s = eps_s`` to 1, and
+
+    log p(x_0) = log N(x_1; 0, Sigma) + int_{eps_s}^1 div f ds
+
+with the exact divergence (the dimension ``L D`` is small: one batched vector-Jacobian product per
+coordinate), solved by :func:`sde.solvers.solve` (dopri5). The value is exact for the model defined by the
+ODE (up to the solver's tolerance), in the data's units (the standardisation's ``-sum log std``).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sde.models._base import eval_mode, seeded
+from sde.models.heads import GaussianPrediction
+from sde.series import SeriesBatch, SeriesDataError
+from tpp.model import Model, Seed
+from tpp.options import Interval, check_params
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["DiffusionKind", "NoiseProcess", "ProcessDiffusion", "TimeTransformer", "VPSchedule", "noise_covariance",
+           "plot_samples"]
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class NoiseProcess(enum.Enum):
+    """The process the noise is drawn from, over each series' observation times."""
+
+    GP = "gp"
+    OU = "ou"
+    INDEPENDENT = "independent"
+
+
+class DiffusionKind(enum.Enum):
+    """Discrete (DDPM) or continuous (VP-SDE) diffusion time."""
+
+    DDPM = "ddpm"
+    SDE = "sde"
+
+
+def noise_covariance(times: Tensor, mask: Tensor, noise: NoiseProcess | str, scale: float,
+                     jitter: float = 1e-4) -> Tensor:
+    """``[B, L, L]`` covariance of the noise process at ``times [B, L]`` (float64), ``jitter`` added on the
+    diagonal; padding rows (``mask`` False) are independent unit-variance coordinates."""
+    noise = NoiseProcess(noise)
+    t = times.to(torch.float64)
+    gap = t[:, :, None] - t[:, None, :]
+    if noise is NoiseProcess.GP:
+        k = torch.exp(-(gap / scale) ** 2)
+    elif noise is NoiseProcess.OU:
+        k = torch.exp(-gap.abs() / scale)
+    else:
+        k = torch.zeros_like(gap)
+    pair = mask[:, :, None] & mask[:, None, :]
+    eye = torch.eye(t.shape[1], dtype=torch.float64, device=t.device)
+    k = torch.where(pair, k, torch.zeros_like(k))
+    # the independent baseline's diagonal is exactly 1; the others get the jitter that keeps Cholesky stable
+    diag = torch.where(mask, torch.full_like(t, 1.0 if noise is NoiseProcess.INDEPENDENT else 1.0 + jitter),
+                       torch.ones_like(t))
+    return k * (1 - eye) + torch.diag_embed(diag)
+
+
+class VPSchedule:
+    """``beta(s) = beta_min + s (beta_max - beta_min)`` on ``s in [0, 1]``; ``alpha_bar(s) = exp(-int_0^s beta)``."""
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0) -> None:
+        if not 0 < beta_min <= beta_max:
+            raise ValueError(f"need 0 < beta_min <= beta_max, got beta_min={beta_min}, beta_max={beta_max}")
+        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+
+    def beta(self, s: Tensor) -> Tensor:
+        return self.beta_min + s * (self.beta_max - self.beta_min)
+
+    def integral(self, s: Tensor) -> Tensor:
+        """``int_0^s beta``."""
+        return self.beta_min * s + 0.5 * (self.beta_max - self.beta_min) * s**2
+
+    def alpha_bar(self, s: Tensor) -> Tensor:
+        return torch.exp(-self.integral(s))
+
+
+# ---------------------------------------------------------------------------------------------- denoiser
+def _sinusoid(x: Tensor, size: int, max_freq: float) -> Tensor:
+    """``[..., size]`` sin/cos features of ``x [...]`` at ``size // 2`` geometric frequencies from 1 to ``max_freq``."""
+    half = size // 2
+    freqs = torch.exp(torch.linspace(0.0, math.log(max_freq), half, dtype=x.dtype, device=x.device))
+    arg = x[..., None] * freqs
+    return torch.cat([torch.sin(arg), torch.cos(arg)], -1)
+
+
+class _Block(nn.Module):
+    """Pre-norm self-attention over the rows of a series (padding keys masked) and an MLP."""
+
+    def __init__(self, hidden: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.qkv, self.out = nn.Linear(hidden, 3 * hidden), nn.Linear(hidden, hidden)
+        self.mlp = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.GELU(), nn.Linear(2 * hidden, hidden))
+
+    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
+        B, L, H = h.shape
+        q, k, v = self.qkv(self.norm1(h)).view(B, L, 3, self.heads, H // self.heads).permute(2, 0, 3, 1, 4)
+        logits = q @ k.transpose(-1, -2) / math.sqrt(H // self.heads)  # [B, heads, L, L]
+        logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
+        att = torch.softmax(logits, -1) @ v  # every series has a row, so no all-masked softmax
+        h = h + self.out(att.transpose(1, 2).reshape(B, L, H))
+        return h + self.mlp(self.norm2(h))
+
+
+class TimeTransformer(nn.Module):
+    """The default denoiser: a small transformer over the rows ``(x_i, t_i)`` of a series, with the diffusion
+    time ``s`` added to every row. ``forward(x [B, L, D], t [B, L], s [B], mask [B, L]) -> z_hat [B, L, D]``."""
+
+    def __init__(self, channels: int, hidden: int = 64, layers: int = 2, heads: int = 4) -> None:
+        super().__init__()
+        if hidden % heads or hidden % 2:
+            raise ValueError(f"hidden_size={hidden} must be even and divisible by num_heads={heads}")
+        self.hidden = hidden
+        self.inp = nn.Linear(channels, hidden)
+        self.time = nn.Linear(hidden, hidden)
+        self.step = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.blocks = nn.ModuleList(_Block(hidden, heads) for _ in range(layers))
+        self.norm = nn.LayerNorm(hidden)
+        self.head = nn.Linear(hidden, channels)
+
+    def forward(self, x: Tensor, t: Tensor, s: Tensor, mask: Tensor) -> Tensor:
+        # times on the model clock are ~[0, 1]: frequencies up to 200 resolve gaps of ~1/200
+        h = self.inp(x) + self.time(_sinusoid(t, self.hidden, 200.0))
+        h = h + self.step(_sinusoid(s, self.hidden, 1000.0))[:, None]
+        for block in self.blocks:
+            h = block(h, mask)
+        return self.head(self.norm(h))
+
+
+# ---------------------------------------------------------------------------------------------- the model
+class _Prepared:
+    """A batch on the model's clock and scale: ``x [B, L, D]`` standardised (0 where missing or padding),
+    ``observed [B, L, D]``, ``t [B, L]`` model times (padding: the series' last time), ``mask [B, L]``."""
+
+    def __init__(self, model: ProcessDiffusion, batch: SeriesBatch, complete: bool, what: str) -> None:
+        if not isinstance(batch, SeriesBatch):
+            raise TypeError(f"ProcessDiffusion.{what} takes a sde.series.SeriesBatch, got {type(batch).__name__}")
+        if batch.values.shape[-1] != model.num_channels:
+            raise ValueError(f"batch has {batch.values.shape[-1]} channels, the model was built for "
+                             f"num_channels={model.num_channels}")
+        dtype, device = model.dtype, model.device
+        self.mask = batch.mask.to(device)
+        values = batch.values.to(device=device, dtype=torch.float64)
+        observed = self.mask[..., None] & ~torch.isnan(values)
+        if complete:
+            gaps = self.mask[..., None] & torch.isnan(values)
+            if bool(gaps.any()):
+                b, row, c = (int(v) for v in torch.nonzero(gaps)[0])
+                name = batch.channel_names[c] if c < len(batch.channel_names) else str(c)
+                raise SeriesDataError(f"ProcessDiffusion.{what} needs fully observed rows (the diffusion is a "
+                                      f"density of whole series); channel {name!r} is missing. Fill or drop it, or "
+                                      "use impute/predict, which sample the missing values", series=b, row=row,
+                                      field="values")
+        time = batch.time.to(device=device, dtype=torch.float64)
+        last = (self.mask.sum(1) - 1).clamp(min=0)
+        end = time.gather(1, last[:, None])
+        time = torch.where(self.mask, time, end)
+        self.start = time[:, :1]
+        self.t = ((time - self.start) / model.time_scale).to(dtype)
+        standard = (values - model.channel_mean.to(torch.float64)) / model.channel_std.to(torch.float64)
+        self.x = torch.where(observed, standard, torch.zeros_like(standard)).to(dtype)
+        self.observed = observed
+        self.chol = model.noise_factor(self.t, self.mask)  # [B, L, L]
+
+
+def _option(enum_type: type[enum.Enum], value: Any, name: str) -> Any:
+    """``value`` (a member or its name, any case) as a member of ``enum_type``; else a ValueError listing them."""
+    if isinstance(value, enum_type):
+        return value
+    try:
+        return enum_type(str(value).lower())
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not one of {[m.value for m in enum_type]}") from None
+
+
+class ProcessDiffusion(Model):
+    """Stochastic process diffusion of irregular multivariate series (see the module docstring).
+
+    ``ProcessDiffusion(num_channels)`` works as is. ``noise``: ``"gp"`` (default), ``"ou"`` or ``"independent"``;
+    ``noise_scale``: the kernel's length in model time (a fraction of the longest training series);
+    ``kind``: ``"sde"`` (default) or ``"ddpm"``; ``num_steps``: DDPM steps, and the reverse-SDE steps of
+    :meth:`sample`; ``beta_min``/``beta_max``: the VP schedule; ``eps``: the smallest diffusion time of the
+    continuous kind and of the likelihood's ODE. ``denoiser``: a module ``(x [B, L, D], t [B, L], s [B], mask
+    [B, L]) -> z_hat [B, L, D]`` replacing the default :class:`TimeTransformer` (``hidden_size``,
+    ``num_layers``, ``num_heads``); ``skip``: add ``sqrt(1 - alpha_bar_s) C^{-1} x_s`` to its output (see
+    :meth:`_denoise`; off to plug in a complete denoiser such as a closed form).
+
+    The contract (:class:`tpp.model.Model`): :meth:`objective` ``[B]`` is minus the denoising loss (a
+    reweighted ELBO, not a likelihood); :meth:`log_likelihood` ``[B]`` the exact log density through the
+    probability-flow ODE; :meth:`score` its mean per row; :meth:`sample` new series at any times;
+    :meth:`impute` / :meth:`predict` conditional samples / their mean and std for the missing values (NaN,
+    or rows added at new times: a forecast).
+    """
+
+    _constraints = {"num_channels": Interval(1, None, integer=True), "hidden_size": Interval(2, None, integer=True),
+                    "num_layers": Interval(0, None, integer=True), "num_heads": Interval(1, None, integer=True),
+                    "num_steps": Interval(1, None, integer=True),
+                    "noise_scale": Interval(0, None, closed="neither"), "jitter": Interval(0, None),
+                    "eps": Interval(0, 1, closed="neither")}
+
+    def __init__(self, num_channels: int, *, noise: NoiseProcess | str = NoiseProcess.GP,
+                 kind: DiffusionKind | str = DiffusionKind.SDE, noise_scale: float = 0.1, jitter: float = 1e-4,
+                 hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4, num_steps: int = 100,
+                 beta_min: float = 0.1, beta_max: float = 20.0, eps: float = 1e-3,
+                 denoiser: nn.Module | None = None, skip: bool = True) -> None:
+        super().__init__()
+        check_params(self, num_channels=num_channels, hidden_size=hidden_size, num_layers=num_layers,
+                     num_heads=num_heads, num_steps=num_steps, noise_scale=noise_scale, jitter=jitter, eps=eps)
+        self.num_channels = int(num_channels)
+        self.noise = _option(NoiseProcess, noise, "noise")
+        self.kind = _option(DiffusionKind, kind, "kind")
+        self.noise_scale, self.jitter = float(noise_scale), float(jitter)
+        self.num_steps, self.eps = int(num_steps), float(eps)
+        self.schedule = VPSchedule(beta_min, beta_max)
+        self.beta_min, self.beta_max = self.schedule.beta_min, self.schedule.beta_max
+        self.hidden_size, self.num_layers, self.num_heads = int(hidden_size), int(num_layers), int(num_heads)
+        self.skip = bool(skip)
+        self.denoiser = denoiser if denoiser is not None else TimeTransformer(
+            self.num_channels, self.hidden_size, self.num_layers, self.num_heads)
+        self.register_buffer("channel_mean", torch.zeros(self.num_channels))
+        self.register_buffer("channel_std", torch.ones(self.num_channels))
+        self.register_buffer("time_scale", torch.ones((), dtype=torch.float64))
+        # a denoiser without parameters (a closed form) still fixes the model's dtype and device
+        self.register_buffer("_anchor", torch.zeros(()))
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.channel_mean.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.channel_mean.device
+
+    @torch.no_grad()
+    def initialise(self, train: SeriesBatch) -> ProcessDiffusion:
+        """Channel means and stds of the training values and the time scale (the longest training series'
+        duration); called once by the trainer. Refuses missing values (see :meth:`objective`)."""
+        _Prepared(self, train, complete=True, what="initialise")  # the checks only
+        values = train.values[train.mask].to(torch.float64)
+        mean = values.mean(0)
+        std = values.std(0) if values.shape[0] > 1 else torch.ones_like(mean)
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        self.channel_mean.copy_(mean.to(self.channel_mean))
+        self.channel_std.copy_(std.to(self.channel_std))
+        time = train.time.to(torch.float64)
+        last = (train.mask.sum(1) - 1).clamp(min=0)
+        duration = float((time.gather(1, last[:, None])[:, 0] - time[:, 0]).max())
+        self.time_scale.fill_(duration if duration > 0 else 1.0)
+        return self
+
+    def noise_covariance(self, t: Tensor, mask: Tensor) -> Tensor:
+        """``[B, L, L]`` (float64) the noise covariance ``Sigma`` at model times ``t [B, L]``."""
+        return noise_covariance(t, mask, self.noise, self.noise_scale, self.jitter)
+
+    def noise_factor(self, t: Tensor, mask: Tensor) -> Tensor:
+        """``[B, L, L]`` lower Cholesky factor ``C`` of :meth:`noise_covariance`, in the model's dtype."""
+        sigma = self.noise_covariance(t, mask)
+        chol, info = torch.linalg.cholesky_ex(sigma)
+        if bool((info > 0).any()):
+            b = int(torch.nonzero(info)[0])
+            raise ValueError(f"series {b}: the {self.noise.value} noise covariance is not positive definite at its "
+                             f"times (rows too close for noise_scale={self.noise_scale}); raise jitter={self.jitter}")
+        return chol.to(self.dtype)
+
+    def _denoise(self, x: Tensor, p: _Prepared, s: Tensor) -> Tensor:
+        """``z_hat [B, L, D]``: the denoiser's output, plus (``skip``) ``sqrt(1 - alpha_bar_s) C^{-1} x``, the exact
+        answer when the data's covariance is the noise's (and for any data as ``s -> 1``), so the network
+        learns only how the data differ from the noise process (as EDM's skip connection)."""
+        z = self.denoiser(x, p.t, s, p.mask)
+        if self.skip:
+            noise_std = (-torch.expm1(-self.schedule.integral(s))).sqrt()[:, None, None]
+            z = z + noise_std * torch.linalg.solve_triangular(p.chol, x, upper=False)
+        return z * p.mask[..., None]
+
+    def diffuse(self, x0: Tensor, chol: Tensor, mask: Tensor, s: Tensor,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """The forward marginal: ``(x_s, z)`` with ``x_s = sqrt(alpha_bar_s) x0 + sqrt(1 - alpha_bar_s) C z``,
+        ``z ~ N(0, I)`` white (0 on padding rows); ``x0 [B, L, D]``, ``chol [B, L, L]``, ``s [B]``."""
+        z = torch.randn(x0.shape, dtype=x0.dtype, device=x0.device, generator=generator) * mask[..., None]
+        a = self.schedule.alpha_bar(s)[:, None, None]
+        return (a.sqrt() * x0 + (1 - a).sqrt() * (chol @ z)) * mask[..., None], z
+
+    # ------------------------------------------------------------------ training
+    def objective(self, batch: SeriesBatch) -> Tensor:
+        """``[B]`` minus the denoising loss ``sum_rows |z - z_hat|^2`` at one random diffusion time per series
+        (``kind="ddpm"``: a step ``k ~ U{1..K}``, ``s = k / K``; ``"sde"``: ``s ~ U(eps, 1]``). Differentiable;
+        refuses missing values (a density of whole series)."""
+        p = _Prepared(self, batch, complete=True, what="objective")
+        B = p.x.shape[0]
+        if self.kind is DiffusionKind.DDPM:
+            s = torch.randint(1, self.num_steps + 1, (B,), device=self.device).to(self.dtype) / self.num_steps
+        else:
+            s = self.eps + (1 - self.eps) * torch.rand(B, dtype=self.dtype, device=self.device)
+        xs, z = self.diffuse(p.x, p.chol, p.mask, s)
+        z_hat = self._denoise(xs, p, s)
+        return -((z_hat - z) ** 2).sum((1, 2))
+
+    # ------------------------------------------------------------------ likelihood
+    def _flow(self, x: Tensor, p: _Prepared, s: Tensor) -> Tensor:
+        """Probability-flow drift ``-beta/2 x + beta/2 C z_hat / sqrt(1 - alpha_bar)`` (0 on padding rows)."""
+        s_b = s.expand(x.shape[0])
+        beta = self.schedule.beta(s)
+        noise_std = (-torch.expm1(-self.schedule.integral(s))).sqrt()
+        z_hat = self._denoise(x, p, s_b)
+        return (-0.5 * beta * x + 0.5 * beta * (p.chol @ z_hat) / noise_std) * p.mask[..., None]
+
+    def log_likelihood(self, batch: SeriesBatch, *, rtol: float = 1e-3, atol: float = 1e-3,
+                       max_rows: int = 4096) -> Tensor:
+        """``[B]`` exact ``log p(x)`` of each series (nats, the data's units) through the probability-flow ODE
+        from ``s = eps`` to 1 (dopri5 at ``rtol``/``atol`` on :func:`sde.solvers.solve`), with the exact
+        divergence. A query: no gradients flow.
+
+        The divergence ``sum_i df_i/dx_i`` over the ``n = L D`` coordinates comes from one backward pass on
+        ``n`` copies of the batch, copy ``i`` seeded with the unit vector ``e_i`` (so its gradient's ``i``-th
+        entry is ``J_ii``); ``max_rows`` bounds the copies times the series per pass. The denoiser must treat
+        the series of a batch independently (the default one does)."""
+        from sde.solvers import Method, solve
+
+        with eval_mode(self), torch.no_grad():
+            p = _Prepared(self, batch, complete=True, what="log_likelihood")
+            B, L, D = p.x.shape
+            n = L * D
+            per_pass = max(1, min(n, int(max_rows) // max(B, 1)))
+            basis = torch.eye(n, dtype=self.dtype, device=self.device).view(n, 1, L, D)
+
+            def field(s: Tensor, y: Tensor) -> Tensor:
+                x = y[:, :n].view(B, L, D)
+                div = torch.zeros(B, dtype=self.dtype, device=self.device)
+                drift = None
+                for lo in range(0, n, per_pass):
+                    k = min(per_pass, n - lo)
+                    copies = _Prepared.__new__(_Prepared)
+                    copies.t, copies.mask, copies.chol = p.t.repeat(k, 1), p.mask.repeat(k, 1), p.chol.repeat(k, 1, 1)
+                    e = basis[lo:lo + k].expand(k, B, L, D).reshape(k * B, L, D)
+                    with torch.enable_grad():
+                        xr = x.detach().repeat(k, 1, 1).requires_grad_(True)
+                        f = self._flow(xr, copies, s)
+                        (g,) = torch.autograd.grad(f, xr, e)
+                    div = div + (g * e).sum((1, 2)).view(k, B).sum(0)
+                    if drift is None:
+                        drift = f.detach()[:B]
+                return torch.cat([drift.reshape(B, n), div[:, None]], -1)
+
+            y0 = torch.cat([p.x.reshape(B, n), torch.zeros(B, 1, dtype=self.dtype, device=self.device)], -1)
+            ts = torch.tensor([self.eps, 1.0], dtype=self.dtype, device=self.device)
+            y1 = solve(field, y0, ts, method=Method.DOPRI5, rtol=rtol, atol=atol).ys[:, -1]
+            x1, integral = y1[:, :n].view(B, L, D), y1[:, n]
+            prior = self.prior_log_density(x1, p.chol, p.mask)
+            rows = p.mask.sum(1).to(self.dtype)
+            return prior + integral - rows * self.channel_std.log().sum()
+
+    def prior_log_density(self, x: Tensor, chol: Tensor, mask: Tensor) -> Tensor:
+        """``[B]`` ``log N(x; 0, Sigma)`` per channel, summed, over the rows that exist (``chol = C``)."""
+        white = torch.linalg.solve_triangular(chol, x, upper=False)  # C^{-1} x, [B, L, D]
+        logdet = torch.where(mask, chol.diagonal(dim1=-2, dim2=-1).log(), torch.zeros_like(mask, dtype=x.dtype))
+        D = x.shape[-1]
+        quad = ((white * mask[..., None]) ** 2).sum((1, 2))
+        return -0.5 * quad - D * logdet.sum(1) - 0.5 * D * mask.sum(1).to(x.dtype) * LOG_2PI
+
+    @torch.no_grad()
+    def score(self, data: SeriesBatch, **options: Any) -> float:
+        """Mean :meth:`log_likelihood` per row (nats, higher is better); ``options`` go to it."""
+        return float(self.log_likelihood(data, **options).sum()) / max(data.num_events, 1)
+
+    # ------------------------------------------------------------------ sampling
+    def _reverse(self, p: _Prepared, num_samples: int, known: Tensor | None) -> Tensor:
+        """``[S, B, L, D]`` standardised samples by the reverse process from ``x_1 ~ N(0, Sigma)``; where ``known``
+        (``[B, L, D]`` bool) the state is replaced at every step by the forward-noised observation (conditional
+        sampling by replacement, Song et al. 2021, App. I.2)."""
+        B, L, D = p.x.shape
+        S = num_samples
+        rep = _Prepared.__new__(_Prepared)
+        rep.t, rep.mask = p.t.repeat(S, 1), p.mask.repeat(S, 1)
+        chol = p.chol.repeat(S, 1, 1)
+        rep.chol = chol
+        mask3 = rep.mask[..., None]
+        x0_known = p.x.repeat(S, 1, 1)
+        known_r = known.repeat(S, 1, 1) if known is not None else None
+
+        def white() -> Tensor:
+            return torch.randn(S * B, L, D, dtype=self.dtype, device=self.device) * mask3
+
+        def replace(x: Tensor, s: float) -> Tensor:
+            if known_r is None:
+                return x
+            if s <= 0:
+                return torch.where(known_r, x0_known, x)
+            a = math.exp(-float(self.schedule.integral(torch.tensor(s, dtype=torch.float64))))
+            noisy = math.sqrt(a) * x0_known + math.sqrt(1 - a) * (chol @ white())
+            return torch.where(known_r, noisy, x)
+
+        x = replace((chol @ white()), 1.0)
+        K = self.num_steps
+        if self.kind is DiffusionKind.DDPM:
+            grid = [k / K for k in range(K, -1, -1)]
+        else:
+            grid = [1.0 - (1.0 - self.eps) * k / K for k in range(K + 1)]
+        for hi, lo in zip(grid[:-1], grid[1:]):
+            s = torch.full((S * B,), hi, dtype=self.dtype, device=self.device)
+            z_hat = self._denoise(x, rep, s)
+            eps_hat = chol @ z_hat
+            a_hi = math.exp(-float(self.schedule.integral(torch.tensor(hi, dtype=torch.float64))))
+            if self.kind is DiffusionKind.DDPM:
+                a_lo = math.exp(-float(self.schedule.integral(torch.tensor(lo, dtype=torch.float64))))
+                beta_k = 1 - a_hi / a_lo
+                x0_hat = (x - math.sqrt(1 - a_hi) * eps_hat) / math.sqrt(a_hi)
+                mean = (math.sqrt(a_lo) * beta_k / (1 - a_hi)) * x0_hat + \
+                       (math.sqrt(a_hi / a_lo) * (1 - a_lo) / (1 - a_hi)) * x
+                var = (1 - a_lo) / (1 - a_hi) * beta_k
+                x = mean + (math.sqrt(var) * (chol @ white()) if var > 0 else 0.0)
+            else:  # Euler-Maruyama on the reverse SDE, step h = hi - lo
+                h = hi - lo
+                beta = float(self.schedule.beta(torch.tensor(hi)))
+                drift = -0.5 * beta * x + beta * eps_hat / math.sqrt(1 - a_hi)  # dx/ds = f - beta Sigma score
+                x = x - drift * h + math.sqrt(beta * h) * (chol @ white())
+            x = replace(x * mask3, lo if lo > self.eps or self.kind is DiffusionKind.DDPM else 0.0)
+        return x.view(S, B, L, D)
+
+    @torch.no_grad()
+    def sample(self, times: Tensor | np.ndarray, num_samples: int = 1, seed: Seed = None) -> Tensor:
+        """New series at ``times`` (``[T]``, or ``[B, T]`` one grid per series; strictly increasing, any
+        times: the clock starts at each grid's first time): ``[S, T, C]`` or ``[S, B, T, C]`` in the data's units."""
+        times = torch.as_tensor(times, dtype=torch.float64)
+        single = times.dim() == 1
+        grid = times[None] if single else times
+        if grid.dim() != 2 or grid.shape[1] < 1:
+            raise ValueError(f"times must be [T] or [B, T], got {tuple(times.shape)}")
+        if not bool(torch.isfinite(grid).all()) or bool((grid.diff(dim=1) <= 0).any()):
+            raise ValueError("times must be finite and strictly increasing along each grid")
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        nan = torch.full((*grid.shape, self.num_channels), float("nan"), dtype=torch.float64)
+        batch = SeriesBatch(grid, nan, torch.ones(grid.shape, dtype=torch.bool), validate=False)
+        with eval_mode(self), seeded(seed, self.device):
+            p = _Prepared(self, batch, complete=False, what="sample")
+            x = self._reverse(p, int(num_samples), None)
+        out = self._to_data(x)
+        return out[:, 0] if single else out
+
+    def _to_data(self, x: Tensor) -> Tensor:
+        return x.to(torch.float64) * self.channel_std.to(torch.float64) + self.channel_mean.to(torch.float64)
+
+    @torch.no_grad()
+    def impute(self, batch: SeriesBatch, num_samples: int = 16, seed: Seed = 0) -> Tensor:
+        """``[S, B, L, C]`` conditional samples of the batch's missing values (NaN) given its observed ones, in
+        the data's units (observed values returned as they are; padding rows NaN). Rows with every channel NaN
+        at new times make it a forecast or an interpolation. Approximate: the reverse process with the observed
+        entries replaced by their forward-noised values at each step (Song et al. 2021)."""
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        with eval_mode(self), seeded(seed, self.device):
+            p = _Prepared(self, batch, complete=False, what="impute")
+            x = self._reverse(p, int(num_samples), p.observed)
+        out = self._to_data(x)
+        values = batch.values.to(device=out.device, dtype=torch.float64)
+        out = torch.where(p.observed.to(out.device), values, out)
+        return torch.where(p.mask.to(out.device)[..., None], out, torch.full_like(out, float("nan")))
+
+    @torch.no_grad()
+    def predict(self, batch: SeriesBatch, num_samples: int = 16, seed: Seed = 0) -> GaussianPrediction:
+        """Mean and std ``[B, L, C]`` of :meth:`impute`'s samples (observed entries: the value, std 0)."""
+        x = self.impute(batch, num_samples, seed)
+        return GaussianPrediction(x.mean(0), x.std(0, unbiased=False))
+
+
+def plot_samples(model: ProcessDiffusion, data: SeriesBatch, num_samples: int = 8, *, channel: int = 0,
+                 seed: int = 0) -> Figure:
+    """Generated paths beside real ones: left ``num_samples`` series of ``data``, right as many samples of
+    ``model`` at the first series' times (one ``channel``). Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    if not 0 <= channel < model.num_channels:
+        raise ValueError(f"channel must be in [0, {model.num_channels}), got {channel}")
+    k = min(int(num_samples), len(data))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    for b in range(k):
+        rows = data.mask[b]
+        axes[0].plot(data.time[b, rows].cpu().numpy(), data.values[b, rows, channel].cpu().numpy(), lw=1)
+    t = data.time[0, data.mask[0]].cpu()
+    samples = model.sample(t, num_samples=k, seed=seed)[..., channel].cpu().numpy()
+    for path in samples:
+        axes[1].plot(t.numpy(), path, lw=1)
+    name = data.channel_names[channel] if channel < len(data.channel_names) else f"channel {channel}"
+    axes[0].set_title(f"real ({name})")
+    axes[1].set_title(f"generated ({model.noise.value} noise, {model.kind.value})")
+    for ax in axes:
+        ax.set_xlabel("time")
+    fig.tight_layout()
+    return fig
