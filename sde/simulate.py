@@ -17,7 +17,8 @@ Exact fractional Brownian motion and fractional OU paths (:func:`fbm`, :func:`fo
 :mod:`sde.fractional` and are re-exported here; so are the systems with a known causal graph of SCOTCH's
 experiments (:func:`lorenz96`, :func:`glycolysis`), which live in :mod:`sde.structure_data`.
 The Lorenz-driven Poisson population of the Langevin-flow experiments (:func:`lorenz_spikes`) lives in
-:mod:`sde.spiking_data` and is re-exported here.
+:mod:`sde.spiking_data` and is re-exported here. The tumour-growth simulator of the Bayesian neural CDE
+experiments (:func:`tumour_growth`) lives in :mod:`sde.tumour` (imported on call: it needs SciPy).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from tpp.process import as_numpy_rng
 
 if TYPE_CHECKING:  # the series batch is only needed by observe(); imported there
     from sde.series import SeriesBatch
+    from sde.tumour import TumourSimulation
 
 __all__ = [
     "fbm",
@@ -52,6 +54,7 @@ __all__ = [
     "paths_to_series",
     "states_at",
     "stationary_distribution",
+    "tumour_growth",
     "two_state_rates",
 ]
 
@@ -268,3 +271,12 @@ def two_state_rates(opening: float = 0.5, closing: float = 1.0) -> np.ndarray:
     if opening <= 0 or closing <= 0:
         raise ValueError("opening and closing rates must be > 0")
     return np.array([[0.0, opening], [closing, 0.0]])
+
+
+def tumour_growth(num_patients: int, gamma: float = 4.0, horizon: int = 60, seed: Seed = 0,
+                  **options: object) -> TumourSimulation:
+    """Tumour growth under chemo- and radiotherapy with time-varying confounding ``gamma`` and informative
+    observation: :func:`sde.tumour.simulate_tumour` (its docstring states the model and its parameters)."""
+    from sde.tumour import simulate_tumour
+
+    return simulate_tumour(num_patients, gamma, horizon, seed, **options)  # type: ignore[arg-type]
