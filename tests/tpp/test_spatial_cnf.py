@@ -185,7 +185,9 @@ def test_adjoint_gradient_equals_direct_backprop():
     data = _data(1)
     grads = []
     for adjoint in (False, True):
-        model = _model(JumpCNF, data, scale=0.3, rtol=1e-7, atol=1e-7, trace="exact", adjoint=adjoint).train()
+        # adaptive solves throughout (train_time_step=None): the adjoint of a fixed RK4 grid is not its backprop
+        model = _model(JumpCNF, data, scale=0.3, rtol=1e-7, atol=1e-7, trace="exact", adjoint=adjoint,
+                       train_time_step=None).train()
         (-model.log_likelihood(data).sum()).backward()
         grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
     assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-5)
@@ -248,3 +250,160 @@ def test_constructor_refuses_bad_settings():
         AttentiveCNF(feature_dim=2, hidden_size=4, rtol=0.0)
     with pytest.raises(ValueError, match="trace|Trace"):
         TimeVaryingCNF(feature_dim=2, hidden_size=4, trace="exactish")
+
+
+# ---------------------------------------------------------------------- the fast paths (forward-mode traces, flat
+# Jump CNF, RK4 hidden state in training): each equals the slow path it replaces
+@pytest.mark.parametrize("attentive", [False, True])
+@pytest.mark.parametrize("trace", [Trace.EXACT, Trace.RADEMACHER])
+def test_forward_mode_trace_equals_the_autograd_trace(attentive: bool, trace: Trace):
+    """The drifts' hand-written forward-mode derivatives give the autograd trace (exact, and Hutchinson's with the
+    same noise), and the same flow, to rounding."""
+    from tpp.spatial.cnf import _AttentiveDrift, _PlainDrift
+
+    torch.manual_seed(0)
+    B, R, D = 2, 4, 2
+    drift = (_AttentiveDrift(D, 3, (8, 8), 8) if attentive else _PlainDrift(D, 3, (8, 8))).double()
+    with torch.no_grad():
+        for p in drift.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    u = torch.tensor([[0.1, 0.5, 0.5, 1.2], [0.3, 0.4, 2.0, 2.5]], dtype=torch.float64)
+    allowed = (u[:, None, :] < u[:, :, None]) & ~torch.eye(R, dtype=torch.bool)
+    context = (B, R, R, allowed) if attentive else None
+    x = torch.randn(B * R, D, dtype=torch.float64)
+    cond = torch.randn(B * R, 3, dtype=torch.float64)
+    t0, t1 = u.reshape(-1) * 0.5, torch.zeros(B * R, dtype=torch.float64)
+    out = {}
+    for jacobian in ("forward", "autograd"):
+        with torch.no_grad():
+            out[jacobian] = solve_flow(drift, x, t0, t1, cond, trace=trace, rtol=1e-7, atol=1e-7, context=context,
+                                       generator=torch.Generator().manual_seed(3), jacobian=jacobian)
+    assert torch.allclose(out["forward"][0], out["autograd"][0], atol=1e-10)
+    assert torch.allclose(out["forward"][1], out["autograd"][1], atol=1e-9)
+    if attentive:
+        return  # the attentive drift's gradients: the next test (the autograd path cuts some of them)
+    # and the gradients the training objective sends back through it
+    grads = {}
+    for jacobian in ("forward", "autograd"):
+        drift.zero_grad()
+        z, delta = solve_flow(drift, x, t0, t1, cond, trace=trace, rtol=1e-7, atol=1e-7, context=context,
+                              generator=torch.Generator().manual_seed(3), jacobian=jacobian)
+        (delta.sum() + z.square().sum()).backward()
+        grads[jacobian] = torch.cat([p.grad.reshape(-1) for p in drift.parameters() if p.grad is not None])
+    assert torch.allclose(grads["forward"], grads["autograd"], rtol=1e-6, atol=1e-8)
+
+
+def test_attentive_forward_mode_trace_has_the_exact_gradient():
+    """The attentive drift's forward-mode trace of each row's own block, differentiated, equals the derivative of
+    the blocks of the full Jacobian (with respect to the parameters and to every row's state, the other rows'
+    keys included: the autograd ``self_only`` path cuts that last part, as the reference code does)."""
+    from tpp.spatial.cnf import _AttentiveDrift
+
+    torch.manual_seed(0)
+    B, R, D = 1, 4, 2
+    drift = _AttentiveDrift(D, 3, (8, 8), 8).double()
+    with torch.no_grad():
+        for p in drift.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    u = torch.tensor([[0.1, 0.5, 0.5, 1.2]], dtype=torch.float64)
+    drift.configure(B, R, R, (u[:, None, :] < u[:, :, None]) & ~torch.eye(R, dtype=torch.bool))
+    t = torch.full((R,), 0.7, dtype=torch.float64)
+    x = torch.randn(R, D, dtype=torch.float64, requires_grad=True)
+    cond = torch.randn(R, 3, dtype=torch.float64)
+    params = [x, *drift.parameters()]
+    _, div = drift.forward_with_trace(t, x, cond, None)
+    fast = torch.autograd.grad(div.sum(), params, allow_unused=True)
+    jac = torch.autograd.functional.jacobian(lambda x_: drift(t, x_, cond), x, create_graph=True)  # [R, D, R, D]
+    blocks = torch.stack([torch.diagonal(jac[i, :, i, :]).sum() for i in range(R)])
+    assert torch.allclose(div, blocks, atol=1e-12)
+    slow = torch.autograd.grad(blocks.sum(), params, allow_unused=True)
+    for a, b in zip(fast, slow):
+        if a is None or b is None:
+            assert (a is None or not bool(a.abs().sum() > 0)) and (b is None or not bool(b.abs().sum() > 0))
+        else:
+            assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_jump_cnf_flat_pass_equals_the_per_event_queries_on_ragged_ties():
+    """The Jump CNF's flattened pass (padding dropped, events ordered latest first) gives each event the density
+    that a query at its time answers, on sequences of different lengths with a tie."""
+    times = [np.array([0.5, 1.0, 1.0, 2.5, 3.0]), np.array([0.2, 1.7])]
+    rng = np.random.default_rng(4)
+    feats = [rng.normal(size=(len(t), 2)) for t in times]
+    data = EventBatch.from_sequences(times, t_end=4.0, features=feats, feature_names=["lon", "lat"])
+    model = _model(JumpCNF, data, rtol=1e-7, atol=1e-7, scale=0.1)
+    with torch.no_grad():
+        enc = model._encode(data)
+        flat = model._space_events(enc)
+        for b in range(2):
+            for n in range(int(data.mask[b].sum())):
+                sub = data[torch.tensor([b])]
+                own = model.spatial_log_density(sub, sub.time[:, n], sub.features[:, n])[0, 0]
+                assert abs(float(flat[b, n] - (own + model._log_scale()))) < 1e-4, (b, n)  # solver tolerance
+        assert torch.all(flat[~data.mask] == 0)
+
+
+def test_rk4_hidden_state_in_training_matches_the_adaptive_solve():
+    """``train_time_step``: the hidden-state ODE by RK4 in training (faster) gives the adaptive solve's time
+    log-likelihood to within 1e-3 nats per event; evaluation (``eval()``) stays adaptive."""
+    data = _data(3, seed=5)
+    fast = _model(TimeVaryingCNF, data, scale=0.3, rtol=1e-8, atol=1e-8, train_time_step=0.5)
+    slow = _model(TimeVaryingCNF, data, scale=0.3, rtol=1e-8, atol=1e-8, train_time_step=None)
+    n = data.num_events
+    with torch.no_grad():
+        t_fast = fast.train().log_likelihood_split(data)[0].sum() / n
+        t_slow = slow.train().log_likelihood_split(data)[0].sum() / n
+        t_eval = fast.eval().log_likelihood_split(data)[0].sum() / n
+    assert abs(float(t_fast - t_slow)) < 1e-3 and float(t_fast) != float(t_slow)
+    assert abs(float(t_eval - t_slow)) < 1e-6  # evaluation: the adaptive solve
+    assert fast._hidden_solver(torch.zeros(1), torch.ones(1))["method"] == "dopri5"  # eval mode
+    with pytest.raises(ValueError, match="train_time_step"):
+        TimeVaryingCNF(feature_dim=2, hidden_size=4, train_time_step=0.0)
+
+
+def test_rk4_flows_in_training_match_the_adaptive_solve():
+    """``train_flow_step``: the Jump CNF's flows by RK4 in training give the adaptive space log-likelihood (exact
+    trace both) to within 1e-3 nats per event; evaluation stays adaptive."""
+    data = _data(2, seed=6)
+    kw = dict(scale=0.1, rtol=1e-8, atol=1e-8, trace="exact")
+    fast = _model(JumpCNF, data, train_flow_step=0.25, **kw)
+    slow = _model(JumpCNF, data, **kw)
+    n = data.num_events
+    with torch.no_grad():
+        s_fast = fast.train().log_likelihood_split(data)[1].sum() / n
+        s_slow = slow.train().log_likelihood_split(data)[1].sum() / n
+        s_eval = fast.eval().log_likelihood_split(data)[1].sum() / n
+    assert abs(float(s_fast - s_slow)) < 1e-3 and float(s_fast) != float(s_slow)
+    assert abs(float(s_eval - s_slow)) < 1e-6
+
+
+def test_density_map_and_events_map_return_figures():
+    """tpp.spatial.plots: one panel per query time (the density on the grid, the events before it), and the
+    catalogue map with magnitudes; bad arguments are refused."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from tpp.spatial.plots import plot_events_map, plot_spatial_density
+
+    data = _data(2)
+    model = _model(TimeVaryingCNF, data, scale=0.1, rtol=1e-3, atol=1e-3)
+    fig = plot_spatial_density(model, data, [0.5, 3.9], sequence=1, grid=6)
+    assert isinstance(fig, Figure) and len([a for a in fig.axes if a.collections]) >= 2
+    assert not model.training  # left as it was (eval)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="sequence 5"):
+        plot_spatial_density(model, data, [1.0], sequence=5)
+    mags = [np.abs(f[:, 0]) + 2.0 for f in (data.features[b][data.mask[b]].numpy() for b in range(2))]
+    quake = EventBatch.from_sequences(
+        [data.time[b][data.mask[b]].numpy() for b in range(2)], t_end=4.0,
+        features=[np.column_stack([data.features[b][data.mask[b]].numpy(), m]) for b, m in enumerate(mags)],
+        feature_names=["lon", "lat", "magnitude"])
+    fig = plot_events_map(quake)
+    assert isinstance(fig, Figure) and fig.axes[0].get_xlabel() == "lon" and fig.axes[1].get_ylabel() == "magnitude"
+    plt.close(fig)
+    fig = plot_events_map(data, sequence=0)
+    assert fig.axes[1].get_ylabel() == "events so far"
+    plt.close(fig)

@@ -34,7 +34,8 @@ import torch
 import torchdiffeq
 from torch import Tensor, nn
 
-__all__ = ["ConcatMLP", "FlowODE", "HiddenODE", "Trace", "gaussian_log_density", "solve_flow", "solve_hidden"]
+__all__ = ["ConcatMLP", "FlowODE", "HiddenODE", "Trace", "gaussian_log_density", "input_tangent", "solve_flow",
+           "solve_hidden", "tangent_trace"]
 
 
 class Trace(str, enum.Enum):
@@ -81,51 +82,123 @@ class ConcatMLP(nn.Module):
             x = nn.functional.silu(layer(t, x))
         return self.layers[-1](t, x)
 
+    def forward_tangent(self, t: Tensor, x: Tensor, tangent: Tensor) -> tuple[Tensor, Tensor]:
+        """``(f(t, x) [N, out], J v [N, P, out])``: the output and its derivatives along ``P`` input directions.
+
+        ``tangent`` is ``[N, P, d_in]``, or ``[P, d_in]`` shared by all rows (the basis vectors of an exact
+        trace), and ``J v`` the Jacobian applied to each (forward-mode differentiation by hand: one extra
+        ``[N P, width]`` matmul per layer). Why by hand: the autograd route (:func:`torch.autograd.grad` per
+        evaluation, ``create_graph`` in training) costs a backward pass per evaluation and a second-order
+        backward in training; this costs ``P`` forward passes and a first-order backward."""
+        for layer in self.layers[:-1]:
+            a = layer(t, x)
+            sig = torch.sigmoid(a)
+            x = a * sig  # SiLU
+            slope = sig + x * (1 - sig)  # SiLU' = sig (1 + a (1 - sig))
+            tangent = _matmul(tangent, layer.linear.weight) * slope[:, None, :]
+        last = self.layers[-1]
+        out = last(t, x)
+        tangent = _matmul(tangent, last.linear.weight)
+        if tangent.dim() == 2:  # a single linear layer with a shared tangent
+            tangent = tangent.expand(x.shape[0], *tangent.shape)
+        return out, tangent
+
+
+def _matmul(tangent: Tensor, weight: Tensor) -> Tensor:
+    """``tangent @ weight.T`` as one 2-D matrix product (a 3-D operand goes through a slower batched path)."""
+    if tangent.dim() == 2:
+        return tangent @ weight.T
+    N, P, _ = tangent.shape
+    return (tangent.reshape(N * P, -1) @ weight.T).reshape(N, P, -1)
+
+
+def input_tangent(dim: int, d_in: int, noise: Tensor | None, like: Tensor) -> Tensor:
+    """The tangent directions of a drift's input ``[x (dim), cond (d_in - dim)]``: the ``dim`` basis vectors of
+    ``x`` (``[dim, d_in]``, shared by all rows: the exact trace), or one noise vector per row (``[N, 1, d_in]``:
+    Hutchinson's estimate ``e^T J e``); ``cond`` has a zero tangent (the trace is over ``x`` only)."""
+    if noise is None:
+        return torch.eye(dim, d_in, dtype=like.dtype, device=like.device)
+    pad = noise.new_zeros(noise.shape[0], d_in - dim)
+    return torch.cat([noise, pad], -1)[:, None, :]
+
+
+def tangent_trace(jv: Tensor, noise: Tensor | None) -> Tensor:
+    """``[N]`` ``tr(J)`` from the Jacobian applied to the basis (``jv [N, D, D]``), or ``e^T J e`` from ``jv [N, 1,
+    D]`` and the noise ``e [N, D]``."""
+    if noise is None:
+        return torch.diagonal(jv, dim1=1, dim2=2).sum(-1)
+    return (jv[:, 0, :] * noise).sum(-1)
+
 
 class FlowODE(nn.Module):
-    """The CNF system of ONE solve on the state ``(x [N, D], delta [N], cond [N, C])`` in the dummy variable ``s``.
+    """The CNF system of ONE solve on the state ``(x [N, D], delta [N])`` (and ``cond [N, C]`` with
+    ``adjoint=True``) in the dummy variable ``s``.
 
-    ``drift(t [N], x [N, D], cond [N, C]) -> [N, D]``. ``cond`` (hidden states, time embeddings) rides in the
-    state with a zero derivative so that :func:`torchdiffeq.odeint_adjoint` returns its gradient too. The
-    per-solve settings (``t0``, ``t1``, trace mode, noise, the drift's ``context``) live in this object, made
-    afresh by :func:`solve_flow` for every solve: an adjoint backward pass, run after later solves, still sees
-    its own solve's settings.
+    ``drift(t [N], x [N, D], cond [N, C]) -> [N, D]``. With the adjoint method ``cond`` (hidden states, time
+    embeddings) rides in the state with a zero derivative so that :func:`torchdiffeq.odeint_adjoint` returns its
+    gradient too; otherwise it is held here (a smaller state: the solver's per-step arithmetic and error norm
+    skip it). The per-solve settings (``t0``, ``t1``, trace mode, noise, the drift's ``context``) live in this
+    object, made afresh by :func:`solve_flow` for every solve: an adjoint backward pass, run after later solves,
+    still sees its own solve's settings.
+
+    The trace: a drift with ``forward_with_trace(t, x, cond, noise)`` (the project's MLP and attentive drifts:
+    forward-mode derivatives by hand, :meth:`ConcatMLP.forward_tangent`) returns it with its value, with no
+    autograd call (``jacobian="forward"``, the default); otherwise, or with ``jacobian="autograd"``, it comes from
+    :func:`torch.autograd.grad` (``D`` passes for the exact trace, one vector-Jacobian product for Hutchinson's).
+    Both give the same numbers to rounding (tests/tpp/test_spatial_cnf.py).
     """
 
     def __init__(self, drift: nn.Module, t0: Tensor, t1: Tensor, trace: Trace | None, noise: Tensor | None,
-                 create_graph: bool, context: tuple | None = None) -> None:
+                 create_graph: bool, context: tuple | None = None, cond: Tensor | None = None,
+                 jacobian: str = "forward") -> None:
         super().__init__()
         self.drift = drift
         self.t0, self.t1, self.trace, self.noise = t0, t1, trace, noise
         self.create_graph, self.context = create_graph, context
+        self.cond = cond  # None: cond is the state's third part (adjoint)
+        self.forward_mode = jacobian == "forward" and hasattr(drift, "forward_with_trace")
         self.nfe = 0
 
-    def forward(self, s: Tensor, state: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, s: Tensor, state: Tensor | tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
         self.nfe += 1
-        x, _, cond = state
+        if self.cond is None:
+            x, _, cond = state
+        else:
+            x, cond = state[:, :-1], self.cond  # one packed tensor [x, delta]: no tuple bookkeeping per step
         if self.context is not None:
             self.drift.configure(*self.context)
         ratio = self.t1 - self.t0
         t = self.t0 + s * ratio
+        if self.trace is None or self.forward_mode:
+            if self.trace is None:
+                dx, div = self.drift(t, x, cond), torch.zeros_like(ratio)
+            else:
+                noise = None if self.trace is Trace.EXACT else self.noise
+                dx, div = self.drift.forward_with_trace(t, x, cond, noise)
+            dx, div = dx * ratio[:, None], div * ratio
+        else:
+            dx, div = self._autograd(t, x, cond, ratio)
+        if self.cond is None:
+            return dx, div, torch.zeros_like(cond)
+        return torch.cat([dx, div[:, None]], -1)
+
+    def _autograd(self, t: Tensor, x: Tensor, cond: Tensor, ratio: Tensor) -> tuple[Tensor, Tensor]:
         outer = torch.is_grad_enabled()
         graph = self.create_graph and outer
         with torch.enable_grad():
             # A fresh leaf where no outer graph needs x (evaluation, and the no-grad forward solve of an adjoint
             # run, whose views of the state would not connect to the drift's graph).
-            if self.trace is not None and not (outer and x.requires_grad):
+            if not (outer and x.requires_grad):
                 x = x.detach().requires_grad_(True)
             dx = self.drift(t, x, cond) * ratio[:, None]
-            if self.trace is None:
-                div = torch.zeros_like(ratio)
+            if getattr(self.drift, "cross_rows", False):
+                dx_div = self.drift(t, x, cond, self_only=True) * ratio[:, None]
             else:
-                if getattr(self.drift, "cross_rows", False):
-                    dx_div = self.drift(t, x, cond, self_only=True) * ratio[:, None]
-                else:
-                    dx_div = dx
-                div = self._divergence(dx_div, x, graph)
+                dx_div = dx
+            div = self._divergence(dx_div, x, graph)
         if not graph:
             dx, div = dx.detach(), div.detach()
-        return dx, div, torch.zeros_like(cond)
+        return dx, div
 
     def _divergence(self, dx: Tensor, x: Tensor, graph: bool) -> Tensor:
         if self.trace is Trace.EXACT:
@@ -160,20 +233,28 @@ def _odeint(func: nn.Module, state: tuple[Tensor, ...], ts: Tensor, *, rtol: flo
 def solve_flow(drift: nn.Module, x: Tensor, t0: Tensor, t1: Tensor, cond: Tensor, *, trace: Trace | None,
                rtol: float, atol: float, method: str = "dopri5", adjoint: bool = False,
                generator: torch.Generator | None = None, options: dict | None = None,
-               context: tuple | None = None) -> tuple[Tensor, Tensor]:
+               context: tuple | None = None, jacobian: str = "forward") -> tuple[Tensor, Tensor]:
     """Flow ``x [N, D]`` from times ``t0 [N]`` to ``t1 [N]`` along ``drift``; returns ``(z [N, D], delta [N])`` with
     ``log p_{t0}(x) = log p_{t1}(z) + delta`` (module docstring). ``trace=None`` skips the log-density (sampling:
     the flow run from the base density). ``rtol``/``atol``: the adaptive solver's tolerances (stated by the
     caller); ``method`` any torchdiffeq method, ``options`` its options (e.g. ``{"step_size": ...}``);
-    ``context``: arguments of ``drift.configure`` (an attentive drift's row layout), set before every evaluation.
+    ``context``: arguments of ``drift.configure`` (an attentive drift's row layout), set before every evaluation;
+    ``jacobian``: ``"forward"`` (the drift's own forward-mode trace where it has one) or ``"autograd"``
+    (:class:`FlowODE`).
     """
+    if jacobian not in ("forward", "autograd"):
+        raise ValueError(f"jacobian must be 'forward' or 'autograd', got {jacobian!r}")
     system = FlowODE(drift, t0.to(x.dtype), t1.to(x.dtype), trace, _noise(x, trace, generator),
-                     torch.is_grad_enabled(), context)
+                     torch.is_grad_enabled(), context, cond=None if adjoint else cond, jacobian=jacobian)
     ts = torch.tensor([0.0, 1.0], dtype=x.dtype, device=x.device)
-    state = (x, torch.zeros_like(x[:, 0]), cond)
-    xs, deltas, _ = _odeint(system, state, ts, rtol=rtol, atol=atol, method=method, adjoint=adjoint,
-                            options=options)
-    return xs[-1], deltas[-1]
+    if adjoint:
+        out = _odeint(system, (x, torch.zeros_like(x[:, 0]), cond), ts, rtol=rtol, atol=atol, method=method,
+                      adjoint=True, options=options)
+        return out[0][-1], out[1][-1]
+    # One packed state [x, delta] (torchdiffeq handles a tuple by flattening it at every evaluation).
+    end = _odeint(system, torch.cat([x, x.new_zeros(x.shape[0], 1)], -1), ts, rtol=rtol, atol=atol, method=method,
+                  adjoint=False, options=options)[-1]
+    return end[:, :-1], end[:, -1]
 
 
 class HiddenODE(nn.Module):
@@ -199,10 +280,12 @@ class _HiddenSystem(nn.Module):
         super().__init__()
         self.ode, self.t0, self.t1 = ode, t0, t1
 
-    def forward(self, s: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        h, _ = state
-        ratio = self.t1 - self.t0
-        return torch.tanh(self.ode.dynamics(h)) * ratio[:, None], self.ode.rate(h) * ratio
+    def forward(self, s: Tensor, state: Tensor | tuple[Tensor, Tensor]) -> Tensor | tuple[Tensor, Tensor]:
+        packed = isinstance(state, Tensor)
+        h = state[:, :-1] if packed else state[0]
+        ratio = (self.t1 - self.t0)[:, None]
+        dh, dlam = torch.tanh(self.ode.dynamics(h)) * ratio, nn.functional.softplus(self.ode.intensity(h)) * ratio
+        return torch.cat([dh, dlam], -1) if packed else (dh, dlam[:, 0])
 
 
 def solve_hidden(ode: HiddenODE, h: Tensor, t0: Tensor, t1: Tensor, *, rtol: float, atol: float,
@@ -210,6 +293,11 @@ def solve_hidden(ode: HiddenODE, h: Tensor, t0: Tensor, t1: Tensor, *, rtol: flo
     """``(h(t1) [N, H], int_{t0}^{t1} lambda [N])`` from ``h(t0) = h`` (row-wise intervals, ``t1 >= t0``)."""
     ts = torch.tensor([0.0, 1.0], dtype=h.dtype, device=h.device)
     system = _HiddenSystem(ode, t0.to(h.dtype), t1.to(h.dtype))
-    hs, lams = _odeint(system, (h, torch.zeros_like(h[:, 0])), ts, rtol=rtol, atol=atol, method=method,
-                       adjoint=adjoint, options=options)
-    return hs[-1], lams[-1]
+    if adjoint:
+        hs, lams = _odeint(system, (h, torch.zeros_like(h[:, 0])), ts, rtol=rtol, atol=atol, method=method,
+                           adjoint=True, options=options)
+        return hs[-1], lams[-1]
+    # One packed state [h, Lambda] (no tuple bookkeeping per evaluation).
+    end = _odeint(system, torch.cat([h, h.new_zeros(h.shape[0], 1)], -1), ts, rtol=rtol, atol=atol, method=method,
+                  adjoint=False, options=options)[-1]
+    return end[:, :-1], end[:, -1]

@@ -1,0 +1,299 @@
+"""Spatio-temporal point processes side by side (issue 16): the neural STPPs of Chen, Amos & Nickel (ICLR 2021)
+(time-varying, jump and attentive CNFs, ``tpp.spatial.cnf``), their baselines (Poisson, self-correcting and
+exponential Hawkes in time x a conditional Gaussian mixture in space; a kernel density in space,
+``tpp.spatial.gmm``) and space-time ETAS (``tpp.spatial.etas``, only where the events carry magnitudes), on
+Pinwheel (our rebuild of the paper's generator, 2000/200/200 sequences) and the registry's sets.
+
+Protocol. Every gradient-trained model is trained by the one trainer (``Model.fit``) under a stated **CPU budget
+per model and seed** (``--minutes`` of this process's CPU time, ``time.process_time``: on a shared machine the wall
+time is longer, the CPU time is what the model used): a hook after each optimizer step stops the run once the
+budget is spent, and the model keeps its latest weights (the learning rate follows the trainer's cosine schedule over
+``--epochs`` epochs, so a budget-stopped run has not annealed it). The CNFs train without a validation set
+(scoring val with the exact trace would eat the budget); the Gaussian-mixture baselines use val for early
+stopping as in ``benchmarks/stpp_baselines.py``; the KDE picks its bandwidth on val; ETAS is fitted by its own
+EM + L-BFGS (no budget). Scores: time and space log-likelihood per event on ``test`` (nats, higher is better),
+``log_likelihood_split`` in blocks of ``--block`` sequences: exact likelihoods for the baselines; for the CNFs
+the exact Jacobian trace with dopri5 at rtol = atol = ``--tol`` (training: Hutchinson's estimate, the
+hidden-state ODE by RK4 with steps of at most ``train_time_step`` model units). ``--max-test`` scores only the
+first that many test sequences (stated in the table). Timings: this machine, one thread, shared with other jobs
+(``nice -n 10``): training events per CPU second, and CPU and wall seconds.
+
+The paper's Pinwheel numbers (their draw of the same law; Table 2 of the paper) are printed beside ours.
+
+Usage::
+
+    nice -n 10 .venv/bin/python benchmarks/stpp.py --data pinwheel --minutes 5 --seeds 0,1,2 \\
+        --out benchmarks/results/stpp_pinwheel
+    nice -n 10 .venv/bin/python benchmarks/stpp.py --data earthquakes_japan --models jump-cnf,hawkes-gmm
+"""
+
+from __future__ import annotations
+
+import _bench  # noqa: F401  (one thread per pool, repository on the path; must come first)
+
+import argparse
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: Chen, Amos & Nickel (2021), Pinwheel test log-likelihood per event: (time, space); None where not reported.
+PAPER_PINWHEEL = {
+    "jump-cnf": (0.027, -1.605), "attentive-cnf": (0.008, -1.623), "time-varying-cnf": (None, -2.201),
+    "kde-stpp": (None, -2.965), "poisson-gmm": (-0.787, None),
+}
+CNF = ("time-varying-cnf", "jump-cnf", "attentive-cnf")
+GMM = ("hawkes-gmm", "poisson-gmm", "self-correcting-gmm")
+ALL = (*GMM, "kde-stpp", *CNF, "etas")
+
+
+class _BudgetReached(Exception):
+    """Raised by the after-step hook once a model's training budget is spent."""
+
+
+def splits(name: str):
+    if name == "pinwheel":
+        from tpp.spatial.data import pinwheel_splits
+
+        return pinwheel_splits()
+    from tpp import datasets
+
+    return tuple(datasets.load(name, part) for part in ("train", "val", "test"))
+
+
+def study_region(data: tuple, locations: tuple[str, ...], margin: float = 0.01) -> list[list[float]]:
+    """ETAS's study region: the bounding box of every split's locations (plus ``margin`` of its size), so a test
+    event outside the training events' box is still inside the region (ETAS refuses events outside it)."""
+    boxes = []
+    for part in data:
+        names = list(part.feature_names)
+        x = part.features[..., [names.index(n) for n in locations]][part.mask].double()
+        boxes.append(torch.stack([x.min(0).values, x.max(0).values], -1))
+    lo, hi = torch.stack(boxes).min(0).values[:, 0], torch.stack(boxes).max(0).values[:, 1]
+    pad = (hi - lo) * margin
+    return torch.stack([lo - pad, hi + pad], -1).tolist()
+
+
+def build(name: str, args: argparse.Namespace, locations: tuple[str, ...], data: tuple | None = None):
+    names = list(locations)
+    if name in GMM:
+        from tpp.spatial.gmm import HawkesGMM
+
+        return HawkesGMM(2, temporal=name.removesuffix("-gmm"), location_names=names)
+    if name == "kde-stpp":
+        from tpp.spatial.gmm import KDESpatial
+
+        return KDESpatial(2, temporal="poisson", bandwidth="validation", location_names=names)
+    if name == "etas":
+        from tpp.spatial.etas import ETAS
+
+        return ETAS(magnitude="magnitude", location_names=names,
+                    region=None if data is None else study_region(data, locations))
+    from tpp.spatial import cnf
+
+    cls = {"time-varying-cnf": cnf.TimeVaryingCNF, "jump-cnf": cnf.JumpCNF, "attentive-cnf": cnf.AttentiveCNF}[name]
+    return cls(feature_dim=2, hidden_size=args.hidden_size, flow_hidden=tuple(args.flow_hidden), rtol=args.tol,
+               atol=args.tol, location_names=names, dtype=args.dtype)
+
+
+def train(model, name: str, data: tuple, args: argparse.Namespace, seed: int) -> dict:
+    """Fit under the budget; returns the fit record (seconds, events, steps, events/s, stopped by budget)."""
+    tr, val, _ = data
+    record = {"steps": 0, "events": 0, "budget_stopped": False}
+    start, cpu_start = time.perf_counter(), time.process_time()
+    if name == "etas":
+        model.fit(tr, val)
+        record["seconds"], record["cpu_seconds"] = time.perf_counter() - start, time.process_time() - cpu_start
+        return record
+    budget = args.minutes * 60.0
+    objective = model.objective
+
+    def counted(batch):  # the trainer calls model(batch) -> forward -> objective: count the events it trains on
+        if torch.is_grad_enabled():
+            record["events"] += int(batch.num_events)
+        return objective(batch)
+
+    def hook() -> None:
+        record["steps"] += 1
+        if time.process_time() - cpu_start > budget:
+            raise _BudgetReached
+
+    model.objective, model.after_step = counted, hook  # instance attributes: this run only
+    cnf = name in CNF
+    batch_size = args.cnf_batch_size if cnf and args.cnf_batch_size else args.batch_size
+    options = dict(epochs=args.epochs, batch_size=batch_size, lr=args.lr if cnf else args.baseline_lr,
+                   seed=seed, progress=False, warmup=0.0 if cnf else 0.05)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the KDE's subsample of centres is stated in its docs
+            model.fit(tr, None if cnf else val, **options)
+    except _BudgetReached:
+        record["budget_stopped"] = True
+    finally:
+        del model.objective, model.after_step
+    record["seconds"], record["cpu_seconds"] = time.perf_counter() - start, time.process_time() - cpu_start
+    record["events_per_second"] = record["events"] / max(record["cpu_seconds"], 1e-9) if record["events"] else None
+    return record
+
+
+def score(model, test, block: int) -> dict[str, float]:
+    """Time and space nats per event over ``test``, in blocks of ``block`` sequences."""
+    model.eval()
+    t_sum = s_sum = 0.0
+    with torch.no_grad():
+        for start in range(0, len(test), block):
+            part = test[torch.arange(start, min(start + block, len(test)))]
+            t, s = model.log_likelihood_split(part)
+            t_sum, s_sum = t_sum + float(t.sum()), s_sum + float(s.sum())
+    n = max(test.num_events, 1)
+    return {"time": t_sum / n, "space": s_sum / n}
+
+
+def fmt(values: list[float]) -> str:
+    a = np.asarray([v for v in values if v is not None and math.isfinite(v)], float)
+    if a.size == 0:
+        return "n/a"
+    return f"{a.mean():+.3f} ± {a.std():.3f}" if a.size > 1 else f"{a.mean():+.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="pinwheel")
+    parser.add_argument("--models", default=",".join(ALL), help=f"comma-separated, of {','.join(ALL)}")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--minutes", type=float, default=30.0, help="training CPU budget per model and seed")
+    parser.add_argument("--epochs", type=int, default=50, help="the schedule's length (the budget usually ends first)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--cnf-batch-size", type=int, default=None,
+                        help="the CNFs' batch size (default --batch-size): the Jump CNF holds O(B L^2) flow rows")
+    parser.add_argument("--lr", type=float, default=3e-3, help="CNFs' learning rate")
+    parser.add_argument("--baseline-lr", type=float, default=0.05, help="Gaussian-mixture baselines' learning rate")
+    parser.add_argument("--hidden-size", type=int, default=32)
+    parser.add_argument("--flow-hidden", type=int, nargs="+", default=[64, 64])
+    parser.add_argument("--tol", type=float, default=1e-4, help="rtol = atol of the CNFs' evaluation solves")
+    parser.add_argument("--dtype", default="float64", choices=["float32", "float64"], help="CNFs' network precision")
+    parser.add_argument("--max-test", type=int, default=None, help="score only the first N test sequences")
+    parser.add_argument("--block", type=int, default=16, help="test sequences per scoring block")
+    parser.add_argument("--out", type=Path, default=None, help="write OUT.md and OUT.json")
+    parser.add_argument("--collect", type=Path, default=None,
+                        help="only gather the runs' JSON files (benchmarks/results/stpp_*.json) into COLLECT.md/.json")
+    args = parser.parse_args()
+    if args.collect is not None:
+        collect(args.collect)
+        return
+    torch.set_num_threads(1)
+    command = _bench.reproduce_command(__file__)
+    env = _bench.base_environment()
+    print(command, flush=True)
+    print(json.dumps(env), flush=True)
+
+    data = splits(args.data)
+    test = data[2] if args.max_test is None else data[2][torch.arange(min(args.max_test, len(data[2])))]
+    names = tuple(data[0].feature_names)
+    locations = ("lon", "lat") if {"lon", "lat"} <= set(names) else names[:2]
+    has_magnitude = "magnitude" in names
+    print(f"{args.data}: train {len(data[0])} sequences ({data[0].num_events} events), test scored on {len(test)} "
+          f"({test.num_events} events); features {list(names)}", flush=True)
+    rows = []
+    for name in args.models.split(","):
+        if name not in ALL:
+            raise SystemExit(f"unknown model {name!r}; choose from {','.join(ALL)}")
+        if name == "etas" and not has_magnitude:
+            print(f"{'etas':>18}: skipped ({args.data} has no magnitude feature)", flush=True)
+            continue
+        for seed in (int(s) for s in args.seeds.split(",")):
+            torch.manual_seed(seed)
+            model = build(name, args, locations, data)
+            fit = train(model, name, data, args, seed)
+            start = time.process_time()
+            result = score(model, test, args.block)
+            eval_seconds = time.process_time() - start
+            row = {"model": name, "seed": seed, "data": args.data, **fit, "eval_seconds": eval_seconds,
+                   "test_time_log_likelihood_per_event": result["time"],
+                   "test_space_log_likelihood_per_event": result["space"]}
+            rows.append(row)
+            speed = f"{fit['events_per_second']:.0f} events/CPU s" if fit.get("events_per_second") else ""
+            print(f"{name:>18} seed {seed}: time {result['time']:+.4f}  space {result['space']:+.4f}  "
+                  f"(fit {fit['cpu_seconds']:.0f} CPU s / {fit['seconds']:.0f} wall s, {fit['steps']} steps, {fit['events']} events {speed}"
+                  f"{', budget reached' if fit['budget_stopped'] else ''}; test {eval_seconds:.0f} CPU s)", flush=True)
+            if args.out is not None:  # after every row: a killed run keeps what it did
+                write(args, rows, command, env, test)
+
+    print()
+    print(table(args, rows, test))
+
+
+def table(args: argparse.Namespace, rows: list[dict], test) -> str:
+    paper = args.data == "pinwheel"
+    head = "| model | seeds | time | space | fit CPU s | fit wall s | steps | train events/CPU s | test CPU s |"
+    sep = "|---|---|---|---|---|---|---|---|---|"
+    if paper:
+        head += " paper time | paper space |"
+        sep += "---|---|"
+    lines = [head, sep]
+    for name in dict.fromkeys(r["model"] for r in rows):
+        own = [r for r in rows if r["model"] == name]
+        speeds = [r.get("events_per_second") for r in own]
+        line = (f"| {name} | {','.join(str(r['seed']) for r in own)} | "
+                f"{fmt([r['test_time_log_likelihood_per_event'] for r in own])} | "
+                f"{fmt([r['test_space_log_likelihood_per_event'] for r in own])} | "
+                f"{np.mean([r['cpu_seconds'] for r in own]):.0f} | {np.mean([r['seconds'] for r in own]):.0f} | "
+                f"{np.mean([r['steps'] for r in own]):.0f} | "
+                f"{np.mean([s for s in speeds if s]) if any(speeds) else float('nan'):.0f} | "
+                f"{np.mean([r['eval_seconds'] for r in own]):.0f} |")
+        if paper:
+            pt, ps = PAPER_PINWHEEL.get(name, (None, None))
+            line += f" {'' if pt is None else f'{pt:+.3f}'} | {'' if ps is None else f'{ps:+.3f}'} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def write(args: argparse.Namespace, rows: list[dict], command: str, env: dict, test) -> None:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    _bench.write_json_atomically(args.out.with_suffix(".json"), {
+        "command": command, "environment": env, "args": {k: str(v) for k, v in vars(args).items()},
+        "test_sequences": len(test), "test_events": test.num_events, "rows": rows})
+    text = (f"# Spatio-temporal models on {args.data} (benchmarks/stpp.py)\n\n`{command}`\n\n"
+            f"Budget {args.minutes:g} CPU minutes of training per model and seed (shared 2-core machine, one thread, "
+            f"nice 10; the budget ends a run after the step that crosses it); CNFs: hidden {args.hidden_size}, flow {args.flow_hidden}, batch {args.cnf_batch_size or args.batch_size}, lr "
+            f"{args.lr}, {args.dtype}, evaluation dopri5 rtol = atol = {args.tol} with the exact trace. Test: "
+            f"{len(test)} sequences, {test.num_events} events. Nats per event, higher is better (mean ± sd over "
+            f"seeds).\n\n" + table(args, rows, test) + "\n")
+    if args.data == "pinwheel":
+        text += ("\nPaper: Chen, Amos & Nickel (ICLR 2021), Pinwheel, their draw of the same law, trained to "
+                 "convergence on a GPU (ours: a few CPU minutes).\n")
+    args.out.with_suffix(".md").write_text(text)
+
+
+def collect(out: Path) -> None:
+    """One page from every run of this script under ``out``'s folder (``stpp_*.json``): its command, its settings
+    line and its table, so the numbers and how to reproduce them sit together."""
+    runs = []
+    for path in sorted(out.parent.glob("stpp_*.json")):
+        payload = json.loads(path.read_text())
+        if "benchmarks/stpp.py" not in payload.get("command", "") or not payload.get("rows"):
+            continue
+        runs.append((path, payload))
+    parts = ["# Spatio-temporal point processes (benchmarks/stpp.py)\n",
+             "Each section is one run (its command first); nats per event on the test split, higher is better. "
+             "CPU budgets are this process's CPU time on a shared 2-core machine (nice 10), so wall times are longer. "
+             "Pinwheel: the paper's numbers (Chen, Amos & Nickel 2021, their draw, trained to convergence on a GPU) "
+             "beside ours.\n"]
+    for path, payload in runs:
+        ns = argparse.Namespace(**{k: v for k, v in payload["args"].items()})
+        cnf_batch = getattr(ns, "cnf_batch_size", None)
+        parts.append(f"## {path.stem} ({ns.data})\n\n`{payload['command']}`\n\nbudget {ns.minutes} CPU min per model "
+                     f"and seed; CNFs {ns.dtype}, batch {cnf_batch if cnf_batch not in (None, 'None') else ns.batch_size}"
+                     f", lr {ns.lr}; test {payload['test_sequences']} sequences ({payload['test_events']} events)\n\n"
+                     + table(ns, payload["rows"], None) + "\n")
+    out.with_suffix(".md").write_text("\n".join(parts))
+    _bench.write_json_atomically(out.with_suffix(".json"), {"runs": {p.stem: pl for p, pl in runs}})
+    print(out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()
