@@ -14,6 +14,12 @@ trained with the one trainer (same seed, epochs, batch, learning rate), then sco
   and one generated sample at each of their own time grids; paths are ``(t / t_end, standardised value)``. ``mmd_floor`` is the same statistic between
   two independent real test sets (what a perfect model would reach, up to noise).
 
+* ``true_ll`` (``ou`` only): the exact log density of the same series under the generator, the ceiling.
+
+``--predict`` is the denoiser's output (``ProcessDiffusion(output=...)``): ``noise`` (the model's default, the
+correlated noise ``C z``) or ``white`` (``z``, what the first runs used; GP/OU noise lost to independent
+noise with it). Independent noise is the same model either way (``C = I``).
+
 ``--ddpm`` adds the discrete (DDPM) version with the first noise on the first set for comparison. The
 results are rewritten after every model, so a stopped run keeps what it finished. One thread.
 
@@ -53,11 +59,27 @@ def _paths(batch: SeriesBatch, values: torch.Tensor, mean: torch.Tensor, std: to
     return torch.cat([batch.time[..., None] / t_end, (values - mean) / std], -1).to(torch.float64)
 
 
+def true_log_likelihood(name: str, batch: SeriesBatch) -> torch.Tensor | None:
+    """``[B]`` the exact log density of each series under the generator of the ``ou`` set (its defaults: Gaussian
+    transitions, ``x0 ~ N(0, 1)``), the ceiling any model's test likelihood can reach; None for other sets."""
+    if name != "ou":
+        return None
+    mu, theta, sigma = 0.02, 0.1, 0.4  # sde.diffusion_data.ou's defaults, which the benchmark uses
+    t, x = batch.time.to(torch.float64), batch.values[..., 0].to(torch.float64)
+    t0, h = t[:, :-1], t.diff(dim=1)
+    decay = torch.exp(-theta * h)
+    mean = decay * x[:, :-1] + mu * ((t0 + h) * (1 - decay) / theta - (1 - decay * (1 + theta * h)) / theta**2)
+    var = sigma**2 * -torch.expm1(-2 * theta * h) / (2 * theta)
+    steps = -0.5 * ((x[:, 1:] - mean) ** 2 / var + var.log() + math.log(2 * math.pi))
+    return steps.sum(1) - 0.5 * (x[:, 0] ** 2 + math.log(2 * math.pi))
+
+
 def run_one(name: str, noise: str, kind: str, train: SeriesBatch, test_ll: SeriesBatch, test_mmd: SeriesBatch,
             floor_set: SeriesBatch, opts: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(opts["seed"])
     model = ProcessDiffusion(train.num_channels, noise=noise, kind=kind, hidden_size=opts["hidden"],
-                             num_layers=opts["layers"], num_heads=4, noise_scale=opts["noise_scale"])
+                             num_layers=opts["layers"], num_heads=4, noise_scale=opts["noise_scale"],
+                             output=opts["predict"], jitter=opts["jitter"])
     t0 = time.perf_counter()
     model.fit(train, epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"], seed=opts["seed"],
               progress=False)
@@ -80,7 +102,10 @@ def run_one(name: str, noise: str, kind: str, train: SeriesBatch, test_ll: Serie
            "test_ll_per_row": float(ll.mean()) / test_ll.values.shape[1], "ll": [float(v) for v in ll],
            "mmd": mmd, "mmd_floor": floor, "fit_s": fit_s, "ll_s": ll_s, "ll_nfe": stats[0].nfe if stats else None,
            "mmd_s": mmd_s, "final_train_loss": model.train_result_.history[-1].get("train_nll_per_event")}
-    print(f"{name:6s} {noise:12s} {kind:5s} ll={row['test_ll']:9.3f} mmd={mmd:.5f} (floor {floor:.5f}) "
+    truth = true_log_likelihood(name, test_ll)
+    row["true_ll"] = float(truth.mean()) if truth is not None else None
+    print(f"{name:6s} {noise:12s} {kind:5s} ll={row['test_ll']:9.3f} (true {row['true_ll']}) mmd={mmd:.5f} "
+          f"(floor {floor:.5f}) "
           f"fit {fit_s:.0f}s ll {ll_s:.0f}s ({row['ll_nfe']} nfe) mmd {mmd_s:.0f}s", flush=True)
     return row
 
@@ -94,6 +119,8 @@ def main(
     test_mmd: Annotated[int, typer.Option("--test-mmd", help="held-out series for the MMD")] = 200,
     epochs: int = 60, batch_size: int = 64, lr: float = 1e-3, hidden: int = 32, layers: int = 2,
     noise_scale: Annotated[float, typer.Option(help="kernel length, fraction of the series' span")] = 0.1,
+    jitter: Annotated[float, typer.Option(help="added to the GP/OU covariance's diagonal (a white nugget)")] = 1e-4,
+    predict: Annotated[str, typer.Option(help="denoiser output: 'white' z or the correlated 'noise' C z")] = "noise",
     rtol: Annotated[float, typer.Option(help="dopri5 rtol = atol of the likelihood ODE")] = 1e-3,
     ddpm: Annotated[bool, typer.Option(help="also the DDPM version with the first noise")] = True,
     seed: int = 0,
@@ -104,7 +131,8 @@ def main(
     print(command)
     print({k: env[k] for k in ("python", "torch", "cpu", "numpy", "scipy")}, flush=True)
     opts = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "hidden": hidden, "layers": layers,
-            "noise_scale": noise_scale, "rtol": rtol, "seed": seed}
+            "noise_scale": noise_scale, "rtol": rtol, "seed": seed,
+            "predict": predict, "jitter": jitter}
     rows = []
     for name in sets.split(","):
         train = dd.load(name, n_train, length=length, seed=seed)
@@ -150,15 +178,18 @@ def _write(out: Path, command: str, env: dict[str, Any], opts: dict[str, Any], r
              f"rtol = atol = {rtol}), nats per series, mean over {test_ll} held-out series; gain = paired mean "
              f"difference to independent noise +- its standard error. MMD: unbiased signature-kernel MMD^2 over "
              f"{test_mmd} held-out series vs one sample on each of their grids (lower is better; the floor is "
-             "real vs real).", "",
-             "| set | noise | kind | test LL (nats/series) | LL gain vs independent | sig-MMD^2 | MMD floor | fit s "
-             "| LL s (nfe) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"real vs real). Denoiser output: {opts['predict']}; noise nugget (jitter) {opts['jitter']}. True LL: "
+             "the exact log density of the same "
+             "series under the generator (known for `ou`), the ceiling.", "",
+             "| set | noise | kind | test LL (nats/series) | true LL | LL gain vs independent | sig-MMD^2 | MMD floor "
+             "| fit s | LL s (nfe) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         gain = (f"{r['ll_gain_vs_independent']:+.2f} +- {r['ll_gain_se']:.2f}"
                 if "ll_gain_vs_independent" in r else "")
-        lines.append(f"| {r['set']} | {r['noise']} | {r['kind']} | {r['test_ll']:.2f} | {gain} | {r['mmd']:.5f} | "
-                     f"{r['mmd_floor']:.5f} | {r['fit_s']:.0f} | {r['ll_s']:.0f} ({r['ll_nfe']}) |")
+        true = f"{r['true_ll']:.2f}" if r.get("true_ll") is not None else ""
+        lines.append(f"| {r['set']} | {r['noise']} | {r['kind']} | {r['test_ll']:.2f} | {true} | {gain} | "
+                     f"{r['mmd']:.5f} | {r['mmd_floor']:.5f} | {r['fit_s']:.0f} | {r['ll_s']:.0f} ({r['ll_nfe']}) |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

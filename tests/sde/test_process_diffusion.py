@@ -55,7 +55,8 @@ class OptimalLinear(nn.Module):
 
 
 def _optimal(noise: str, kind: str = "sde", **options: object) -> ProcessDiffusion:
-    model = ProcessDiffusion(1, noise=noise, kind=kind, noise_scale=0.2, skip=False, **options).double()
+    model = ProcessDiffusion(1, noise=noise, kind=kind, noise_scale=0.2, skip=False, output="white",
+                             **options).double()
     model.denoiser = OptimalLinear(model, _data_cov(_times()))
     return model
 
@@ -259,3 +260,39 @@ def test_skip_is_the_exact_denoiser_for_data_like_the_noise() -> None:
     ll = model.log_likelihood(SeriesBatch(t[None], x[None], mask))
     exact = torch.distributions.MultivariateNormal(torch.zeros(L, dtype=torch.float64), sigma).log_prob(x[:, 0])
     assert torch.allclose(ll, exact[None], atol=1e-6)
+
+
+class RowWise(nn.Module):
+    """``eps_hat = sqrt(1 - a) x / (a c + 1 - a)``: each row alone, the exact noise for x_0 ~ N(0, c Sigma)."""
+
+    def __init__(self, model: ProcessDiffusion, c: float) -> None:
+        super().__init__()
+        object.__setattr__(self, "model", model)
+        self.c = c
+
+    def forward(self, x: Tensor, t: Tensor, s: Tensor, mask: Tensor) -> Tensor:
+        a = self.model.schedule.alpha_bar(s.to(torch.float64))[:, None, None]
+        return ((1 - a).sqrt() * x / (a * self.c + 1 - a)).to(x.dtype)
+
+
+@pytest.mark.parametrize("noise", ["ou", "gp"])
+def test_noise_prediction_makes_the_exact_denoiser_row_wise(noise: str) -> None:
+    # data shaped like the noise but smaller (c = 0.1, as a standardised OU residual): predicting the correlated
+    # noise, a row-wise network is exact; predicting the white z, the same network is not (it would need C^{-1})
+    c, t = 0.1, _times()
+    mask = torch.ones(1, L, dtype=torch.bool)
+    models = {}
+    for output in ("noise", "white"):
+        model = ProcessDiffusion(1, noise=noise, noise_scale=0.2, skip=False, output=output, beta_max=40.0,
+                                 eps=1e-6).double()
+        model.denoiser = RowWise(model, c)
+        models[output] = model
+    sigma = models["noise"].noise_covariance(t[None], mask)[0]
+    x = math.sqrt(c) * torch.linalg.cholesky(sigma) @ torch.randn(L, 1, dtype=torch.float64,
+                                                                   generator=torch.Generator().manual_seed(4))
+    batch = SeriesBatch(t[None], x[None], mask)
+    exact = torch.distributions.MultivariateNormal(torch.zeros(L, dtype=torch.float64), c * sigma).log_prob(x[:, 0])
+    assert torch.allclose(models["noise"].log_likelihood(batch, rtol=1e-8, atol=1e-8), exact[None], atol=1e-3)
+    assert not torch.allclose(models["white"].log_likelihood(batch, rtol=1e-8, atol=1e-8), exact[None], atol=1e-1)
+    with pytest.raises(ValueError, match="output"):
+        ProcessDiffusion(1, output="x0")
