@@ -28,8 +28,12 @@ Then (``--grasshopper-epochs``, 0 to skip) LangevinFlow on the registry's ``gras
 binned at 10 ms in 1 s trials (:func:`sde.spiking_data.grasshopper_counts`; 16 train, 4 test trials): the test
 importance-weighted log-likelihood per bin against a constant-rate Poisson model.
 
-Usage: ``nice -n 10 .venv/bin/python benchmarks/langevin_flow.py [--epochs 120] [--json
-benchmarks/results/langevin_flow.json]``
+Seeds (``--seeds``, default 0,1,2): each seed simulates its own population and split; both models are built,
+batched and trained with that seed on the same data for the same epochs; the summary is mean +- sd over seeds
+and the paired per-seed difference of rate R^2.
+
+Usage: ``nice -n 10 .venv/bin/python benchmarks/langevin_flow.py [--epochs 120] [--seeds 0,1,2] [--json
+benchmarks/results/langevin_flow.json]`` (also writes the ``.md`` beside the JSON)
 """
 
 from __future__ import annotations
@@ -152,7 +156,7 @@ def main() -> None:
     parser.add_argument("--kl-warmup", type=int, default=200)
     parser.add_argument("--noise", type=float, default=10.0, help="LangevinFlow's starting sigma")
     parser.add_argument("--stiffness", type=float, default=10.0, help="LangevinFlow's starting stiffness scale")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1,2", help="data and model seeds, comma separated (mean +- sd)")
     parser.add_argument("--models", default="langevin,latent-sde")
     parser.add_argument("--grasshopper-epochs", type=int, default=30,
                         help="epochs of the grasshopper fit (0: skip; needs the data under TPP_DATA_DIR)")
@@ -169,36 +173,107 @@ def main() -> None:
     print("command:", _bench.reproduce_command(__file__))
     env = _bench.base_environment()
     print("environment:", env)
-    data = lorenz_spikes(args.trials, args.neurons, args.bins, args.bin_size, seed=args.seed)
-    rng = np.random.default_rng(args.seed)
-    order = rng.permutation(args.trials)
-    n_train = int(0.8 * args.trials)
-    train_idx, test_idx = np.sort(order[:n_train]), np.sort(order[n_train:])
-    held_in = np.arange(args.neurons - args.held_out)
-    held_out = np.arange(args.neurons - args.held_out, args.neurons)
-    train = to_series(data.counts[train_idx][..., held_in], data.times)
-    test = to_series(data.counts[test_idx][..., held_in], data.times)
-    print(f"data: {args.trials} trials x {args.bins} bins of {args.bin_size} s, {len(held_in)} held-in + "
-          f"{len(held_out)} held-out neurons, {data.counts.mean() / args.bin_size:.1f} spikes/s per neuron",
-          flush=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    names = args.models.split(",")
+    for name in names:
+        if name not in ("langevin", "latent-sde"):
+            raise SystemExit(f"unknown model {name!r}: langevin or latent-sde")
     rows = []
     common = {"latent_size": args.latent, "hidden_size": 64, "context_size": 32, "step_size": args.step_size,
               "kl_warmup": args.kl_warmup}
-    for name in args.models.split(","):
-        torch.manual_seed(args.seed)
-        if name == "langevin":
-            model = LangevinFlow(len(held_in), noise=args.noise, stiffness=args.stiffness, **common)
-        elif name == "latent-sde":
-            model = PoissonLatentSDE(len(held_in), **common)
-        else:
-            raise SystemExit(f"unknown model {name!r}: langevin or latent-sde")
-        rows.append(run_model(name, model, train, test, data, held_in, held_out, test_idx, train_idx, args))
+    for seed in seeds:
+        # each seed: its own simulated population and split, and the same seed for both models' weights and
+        # batches, so the two models see identical data, epochs and optimiser steps
+        args.seed = seed
+        data = lorenz_spikes(args.trials, args.neurons, args.bins, args.bin_size, seed=seed)
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(args.trials)
+        n_train = int(0.8 * args.trials)
+        train_idx, test_idx = np.sort(order[:n_train]), np.sort(order[n_train:])
+        held_in = np.arange(args.neurons - args.held_out)
+        held_out = np.arange(args.neurons - args.held_out, args.neurons)
+        train = to_series(data.counts[train_idx][..., held_in], data.times)
+        test = to_series(data.counts[test_idx][..., held_in], data.times)
+        print(f"seed {seed} data: {args.trials} trials x {args.bins} bins of {args.bin_size} s, {len(held_in)} "
+              f"held-in + {len(held_out)} held-out neurons, {data.counts.mean() / args.bin_size:.1f} spikes/s per "
+              "neuron", flush=True)
+        for name in names:
+            torch.manual_seed(seed)
+            if name == "langevin":
+                model = LangevinFlow(len(held_in), noise=args.noise, stiffness=args.stiffness, **common)
+            else:
+                model = PoissonLatentSDE(len(held_in), **common)
+            row = run_model(name, model, train, test, data, held_in, held_out, test_idx, train_idx, args)
+            row["seed"] = seed
+            rows.append(row)
+    summary = summarise(rows, names)
+    for name, stats in summary.items():
+        print(f"{name:>16}  " + "  ".join(f"{k} {v['mean']:.4f} +- {v['sd']:.4f}" for k, v in stats.items()
+                                          if k != "paired"), flush=True)
+    if "langevin" in summary and "latent-sde" in summary:
+        diff = summary["langevin"]["paired"]
+        print(f"langevin - latent-sde rate R^2 per seed: {diff['per_seed']} (mean {diff['mean']:.4f} +- "
+              f"{diff['sd']:.4f})", flush=True)
     if args.grasshopper_epochs > 0:
+        args.seed = seeds[0]
         rows.append(grasshopper(args))
     if args.json is not None:
-        _bench.write_json_atomically(args.json, {"command": _bench.reproduce_command(__file__), "environment": env,
-                                                 "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
+        payload = {"command": _bench.reproduce_command(__file__), "environment": env,
+                   "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "summary": summary}
+        _bench.write_json_atomically(args.json, payload)
+        args.json.with_suffix(".md").write_text(markdown(payload))
 
+
+def summarise(rows: list[dict], names: list[str]) -> dict:
+    """Mean and sample sd over seeds of each model's metrics, and (under ``langevin``) the paired
+    per-seed difference of rate R^2 against ``latent-sde``."""
+    import numpy as np
+
+    metrics = ("rate_r2", "bits_per_spike", "heldout_r2", "test_elbo_per_bin", "train_seconds")
+    out: dict = {}
+    for name in names:
+        mine = [r for r in rows if r.get("model") == name]
+        out[name] = {m: {"mean": float(np.mean([r[m] for r in mine])),
+                         "sd": float(np.std([r[m] for r in mine], ddof=1)) if len(mine) > 1 else 0.0,
+                         "n": len(mine)} for m in metrics}
+    if "langevin" in names and "latent-sde" in names:
+        by_seed = {r["seed"]: r["rate_r2"] for r in rows if r.get("model") == "latent-sde"}
+        diffs = [r["rate_r2"] - by_seed[r["seed"]] for r in rows if r.get("model") == "langevin"]
+        out["langevin"]["paired"] = {"per_seed": [round(d, 4) for d in diffs], "mean": float(np.mean(diffs)),
+                                     "sd": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0}
+    return out
+
+
+def markdown(payload: dict) -> str:
+    """The result file: command, environment, per-seed rows and the mean +- sd table."""
+    env = payload["environment"]
+    lines = ["# LangevinFlow vs LatentSDE (same Poisson emission) on the Lorenz-driven spiking population", "",
+             f"Command: `{payload['command']}`", "",
+             f"Environment: python {env['python']}, torch {env['torch']}, numpy {env['numpy']}, {env['cpu']} "
+             f"({env['cpu_count']} cores, {env['torch_threads']} torch thread)", "",
+             "Both models: the same data, split, epochs, batches, seed, step, encoder and KL warm-up per seed.", "",
+             "| model | rate R^2 | held-out bits/spike | held-out R^2 | test ELBO/bin | train s |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, stats in payload["summary"].items():
+        cells = [f"{stats[m]['mean']:.4f} ± {stats[m]['sd']:.4f}" for m in
+                 ("rate_r2", "bits_per_spike", "heldout_r2", "test_elbo_per_bin")]
+        lines.append(f"| {name} (n={stats['rate_r2']['n']}) | " + " | ".join(cells)
+                     + f" | {stats['train_seconds']['mean']:.0f} |")
+    paired = payload["summary"].get("langevin", {}).get("paired")
+    if paired:
+        lines += ["", f"Paired rate R^2 difference langevin - latent-sde per seed: {paired['per_seed']} "
+                      f"(mean {paired['mean']:.4f} ± {paired['sd']:.4f})."]
+    lines += ["", "Per seed:", "", "| seed | model | rate R^2 | bits/spike | held-out R^2 | test ELBO/bin |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for r in payload["rows"]:
+        if "seed" in r:
+            lines.append(f"| {r['seed']} | {r['model']} | {r['rate_r2']:.4f} | {r['bits_per_spike']:.4f} | "
+                         f"{r['heldout_r2']:.4f} | {r['test_elbo_per_bin']:.3f} |")
+    for r in payload["rows"]:
+        if "test_loglik_per_bin" in r:
+            lines += ["", f"Grasshopper (registry `grasshopper_spikes_nitime`): test log-lik/bin "
+                          f"{r['test_loglik_per_bin']:.4f} vs constant rate {r['constant_rate_per_bin']:.4f} nats."]
+    return "\n".join(lines) + "\n"
 
 if __name__ == "__main__":
     main()

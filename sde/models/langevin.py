@@ -51,9 +51,12 @@ from sde.solvers import Backprop, Method
 from tpp.options import Interval, check_params
 
 if TYPE_CHECKING:
+    import numpy as np
+    from matplotlib.figure import Figure
+
     from sde.series import SeriesBatch
 
-__all__ = ["POTENTIALS", "CoupledPotential", "LangevinFlow", "PoissonLatentSDE"]
+__all__ = ["POTENTIALS", "CoupledPotential", "LangevinFlow", "PoissonLatentSDE", "plot_latents"]
 
 POTENTIALS = ("coupled", "zero")
 """The potentials of :class:`LangevinFlow` (its ``potential`` argument)."""
@@ -358,3 +361,49 @@ class LangevinFlow(_Annealed, PoissonReconstruction, LatentSDE):
         """``[S, B, T, D]`` posterior positions ``q`` at times ``t`` (default each row's time; data clock)."""
         obs, rel = self._times(batch, t)
         return self._latent_paths(obs, rel, int(num_samples))[..., :self.latent_size]
+
+
+def plot_latents(model: LangevinFlow, batch: SeriesBatch, series: int = 0, *,
+                 true_rates: np.ndarray | Tensor | None = None, neurons: int = 4, num_samples: int = 20,
+                 seed: int = 0) -> Figure:
+    """One series' posterior: left the latent positions ``q`` (mean over ``num_samples`` paths, a band of
+    +- 1 sd), right the posterior mean firing rates of the first ``neurons`` neurons against the binned counts
+    (dots, per unit time) and, when given, the true rates ``[T, C]`` of that series (dashed). Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    from sde.models._base import seeded
+
+    if not 0 <= series < len(batch):
+        raise ValueError(f"series must be in [0, {len(batch)}), got {series}")
+    one = batch[torch.tensor([series])]
+    with seeded(seed, model.device):
+        q = model.latents(one, num_samples=num_samples)[:, 0].cpu()  # [S, T, D]
+    with seeded(seed + 1, model.device):
+        rates = model.rates(one, num_samples=num_samples).mean(0)[0].cpu()  # [T, C]
+    rows = one.mask[0].cpu()
+    t = one.time[0, rows].cpu().numpy()
+    q, rates = q[:, rows], rates[rows]
+    k = min(int(neurons), rates.shape[-1])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    mean, sd = q.mean(0).numpy(), q.std(0).numpy()
+    for d in range(mean.shape[-1]):
+        line, = axes[0].plot(t, mean[:, d], lw=1)
+        axes[0].fill_between(t, mean[:, d] - sd[:, d], mean[:, d] + sd[:, d], color=line.get_color(), alpha=0.2)
+    axes[0].set_title(f"latent positions q ({mean.shape[-1]}), series {series}")
+    emission = model.poisson_emission
+    bin_size = float(emission.bin_size) if emission is not None else 1.0  # counts per bin -> per unit time
+    counts = one.values[0, rows].cpu().numpy()
+    truth = None
+    if true_rates is not None:
+        truth = true_rates.detach().cpu().numpy() if isinstance(true_rates, Tensor) else true_rates
+    for c in range(k):
+        line, = axes[1].plot(t, rates[:, c].numpy(), lw=1.2, label=f"neuron {c}")
+        axes[1].plot(t, counts[:, c] / bin_size, ".", ms=2, color=line.get_color(), alpha=0.5)
+        if truth is not None:
+            axes[1].plot(t, truth[: len(t), c], "--", lw=1, color=line.get_color())
+    axes[1].set_title("posterior mean rates" + (" (dashed: true)" if truth is not None else ""))
+    axes[1].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xlabel("time")
+    fig.tight_layout()
+    return fig

@@ -59,9 +59,11 @@ from tpp.model import Seed
 from tpp.options import Interval, check_params, check_size
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from sde.series import SeriesBatch
 
-__all__ = ["SCOTCH", "FlooredDiffusion", "MaskedDrift", "bernoulli_kl", "straight_through_graphs"]
+__all__ = ["SCOTCH", "FlooredDiffusion", "MaskedDrift", "bernoulli_kl", "plot_graph", "straight_through_graphs"]
 
 
 def bernoulli_kl(logits_q: Tensor, logit_p: float) -> Tensor:
@@ -378,3 +380,42 @@ class SCOTCH(LatentSeriesModel):
         idx = torch.searchsorted(grid, rel.contiguous()).repeat(num_samples, 1)
         z = ys.gather(1, idx[..., None].expand(-1, -1, ys.shape[-1]))
         return z.reshape(num_samples, rel.shape[0], rel.shape[1], -1)
+
+
+def plot_graph(probabilities: SCOTCH | Tensor | np.ndarray, truth: np.ndarray | Tensor | None = None, *,
+               names: list[str] | tuple[str, ...] | None = None) -> Figure:
+    """Heat map of the edge probabilities ``[D, D]`` (a fitted :class:`SCOTCH` or the matrix itself; row ``i``,
+    column ``j``: P(``j`` is a parent of ``i``)) beside the true graph when given, its AUROC (all ``D^2``
+    entries, as the paper scores) in the title. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    probs = probabilities.edge_probabilities_ if isinstance(probabilities, SCOTCH) else probabilities
+    probs = probs.detach().cpu().numpy() if isinstance(probs, Tensor) else np.asarray(probs, np.float64)
+    if probs.ndim != 2 or probs.shape[0] != probs.shape[1]:
+        raise ValueError(f"edge probabilities must be a square [D, D] matrix, got shape {probs.shape}")
+    D = probs.shape[0]
+    labels = list(names) if names is not None else [f"x{i}" for i in range(D)]
+    if len(labels) != D:
+        raise ValueError(f"names must hold {D} labels, got {len(labels)}")
+    panels = [("posterior P(j -> i)", probs)]
+    title = ""
+    if truth is not None:
+        from sde.structure_data import auroc
+
+        true = truth.detach().cpu().numpy() if isinstance(truth, Tensor) else np.asarray(truth)
+        if true.shape != probs.shape:
+            raise ValueError(f"truth must have the shape of the probabilities {probs.shape}, got {true.shape}")
+        panels.append(("true graph", true.astype(np.float64)))
+        title = f"AUROC {auroc(probs, true):.3f} (off-diagonal {auroc(probs, true, include_diagonal=False):.3f})"
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    for ax, (name, matrix) in zip(axes[0], panels):
+        image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
+        ax.set_title(name)
+        ax.set_xticks(range(D), labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(D), labels, fontsize=7)
+        ax.set_xlabel("parent j")
+        ax.set_ylabel("child i")
+    fig.colorbar(image, ax=list(axes[0]), shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return fig

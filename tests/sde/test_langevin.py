@@ -239,3 +239,24 @@ def test_a_poisson_emission_refuses_values_that_are_not_counts_and_names_the_row
     with pytest.raises(SeriesDataError, match="channel 2") as info:
         PoissonLatentSDE(4).initialise(batch)
     assert info.value.row == 6 and info.value.series == 1
+
+
+def test_plot_latents_draws_positions_and_rates_against_the_truth():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from sde.models.langevin import plot_latents
+
+    data, batch = _small_data(3)
+    model = _model()
+    model.initialise(batch)
+    fig = plot_latents(model, batch, 1, true_rates=data.rates[1], neurons=3, num_samples=2)
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert len(fig.axes[0].lines) == 3  # one mean per latent position
+    assert len(fig.axes[1].lines) == 9  # rate, counts and truth of 3 neurons
+    with pytest.raises(ValueError, match="series"):
+        plot_latents(model, batch, 3)
+    plt.close("all")

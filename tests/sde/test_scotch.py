@@ -188,3 +188,25 @@ def test_the_simulators_are_reexported_from_sde_simulate():
     import sde.simulate
 
     assert sde.simulate.lorenz96 is lorenz96 and sde.simulate.glycolysis is glycolysis
+
+
+def test_plot_graph_draws_the_posterior_beside_the_truth_with_its_auroc():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from sde.models.scotch import plot_graph
+
+    truth = lorenz96_graph(5)
+    fig = plot_graph(0.8 * truth + 0.1, truth)
+    assert isinstance(fig, Figure) and len(fig.axes) == 3  # posterior, truth, colour bar
+    assert "AUROC 1.000" in fig._suptitle.get_text()
+    torch.manual_seed(0)
+    fig = plot_graph(SCOTCH(5, hidden_size=8))  # a model, no truth: one panel
+    assert len(fig.axes) == 2
+    with pytest.raises(ValueError, match="square"):
+        plot_graph(np.zeros((2, 3)))
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
