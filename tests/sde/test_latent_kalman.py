@@ -187,7 +187,7 @@ def test_exact_posterior_predictive_matches_kalman_smoother() -> None:
     """With the exact posterior plugged in, LatentSDE's predictive mean and variance of held-out values (inside
     the observed span and after its end) equal the smoother's within Monte Carlo error and the Euler bias."""
     rng = np.random.default_rng(0)
-    B, L, S, step = 40, 10, 1000, 0.005
+    B, L, S, step = 40, 10, 1000, 0.01
     times, y = simulate(rng, B, L, 4.0)
     held = np.zeros((B, L), dtype=bool)
     held[np.arange(B), rng.integers(1, L - 1, B)] = True  # one interior value per series
@@ -208,7 +208,8 @@ def test_exact_posterior_predictive_matches_kalman_smoother() -> None:
     z_mean = (mean - ref_mean) / np.sqrt(ref_var / S)
     rel_var = var / ref_var - 1
     z_var = rel_var / math.sqrt(2 / S)
-    # Euler's O(step) bias: theta * step = 0.5 % on a transition; allow 2 % of the variance on top of MC error
+    # Euler's O(step) bias: theta * step = 1 % on a transition (the OU's Euler chain has stationary variance
+    # 1 / (1 - theta * step / 2) = 1.005 times the exact one); allow 2 % of the variance on top of MC error
     assert np.abs(z_mean).max() < 4.5, f"mean off by {np.abs(z_mean).max():.1f} MC standard errors"
     assert abs(np.mean(z_mean)) < 4.5 / math.sqrt(z_mean.size) + 0.3
     assert np.abs(rel_var).max() < 4.5 * math.sqrt(2 / S) + 0.02, f"variance off by {np.abs(rel_var).max():.3f}"
@@ -235,7 +236,7 @@ def test_exact_posterior_interval_coverage_is_nominal() -> None:
     times, y = simulate(rng, B, L, 4.0)
     batch = make_batch(times, y)
     split = interpolation_split(batch, share=0.25, seed=0)
-    model = exact_latent_sde(0.01)
+    model = exact_latent_sde(0.02)
     torch.manual_seed(0)
     pred = predictive_distribution(model, split.inputs, TargetScale.of(split.inputs))
     truth = batch.values[split.held_out]
@@ -257,26 +258,29 @@ def test_exact_posterior_interval_coverage_is_nominal() -> None:
         assert abs(cover - exact) < 0.03, f"{level:.0%}: model {cover:.3f}, smoother {exact:.3f}"
 
 
-@pytest.mark.slow  # ~40 s: 200 ELBO steps
+@pytest.mark.slow  # ~15 s: 150 ELBO steps
 def test_trained_posterior_approaches_the_kalman_smoother() -> None:
     """The learned posterior (GRU encoder, MLP correction, ``q(z_0)``) trained by the ELBO with the true prior,
-    decoder and noise held fixed (so the bound's optimum is the exact posterior): after 200 steps on 512 series
-    its held-out means are within 0.5 posterior sd of the smoother's (root mean square; predicting the prior
-    mean is ~1.4 sd off), its variances within a factor 0.6-1.6 of the smoother's (median ratio), and its 90 %
-    intervals cover 80-97 % of held-out values. Loose on purpose: the networks only approximate the backward
-    messages and the h-transform, to an accuracy that grows with training (measured: rms 0.33 sd, median
-    ratio 0.88)."""
+    decoder and noise held fixed (so the bound's optimum is the exact posterior): after 150 Adam steps (batches
+    of 64 of 512 series, learning rate 0.02, Euler step 0.1) its held-out means (over 100 paths) are within 0.5
+    posterior sd of the smoother's (root mean square; predicting the prior mean is ~1.4 sd off), its variances
+    within a factor 0.6-1.6 of the smoother's (median ratio), and its 90 % intervals cover 80-97 % of held-out
+    values. Loose on purpose: the networks only approximate the backward messages and the h-transform, to an
+    accuracy that grows with training (measured: rms 0.34 sd, median ratio 1.01, cover 0.89; the 100 paths add
+    a Monte Carlo error of 0.1 sd in quadrature)."""
     rng = np.random.default_rng(5)
     times, y = simulate(rng, 512, 10, 4.0)
     torch.manual_seed(0)
-    model = LatentSDE(1, latent_size=1, hidden_size=16, context_size=8, step_size=0.02,
+    # Euler step 0.1 (theta * step = 10 %): coarse, but the bound's optimum is still the posterior of the chain
+    # the model samples, and the checks below are loose enough for its bias
+    model = LatentSDE(1, latent_size=1, hidden_size=16, context_size=8, step_size=0.1,
                       prior_drift=LinearDrift(), diffusion=ConstantDiffusion()).double()
-    exact = exact_latent_sde(0.02)
+    exact = exact_latent_sde(0.1)
     with torch.no_grad():
         for name in ("decoder.weight", "decoder.bias", "raw_noise", "pz0_mean", "pz0_log_std"):
             model.get_parameter(name).copy_(exact.get_parameter(name)).requires_grad_(False)
-    steps = 200
-    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    steps = 150
+    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-2)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     for _ in range(steps):
         idx = rng.choice(len(times), 64, replace=False)
@@ -296,7 +300,7 @@ def test_trained_posterior_approaches_the_kalman_smoother() -> None:
     inputs = make_batch(times, np.where(held, np.nan, y))
     torch.manual_seed(0)
     with torch.no_grad():
-        x = model.interpolate(inputs, torch.as_tensor(times[held][:, None]), num_samples=200)[:, :, 0, 0].numpy()
+        x = model.interpolate(inputs, torch.as_tensor(times[held][:, None]), num_samples=100)[:, :, 0, 0].numpy()
     error = (x.mean(0) - ref_mean) / np.sqrt(ref_var)
     assert np.sqrt(np.mean(error**2)) < 0.5
     assert np.sqrt(np.mean(ref_mean**2 / ref_var)) > 1.0  # what the prior alone would miss by
@@ -346,15 +350,16 @@ def test_latent_ode_closed_form_noise_is_the_elbo_optimum() -> None:
 
 
 def test_latent_ode_short_fit_gives_nominal_interval_coverage() -> None:
-    """A short fit (the one trainer, 120 steps) on sine data with noise sd 0.1: the central 90 % predictive
-    intervals of :func:`sde.tasks.predictive_distribution` cover 80-97 % of held-out values, and the fit is
-    not a collapsed one (held-out MSE well below the values' variance). With the noise fitted by gradient
-    steps from ``noise_init=0.1`` (the old default) the same fit covered 71 % (MSE 0.060 against 0.059 now):
+    """A short fit (the one trainer, 120 steps, RK4 at step 0.05) on sine data with noise sd 0.1: the central
+    90 % predictive intervals of :func:`sde.tasks.predictive_distribution` cover 80-97 % of held-out values
+    (measured 0.949; seed 1: 0.930), and the fit is not a collapsed one (held-out MSE well below the values'
+    variance: 0.15 of it). With the noise fitted by gradient steps from ``noise_init=0.1`` (the old default)
+    the same fit at step 0.02 covered 71 % (MSE 0.060 against 0.059 with the closed form):
     Adam moves the noise's parameter by about ``lr`` a step, too slowly for a short fit (PhysioNet, 600 stays,
     5 epochs = 35 steps: 23 %)."""
     rng = np.random.default_rng(0)
     train, test = noisy_sines(96, rng), noisy_sines(64, rng)
-    model = LatentODE(1, latent_size=4, hidden_size=16, units=32, method=Method.RK4)
+    model = LatentODE(1, latent_size=4, hidden_size=16, units=32, method=Method.RK4, step_size=0.05)  # 20 RK4 steps
     model.fit(train, epochs=20, batch_size=16, lr=1e-2, seed=0, progress=False)
     split = interpolation_split(test, share=0.2, seed=0)
     torch.manual_seed(0)

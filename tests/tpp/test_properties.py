@@ -73,7 +73,7 @@ def read(df: pd.DataFrame, K: int) -> EventBatch:
 
 
 # ----------------------------------------------------------------------------- valid inputs read back exactly
-@settings(max_examples=400, **SETTINGS)
+@settings(max_examples=200, **SETTINGS)
 @given(tables())
 def test_valid_tables_read_to_the_batch_they_describe(case):
     df, expected, K = case
@@ -82,7 +82,7 @@ def test_valid_tables_read_to_the_batch_they_describe(case):
     assert got.seq_names == list(dict.fromkeys(df["seq"].tolist()))
 
 
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=80, **SETTINGS)
 @given(tables())
 def test_csv_and_parquet_round_trips_are_lossless(tmp_path_factory, case):
     _, batch, _ = case
@@ -93,7 +93,7 @@ def test_csv_and_parquet_round_trips_are_lossless(tmp_path_factory, case):
         assert back == batch, suffix
 
 
-@settings(max_examples=80, **SETTINGS)
+@settings(max_examples=40, **SETTINGS)
 @given(tables(), st.integers(1, 50), st.integers(1, 60), st.data())
 def test_a_streamed_parquet_log_loads_the_batches_read_events_reads(tmp_path_factory, case, row_group, block, data):
     _, batch, _ = case
@@ -176,7 +176,7 @@ def corrupt(df: pd.DataFrame, kind: str, draw) -> pd.DataFrame:
     return df
 
 
-@settings(max_examples=1200, **SETTINGS)
+@settings(max_examples=600, **SETTINGS)
 @given(tables(), st.sampled_from(CORRUPTIONS), st.data())
 def test_invalid_tables_raise_event_data_error_and_nothing_else(case, kind, data):
     df, _, _ = case
@@ -187,7 +187,7 @@ def test_invalid_tables_raise_event_data_error_and_nothing_else(case, kind, data
             read(bad, MAX_MARKS)
 
 
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=80, **SETTINGS)
 @given(tables(), st.sampled_from(["nan-time", "unsorted", "after-window", "text-time", "fractional-mark"]), st.data())
 def test_invalid_csv_files_raise_event_data_error_naming_the_file(tmp_path_factory, case, kind, data):
     df, _, _ = case
@@ -239,7 +239,7 @@ def bad_sequences(draw):
     return times, marks, kw
 
 
-@settings(max_examples=600, **SETTINGS)
+@settings(max_examples=300, **SETTINGS)
 @given(bad_sequences())
 def test_invalid_sequences_raise_event_data_error_and_nothing_else(case):
     times, marks, kw = case
@@ -284,7 +284,7 @@ def bad_padded(draw):
     return time, mark, mask, t_start, t_end, K
 
 
-@settings(max_examples=400, **SETTINGS)
+@settings(max_examples=200, **SETTINGS)
 @given(bad_padded())
 def test_invalid_padded_tensors_raise_event_data_error_and_nothing_else(case):
     with warnings.catch_warnings():
@@ -324,7 +324,7 @@ def _loglik(model, batch: EventBatch) -> np.ndarray:
         return model.log_likelihood(batch).double().numpy()
 
 
-@settings(max_examples=300, **SETTINGS)
+@settings(max_examples=150, **SETTINGS)
 @given(sequences())
 def test_every_model_gives_finite_log_likelihoods_on_valid_batches(case):
     times, marks, t0, t1, K = case
@@ -335,7 +335,7 @@ def test_every_model_gives_finite_log_likelihoods_on_valid_batches(case):
         assert np.all(np.isfinite(ll)), (name, ll)
 
 
-@settings(max_examples=100, **SETTINGS)
+@settings(max_examples=50, **SETTINGS)
 @given(sequences(max_seq=3), st.integers(0, 3))
 def test_log_likelihood_of_a_batch_is_the_log_likelihoods_of_its_sequences(case, extra_padding):
     """Batching, padding and sequence order do not change any model's per-sequence value."""
@@ -363,7 +363,7 @@ SCALE_MODELS = ["exp-hawkes", "sumexp-hawkes", "poisson", "rmtpp", "nhp", "thp",
                 "intensity-free"]
 
 
-@settings(max_examples=60, **SETTINGS)
+@settings(max_examples=30, **SETTINGS)
 @given(st.sampled_from([0.0, 1e-300, 1e9, -1e9]), st.sampled_from([1e-9, 1e-3, 1.0, 1e2, 1e6]), st.integers(1, 40),
        st.integers(0, 2**32 - 1))
 def test_extreme_times_and_gaps_give_finite_log_likelihoods(offset, scale, n, seed):
