@@ -124,32 +124,35 @@ def test_fadin_without_support_exits_2(gaussian_events):
     assert res.returncode == 2 and "--support" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
-def test_neural_fit_trains_and_reports_test_metrics(tmp_path):
+@pytest.fixture(scope="module")
+def rmtpp_run(tmp_path_factory):
+    """One `tpp fit --model rmtpp --out run` (2 epochs) shared by the two tests below: the file, its batch,
+    the fit's JSON and the run folder. One training instead of two keeps the CLI tests' CPU down."""
     from tpp.hawkes import ExpHawkes
     from tpp.io import write_events
 
-    path = tmp_path / "hawkes.npz"
-    write_events(ExpHawkes.from_params([0.3, 0.2], [[0.3, 0.1], [0.1, 0.3]], 1.5).sample(40, 30.0, generator=0), path)
-    res = tpp("fit", "--model", "rmtpp", "--data", str(path), "--epochs", "2", "--hidden-size", "8", "--json",
-              "--out", str(tmp_path / "run"))
-    assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout)
-    assert {"test_log_likelihood_per_event", "rmse", "accuracy", "train_events_per_second"} <= set(out)
-    assert np.isfinite(out["test_log_likelihood_per_event"]) and out["rmse"] > 0 and 0 <= out["accuracy"] <= 1
-    assert (tmp_path / "run" / "checkpoint.pt").exists()
-
-
-def test_a_trained_model_saved_by_fit_out_is_scored_by_eval_as_fit_scored_it(tmp_path):
-    from tpp.hawkes import ExpHawkes
-    from tpp.io import write_events
-
+    tmp_path = tmp_path_factory.mktemp("rmtpp")
     path = tmp_path / "hawkes.npz"
     batch = ExpHawkes.from_params([0.3, 0.2], [[0.3, 0.1], [0.1, 0.3]], 1.5).sample(40, 30.0, generator=0)
     write_events(batch, path)
     run = tmp_path / "run"
-    res = tpp("fit", "--model", "rmtpp", "--data", str(path), "--epochs", "1", "--hidden-size", "8", "--json",
+    res = tpp("fit", "--model", "rmtpp", "--data", str(path), "--epochs", "2", "--hidden-size", "8", "--json",
               "--out", str(run))
     assert res.returncode == 0, res.stderr
+    return path, batch, json.loads(res.stdout), run
+
+
+def test_neural_fit_trains_and_reports_test_metrics(rmtpp_run):
+    out, run = rmtpp_run[2], rmtpp_run[3]
+    assert {"test_log_likelihood_per_event", "rmse", "accuracy", "train_events_per_second"} <= set(out)
+    assert np.isfinite(out["test_log_likelihood_per_event"]) and out["rmse"] > 0 and 0 <= out["accuracy"] <= 1
+    assert (run / "checkpoint.pt").exists()
+
+
+def test_a_trained_model_saved_by_fit_out_is_scored_by_eval_as_fit_scored_it(rmtpp_run, tmp_path):
+    from tpp.io import write_events
+
+    _, batch, _, run = rmtpp_run
     assert (run / "model.pt").exists()
     test = batch.split((0.7, 0.15, 0.15), seed=0)[2]  # the CLI's seeded split of a file
     write_events(test, tmp_path / "test.npz")
