@@ -232,7 +232,9 @@ def bump_log_likelihood(batch: EventBatch) -> float:
 def test_learns_an_inhomogeneous_poisson_rate():
     train, test = simulate_bump(64, 0), simulate_bump(40, 1)
     torch.manual_seed(0)
-    model = NeuralCox(1, latent_size=4, step_size=1 / 32, num_samples=4, num_particles=128)
+    # step 1/16 (half the solver steps of 1/32): seeds 0 / 1 give the bound 0.016 / 0.010 nats/event below
+    # the truth, score - bound +0.005 / -0.000, relative L2 0.12 / 0.11
+    model = NeuralCox(1, latent_size=4, step_size=1 / 16, num_samples=4, num_particles=128)
     assert model.fit(train, epochs=150, batch_size=64, lr=1e-2, clip=0.0, seed=0, progress=False) is model
     truth = bump_log_likelihood(test)
     with torch.no_grad():

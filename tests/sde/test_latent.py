@@ -295,7 +295,9 @@ def test_learns_the_observation_noise_and_denoises():
     train, _ = levels_with_noise(64, 0)
     test, levels = levels_with_noise(16, 1)
     torch.manual_seed(0)
-    model = LatentSDE(2, latent_size=2, num_samples=2, step_size=0.05)
+    # step 0.1 (was 0.05, a quarter less CPU): noise (0.283, 0.614) at seed 0, (0.283, 0.593) at seed 2;
+    # score gain 2.00 / 2.18 nats
+    model = LatentSDE(2, latent_size=2, num_samples=2, step_size=0.1)
     before = model.initialise(train).score(test)
     assert model.fit(train, epochs=40, batch_size=8, lr=3e-2, clip=0.0, seed=0, progress=False) is model
     assert model.score(test) > before + 1.0

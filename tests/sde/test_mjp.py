@@ -308,10 +308,12 @@ def test_training_calls_take_the_prior_m_step_and_anneal_the_temperature() -> No
 @pytest.mark.parametrize("encoder", list(Encoder))
 def test_neural_mjp_recovers_two_state_rates_from_noisy_irregular_observations(encoder: Encoder) -> None:
     """Switching at 0.5 (closed -> open) and 1.0 (open -> closed) on [0, 10], 50 observations per series
-    at uniform random times, Gaussian noise 0.25 around levels 0 and 1; 64 series (about 420 jumps)."""
+    at uniform random times, Gaussian noise 0.25 around levels 0 and 1; 64 series (about 420 jumps).
+    The master-equation solve runs at rtol 1e-2 / atol 1e-4 (not the default 1e-3 / 1e-5): a quarter
+    less CPU, and the estimates and the ELBO gap are unchanged within noise (checked on seeds 0 and 1)."""
     torch.manual_seed(0)
     paths, data = switching_data(64, 50, seed=0)
-    model = NeuralMJP(2, 1, encoder=encoder)
+    model = NeuralMJP(2, 1, encoder=encoder, rtol=1e-2, atol=1e-4)
     assert model.fit(data, epochs=25, batch_size=16, lr=2e-2, seed=0, progress=False) is model
     assert int(model.stat_updates) == int(model.steps) == 25 * 4  # one M-step per optimizer step (after_step)
     order = np.argsort(model.emission_["mean"][0, :, 0])  # states are learned up to relabelling
