@@ -2,6 +2,7 @@
 equivalence."""
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -150,7 +151,10 @@ def test_ddp_with_two_processes_matches_one_process(tmp_path):
     torch.manual_seed(0)
     single = RMTPP(2, 8)
     tpp.fit(single, truth.sample(32, 30.0, generator=0), epochs=2, batch_size=8, seed=0, progress=False, clip=0)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    with socket.socket() as sock:  # a free port: another test run may be using torchrun at the same time
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
     multi = subprocess.run(torchrun + [str(script), str(tmp_path / "two.pt")], env=env, capture_output=True, text=True, timeout=300)
     assert multi.returncode == 0, multi.stderr[-2000:]
     one, two = single.state_dict(), torch.load(tmp_path / "two.pt")
