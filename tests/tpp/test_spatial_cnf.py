@@ -88,7 +88,9 @@ def test_hutchinson_estimate_averages_to_the_exact_trace(trace: Trace):
     assert float(est.std()) > 0  # a real estimate, not the exact trace
 
 
-def test_attentive_trace_is_the_sum_of_each_rows_own_jacobian_block():
+def _causal_attentive_drift():
+    """One sequence of four rows at times (0.1, 0.5, 0.5, 1.2) under a perturbed attentive drift (each row sees
+    the strictly earlier ones), with a state ``x`` that requires grad at t = 0.7: ``(drift, t, x, cond)``."""
     from tpp.spatial.cnf import _AttentiveDrift
 
     torch.manual_seed(0)
@@ -98,11 +100,16 @@ def test_attentive_trace_is_the_sum_of_each_rows_own_jacobian_block():
         for p in drift.parameters():
             p.add_(torch.randn_like(p) * 0.5)
     u = torch.tensor([[0.1, 0.5, 0.5, 1.2]], dtype=torch.float64)
-    allowed = (u[:, None, :] < u[:, :, None]) & ~torch.eye(R, dtype=torch.bool)
-    drift.configure(B, R, R, allowed)
+    drift.configure(B, R, R, (u[:, None, :] < u[:, :, None]) & ~torch.eye(R, dtype=torch.bool))
     t = torch.full((R,), 0.7, dtype=torch.float64)
     x = torch.randn(R, D, dtype=torch.float64, requires_grad=True)
     cond = torch.randn(R, 3, dtype=torch.float64)
+    return drift, t, x, cond
+
+
+def test_attentive_trace_is_the_sum_of_each_rows_own_jacobian_block():
+    drift, t, x, cond = _causal_attentive_drift()
+    R, D = x.shape
     jac = torch.autograd.functional.jacobian(lambda x_: drift(t, x_, cond), x)  # [R, D, R, D]
     blocks = torch.stack([torch.diagonal(jac[i, :, i, :]).sum() for i in range(R)])
     f_self = drift(t, x, cond, self_only=True)
@@ -297,19 +304,8 @@ def test_attentive_forward_mode_trace_has_the_exact_gradient():
     """The attentive drift's forward-mode trace of each row's own block, differentiated, equals the derivative of
     the blocks of the full Jacobian (with respect to the parameters and to every row's state, the other rows'
     keys included: the autograd ``self_only`` path cuts that last part, as the reference code does)."""
-    from tpp.spatial.cnf import _AttentiveDrift
-
-    torch.manual_seed(0)
-    B, R, D = 1, 4, 2
-    drift = _AttentiveDrift(D, 3, (8, 8), 8).double()
-    with torch.no_grad():
-        for p in drift.parameters():
-            p.add_(torch.randn_like(p) * 0.5)
-    u = torch.tensor([[0.1, 0.5, 0.5, 1.2]], dtype=torch.float64)
-    drift.configure(B, R, R, (u[:, None, :] < u[:, :, None]) & ~torch.eye(R, dtype=torch.bool))
-    t = torch.full((R,), 0.7, dtype=torch.float64)
-    x = torch.randn(R, D, dtype=torch.float64, requires_grad=True)
-    cond = torch.randn(R, 3, dtype=torch.float64)
+    drift, t, x, cond = _causal_attentive_drift()
+    R, D = x.shape
     params = [x, *drift.parameters()]
     _, div = drift.forward_with_trace(t, x, cond, None)
     fast = torch.autograd.grad(div.sum(), params, allow_unused=True)
