@@ -92,7 +92,8 @@ _ENTRIES = [
                       "likelihood by the probability-flow ODE (Bilos et al. 2023)"),
     ModelSpec("fractional-latent-sde", "sde.models:FractionalLatentSDE", _S, "FractionalLatentSDE", _T, _latent_shape,
               aliases=("fractional-sde",),
-              summary="latent SDE driven by Markov-approximated fractional noise, Hurst index learned (Daems et al. 2024)"),
+              summary="latent SDE driven by Markov-approximated fractional noise, Hurst index from the exact Markov "
+                      "(Kalman) likelihood refined by the ELBO (Daems et al. 2024)"),
     ModelSpec("ode-rnn", "sde.models:ODERNN", _S, "ODERNN", _T, series_shape, aliases=("odernn",),
               summary="ODE-RNN: GRU updates at observations, a neural ODE between them (Rubanova et al. 2019)"),
     ModelSpec("gru-d", "sde.models:GRUD", _S, "GRUD", _T, series_shape, aliases=("grud",),
