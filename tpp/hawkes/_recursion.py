@@ -284,6 +284,28 @@ def least_squares_statistics(
 
 
 @numba.njit(**_JIT)
+def rows_by_mark(marks: np.ndarray, num_marks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where a stable sort of the events by mark puts each one, by counting sort in O(N + K).
+
+    ``rows[n]`` is event ``n``'s position in that order (the inverse of ``np.argsort(marks, kind="stable")``)
+    and ``bounds[i] : bounds[i + 1]`` type ``i``'s range, so each type's events keep their time order. Marks
+    are small integers: one counting pass and one placing pass instead of a comparison sort (3 ms -> 0.2 ms
+    on 1e5 events)."""
+    bounds = np.zeros(num_marks + 1, np.int64)
+    for n in range(marks.size):
+        bounds[marks[n] + 1] += 1
+    for i in range(num_marks):
+        bounds[i + 1] += bounds[i]
+    rows = np.empty(marks.size, np.int64)
+    cursor = bounds[:-1].copy()
+    for n in range(marks.size):
+        i = marks[n]
+        rows[n] = cursor[i]
+        cursor[i] += 1
+    return rows, bounds
+
+
+@numba.njit(**_JIT)
 def event_features(
     times: np.ndarray,
     marks: np.ndarray,
@@ -337,6 +359,78 @@ def event_features(
                 tails[i * U + u] += 1.0 - math.exp(-x) if x < TAIL_EXP else 1.0
             pending[i] += 1.0
     return X, tails, duration
+
+
+@numba.njit(**_JIT)
+def event_features_columns(
+    times: np.ndarray,
+    marks: np.ndarray,
+    offsets: np.ndarray,
+    t_start: np.ndarray,
+    t_end: np.ndarray,
+    beta: np.ndarray,
+    num_marks: int,
+    rows: np.ndarray,
+):
+    """:func:`event_features` transposed: ``XT[j U + u, rows[n]]``, ``[K U, N]``, so that a type's events
+    (``rows`` grouped by mark) are a contiguous range of every row, the layout
+    :func:`target_newton_columns` reads with vector instructions."""
+    return _event_features_columns(times, marks, offsets, t_start, t_end, beta, num_marks, rows)
+
+
+@numba.njit(**_JIT)
+def _event_features_columns(times, marks, offsets, t_start, t_end, beta, num_marks, rows):
+    """The body of :func:`event_features_columns`: the state as one flat vector ``s[j U + u]`` (with its
+    pending arrivals and decays per entry) so that each event's column is one plain loop; the generic
+    ``[K, U]`` loops of :func:`event_features` writing along columns ran 5x slower (13 vs 2.3 ms, 1e5 events)."""
+    K = num_marks
+    U = beta.size
+    P = K * U
+    N = times.size
+    XT = np.empty((P, N))  # every entry is written below: each event writes its whole column
+    tails = np.zeros(P)
+    state = np.zeros(P)
+    pending = np.zeros(P)
+    beta_p = np.empty(P)
+    for j in range(K):
+        for u in range(U):
+            beta_p[j * U + u] = beta[u]
+    decay = np.empty(U)
+    duration = 0.0
+    for b in range(offsets.size - 1):
+        for p in range(P):
+            state[p] = 0.0
+            pending[p] = 0.0
+        t_now = t_start[b]
+        duration += t_end[b] - t_start[b]
+        for n in range(offsets[b], offsets[b + 1]):
+            t = times[n]
+            if t > t_now:
+                if U == 1:  # one decay (ExpHawkes): one flat loop
+                    d = math.exp(-beta[0] * (t - t_now))
+                    for p in range(P):
+                        state[p] = d * (state[p] + pending[p])
+                        pending[p] = 0.0
+                else:
+                    for u in range(U):
+                        decay[u] = math.exp(-beta[u] * (t - t_now))
+                    p = 0
+                    for j in range(K):
+                        for u in range(U):
+                            state[p] = decay[u] * (state[p] + pending[p])
+                            pending[p] = 0.0
+                            p += 1
+                t_now = t
+            row = rows[n]
+            for p in range(P):
+                XT[p, row] = beta_p[p] * state[p]
+            i = marks[n]
+            for u in range(U):
+                x = beta[u] * (t_end[b] - t)
+                # past TAIL_EXP, 1 - exp(-x) rounds to 1.0 exactly: most events of a long window skip the exp
+                tails[i * U + u] += 1.0 - math.exp(-x) if x < TAIL_EXP else 1.0
+                pending[i * U + u] += 1.0
+    return XT, tails, duration
 
 
 @numba.njit(**_JIT)
@@ -913,10 +1007,99 @@ def _newton_solve(hess, grad, index, nf, L, y, d):
         d[index[i]] = s / L[i, i]
 
 
+#: Events per block of :func:`_columns_value_grad_hessian`: the block's scaled copy (``(P + 1) x 256`` floats,
+#: 24 KB at K = 10) stays in the L1 cache between the passes over it.
+COLUMN_BLOCK = 256
+
+
+# Reassociation (and FMA contraction) lets the sums over events run in vector registers: 2-4x faster passes.
+# Only the rounding of the sums changes; no nnan/ninf, so the positivity and finiteness tests below still hold.
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _columns_value_grad_hessian(XT, lo, hi, has_const, c, theta, pen_start, inv_n, l1, l2, grad, need_value,
+                                need_hess, hess, Z):
+    """:func:`_target_value_grad` with the Hessian's raw sums, on the columns ``lo:hi`` of ``XT`` (``[Q, N]``, the
+    layout of :func:`event_features_columns`), in one pass of blocks of :data:`COLUMN_BLOCK` events.
+
+    Per block: the intensities (weights at 0, most of a sparse network's, are skipped: adding ``0 x`` is exact),
+    their logarithms (with ``need_value``), the rows ``z_a = x_a / lambda`` into the scratch ``Z``
+    (``[P + 1, COLUMN_BLOCK]``, the last row the intensities), then the gradient's sums and, with ``need_hess``,
+    the upper triangle of ``sum z z^T`` into ``hess`` (unscaled, as :func:`_small_value_grad_hessian` leaves
+    it). Every loop runs along contiguous events: vector instructions where the row layout's dot products of
+    ``K`` numbers could not use them (K = 10, 1e5 events: a pass with the Hessian 0.8 -> 0.3 ms per 1.7e4 rows)."""
+    Q = XT.shape[0]
+    P = theta.size
+    B = Z.shape[1]
+    for p in range(P):
+        grad[p] = 0.0
+    if need_hess:
+        for a in range(P):
+            for b in range(a, P):
+                hess[a, b] = 0.0
+    const = theta[0] if has_const else 0.0
+    lam = Z[P]
+    total = 0.0
+    for start in range(lo, hi, B):
+        m = min(hi, start + B) - start
+        for r in range(m):
+            lam[r] = const
+        for q in range(Q):
+            w = theta[has_const + q]
+            if w != 0.0:
+                row = XT[q, start : start + m]
+                for r in range(m):
+                    lam[r] += w * row[r]
+        for r in range(m):
+            if not lam[r] > 0.0:
+                return np.inf
+        if need_value:
+            for r in range(m):
+                total += math.log(lam[r])
+        for r in range(m):
+            lam[r] = 1.0 / lam[r]
+        if has_const:
+            z0 = Z[0]
+            for r in range(m):
+                z0[r] = lam[r]
+        for q in range(Q):
+            row = XT[q, start : start + m]
+            zq = Z[has_const + q]
+            for r in range(m):
+                zq[r] = lam[r] * row[r]
+        for a in range(P):
+            za = Z[a]
+            acc = 0.0
+            for r in range(m):
+                acc += za[r]
+            grad[a] += acc
+        if need_hess:
+            for a in range(P):
+                za = Z[a]
+                for b in range(a, P):
+                    zb = Z[b]
+                    acc = 0.0
+                    for r in range(m):
+                        acc += za[r] * zb[r]
+                    hess[a, b] += acc
+    out = 0.0
+    for p in range(P):
+        out += c[p] * theta[p]
+        grad[p] = (c[p] - grad[p]) * inv_n
+    out = (out - total) * inv_n if need_value else 0.0
+    for p in range(pen_start, P):
+        out += l1 * theta[p] + l2 * theta[p] * theta[p]
+        grad[p] += l1 + 2.0 * l2 * theta[p]
+    return out
+
+
 @numba.njit(**_JIT)
-def _evaluate(X, has_const, c, theta, pen_start, inv_n, l1, l2, grad, lam, need_value, small, hess):
-    """One pass of :func:`target_newton`: the small kernel (value, gradient and whole Hessian) or the general one
-    (value and gradient; the Hessian comes after, on the free variables)."""
+def _evaluate(X, lo, hi, columns, has_const, c, theta, pen_start, inv_n, l1, l2, grad, lam, need_value, small, hess,
+              need_hess, Z):
+    """One pass of :func:`target_newton`: the columnar kernel or the small one (value, gradient and whole
+    Hessian), or the general one (value and gradient; the Hessian comes after, on the free variables).
+    ``need_hess`` is read by the columnar kernel only (the small one's Hessian costs nothing extra)."""
+    if columns:
+        return _columns_value_grad_hessian(X, lo, hi, has_const, c, theta, pen_start, inv_n, l1, l2, grad,
+                                           need_value, need_hess, hess, Z)
     if small:
         return _small_value_grad_hessian(X, c, theta, inv_n, l1, l2, grad, lam, need_value, hess)
     return _target_value_grad(X, has_const, c, theta, pen_start, inv_n, l1, l2, grad, lam, need_value)
@@ -945,23 +1128,47 @@ def target_newton(X, has_const, c, x0, lower, pen_start, n_events, l1, l2, max_i
 
     Returns ``(value, iterations, evaluations, converged)``.
     """
+    return _projected_newton(X, 0, X.shape[0], False, has_const, c, x0, lower, pen_start, n_events, l1, l2,
+                             max_iter, tol, finish, out)
+
+
+@numba.njit(**_JIT)
+def target_newton_columns(XT, lo, hi, has_const, c, x0, lower, pen_start, n_events, l1, l2, max_iter, tol, finish,
+                          out):
+    """:func:`target_newton` on the events ``lo:hi`` of the transposed statistics ``XT`` (``[Q, N]``, from
+    :func:`event_features_columns`): the same iterates, each pass (value, gradient and the whole Hessian's upper
+    triangle) by :func:`_columns_value_grad_hessian`, about 2.5x faster per Newton step at K = 10."""
+    return _projected_newton(XT, lo, hi, True, has_const, c, x0, lower, pen_start, n_events, l1, l2, max_iter, tol,
+                             finish, out)
+
+
+@numba.njit(**_JIT)
+def _projected_newton(X, lo, hi, columns, has_const, c, x0, lower, pen_start, n_events, l1, l2, max_iter, tol,
+                      finish, out):
+    """The body of :func:`target_newton` (rows ``X[lo:hi]``, ``lo = 0``, ``hi = N``) and
+    :func:`target_newton_columns` (``columns``: the columns ``lo:hi`` of ``X = XT``)."""
     P = x0.size
-    N = X.shape[0]
+    N = hi - lo
     x = np.empty(P)
     for p in range(P):
         x[p] = max(x0[p], lower[p])
     inv_n = 1.0 / n_events
     grad, g_try = np.empty(P), np.empty(P)
-    lam, lam_try = np.empty(N), np.empty(N)
+    # few unknowns (row layout): the logarithms are most of a pass, worth skipping where possible, and the whole
+    # Hessian costs little inside the gradient's pass (no second pass over the rows)
+    cheap = not columns and has_const == 1 and pen_start == 1 and P <= 3
+    # the Hessian comes with each pass (the columnar or the small kernel): its free block is read off h_full
+    fused = cheap or columns
+    rows = 0 if columns else N  # the row kernels keep the intensities; the columnar one does not need them
+    lam, lam_try = np.empty(rows), np.empty(rows)
     hess, L = np.empty((P, P)), np.zeros((P, P))
     d, x_try, y = np.empty(P), np.empty(P), np.empty(P)
-    buffer = np.empty(N * P)
+    buffer = np.empty(0 if fused else N * P)
+    Z = np.empty((P + 1, COLUMN_BLOCK if columns else 0))
     index = np.empty(P, np.int64)
-    # few unknowns: the logarithms are most of a pass, worth skipping where possible, and the whole Hessian
-    # costs little inside the gradient's pass (no second pass over the rows)
-    cheap = has_const == 1 and pen_start == 1 and P <= 3
     h_full, h_try = np.zeros((P, P)), np.zeros((P, P))
-    f = _evaluate(X, has_const, c, x, pen_start, inv_n, l1, l2, grad, lam, True, cheap, h_full)
+    f = _evaluate(X, lo, hi, columns, has_const, c, x, pen_start, inv_n, l1, l2, grad, lam, True, cheap, h_full,
+                  True, Z)
     evaluations = 1
     f_known = True  # f is the value at x (not only bounded by the last one)
     converged = False
@@ -982,7 +1189,7 @@ def target_newton(X, has_const, c, x0, lower, pen_start, n_events, l1, l2, max_i
             else:
                 index[nf] = p
                 nf += 1
-        if cheap:
+        if fused:
             for a in range(nf):
                 for b in range(a, nf):
                     hess[a, b] = h_full[min(index[a], index[b]), max(index[a], index[b])] * inv_n
@@ -1012,7 +1219,8 @@ def target_newton(X, has_const, c, x0, lower, pen_start, n_events, l1, l2, max_i
             if finish and predicted > 0.0:
                 for p in range(P):
                     x_try[p] = max(x[p] + d[p], lower[p])
-                f_try = _evaluate(X, has_const, c, x_try, pen_start, inv_n, l1, l2, g_try, lam_try, True, cheap, h_try)
+                f_try = _evaluate(X, lo, hi, columns, has_const, c, x_try, pen_start, inv_n, l1, l2, g_try, lam_try,
+                                  True, cheap, h_try, False, Z)
                 evaluations += 1
                 # the step is tiny (its predicted decrease is below tol): f cannot tell it from rounding, so only
                 # a clear rise (a wrong step) rejects it
@@ -1036,8 +1244,8 @@ def target_newton(X, has_const, c, x0, lower, pen_start, n_events, l1, l2, max_i
                 # With many unknowns the logarithms are a small part of a pass: one full pass instead.
                 bad = 0.0
                 if cheap:
-                    bad = _evaluate(X, has_const, c, x_try, pen_start, inv_n, l1, l2, g_try, lam_try, False, cheap,
-                                    h_try)
+                    bad = _evaluate(X, lo, hi, columns, has_const, c, x_try, pen_start, inv_n, l1, l2, g_try,
+                                    lam_try, False, cheap, h_try, True, Z)
                     evaluations += 1
                     slope = 0.0
                     for p in range(P):
@@ -1047,8 +1255,8 @@ def target_newton(X, has_const, c, x0, lower, pen_start, n_events, l1, l2, max_i
                         f_known = False
                         break
                 if math.isfinite(bad):
-                    f_try = _evaluate(X, has_const, c, x_try, pen_start, inv_n, l1, l2, g_try, lam_try, True, cheap,
-                                      h_try)
+                    f_try = _evaluate(X, lo, hi, columns, has_const, c, x_try, pen_start, inv_n, l1, l2, g_try,
+                                      lam_try, True, cheap, h_try, True, Z)
                     evaluations += 1
                     if f_known and math.isfinite(f_try) and f - f_try >= 1e-4 * decrease:
                         accepted = True
@@ -1056,8 +1264,8 @@ def target_newton(X, has_const, c, x0, lower, pen_start, n_events, l1, l2, max_i
                         break
                     if not f_known:
                         # the previous value is unknown: recompute it to judge this step
-                        f = _evaluate(X, has_const, c, x, pen_start, inv_n, l1, l2, grad, lam, True, cheap,
-                                      h_full)
+                        f = _evaluate(X, lo, hi, columns, has_const, c, x, pen_start, inv_n, l1, l2, grad, lam,
+                                      True, cheap, h_full, True, Z)
                         evaluations += 1
                         f_known = True
                         if math.isfinite(f_try) and f - f_try >= 1e-4 * decrease:
@@ -1076,7 +1284,8 @@ def target_newton(X, has_const, c, x0, lower, pen_start, n_events, l1, l2, max_i
         if f_known:
             f = f_try
     if not f_known:  # the value at the last accepted point (f still holds an earlier, larger one)
-        f = _evaluate(X, has_const, c, x, pen_start, inv_n, l1, l2, g_try, lam_try, True, cheap, h_try)
+        f = _evaluate(X, lo, hi, columns, has_const, c, x, pen_start, inv_n, l1, l2, g_try, lam_try, True, cheap,
+                      h_try, False, Z)
         evaluations += 1
     out[:] = x
     return f, iterations, evaluations, converged

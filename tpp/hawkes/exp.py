@@ -609,8 +609,12 @@ class SumExpHawkes(PointProcess):
         ~6 Newton steps per target 4-5 ms.
 
         Fixed decays: one pass computes the per-event statistics, then every step is a cheap sum
-        without exponentials. Learned decays: the profile likelihood ``p(beta) = max_{mu,A} log L``
-        is maximised over ``log beta``; each profile value is a warm-started fixed-decay fit, and
+        without exponentials. They are written transposed (``[K U, N]``, each type's events a contiguous range,
+        grouped by a counting sort), so each Newton pass (value, gradient, whole Hessian) runs along contiguous
+        events in vector registers (:func:`~tpp.hawkes._recursion.target_newton_columns`): same iterates and
+        optimum; K=10, 1e5 events: 39 -> 20 ms of CPU per fit (with the counting sort). Learned decays: the
+        profile likelihood ``p(beta) = max_{mu,A} log L`` is maximised over ``log beta``; each profile value is a
+        warm-started fixed-decay fit, and
         its gradient is ``d log L / d beta`` at the inner optimum (envelope theorem: the bounds do
         not involve ``beta``), one pass of the fused recursion.
 
@@ -639,10 +643,8 @@ class SumExpHawkes(PointProcess):
         stats = {"iterations": 0, "evaluations": 0, "decay_steps": 0, "bar": bar}
         # Group events by type: the problem separates into K small concave problems (one per
         # target type, 1 + K U unknowns each), which converge in far fewer steps than the joint one.
-        order = np.argsort(flat["marks"], kind="stable")
-        rows = np.empty_like(order)
-        rows[order] = np.arange(order.size)
-        bounds_of_type = np.concatenate([[0], np.cumsum(np.bincount(flat["marks"], minlength=K))])
+        # rows[n]: event n's place when grouped by type in time order (a stable counting sort, O(N + K))
+        rows, bounds_of_type = _recursion.rows_by_mark(flat["marks"], K)
         warm = {"mu": mu0.copy(), "adj": adj0.reshape(K, K * U).copy()}
         fits: dict[tuple[float, ...], tuple[np.ndarray, np.ndarray, float, bool]] = {}
 
@@ -657,19 +659,21 @@ class SumExpHawkes(PointProcess):
                     X, D, tails, dtails, duration = _recursion.event_features_and_slopes(
                         *args, beta, K, rows, *features["buffers"])
                     features.update(key=key, stats=(X, tails, duration), slopes=(D, dtails))
-                else:
-                    features.update(key=key, stats=_recursion.event_features(*args, beta, K, rows))
+                else:  # one solve per type: the transposed layout, whose passes run in vector registers
+                    features.update(key=key, stats=_recursion.event_features_columns(*args, beta, K, rows))
             if key not in fits or polish:
                 X, tails, duration = features["stats"]
                 value, converged = 0.0, True
                 for i in range(K):
-                    X_i = X[bounds_of_type[i] : bounds_of_type[i + 1]]
+                    span = (int(bounds_of_type[i]), int(bounds_of_type[i + 1]))
+                    # learned decays: row layout (the profile's gradient reads the same rows); fixed: the columns
+                    X_i, columns = (X[span[0] : span[1]], None) if self.learn_decays else (X, span)
 
                     # the last solve (a learned decay's polish; a fixed decay's only one) is final: tol is relative to
                     # a per-event objective, so on N events a solve may stop ~tol N nats short (quadratic convergence:
                     # a step or two more); the profile's intermediate solves only steer the decay
                     res = self._solve_target(X_i, tails, duration, warm["mu"][i], warm["adj"][i], mu_floor, n_events,
-                                             l1, l2, max_iter, tol, stats, final=polish)
+                                             l1, l2, max_iter, tol, stats, final=polish, columns=columns)
                     converged &= bool(res.success)
                     warm["mu"][i], warm["adj"][i] = res.x[0], res.x[1:]
                     value += float(res.fun)
@@ -739,12 +743,10 @@ class SumExpHawkes(PointProcess):
         args = (flat["times"], flat["marks"], flat["seq_offsets"], flat["t_start"], flat["t_end"])
         floor = 1e-12 * float(mu0.min())
         stats = {"iterations": 0, "evaluations": 0, "decay_steps": 0, "bar": bar}
-        order = np.argsort(flat["marks"], kind="stable")
-        rows = np.empty_like(order)
-        rows[order] = np.arange(order.size)
-        bounds_of_type = np.concatenate([[0], np.cumsum(np.bincount(flat["marks"], minlength=K))])
+        rows, bounds_of_type = _recursion.rows_by_mark(flat["marks"], K)  # grouped by type, in time order
         values, windows = flat["basis_values"], flat["basis_integral"]
-        values_sorted = values[order]
+        values_sorted = np.empty_like(values)
+        values_sorted[rows] = values  # = values[order] for the stable order by type
         warm = {"coef": np.repeat(mu0[:, None], nb, 1), "adj": adj0.reshape(K, K * U).copy()}
         fits: dict[tuple[float, ...], tuple[np.ndarray, np.ndarray, float, bool]] = {}
 
@@ -828,7 +830,8 @@ class SumExpHawkes(PointProcess):
     @staticmethod
     def _solve_target(X: np.ndarray, tails: np.ndarray, duration: float, mu0: float, w0: np.ndarray, mu_floor: float,
                       n_events: float, l1: float, l2: float, max_iter: int, tol: float,
-                      stats: dict[str, Any], final: bool = False) -> scipy.optimize.OptimizeResult:
+                      stats: dict[str, Any], final: bool = False,
+                      columns: tuple[int, int] | None = None) -> scipy.optimize.OptimizeResult:
         """One target's problem: minimise ``-loglik / n_events + l1 sum(w) + l2 sum(w^2)`` over
         ``(mu, w = A[i])`` subject to ``mu >= mu_floor, w >= 0``, where ``loglik`` is
         :func:`~tpp.hawkes._recursion.target_loglik_and_grad`'s value on the rows ``X`` of the target's events.
@@ -839,7 +842,9 @@ class SumExpHawkes(PointProcess):
         ~45 us of scipy overhead each on K=10, 1e4 events). Shared by ``fit`` and
         :func:`tpp.hawkes.distributed.fit_parquet`, so both reach the same optimum. ``final``: the solve whose answer
         is kept (a fixed decay's, a learned decay's last) runs 1000x tighter and takes the finishing Newton step, so
-        it lands on the optimum to ~1e-12 whatever its start. ``x`` is ``(mu, A[i])``."""
+        it lands on the optimum to ~1e-12 whatever its start. ``x`` is ``(mu, A[i])``. ``columns=(lo, hi)``: ``X`` is
+        the transposed ``[K U, N]`` of :func:`~tpp.hawkes._recursion.event_features_columns` and the target's events
+        its columns ``lo:hi`` (:func:`~tpp.hawkes._recursion.target_newton_columns`: same iterates, faster passes)."""
         P = 1 + w0.size
         c = np.empty(P)
         c[0], c[1:] = duration, tails
@@ -848,9 +853,15 @@ class SumExpHawkes(PointProcess):
         x0 = np.empty(P)
         x0[0], x0[1:] = mu0, w0
         x = np.empty(P)
-        fun, iterations, evaluations, converged = _recursion.target_newton(
-            np.ascontiguousarray(X, dtype=np.float64), 1, c, x0, lower, 1, float(n_events), float(l1), float(l2),
-            int(max_iter), float(tol) * (1e-3 if final else 1.0), bool(final), x)
+        solver_options = (float(n_events), float(l1), float(l2), int(max_iter), float(tol) * (1e-3 if final else 1.0),
+                          bool(final), x)
+        if columns is None:
+            fun, iterations, evaluations, converged = _recursion.target_newton(
+                np.ascontiguousarray(X, dtype=np.float64), 1, c, x0, lower, 1, *solver_options)
+        else:
+            fun, iterations, evaluations, converged = _recursion.target_newton_columns(
+                np.ascontiguousarray(X, dtype=np.float64), int(columns[0]), int(columns[1]), 1, c, x0, lower, 1,
+                *solver_options)
         stats["iterations"] += int(iterations)
         stats["evaluations"] += int(evaluations)
         stats["bar"].update(int(evaluations))
