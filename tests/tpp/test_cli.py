@@ -15,9 +15,9 @@ def tpp(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def tpp_in_process(*args: str) -> subprocess.CompletedProcess:
-    """The command run in this process (typer's CliRunner), for runs that only end in an exit-2 line: a
-    subprocess's torch import costs seconds. The bad-file test above them keeps the real subprocess, where the
-    one-line, no-traceback promise is what the user sees."""
+    """The command run in this process (typer's CliRunner): a subprocess's torch import costs seconds per run.
+    Real subprocesses stay where the entry point itself is the claim: ``tpp simulate`` (the module fixture), the
+    bad-file test (the one-line, no-traceback promise is what the user sees) and ``tpp datasets``."""
     from typer.testing import CliRunner
 
     from tpp.cli import app
@@ -37,7 +37,7 @@ def simulated(tmp_path_factory):
 
 
 def test_fit_json_has_the_documented_keys_and_recovers_parameters(simulated, tmp_path):
-    res = tpp("fit", "--model", "exp-hawkes", "--data", str(simulated), "--decay", "2", "--json", "--t-end", "3000",
+    res = tpp_in_process("fit", "--model", "exp-hawkes", "--data", str(simulated), "--decay", "2", "--json", "--t-end", "3000",
               "--out", str(tmp_path / "fit"))
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
@@ -47,14 +47,14 @@ def test_fit_json_has_the_documented_keys_and_recovers_parameters(simulated, tmp
     np.testing.assert_allclose(out["adjacency"], [[0.3, 0.1], [0.2, 0.4]], atol=0.12)
     assert out["ks_pvalue"] > 0.001
     assert (tmp_path / "fit" / "model.json").exists() and (tmp_path / "fit" / "qq.png").stat().st_size > 1000
-    ev = tpp("eval", "--model-file", str(tmp_path / "fit" / "model.json"), "--data", str(simulated), "--t-end", "3000", "--json")
+    ev = tpp_in_process("eval", "--model-file", str(tmp_path / "fit" / "model.json"), "--data", str(simulated), "--t-end", "3000", "--json")
     assert ev.returncode == 0, ev.stderr
     assert json.loads(ev.stdout)["log_likelihood"] == pytest.approx(out["log_likelihood"], rel=1e-12)
 
 
 @pytest.mark.parametrize("model", ["poisson", "sumexp-hawkes"])
 def test_other_models_fit_from_the_cli(simulated, model):
-    res = tpp("fit", "--model", model, "--data", str(simulated), "--json")
+    res = tpp_in_process("fit", "--model", model, "--data", str(simulated), "--json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["model"] == model
 
@@ -87,7 +87,7 @@ def test_datasets_lists_the_registry():
 
 @needs_data
 def test_fit_by_registry_name():
-    res = tpp("fit", "--model", "exp-hawkes", "--data", "taxi", "--json")
+    res = tpp_in_process("fit", "--model", "exp-hawkes", "--data", "taxi", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["num_events"] == 17904 and np.isfinite(out["log_likelihood"])
@@ -111,7 +111,7 @@ def gaussian_events(tmp_path_factory):
 
 
 def test_fadin_fit_reports_kernel_parameters_and_draws_the_kernel_grid(gaussian_events, tmp_path):
-    res = tpp("fit", "--model", "fadin", "--kernel", "truncated-gaussian", "--support", "3", "--delta", "0.05",
+    res = tpp_in_process("fit", "--model", "fadin", "--kernel", "truncated-gaussian", "--support", "3", "--delta", "0.05",
               "--data", str(gaussian_events), "--json", "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
@@ -119,13 +119,13 @@ def test_fadin_fit_reports_kernel_parameters_and_draws_the_kernel_grid(gaussian_
     np.testing.assert_allclose(out["kernel_params"]["m"], [[1.0, 1.5], [0.5, 2.0]], atol=0.15)
     assert {"log_likelihood", "ks_pvalue", "baseline", "adjacency"} <= set(out)
     assert (tmp_path / "kernels.png").stat().st_size > 10000
-    ev = tpp("eval", "--model-file", str(tmp_path / "model.json"), "--data", str(gaussian_events), "--json")
+    ev = tpp_in_process("eval", "--model-file", str(tmp_path / "model.json"), "--data", str(gaussian_events), "--json")
     assert ev.returncode == 0, ev.stderr
     assert json.loads(ev.stdout)["log_likelihood"] == pytest.approx(out["log_likelihood"], rel=1e-10)
 
 
 def test_nonparametric_em_fit_from_the_cli(gaussian_events):
-    res = tpp("fit", "--model", "nonparametric-em", "--support", "3", "--bins", "15", "--data", str(gaussian_events), "--json")
+    res = tpp_in_process("fit", "--model", "nonparametric-em", "--support", "3", "--bins", "15", "--data", str(gaussian_events), "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert np.asarray(out["kernel_values"]).shape == (2, 2, 15) and out["bins"] == 15
@@ -149,7 +149,7 @@ def rmtpp_run(tmp_path_factory):
     batch = ExpHawkes.from_params([0.3, 0.2], [[0.3, 0.1], [0.1, 0.3]], 1.5).sample(40, 30.0, generator=0)
     write_events(batch, path)
     run = tmp_path / "run"
-    res = tpp("fit", "--model", "rmtpp", "--data", str(path), "--epochs", "2", "--hidden-size", "8", "--json",
+    res = tpp_in_process("fit", "--model", "rmtpp", "--data", str(path), "--epochs", "2", "--hidden-size", "8", "--json",
               "--out", str(run))
     assert res.returncode == 0, res.stderr
     return path, batch, json.loads(res.stdout), run
@@ -170,7 +170,7 @@ def test_a_trained_model_saved_by_fit_out_is_scored_by_eval_as_fit_scored_it(rmt
     test = batch.split((0.7, 0.15, 0.15), seed=0)[2]  # the CLI's seeded split of a file
     write_events(test, tmp_path / "test.npz")
     for model_file in (run, run / "model.pt"):
-        ev = tpp("eval", "--model-file", str(model_file), "--data", str(tmp_path / "test.npz"), "--json")
+        ev = tpp_in_process("eval", "--model-file", str(model_file), "--data", str(tmp_path / "test.npz"), "--json")
         assert ev.returncode == 0, ev.stderr
         scored = json.loads(ev.stdout)
         assert scored["model"] == "rmtpp" and np.isfinite(scored["log_likelihood_per_event"])
@@ -178,6 +178,6 @@ def test_a_trained_model_saved_by_fit_out_is_scored_by_eval_as_fit_scored_it(rmt
 
 @needs_data
 def test_a_registry_set_without_a_val_split_takes_validation_from_train():
-    res = tpp("fit", "--model", "rmtpp", "--data", "mimic2_rmtpp", "--epochs", "1", "--hidden-size", "8", "--json")
+    res = tpp_in_process("fit", "--model", "rmtpp", "--data", "mimic2_rmtpp", "--epochs", "1", "--hidden-size", "8", "--json")
     assert res.returncode == 0, res.stderr
     assert np.isfinite(json.loads(res.stdout)["val_log_likelihood_per_event"])
