@@ -1,6 +1,7 @@
 """Shared test settings: float64, one thread, a fixed seed per test."""
 
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -34,3 +35,16 @@ def offline_registry(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError(f"test tried to download {url}")
 
     monkeypatch.setattr(registry, "download_url", no_network)
+
+
+def tpp_in_process(*args: str) -> subprocess.CompletedProcess:
+    """``tpp ARGS`` run in this process (typer's CliRunner) with a subprocess-like result: a real subprocess's
+    torch import costs seconds per run. Tests whose claim is the entry point itself (one stderr line, no
+    traceback, as a user sees it) keep a real subprocess."""
+    from typer.testing import CliRunner
+
+    from tpp.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception  # no traceback
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)

@@ -7,24 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from ..conftest import needs_data
+from ..conftest import needs_data, tpp_in_process
 
 
 def tpp(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tpp.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
-
-
-def tpp_in_process(*args: str) -> subprocess.CompletedProcess:
-    """The command run in this process (typer's CliRunner): a subprocess's torch import costs seconds per run.
-    Real subprocesses stay where the entry point itself is the claim: ``tpp simulate`` (the module fixture), the
-    bad-file test (the one-line, no-traceback promise is what the user sees) and ``tpp datasets``."""
-    from typer.testing import CliRunner
-
-    from tpp.cli import app
-
-    result = CliRunner().invoke(app, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception  # no traceback
-    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +24,8 @@ def simulated(tmp_path_factory):
 
 
 def test_fit_json_has_the_documented_keys_and_recovers_parameters(simulated, tmp_path):
-    res = tpp_in_process("fit", "--model", "exp-hawkes", "--data", str(simulated), "--decay", "2", "--json", "--t-end", "3000",
-              "--out", str(tmp_path / "fit"))
+    res = tpp_in_process("fit", "--model", "exp-hawkes", "--data", str(simulated), "--decay", "2", "--json",
+                         "--t-end", "3000", "--out", str(tmp_path / "fit"))
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert set(out) >= {"model", "num_events", "log_likelihood", "log_likelihood_per_event", "baseline", "adjacency",
@@ -47,7 +34,8 @@ def test_fit_json_has_the_documented_keys_and_recovers_parameters(simulated, tmp
     np.testing.assert_allclose(out["adjacency"], [[0.3, 0.1], [0.2, 0.4]], atol=0.12)
     assert out["ks_pvalue"] > 0.001
     assert (tmp_path / "fit" / "model.json").exists() and (tmp_path / "fit" / "qq.png").stat().st_size > 1000
-    ev = tpp_in_process("eval", "--model-file", str(tmp_path / "fit" / "model.json"), "--data", str(simulated), "--t-end", "3000", "--json")
+    ev = tpp_in_process("eval", "--model-file", str(tmp_path / "fit" / "model.json"), "--data", str(simulated),
+                        "--t-end", "3000", "--json")
     assert ev.returncode == 0, ev.stderr
     assert json.loads(ev.stdout)["log_likelihood"] == pytest.approx(out["log_likelihood"], rel=1e-12)
 

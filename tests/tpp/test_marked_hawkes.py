@@ -3,8 +3,6 @@ density, autograd against finite differences, recovery of alpha, exact simulatio
 
 import json
 import math
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -16,7 +14,7 @@ from tpp.events import EventBatch, EventDataError
 from tpp.hawkes import ExpHawkes, MarkedHawkes
 from tpp.process import PointProcess
 
-from ..conftest import needs_data
+from ..conftest import needs_data, tpp_in_process
 
 TRUTH = MarkedHawkes.from_params([0.3, 0.2], [[0.25, 0.1], [0.1, 0.2]], 1.5, [0.8, 0.5], [[2.0, 0.0], [2.3, 0.0]],
                                  threshold=2.5)
@@ -208,8 +206,7 @@ def test_table_round_trip_estimator_face_and_errors(simulated, tmp_path):
 
 @needs_data
 def test_cli_fits_an_earthquake_catalogue_with_magnitudes():
-    res = subprocess.run([sys.executable, "-m", "tpp.cli", "fit", "--model", "marked-hawkes", "--data", "ridgecrest",
-                          "--json"], capture_output=True, text=True, timeout=300)
+    res = tpp_in_process("fit", "--model", "marked-hawkes", "--data", "ridgecrest", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["model"] == "marked-hawkes" and out["num_events"] == 829 and out["feature"] == "magnitude"

@@ -9,8 +9,6 @@ with non-negative weights is ExpHawkes; the intensity is causal; the sampler pas
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -24,6 +22,8 @@ from tpp import table
 from tpp.events import EventBatch
 from tpp.hawkes import ExpHawkes, NonlinearHawkes, SumExpHawkes
 from tpp.hawkes.nonlinear import _Prepared, integrate_between_events
+
+from ..conftest import tpp_in_process
 
 INHIBITING = ([0.3, 0.0], [[0.4, -0.8], [0.5, 0.2]])  # type 1 inhibits type 0
 PARAMS = {  # (baseline, adjacency) per link; exp's feedback is kept small so the process is not explosive
@@ -229,8 +229,8 @@ def test_round_trips_through_the_table_and_the_cli(tmp_path):
     flat = data.to_flat()
     seq = np.repeat(np.arange(len(data)), np.diff(flat["seq_offsets"]))
     path.write_text("seq,time,mark\n" + "".join(f"{s},{float(t)!r},{m}\n" for s, t, m in zip(seq, flat["times"], flat["marks"])))
-    res = subprocess.run([sys.executable, "-m", "tpp.cli", "fit", "--model", "nonlinear-hawkes", "--data", str(path),
-                          "--t-end", "100", "--link", "relu", "--json"], capture_output=True, text=True, timeout=300)
+    res = tpp_in_process("fit", "--model", "nonlinear-hawkes", "--data", str(path), "--t-end", "100", "--link", "relu",
+                         "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["model"] == "nonlinear-hawkes" and out["link"] == "relu" and np.isfinite(out["log_likelihood"])

@@ -3,8 +3,6 @@ direct O(N^2) sum, autograd against finite differences, recovery of the exponent
 
 import json
 import math
-import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -18,7 +16,7 @@ from tpp.events import EventBatch
 from tpp.hawkes import PowerLawHawkes, SumExpHawkes
 from tpp.hawkes.powerlaw import geometric_decays, powerlaw_kernel, powerlaw_weights
 
-from ..conftest import needs_data
+from ..conftest import needs_data, tpp_in_process
 
 RANGE = (1e-4, 1e2)
 TRUTH = PowerLawHawkes.from_params([0.4, 0.3], [[0.3, 0.1], [0.2, 0.25]], 1.8, 0.2, RANGE, num_terms=24)
@@ -178,8 +176,7 @@ def test_a_coarse_grid_warns_and_bad_arguments_are_refused(simulated):
 
 @needs_data
 def test_cli_fits_a_registry_data_set():
-    res = subprocess.run([sys.executable, "-m", "tpp.cli", "fit", "--model", "powerlaw-hawkes", "--data", "ridgecrest",
-                          "--json"], capture_output=True, text=True, timeout=300)
+    res = tpp_in_process("fit", "--model", "powerlaw-hawkes", "--data", "ridgecrest", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["model"] == "powerlaw-hawkes" and out["num_events"] == 829
