@@ -853,6 +853,21 @@ def target_decay_gradient(X: np.ndarray, D: np.ndarray, mu: float, weights: np.n
 
 
 @numba.njit(**_JIT)
+def _objective_from_sums(c, theta, grad, total, inv_n, need_value, pen_start, l1, l2):
+    """The per-target objective from its sums: ``(c . theta - sum log lambda) / n`` plus the penalty from
+    ``pen_start``; ``grad`` holds ``sum x / lambda`` on entry and the gradient on exit."""
+    P = theta.shape[0]
+    out = 0.0
+    for p in range(P):
+        out += c[p] * theta[p]
+        grad[p] = (c[p] - grad[p]) * inv_n
+    out = (out - total) * inv_n if need_value else 0.0
+    for p in range(pen_start, P):
+        out += l1 * theta[p] + l2 * theta[p] * theta[p]
+        grad[p] += l1 + 2.0 * l2 * theta[p]
+    return out
+
+@numba.njit(**_JIT)
 def _target_value_grad(X, has_const, c, theta, pen_start, inv_n, l1, l2, grad, lam, need_value):
     """Value and gradient of one target's objective at ``theta`` (see :func:`target_newton`) into the caller's
     ``grad``; the intensities go into ``lam`` (the Hessian is formed from them on the free variables only).
@@ -879,15 +894,7 @@ def _target_value_grad(X, has_const, c, theta, pen_start, inv_n, l1, l2, grad, l
             grad[has_const + q] += inv * X[n, q]
     if has_const:
         grad[0] = g0
-    out = 0.0
-    for p in range(P):
-        out += c[p] * theta[p]
-        grad[p] = (c[p] - grad[p]) * inv_n
-    out = (out - total) * inv_n if need_value else 0.0
-    for p in range(pen_start, P):
-        out += l1 * theta[p] + l2 * theta[p] * theta[p]
-        grad[p] += l1 + 2.0 * l2 * theta[p]
-    return out
+    return _objective_from_sums(c, theta, grad, total, inv_n, need_value, pen_start, l1, l2)
 
 
 @numba.njit(**_JIT)
@@ -1080,15 +1087,7 @@ def _columns_value_grad_hessian(XT, lo, hi, has_const, c, theta, pen_start, inv_
                     for r in range(m):
                         acc += za[r] * zb[r]
                     hess[a, b] += acc
-    out = 0.0
-    for p in range(P):
-        out += c[p] * theta[p]
-        grad[p] = (c[p] - grad[p]) * inv_n
-    out = (out - total) * inv_n if need_value else 0.0
-    for p in range(pen_start, P):
-        out += l1 * theta[p] + l2 * theta[p] * theta[p]
-        grad[p] += l1 + 2.0 * l2 * theta[p]
-    return out
+    return _objective_from_sums(c, theta, grad, total, inv_n, need_value, pen_start, l1, l2)
 
 
 @numba.njit(**_JIT)
