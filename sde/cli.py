@@ -61,7 +61,7 @@ SERIES_FILE_SUFFIXES = (".ts", ".tsf", ".csv")
 
 MODEL_NAMES = ("neural-cde", "lsde", "lnsde", "gsde", "gru", "neural-ode", "latent-sde", "neural-mjp", "latent-ode",
                "ode-rnn", "gru-d", "fractional-latent-sde", "scotch", "bayesian-neural-cde",
-               "langevin-flow", "poisson-latent-sde")
+               "langevin-flow", "poisson-latent-sde", "process-diffusion")
 """The series models of the model table that ``sde fit`` offers (``sde.table`` also holds event models)."""
 
 ModelName = enum.Enum("ModelName", {n.replace("-", "_"): n for n in MODEL_NAMES}, type=str)  # type: ignore[misc]
@@ -74,6 +74,12 @@ class Likelihood(str, enum.Enum):
 
     GAUSSIAN = "gaussian"
     LAPLACE = "laplace"
+
+
+VALUE_ONLY_MODELS = {"process-diffusion": {"missing": "observed"}}
+"""Generative models of the values that ``sde fit`` runs for forecast and interpolate only (a class by Bayes'
+rule would need their exact likelihood of whole series), with the constructor options it builds them with:
+process diffusion trains on the observed entries of partly observed series (``missing="observed"``)."""
 
 TEST_SPLIT_FRACTIONS = (0.8, 0.2)
 VAL_FRACTIONS = (0.85, 0.15)
@@ -167,6 +173,8 @@ def _check_task(model: str, task: TaskName) -> None:
     import sde.table  # noqa: F401 - registers the sde entries of the model table
 
     tasks = supported_tasks(table.spec(model).cls)
+    if table.spec(model).name in VALUE_ONLY_MODELS:
+        tasks = tuple(t for t in tasks if t is not TaskName.CLASSIFY)
     if task not in tasks:
         raise ValueError(f"model {model} does not do --task {task.value}; it supports --task "
                          f"{' or '.join(t.value for t in tasks)}")
@@ -182,6 +190,7 @@ def _build(model: str, task: TaskName, train: Any, test: Any, hidden_size: int |
     from tpp import table
 
     overrides: dict[str, Any] = {} if hidden_size is None else {"hidden_size": hidden_size}
+    overrides.update(VALUE_ONLY_MODELS.get(table.spec(model).name, {}))
     overrides.update(options or {})
     joint = JOINT_CLASSIFIERS.get(table.spec(model).name)
     if task is TaskName.CLASSIFY and joint is not None:

@@ -6,7 +6,9 @@
   labels, else a forecast of every channel): ``neural-cde``, ``bayesian-neural-cde``, ``neural-ode``, ``lsde``, ``lnsde``,
   ``gsde``, ``gru``, ``ode-rnn``, ``gru-d``;
 * latent models of series: ``latent-sde``, ``latent-ode``, ``fractional-latent-sde``, ``scotch`` (structure learning), ``langevin-flow`` and ``poisson-latent-sde`` (spike counts) (ELBO), ``neural-mjp`` (neural Markov jump process),
-  ``process-diffusion`` (generative, trained on its denoising loss; exact likelihood by the probability-flow ODE);
+  ``process-diffusion`` (generative, trained on its denoising loss; exact likelihood by the probability-flow ODE;
+  with ``missing="observed"`` it trains on partly observed series and imputes by replacement conditioning;
+  ``sde fit`` runs it for forecast and interpolate);
 * event models: ``neural-cox-sde`` (SDE-driven Cox process), ``mjp`` (the exact Markov jump process,
   fitted in closed form, saved as its rates).
 """
@@ -89,7 +91,8 @@ _ENTRIES = [
     ModelSpec("process-diffusion", "sde.models:ProcessDiffusion", _S, "ProcessDiffusion", _T, _latent_shape,
               aliases=("stochastic-process-diffusion",),
               summary="diffusion of whole series with GP / OU noise over the observation times, exact "
-                      "likelihood by the probability-flow ODE (Bilos et al. 2023)"),
+                      "likelihood by the probability-flow ODE; missing='observed' trains on partly observed series "
+                      "and imputes (Bilos et al. 2023)"),
     ModelSpec("fractional-latent-sde", "sde.models:FractionalLatentSDE", _S, "FractionalLatentSDE", _T, _latent_shape,
               aliases=("fractional-sde",),
               summary="latent SDE driven by Markov-approximated fractional noise, Hurst index from the exact Markov "
