@@ -18,6 +18,8 @@ intervention; 20 decisions of one time unit). The pipeline, every stage seeded:
 Reported: mean return with its standard error per policy, the trained policy's improvement over no
 intervention and over random, ``(R - R_b) / |R_b|`` (target: >= 20% over both), and its gap to lookahead.
 
+The pipeline is :func:`tpp.control.run_control` (also ``tpp control``); this script prints and records it.
+
 Usage: ``nice -n 10 .venv/bin/python benchmarks/hawkes_control.py [--model sahp] [--json benchmarks/results/hawkes_control.json]``
 """
 
@@ -26,12 +28,11 @@ from __future__ import annotations
 import _bench  # noqa: F401  (one thread per pool; must come first)
 
 import argparse
-import time
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
 def main() -> None:
@@ -48,63 +49,28 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore", module="gymnasium")
 
-    from tpp.control import (ActorCritic, LearnedEventEnv, LookaheadPolicy, RandomPolicy, benchmark_env,
-                             collect_trajectories, evaluate, fit_event_model, no_intervention, train_actor_critic)
+    from tpp.control import POLICY_LABELS, run_control
 
-    seed = args.seed
-    env = benchmark_env()
-    timings = {}
-    start = time.perf_counter()
-    logs, log_returns = collect_trajectories(env, RandomPolicy(2, 0.5, seed + 7), args.log_episodes, seed=50_000 + seed)
-    timings["log"] = time.perf_counter() - start
-    print(f"logged {len(logs)} episodes, {logs.num_events} events (random policy return {log_returns.mean():.3f})",
-          flush=True)
-
-    start = time.perf_counter()
-    model = fit_event_model(logs, args.model, epochs=args.epochs, seed=seed)
-    timings["fit"] = time.perf_counter() - start
-    val_ll = getattr(getattr(model, "train_result_", None), "best_val_ll_per_event", None)
+    report = run_control(model=args.model, log_episodes=args.log_episodes, epochs=args.epochs,
+                         iterations=args.iterations, rollouts=args.rollouts, eval_episodes=args.eval_episodes,
+                         lookahead_samples=args.lookahead_samples, seed=args.seed, progress=sys.stderr.isatty())
+    timings, curve, val_ll = report.seconds, report.training_curve, report.validation_ll_per_event
+    print(f"logged {args.log_episodes} episodes, {report.logged_events} events (random policy return "
+          f"{report.logged_return:.3f})", flush=True)
     print(f"fitted {args.model} in {timings['fit']:.1f} s (best validation log-likelihood per event {val_ll})",
           flush=True)
-
-    rollouts = LearnedEventEnv(model, env)
-    torch.manual_seed(seed)
-    agent = ActorCritic(env.observation_space.shape[0], env.action_space.n)
-    trained = train_actor_critic(rollouts, agent, iterations=args.iterations, episodes=args.rollouts, seed=seed)
-    timings["actor_critic"] = trained.seconds
-    curve = trained.returns
-    print(f"actor-critic in the learned model: {trained.seconds:.1f} s, model return "
+    print(f"actor-critic in the learned model: {timings['actor_critic']:.1f} s, model return "
           f"{np.mean(curve[:5]):.3f} (first 5 iterations) -> {np.mean(curve[-5:]):.3f} (last 5)", flush=True)
 
-    policies = {
-        "trained (model-based AC)": agent.policy(greedy=True),
-        "no intervention": no_intervention,
-        "random (p=0.5)": RandomPolicy(env.action_space.n, 0.5, seed + 1),
-        "one-step lookahead (true parameters)": LookaheadPolicy(env, args.lookahead_samples, seed + 2),
-    }
-    results = {}
-    start = time.perf_counter()
-    for name, policy in policies.items():
-        returns = evaluate(env, policy, args.eval_episodes, seed=10_000 + seed)
-        results[name] = {"mean": float(returns.mean()), "se": float(returns.std(ddof=1) / np.sqrt(returns.size)),
-                         "returns": returns.tolist()}
-    timings["evaluate"] = time.perf_counter() - start
-
-    def gain(a: str, b: str) -> float:
-        return (results[a]["mean"] - results[b]["mean"]) / abs(results[b]["mean"])
-
-    trained_name = "trained (model-based AC)"
-
-    def paired(b: str) -> dict[str, float]:
-        """The trained policy's return minus ``b``'s, episode by episode (same seeds): mean and standard error."""
-        d = np.asarray(results[trained_name]["returns"]) - np.asarray(results[b]["returns"])
-        return {"mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(d.size))}
-
+    # the result file's keys are the policies' labels, as before run_control existed
+    results = {POLICY_LABELS[key]: {"mean": s.mean, "se": s.se, "returns": s.returns.tolist()}
+               for key, s in report.scores.items()}
     summary = {
-        "improvement_over_none": gain(trained_name, "no intervention"),
-        "improvement_over_random": gain(trained_name, "random (p=0.5)"),
-        "gap_to_lookahead": results[trained_name]["mean"] - results["one-step lookahead (true parameters)"]["mean"],
-        "paired_difference": {b: paired(b) for b in results if b != trained_name},
+        "improvement_over_none": report.improvement_over_none,
+        "improvement_over_random": report.improvement_over_random,
+        "gap_to_lookahead": report.gap_to_lookahead,
+        "paired_difference": {POLICY_LABELS[key]: {"mean": m, "se": se}
+                              for key, (m, se) in report.paired_difference.items()},
     }
     print(f"\nreturns on the true environment, {args.eval_episodes} episodes (same seeds for every policy):")
     print(f"{'policy':40s} {'mean':>8s} {'se':>6s}")

@@ -39,7 +39,9 @@ fits one of our neural TPPs (SAHP or THP through the model table and the one tra
 with the generalised advantage). Baselines: :func:`no_intervention`, :class:`RandomPolicy`,
 :class:`LookaheadPolicy` (one-step lookahead with the true parameters, by common-random-number Monte Carlo on
 the exact simulator). :func:`evaluate` scores any of them on the true environment;
-:func:`plot_controlled_intensity` draws the controlled beside the uncontrolled intensity.
+:func:`plot_controlled_intensity` draws the controlled beside the uncontrolled intensity. :func:`run_control` runs
+the whole pipeline (log, fit, train, evaluate) and returns a :class:`ControlReport` (``tpp control`` and
+``benchmarks/hawkes_control.py`` call it).
 
 Needs ``gymnasium`` (the optional extra ``control``); importing this module without it raises an
 ``ImportError`` that says so.
@@ -64,6 +66,8 @@ except ImportError as _error:  # pragma: no cover - exercised only without the e
         "tpp.control needs gymnasium, which is not installed: pip install 'tpp-sde[control]' "
         "(or gymnasium==1.4.0)") from _error
 
+from tqdm.auto import tqdm
+
 from tpp.events import EventBatch
 from tpp.hawkes._common import budget_error
 from tpp.hawkes.nonlinear import _LINK_CODE, Link, NonlinearHawkes, _seed, _simulate
@@ -72,7 +76,8 @@ from tpp.sampling import thinning_sample
 __all__ = [
     "SILENT", "HawkesInterventionEnv", "benchmark_env", "history_features", "Policy", "no_intervention",
     "RandomPolicy", "LookaheadPolicy", "evaluate", "collect_trajectories", "fit_event_model", "LearnedEventEnv",
-    "ActorCritic", "ACResult", "train_actor_critic", "plot_controlled_intensity",
+    "ActorCritic", "ACResult", "train_actor_critic", "plot_controlled_intensity", "CONTROL_MODELS", "POLICY_LABELS",
+    "PolicyScore", "ControlReport", "run_control",
 ]
 
 #: Pre-activation of the intervention types: ``link(SILENT + any finite excitation)`` is exactly 0 in float64
@@ -392,10 +397,12 @@ def _run_episode(env: HawkesInterventionEnv, policy: Policy, seed: int) -> float
     return total
 
 
-def evaluate(env: HawkesInterventionEnv, policy: Policy, episodes: int = 20, seed: int = 0) -> np.ndarray:
+def evaluate(env: HawkesInterventionEnv, policy: Policy, episodes: int = 20, seed: int = 0, *,
+             progress: bool = False, desc: str = "evaluate") -> np.ndarray:
     """``[episodes]`` returns of ``policy`` on ``env``; episode ``i`` is reset with seed ``seed + i`` (so two
-    policies evaluated with the same ``seed`` meet the same random streams)."""
-    return np.array([_run_episode(env, policy, seed + i) for i in range(episodes)])
+    policies evaluated with the same ``seed`` meet the same random streams). ``progress``: a tqdm bar on stderr."""
+    return np.array([_run_episode(env, policy, seed + i)
+                     for i in tqdm(range(episodes), desc=desc, unit="episode", disable=not progress, leave=False)])
 
 
 def collect_trajectories(env: HawkesInterventionEnv, policy: Policy, episodes: int, seed: int = 0
@@ -413,18 +420,23 @@ def collect_trajectories(env: HawkesInterventionEnv, policy: Policy, episodes: i
 
 # ------------------------------------------------------------------------------------------ the learned model
 def fit_event_model(data: EventBatch, name: str = "sahp", *, epochs: int = 30, seed: int = 0,
-                    val_fraction: float = 0.2, batch_size: int = 16, lr: float = 3e-3,
+                    val_fraction: float = 0.2, batch_size: int = 16, lr: float = 3e-3, progress: bool = False,
                     **overrides: Any) -> Any:
     """Fit the neural TPP ``name`` of the model table (``"sahp"``, ``"thp"``, ...) on logged trajectories with the
     one trainer (a seeded ``val_fraction`` held out for early stopping); ``overrides`` go to the constructor
-    (default ``hidden_size=16``, one layer). Returns the fitted model."""
+    (default ``hidden_size=16``, and one layer for the models that have layers). ``progress``: the trainer's tqdm
+    bars. Returns the fitted model."""
+    import inspect
+
     from tpp import table
 
     train, val = data.split((1.0 - val_fraction, val_fraction), seed=seed) if val_fraction > 0 else (data, None)
-    args = {"hidden_size": 16, "num_layers": 1}
+    args: dict[str, Any] = {"hidden_size": 16}
+    if "num_layers" in inspect.signature(table.spec(name).cls.__init__).parameters:  # RMTPP, NHP have no layers
+        args["num_layers"] = 1
     args.update(overrides)
     model = table.build(name, train, seed=seed, **args)
-    table.fit_model(model, train, val, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=False)
+    table.fit_model(model, train, val, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
     return model.eval()
 
 
@@ -571,17 +583,19 @@ class ACResult:
 
 def train_actor_critic(rollouts: LearnedEventEnv, agent: ActorCritic, *, iterations: int = 50, episodes: int = 32,
                        lr: float = 3e-3, gamma: float = 1.0, lam: float = 0.9, entropy: float = 0.01,
-                       value_weight: float = 0.5, seed: int = 0) -> ACResult:
+                       value_weight: float = 0.5, seed: int = 0, progress: bool = False) -> ACResult:
     """Model-based actor-critic: per iteration ``episodes`` episodes rolled out in the learned model with the
     current (stochastic) policy; the critic regresses on TD(lambda) returns, the actor follows the policy gradient
-    with the generalised advantage (normalised), plus an entropy bonus. Adam on both."""
+    with the generalised advantage (normalised), plus an entropy bonus. Adam on both. ``progress``: a tqdm bar
+    over the iterations (stderr) showing the mean return in the model."""
     import time as _time
 
     start = _time.perf_counter()
     optimiser = torch.optim.Adam(agent.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     result = ACResult()
-    for it in range(iterations):
+    bar = tqdm(range(iterations), desc="actor-critic", unit="iteration", disable=not progress, leave=False)
+    for it in bar:
         obs = rollouts.reset(episodes, seed=seed * 100_003 + it)
         observations, actions, rewards = [], [], []
         done = False
@@ -619,6 +633,7 @@ def train_actor_critic(rollouts: LearnedEventEnv, agent: ActorCritic, *, iterati
         nn.utils.clip_grad_norm_(agent.parameters(), 1.0)
         optimiser.step()
         result.returns.append(float(Rw.sum(0).mean()))
+        bar.set_postfix(model_return=f"{result.returns[-1]:.3f}", refresh=False)
     result.seconds = _time.perf_counter() - start
     return result
 
@@ -660,3 +675,198 @@ def plot_controlled_intensity(env: HawkesInterventionEnv, policy: Policy, seed: 
     ax.legend(loc="upper right", fontsize=7)
     ax.set_title(title or "controlled vs uncontrolled intensity")
     return fig
+
+
+# ------------------------------------------------------------------------------------------ the whole pipeline
+def _control_models() -> tuple[str, ...]:
+    from tpp import table
+    from tpp.table import Family, Training
+
+    # the neural event models of the table: trained by the one trainer, needing nothing beyond times and marks
+    # (the spatio-temporal entries need locations, which the environment's events do not carry)
+    return tuple(s.name for s in table.specs(Family.TPP, Training.TRAINER) if not s.needs)
+
+
+CONTROL_MODELS: tuple[str, ...] = _control_models()
+"""The model table's names :func:`run_control` (and ``tpp control --model``) can learn the environment with."""
+
+POLICY_LABELS: dict[str, str] = {
+    "trained": "trained (model-based AC)",
+    "no_intervention": "no intervention",
+    "random": "random (p=0.5)",
+    "lookahead": "one-step lookahead (true parameters)",
+}
+"""Key of each evaluated policy in :class:`ControlReport` -> its label in tables (the benchmark's JSON keys)."""
+
+
+@dataclass
+class PolicyScore:
+    """Returns of one policy on the true environment: per episode, their mean and its standard error."""
+
+    returns: np.ndarray
+    mean: float
+    se: float
+
+    @classmethod
+    def of(cls, returns: np.ndarray) -> PolicyScore:
+        returns = np.asarray(returns, np.float64)
+        return cls(returns, float(returns.mean()), float(returns.std(ddof=1) / math.sqrt(returns.size)))
+
+
+@dataclass
+class ControlReport:
+    """What :func:`run_control` measured (keys of ``scores`` and ``paired_difference``: :data:`POLICY_LABELS`).
+
+    ``improvement_over_none`` / ``improvement_over_random``: ``(R - R_b) / |R_b|`` of the trained policy's mean
+    return ``R`` over the baseline's ``R_b`` (NaN when ``R_b == 0``); ``gap_to_lookahead``: ``R - R_lookahead``
+    (negative: the trained policy is behind the planner with the true parameters); ``paired_difference``: the
+    trained policy's return minus the other's, episode by episode on the same seeds, as (mean, standard error).
+    """
+
+    model: str
+    settings: dict[str, int]
+    scores: dict[str, PolicyScore]
+    improvement_over_none: float
+    improvement_over_random: float
+    gap_to_lookahead: float
+    paired_difference: dict[str, tuple[float, float]]
+    training_curve: list[float]
+    seconds: dict[str, float]
+    validation_ll_per_event: float | None
+    logged_events: int
+    logged_return: float
+    env: HawkesInterventionEnv = field(repr=False)
+    event_model: Any = field(repr=False)
+    agent: ActorCritic = field(repr=False)
+    policy: Policy = field(repr=False)
+
+    @property
+    def busiest_seed(self) -> int:
+        """The reset seed of the evaluation episode where no intervention did worst (the largest outbreak): the
+        episode where control shows."""
+        return 10_000 + self.settings["seed"] + int(np.argmin(self.scores["no_intervention"].returns))
+
+    def plot(self, **kwargs: Any) -> Any:
+        """:func:`plot_controlled_intensity` of the trained policy on the :attr:`busiest_seed` episode (``kwargs``
+        go there); returns the figure."""
+        kwargs.setdefault("title", f"controlled ({self.model} + actor-critic) vs uncontrolled, "
+                                   f"evaluation episode {self.busiest_seed - 10_000 - self.settings['seed']}")
+        return plot_controlled_intensity(self.env, self.policy, seed=self.busiest_seed, **kwargs)
+
+    def to_dict(self, returns: bool = False) -> dict[str, Any]:
+        """A JSON-ready summary (``returns``: with each policy's per-episode returns); floats may be NaN."""
+        scores = {}
+        for key, s in self.scores.items():
+            scores[key] = {"label": POLICY_LABELS[key], "mean": s.mean, "se": s.se}
+            if returns:
+                scores[key]["returns"] = s.returns.tolist()
+        return {
+            "model": self.model, **self.settings, "returns": scores,
+            "improvement_over_none": self.improvement_over_none,
+            "improvement_over_random": self.improvement_over_random,
+            "gap_to_lookahead": self.gap_to_lookahead,
+            "paired_difference": {k: {"mean": m, "se": se} for k, (m, se) in self.paired_difference.items()},
+            "validation_ll_per_event": self.validation_ll_per_event,
+            "logged_events": self.logged_events, "logged_return": self.logged_return,
+            "training_curve": list(self.training_curve), "seconds": dict(self.seconds),
+        }
+
+
+def _at_least(name: str, value: int, low: int, why: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}{why}, got {value!r}")
+    return int(value)
+
+
+def run_control(env: HawkesInterventionEnv | None = None, *, model: str = "sahp", log_episodes: int = 400,
+                epochs: int = 60, iterations: int = 80, rollouts: int = 32, eval_episodes: int = 200,
+                lookahead_samples: int = 128, seed: int = 0, progress: bool = True) -> ControlReport:
+    """The model-based control pipeline on ``env`` (default :func:`benchmark_env`), every stage seeded:
+
+    1. log ``log_episodes`` episodes of the random behaviour policy (p = 0.5) on the true environment;
+    2. fit the neural TPP ``model`` of the table (:data:`CONTROL_MODELS`) on them (:func:`fit_event_model`,
+       ``epochs`` epochs with early stopping on a 20% held-out part);
+    3. train :class:`ActorCritic` only inside the learned model (:class:`LearnedEventEnv`, ``iterations``
+       iterations of ``rollouts`` episodes);
+    4. evaluate on the true environment, ``eval_episodes`` episodes with the same seeds for every policy: the
+       trained policy (greedy), no intervention, random (p = 0.5) and the one-step lookahead planner with the true
+       parameters (``lookahead_samples`` Monte Carlo copies per action).
+
+    The defaults are ``benchmarks/hawkes_control.py``'s (about 2 minutes on one core). ``progress``: tqdm bars
+    on stderr over the stages and within the long ones. Bad sizes or an unknown model raise ``ValueError``.
+    """
+    import time
+
+    if model not in CONTROL_MODELS:
+        raise ValueError(f"model must be a neural event model of the table ({', '.join(CONTROL_MODELS)}), "
+                         f"got {model!r}")
+    settings = {
+        # the fit holds out 20% for early stopping: five episodes leave one there
+        "log_episodes": _at_least("log_episodes", log_episodes, 5, " (20% are held out for validation)"),
+        "epochs": _at_least("epochs", epochs, 1),
+        "iterations": _at_least("iterations", iterations, 1),
+        "rollouts": _at_least("rollouts", rollouts, 2, " (the advantage is normalised over the rollouts)"),
+        "eval_episodes": _at_least("eval_episodes", eval_episodes, 2, " (a standard error needs two episodes)"),
+        "lookahead_samples": _at_least("lookahead_samples", lookahead_samples, 1),
+        "seed": _at_least("seed", seed, 0),
+    }
+    env = benchmark_env() if env is None else env
+    if not isinstance(env, HawkesInterventionEnv):
+        raise TypeError(f"env must be a HawkesInterventionEnv, got {type(env).__name__}")
+    seconds: dict[str, float] = {}
+    stages = tqdm(total=4, desc="control", unit="stage", disable=not progress)
+    try:
+        stages.set_postfix_str("logging episodes")
+        start = time.perf_counter()
+        behaviour = RandomPolicy(env.action_space.n, 0.5, seed + 7)
+        logs, log_returns = collect_trajectories(env, behaviour, log_episodes, seed=50_000 + seed)
+        seconds["log"] = time.perf_counter() - start
+        stages.update()
+
+        stages.set_postfix_str(f"fitting {model}")
+        start = time.perf_counter()
+        event_model = fit_event_model(logs, model, epochs=epochs, seed=seed, progress=progress)
+        seconds["fit"] = time.perf_counter() - start
+        val_ll = getattr(getattr(event_model, "train_result_", None), "best_val_ll_per_event", None)
+        stages.update()
+
+        stages.set_postfix_str("actor-critic in the learned model")
+        torch.manual_seed(seed)
+        agent = ActorCritic(env.observation_space.shape[0], env.action_space.n)
+        trained = train_actor_critic(LearnedEventEnv(event_model, env), agent, iterations=iterations,
+                                     episodes=rollouts, seed=seed, progress=progress)
+        seconds["actor_critic"] = trained.seconds
+        stages.update()
+
+        stages.set_postfix_str("evaluating on the true environment")
+        policy = agent.policy(greedy=True)
+        policies: dict[str, Policy] = {
+            "trained": policy,
+            "no_intervention": no_intervention,
+            "random": RandomPolicy(env.action_space.n, 0.5, seed + 1),
+            "lookahead": LookaheadPolicy(env, lookahead_samples, seed + 2),
+        }
+        start = time.perf_counter()
+        # the seeds of the evaluation episodes are 10_000 + seed + i (ControlReport.busiest_seed relies on it)
+        scores = {key: PolicyScore.of(evaluate(env, p, eval_episodes, seed=10_000 + seed, progress=progress,
+                                               desc=key.replace("_", " ")))
+                  for key, p in policies.items()}
+        seconds["evaluate"] = time.perf_counter() - start
+        stages.update()
+    finally:
+        stages.close()
+
+    def gain(baseline: str) -> float:
+        b = scores[baseline].mean
+        return (scores["trained"].mean - b) / abs(b) if b != 0 else math.nan  # no scale to compare against
+
+    paired = {}
+    for key in ("no_intervention", "random", "lookahead"):
+        d = PolicyScore.of(scores["trained"].returns - scores[key].returns)
+        paired[key] = (d.mean, d.se)
+    return ControlReport(
+        model=model, settings=settings, scores=scores, improvement_over_none=gain("no_intervention"),
+        improvement_over_random=gain("random"), gap_to_lookahead=scores["trained"].mean - scores["lookahead"].mean,
+        paired_difference=paired, training_curve=list(trained.returns), seconds=seconds,
+        validation_ll_per_event=None if val_ll is None else float(val_ll), logged_events=int(logs.num_events),
+        logged_return=float(log_returns.mean()), env=env, event_model=event_model, agent=agent, policy=policy)
