@@ -187,7 +187,7 @@ def test_exact_posterior_predictive_matches_kalman_smoother() -> None:
     """With the exact posterior plugged in, LatentSDE's predictive mean and variance of held-out values (inside
     the observed span and after its end) equal the smoother's within Monte Carlo error and the Euler bias."""
     rng = np.random.default_rng(0)
-    B, L, S, step = 40, 10, 1000, 0.01
+    B, L, S, step = 40, 10, 500, 0.02
     times, y = simulate(rng, B, L, 4.0)
     held = np.zeros((B, L), dtype=bool)
     held[np.arange(B), rng.integers(1, L - 1, B)] = True  # one interior value per series
@@ -208,8 +208,8 @@ def test_exact_posterior_predictive_matches_kalman_smoother() -> None:
     z_mean = (mean - ref_mean) / np.sqrt(ref_var / S)
     rel_var = var / ref_var - 1
     z_var = rel_var / math.sqrt(2 / S)
-    # Euler's O(step) bias: theta * step = 1 % on a transition (the OU's Euler chain has stationary variance
-    # 1 / (1 - theta * step / 2) = 1.005 times the exact one); allow 2 % of the variance on top of MC error
+    # Euler's O(step) bias: theta * step = 2 % on a transition (the OU's Euler chain has stationary variance
+    # 1 / (1 - theta * step / 2) = 1.01 times the exact one); allow 2 % of the variance on top of MC error
     assert np.abs(z_mean).max() < 4.5, f"mean off by {np.abs(z_mean).max():.1f} MC standard errors"
     assert abs(np.mean(z_mean)) < 4.5 / math.sqrt(z_mean.size) + 0.3
     assert np.abs(rel_var).max() < 4.5 * math.sqrt(2 / S) + 0.02, f"variance off by {np.abs(rel_var).max():.3f}"
@@ -236,7 +236,9 @@ def test_exact_posterior_interval_coverage_is_nominal() -> None:
     times, y = simulate(rng, B, L, 4.0)
     batch = make_batch(times, y)
     split = interpolation_split(batch, share=0.25, seed=0)
-    model = exact_latent_sde(0.02)
+    # Euler step 0.05 (theta * step = 5 %: the chain's stationary variance 1.026 times the OU's, a shift of the
+    # intervals' coverage of about 0.3 points, well inside the tolerances below)
+    model = exact_latent_sde(0.05)
     torch.manual_seed(0)
     pred = predictive_distribution(model, split.inputs, TargetScale.of(split.inputs))
     truth = batch.values[split.held_out]
@@ -258,16 +260,17 @@ def test_exact_posterior_interval_coverage_is_nominal() -> None:
         assert abs(cover - exact) < 0.03, f"{level:.0%}: model {cover:.3f}, smoother {exact:.3f}"
 
 
-@pytest.mark.slow  # ~15 s: 150 ELBO steps
+@pytest.mark.slow  # ~8 s: 150 ELBO steps on batches of 32
 def test_trained_posterior_approaches_the_kalman_smoother() -> None:
     """The learned posterior (GRU encoder, MLP correction, ``q(z_0)``) trained by the ELBO with the true prior,
     decoder and noise held fixed (so the bound's optimum is the exact posterior): after 150 Adam steps (batches
-    of 64 of 512 series, learning rate 0.02, Euler step 0.1) its held-out means (over 100 paths) are within 0.5
+    of 32 of 512 series, learning rate 0.02, Euler step 0.1) its held-out means (over 50 paths) are within 0.5
     posterior sd of the smoother's (root mean square; predicting the prior mean is ~1.4 sd off), its variances
     within a factor 0.6-1.6 of the smoother's (median ratio), and its 90 % intervals cover 80-97 % of held-out
     values. Loose on purpose: the networks only approximate the backward messages and the h-transform, to an
-    accuracy that grows with training (measured: rms 0.34 sd, median ratio 1.01, cover 0.89; the 100 paths add
-    a Monte Carlo error of 0.1 sd in quadrature)."""
+    accuracy that grows with training (measured: rms 0.36 sd, median ratio 0.98, cover 0.89; with the data and
+    torch seeds 15 / 10 / 19 / 11: 0.40, 0.93, 0.82, and 0.39, 0.95, 0.82 with batches of 64, so the low cover is
+    that sample's, not the batch size's; the 50 paths add a Monte Carlo error of 0.14 sd in quadrature)."""
     rng = np.random.default_rng(5)
     times, y = simulate(rng, 512, 10, 4.0)
     torch.manual_seed(0)
@@ -283,7 +286,7 @@ def test_trained_posterior_approaches_the_kalman_smoother() -> None:
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-2)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     for _ in range(steps):
-        idx = rng.choice(len(times), 64, replace=False)
+        idx = rng.choice(len(times), 32, replace=False)
         loss = -model.elbo(make_batch(times[idx], y[idx])).mean()
         optimiser.zero_grad()
         loss.backward()
@@ -300,7 +303,7 @@ def test_trained_posterior_approaches_the_kalman_smoother() -> None:
     inputs = make_batch(times, np.where(held, np.nan, y))
     torch.manual_seed(0)
     with torch.no_grad():
-        x = model.interpolate(inputs, torch.as_tensor(times[held][:, None]), num_samples=100)[:, :, 0, 0].numpy()
+        x = model.interpolate(inputs, torch.as_tensor(times[held][:, None]), num_samples=50)[:, :, 0, 0].numpy()
     error = (x.mean(0) - ref_mean) / np.sqrt(ref_var)
     assert np.sqrt(np.mean(error**2)) < 0.5
     assert np.sqrt(np.mean(ref_mean**2 / ref_var)) > 1.0  # what the prior alone would miss by

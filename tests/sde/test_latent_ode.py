@@ -96,12 +96,13 @@ def test_a_short_fit_on_sine_data_interpolates_held_out_values_well_below_their_
     rng = np.random.default_rng(0)
     train, test = sines(96, rng), sines(32, rng)
     torch.manual_seed(0)
-    # RK4 at step 0.05 model time (20 steps over the median span) is ample for a sine's smooth latent flow
+    # RK4 at step 0.1 model time (10 steps over the median span) is ample for a sine's smooth latent flow;
+    # 120 Adam steps on batches of 16: MSE / variance measured 0.045 (data and torch seeds 10 / 10: 0.14)
     model = LatentODE(1, latent_size=4, hidden_size=16, units=32, method=Method.RK4,
-                      step_size=0.05).initialise(train)
+                      step_size=0.1).initialise(train)
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-2)
     for _ in range(120):
-        batch = train[rng.choice(len(train), 32, replace=False)]
+        batch = train[rng.choice(len(train), 16, replace=False)]
         loss = -model.objective(batch).mean()
         optimiser.zero_grad()
         loss.backward()
