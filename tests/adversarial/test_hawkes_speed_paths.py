@@ -38,6 +38,14 @@ def stable_rows(marks):
     return rows
 
 
+def both_layouts(flat, scale, beta, K=3):
+    """``bounds`` (each type's row range), the row statistics ``(X, tails, duration)`` and the transposed ones of one sample."""
+    rows, bounds = _recursion.rows_by_mark(flat["marks"], K)
+    args = (flat["times"], flat["marks"], flat["seq_offsets"], flat["t_start"], flat["t_end"],
+            np.array(beta) * scale, K, rows)
+    return bounds, _recursion.event_features(*args), _recursion.event_features_columns(*args)
+
+
 @pytest.mark.parametrize("marks", [np.array([], np.int64), np.array([0, 0, 0]), np.array([3, 0, 3, 1, 0, 3, 1]),
                                    np.random.default_rng(0).integers(0, 7, 5000)])
 def test_counting_sort_by_mark_is_the_stable_argsort(marks):
@@ -50,13 +58,7 @@ def test_counting_sort_by_mark_is_the_stable_argsort(marks):
 
 @pytest.mark.parametrize("beta", [[1.5], [0.4, 3.0]])
 def test_transposed_features_equal_the_row_features_exactly(sample, beta):
-    flat, scale = sample
-    K = 3
-    rows, _ = _recursion.rows_by_mark(flat["marks"], K)
-    args = (flat["times"], flat["marks"], flat["seq_offsets"], flat["t_start"], flat["t_end"],
-            np.array(beta) * scale, K, rows)
-    X, tails, duration = _recursion.event_features(*args)
-    XT, tails_t, duration_t = _recursion.event_features_columns(*args)
+    _, (X, tails, duration), (XT, tails_t, duration_t) = both_layouts(*sample, beta)
     np.testing.assert_array_equal(XT, X.T)  # the same arithmetic in the same order: bit for bit
     np.testing.assert_array_equal(tails_t, tails)
     assert duration_t == duration
@@ -68,11 +70,7 @@ def test_columnar_newton_reaches_the_row_newton_optimum(sample, l1, l2, final):
     the row-layout solve of the same rows: same optimum, value and success."""
     flat, scale = sample
     K = 3
-    rows, bounds = _recursion.rows_by_mark(flat["marks"], K)
-    args = (flat["times"], flat["marks"], flat["seq_offsets"], flat["t_start"], flat["t_end"],
-            np.array([DECAY * scale]), K, rows)
-    X, tails, duration = _recursion.event_features(*args)
-    XT, _, _ = _recursion.event_features_columns(*args)
+    bounds, (X, tails, duration), (XT, _, _) = both_layouts(flat, scale, [DECAY], K)
     assert np.diff(bounds).max() > _recursion.COLUMN_BLOCK
     mu0, adj0 = moment_start(np.bincount(flat["marks"], minlength=K).astype(float), duration, 1)
     for i in range(K):
@@ -93,11 +91,7 @@ def test_columnar_pass_equals_the_row_pass(sample):
     (a zero weight, skipped by the columnar pass, included)."""
     flat, scale = sample
     K = 3
-    rows, bounds = _recursion.rows_by_mark(flat["marks"], K)
-    args = (flat["times"], flat["marks"], flat["seq_offsets"], flat["t_start"], flat["t_end"],
-            np.array([DECAY * scale]), K, rows)
-    X, tails, duration = _recursion.event_features(*args)
-    XT, _, _ = _recursion.event_features_columns(*args)
+    bounds, (X, tails, duration), (XT, _, _) = both_layouts(flat, scale, [DECAY], K)
     lo, hi = int(bounds[1]), int(bounds[2])
     theta = np.array([0.4, 0.3, 0.0, 0.2])
     c = np.concatenate([[duration], tails])
