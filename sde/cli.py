@@ -76,10 +76,9 @@ class Likelihood(str, enum.Enum):
     LAPLACE = "laplace"
 
 
-VALUE_ONLY_MODELS = {"process-diffusion": {"missing": "observed"}}
-"""Generative models of the values that ``sde fit`` runs for forecast and interpolate only (a class by Bayes'
-rule would need their exact likelihood of whole series), with the constructor options it builds them with:
-process diffusion trains on the observed entries of partly observed series (``missing="observed"``)."""
+CLI_OPTIONS = {"process-diffusion": {"missing": "observed"}}
+"""Constructor options ``sde fit`` builds a model with: the command's data are partly observed, so process
+diffusion trains on the observed entries (``missing="observed"``; the library default refuses NaN)."""
 
 TEST_SPLIT_FRACTIONS = (0.8, 0.2)
 VAL_FRACTIONS = (0.85, 0.15)
@@ -173,8 +172,6 @@ def _check_task(model: str, task: TaskName) -> None:
     import sde.table  # noqa: F401 - registers the sde entries of the model table
 
     tasks = supported_tasks(table.spec(model).cls)
-    if table.spec(model).name in VALUE_ONLY_MODELS:
-        tasks = tuple(t for t in tasks if t is not TaskName.CLASSIFY)
     if task not in tasks:
         raise ValueError(f"model {model} does not do --task {task.value}; it supports --task "
                          f"{' or '.join(t.value for t in tasks)}")
@@ -190,7 +187,7 @@ def _build(model: str, task: TaskName, train: Any, test: Any, hidden_size: int |
     from tpp import table
 
     overrides: dict[str, Any] = {} if hidden_size is None else {"hidden_size": hidden_size}
-    overrides.update(VALUE_ONLY_MODELS.get(table.spec(model).name, {}))
+    overrides.update(CLI_OPTIONS.get(table.spec(model).name, {}))
     overrides.update(options or {})
     joint = JOINT_CLASSIFIERS.get(table.spec(model).name)
     if task is TaskName.CLASSIFY and joint is not None:

@@ -131,11 +131,14 @@ def supported_tasks(model_class: type) -> tuple[TaskName, ...]:
     and a generative model of the values (latent SDE, latent ODE, neural MJP) all three. A latent model with
     its own classifier trained jointly with its ELBO (:data:`sde.table.JOINT_CLASSIFIERS`: the latent ODE)
     classifies with it; the others classify through :class:`sde.models.GenerativeClassifier` (one model per
-    class and Bayes' rule). The generative classifier itself only classifies."""
+    class and Bayes' rule). The generative classifier itself only classifies; a class with ``classifies = False``
+    never does."""
     from sde.models.generative import GenerativeClassifier
 
     if issubclass(model_class, GenerativeClassifier):
         return (TaskName.CLASSIFY,)
+    if not getattr(model_class, "classifies", True):  # e.g. process diffusion: a model of the values only
+        return (TaskName.FORECAST, TaskName.INTERPOLATE)
     return (TaskName.CLASSIFY, TaskName.FORECAST, TaskName.INTERPOLATE)
 
 

@@ -370,6 +370,10 @@ class ProcessDiffusion(Model):
     or rows added at new times: a forecast).
     """
 
+    classifies = False
+    """No class heads and no Bayes'-rule classifier (that would need the exact likelihood of partly observed
+    series): :func:`sde.tasks.supported_tasks` offers forecast and interpolate only."""
+
     _constraints = {"num_channels": Interval(1, None, integer=True), "hidden_size": Interval(2, None, integer=True),
                     "num_layers": Interval(0, None, integer=True), "num_heads": Interval(1, None, integer=True),
                     "num_steps": Interval(1, None, integer=True),
