@@ -1112,8 +1112,9 @@ def target_newton(X, has_const, c, x0, lower, pen_start, n_events, l1, l2, max_i
 
     Returns ``(value, iterations, evaluations, converged)``.
     """
-    return _projected_newton(X, 0, X.shape[0], False, has_const, c, x0, lower, pen_start, n_events, l1, l2,
-                             max_iter, tol, finish, out)
+    # np.int64 / np.bool_: typed constants, not numba Literals, so both wrappers share one compiled body
+    return _projected_newton(X, np.int64(0), X.shape[0], np.bool_(False), has_const, c, x0, lower, pen_start, n_events,
+                             l1, l2, max_iter, tol, finish, out)
 
 
 @numba.njit(**_JIT)
@@ -1122,8 +1123,8 @@ def target_newton_columns(XT, lo, hi, has_const, c, x0, lower, pen_start, n_even
     """:func:`target_newton` on the events ``lo:hi`` of the transposed statistics ``XT`` (``[Q, N]``, from
     :func:`event_features_columns`): the same iterates, each pass (value, gradient and the whole Hessian's upper
     triangle) by :func:`_columns_value_grad_hessian`, about 2.5x faster per Newton step at K = 10."""
-    return _projected_newton(XT, lo, hi, True, has_const, c, x0, lower, pen_start, n_events, l1, l2, max_iter, tol,
-                             finish, out)
+    return _projected_newton(XT, lo, hi, np.bool_(True), has_const, c, x0, lower, pen_start, n_events, l1, l2,
+                             max_iter, tol, finish, out)
 
 
 @numba.njit(**_JIT)
@@ -1151,8 +1152,10 @@ def _projected_newton(X, lo, hi, columns, has_const, c, x0, lower, pen_start, n_
     Z = np.empty((P + 1, COLUMN_BLOCK if columns else 0))
     index = np.empty(P, np.int64)
     h_full, h_try = np.zeros((P, P)), np.zeros((P, P))
-    f = _evaluate(X, lo, hi, columns, has_const, c, x, pen_start, inv_n, l1, l2, grad, lam, True, cheap, h_full,
-                  True, Z)
+    # typed flags, not numba Literals: one compiled _evaluate for every flag value instead of one per constant
+    yes, no = np.bool_(True), np.bool_(False)
+    f = _evaluate(X, lo, hi, columns, has_const, c, x, pen_start, inv_n, l1, l2, grad, lam, yes, cheap, h_full,
+                  yes, Z)
     evaluations = 1
     f_known = True  # f is the value at x (not only bounded by the last one)
     converged = False
@@ -1166,7 +1169,7 @@ def _projected_newton(X, lo, hi, columns, has_const, c, x0, lower, pen_start, n_
         for p in range(P):
             eps = max(eps, abs(x[p] - max(x[p] - grad[p], lower[p])))
         eps = min(eps, 1e-3)
-        nf = 0
+        nf = np.int64(0)  # typed, not a numba Literal (else _newton_solve compiles twice)
         for p in range(P):
             if x[p] - lower[p] <= eps and grad[p] > 0.0:
                 d[p] = -grad[p]
@@ -1204,7 +1207,7 @@ def _projected_newton(X, lo, hi, columns, has_const, c, x0, lower, pen_start, n_
                 for p in range(P):
                     x_try[p] = max(x[p] + d[p], lower[p])
                 f_try = _evaluate(X, lo, hi, columns, has_const, c, x_try, pen_start, inv_n, l1, l2, g_try, lam_try,
-                                  True, cheap, h_try, False, Z)
+                                  yes, cheap, h_try, no, Z)
                 evaluations += 1
                 # the step is tiny (its predicted decrease is below tol): f cannot tell it from rounding, so only
                 # a clear rise (a wrong step) rejects it
@@ -1229,7 +1232,7 @@ def _projected_newton(X, lo, hi, columns, has_const, c, x0, lower, pen_start, n_
                 bad = 0.0
                 if cheap:
                     bad = _evaluate(X, lo, hi, columns, has_const, c, x_try, pen_start, inv_n, l1, l2, g_try,
-                                    lam_try, False, cheap, h_try, True, Z)
+                                    lam_try, no, cheap, h_try, yes, Z)
                     evaluations += 1
                     slope = 0.0
                     for p in range(P):
@@ -1240,7 +1243,7 @@ def _projected_newton(X, lo, hi, columns, has_const, c, x0, lower, pen_start, n_
                         break
                 if math.isfinite(bad):
                     f_try = _evaluate(X, lo, hi, columns, has_const, c, x_try, pen_start, inv_n, l1, l2, g_try,
-                                      lam_try, True, cheap, h_try, True, Z)
+                                      lam_try, yes, cheap, h_try, yes, Z)
                     evaluations += 1
                     if f_known and math.isfinite(f_try) and f - f_try >= 1e-4 * decrease:
                         accepted = True
@@ -1249,7 +1252,7 @@ def _projected_newton(X, lo, hi, columns, has_const, c, x0, lower, pen_start, n_
                     if not f_known:
                         # the previous value is unknown: recompute it to judge this step
                         f = _evaluate(X, lo, hi, columns, has_const, c, x, pen_start, inv_n, l1, l2, grad, lam,
-                                      True, cheap, h_full, True, Z)
+                                      yes, cheap, h_full, yes, Z)
                         evaluations += 1
                         f_known = True
                         if math.isfinite(f_try) and f - f_try >= 1e-4 * decrease:
@@ -1268,8 +1271,8 @@ def _projected_newton(X, lo, hi, columns, has_const, c, x0, lower, pen_start, n_
         if f_known:
             f = f_try
     if not f_known:  # the value at the last accepted point (f still holds an earlier, larger one)
-        f = _evaluate(X, lo, hi, columns, has_const, c, x, pen_start, inv_n, l1, l2, g_try, lam_try, True, cheap,
-                      h_try, False, Z)
+        f = _evaluate(X, lo, hi, columns, has_const, c, x, pen_start, inv_n, l1, l2, g_try, lam_try, yes, cheap,
+                      h_try, no, Z)
         evaluations += 1
     out[:] = x
     return f, iterations, evaluations, converged
@@ -1422,13 +1425,14 @@ def fit_linear_one_type(times, z, offsets, t_start, t_end, beta0, learn, theta0,
     best_s = s
     best_theta = theta.copy()
     step = 0.0
+    one = np.int64(1)  # typed, not a numba Literal: the solver compiled for the Python callers serves here too
     for _outer in range(100):
         beta = math.exp(s)
         tails, dtails, d2tails, duration = linear_features(times, z, offsets, t_start, t_end, beta, X, D, D2)
         c[0], c[1], c[2] = duration, tails[0], tails[1]
         steps += 1
         # a fixed decay's only solve is final: 1000x tighter, with the finishing step (as after a learned decay below)
-        f, it, ev, ok = target_newton(X, 1, c, best_theta, lower, 1, n_events, 0.0, 0.0, max_iter,
+        f, it, ev, ok = target_newton(X, one, c, best_theta, lower, one, n_events, 0.0, 0.0, max_iter,
                                       tol if learn else tol * 1e-3, not learn, trial)
         iterations += it
         evaluations += ev
@@ -1460,8 +1464,8 @@ def fit_linear_one_type(times, z, offsets, t_start, t_end, beta0, learn, theta0,
             tails, dtails, d2tails, duration = linear_features(times, z, offsets, t_start, t_end, math.exp(best_s),
                                                                X, D, D2)
             c[0], c[1], c[2] = duration, tails[0], tails[1]
-        f, it, ev, ok = target_newton(X, 1, c, best_theta, lower, 1, n_events, 0.0, 0.0, max_iter, tol * 1e-3, True,
-                                      trial)
+        f, it, ev, ok = target_newton(X, one, c, best_theta, lower, one, n_events, 0.0, 0.0, max_iter, tol * 1e-3,
+                                      np.bool_(True), trial)
         iterations += it
         evaluations += ev
         if f <= best_f:

@@ -47,7 +47,7 @@ def features_block(times, marks, offsets, t_start, beta, K, local, cand_ptr, can
     for b in range(offsets.size - 1):
         S[:] = 0.0
         pend[:] = 0.0
-        npend = 0
+        npend = np.int64(0)  # typed, not a numba Literal: one compiled _advance
         t_now = t_start[b]
         tref = t_start[b]
         for n in range(offsets[b], offsets[b + 1]):
@@ -85,7 +85,7 @@ def gradient_block(times, marks, offsets, t_start, beta, K, lo, hi, weights):
     for b in range(offsets.size - 1):
         S[:] = 0.0
         pend[:] = 0.0
-        npend = 0
+        npend = np.int64(0)  # typed, not a numba Literal: one compiled _advance
         t_now = t_start[b]
         tref = t_start[b]
         for n in range(offsets[b], offsets[b + 1]):
@@ -150,7 +150,7 @@ def sparse_loglik(times, marks, offsets, t_start, t_end, mu, indptr, indices, da
     for b in range(B):
         S[:] = 0.0
         pend[:] = 0.0
-        npend = 0
+        npend = np.int64(0)  # typed, not a numba Literal: one compiled _advance
         t_now = t_start[b]
         tref = t_start[b]
         total = 0.0

@@ -164,8 +164,9 @@ class _Problem:
 
     def intensities(self, mu: np.ndarray, adj: scipy.sparse.csr_matrix) -> tuple[np.ndarray, float]:
         lam = np.empty(self.N)
-        ll = _k.sparse_loglik(self.times, self.marks, self.offsets, self.t_start, self.t_end, mu, adj.indptr,
-                              adj.indices.astype(np.int64), adj.data, self.beta, self.K, lam)
+        ll = _k.sparse_loglik(self.times, self.marks, self.offsets, self.t_start, self.t_end, mu,
+                              adj.indptr.astype(np.int64), adj.indices.astype(np.int64), adj.data, self.beta, self.K,
+                              lam)
         return lam, float(ll.sum())
 
 
