@@ -1,4 +1,4 @@
-"""The ``sde`` command: ``fit | eval | datasets`` for continuous-time series models.
+"""The ``sde`` command: ``fit | eval | datasets | spiking`` for continuous-time series models.
 
 ```
 sde fit --model lsde --data basicmotions --task classify --missing 0.3 --json
@@ -10,6 +10,8 @@ sde fit --model gru-d --data physionet2012 --task forecast --likelihood laplace 
 sde fit --model latent-ode --data physionet2012 --task classify --json          # its own classifier on z0 (joint)
 sde fit --model latent-sde --data physionet2012 --task interpolate --max-series 200 --json   # a seeded subset
 sde datasets --json
+sde spiking simulate --mu 1.2 --t1 5 --trials 64 --out trains.csv --plot raster.png --json   # spike trains
+sde spiking fit --data trains.csv --mu0 0.8 --epochs 30 --average 10 --json --out run/       # input current by MMD
 ```
 
 ``--data`` is a registry name (``sde datasets``) or a ``.ts`` (UCR/UEA), ``.tsf`` (Monash) or ``.csv``
@@ -50,11 +52,13 @@ from tpp.commandline import (
     load_data,
     user_errors,
 )
+from sde.spiking_cli import spiking_app  # imports torch models only inside its commands
 from sde.tasks import TaskName
 
 __all__ = ["MODEL_NAMES", "ModelName", "SERIES_FILE_SUFFIXES", "app", "load_parts", "read_series_file"]
 
 app = command_app("Continuous-time models of irregular, partly observed series: fit, evaluate, list data sets.")
+app.add_typer(spiking_app, name="spiking")
 
 SERIES_FILE_SUFFIXES = (".ts", ".tsf", ".csv")
 """Suffixes that make ``--data`` / ``--test`` a file (anything else is a registry name)."""

@@ -10,7 +10,9 @@
   with ``missing="observed"`` it trains on partly observed series and imputes by replacement conditioning;
   ``sde fit`` runs it for forecast and interpolate);
 * event models: ``neural-cox-sde`` (SDE-driven Cox process), ``mjp`` (the exact Markov jump process,
-  fitted in closed form, saved as its rates).
+  fitted in closed form, saved as its rates);
+* spike trains: ``spiking-sde`` (a stochastic spiking network as an event SDE, fitted to observed trains by the
+  signature-kernel MMD through exact spike-time gradients; ``sde spiking`` runs it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from tpp.table import Family, ModelSpec, Training, event_shape, register
 
-__all__ = ["NAMES", "SERIES_NAMES", "EVENT_NAMES", "JOINT_CLASSIFIERS", "series_shape"]
+__all__ = ["NAMES", "SERIES_NAMES", "EVENT_NAMES", "SPIKING_NAMES", "JOINT_CLASSIFIERS", "series_shape"]
 
 
 def series_shape(data: Any) -> dict[str, Any]:
@@ -58,6 +60,17 @@ def _mjp(params: dict[str, Any]) -> Any:
 
     rates = params["rates"]
     return MarkovJumpProcess(len(rates), rates)
+
+
+def _spiking_shape(data: Any) -> dict[str, Any]:
+    """``num_neurons`` of spike trains (SpikeTrains, or an event batch whose marks are the neurons)."""
+    return {"num_neurons": int(data.num_neurons if hasattr(data, "num_neurons") else data.num_marks)}
+
+
+def _spiking(params: dict[str, Any]) -> Any:
+    from sde.models.spiking import SpikingSDE
+
+    return SpikingSDE.from_dict(params)
 
 
 _S, _T, _E = Family.SDE, Training.TRAINER, Training.ESTIMATOR
@@ -110,6 +123,10 @@ _ENTRIES = [
               aliases=("neural-cox",), summary="marked Cox process driven by a latent neural SDE"),
     ModelSpec("mjp", "sde.models:MarkovJumpProcess", _S, "MarkovJumpProcess", _E, _jump_shape, loader=_mjp,
               aliases=("markov-jump-process",), summary="Markov jump process, rates by maximum likelihood"),
+    ModelSpec("spiking-sde", "sde.models:SpikingSDE", _S, "SpikingSDE", _E, _spiking_shape, loader=_spiking,
+              defaults={"sigma": 0.2}, aliases=("event-sde",),
+              summary="stochastic spiking network (event SDE), fitted to spike trains by signature-kernel MMD through "
+                      "exact spike-time gradients (Holberg & Salvi 2024)"),
 ]
 for _entry in _ENTRIES:
     register(_entry)
@@ -117,11 +134,13 @@ for _entry in _ENTRIES:
 NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES)
 """Every sde name, in table order."""
 SERIES_NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES
-                                      if e.shape not in (event_shape, _jump_shape, _classes_shape))
+                                      if e.shape not in (event_shape, _jump_shape, _classes_shape, _spiking_shape))
 """The models of series batches (``sde fit --model``): neural-cde, bayesian-neural-cde, lsde, lnsde, gsde, gru, neural-ode, latent-sde,
 latent-ode, langevin-flow, poisson-latent-sde, scotch, fractional-latent-sde, ode-rnn, gru-d, neural-mjp."""
 EVENT_NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES if e.shape in (event_shape, _jump_shape))
 """The sde models of event batches: neural-cox-sde, mjp."""
+SPIKING_NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES if e.shape is _spiking_shape)
+"""The models of spike trains (``sde spiking``): spiking-sde."""
 JOINT_CLASSIFIERS: dict[str, str] = {"latent-ode": "num_classes"}
 """Latent models of series with their own classifier on the latent state, trained jointly with the ELBO
 (Rubanova et al. 2019), and the constructor argument that sets the number of classes: ``sde fit --task

@@ -86,13 +86,25 @@ def complete():
     return ou(8, 10, t_end=9.0, seed=0, dtype=torch.float32)
 
 
+@pytest.fixture(scope="module")
+def trains():
+    """Spike trains of two coupled stochastic neurons on [0, 3] (the data of spiking-sde)."""
+    from sde.models.spiking import SpikingSDE
+
+    with torch.no_grad():
+        return SpikingSDE(2, mu=1.2, sigma=0.2, weights=[[0, 0.3], [0.3, 0]], dt0=0.05)(
+            3.0, max_spikes=16, num_samples=8, generator=torch.Generator().manual_seed(0))
+
+
 @pytest.fixture
-def data(request, quakes, power, jumps, magnitudes, pinwheel, spikes, complete):
+def data(request, quakes, power, jumps, magnitudes, pinwheel, spikes, complete, trains):
     name = request.node.callspec.params["name"]
     if name in ("langevin-flow", "poisson-latent-sde"):
         return spikes
     if name == "process-diffusion":
         return complete
+    if name == "spiking-sde":
+        return trains
     if name in ("marked-hawkes", "etas"):  # a magnitude mark, which the Japanese catalogue does not carry
         return magnitudes
     if "locations" in table.spec(name).needs:

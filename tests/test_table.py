@@ -94,8 +94,18 @@ def complete():
     return ou(6, 8, t_end=9.0, seed=0, dtype=torch.float32)
 
 
+@pytest.fixture(scope="module")
+def trains():
+    """Spike trains of two coupled stochastic neurons on [0, 3] (the data of spiking-sde)."""
+    from sde.models.spiking import SpikingSDE
+
+    with torch.no_grad():
+        return SpikingSDE(2, mu=1.2, sigma=0.2, weights=[[0, 0.3], [0.3, 0]], dt0=0.05)(
+            3.0, max_spikes=16, num_samples=8, generator=torch.Generator().manual_seed(0))
+
+
 @pytest.fixture
-def data(request, events, series, jumps, magnitudes, located, spikes, complete):
+def data(request, events, series, jumps, magnitudes, located, spikes, complete, trains):
     """The data set whose shape fills the model's arguments: series for series models, spike counts for the
     Poisson-emission models, jump paths for the jump process, events with magnitudes for marked-hawkes, events
     with locations for the spatio-temporal models (``"locations"`` in the entry's ``needs``), else events."""
@@ -104,6 +114,8 @@ def data(request, events, series, jumps, magnitudes, located, spikes, complete):
         return spikes
     if name == "process-diffusion":
         return complete
+    if name == "spiking-sde":
+        return trains
     if name == "marked-hawkes":
         return magnitudes
     if "locations" in table.spec(name).needs:
@@ -150,16 +162,11 @@ def test_every_name_builds_from_a_tiny_data_set_with_the_table_defaults(name, da
         assert getattr(model, key) == value  # the data's shape reached the constructor
 
 
-# Public nn.Modules that are simulators, not models of data (no fit/score): the torch twin of sde.jax.EventSDE.
-SIMULATORS = {"SpikingSDE"}
-
-
 def public_model_classes(module):
     classes = []
     for attribute in module.__all__:
         value = getattr(module, attribute)
-        if (isinstance(value, type) and issubclass(value, nn.Module) and not inspect.isabstract(value)
-                and attribute not in SIMULATORS):
+        if (isinstance(value, type) and issubclass(value, nn.Module) and not inspect.isabstract(value)):
             classes.append(value)
     return classes
 
@@ -180,7 +187,9 @@ def test_save_then_load_gives_the_same_model_and_identical_scores(name, data, tm
     if table.spec(name).training is table.Training.ESTIMATOR:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a fit on 6 short sequences may be non-stationary: irrelevant here
-            model, record = table.fit_model(model, data, max_iter=20) if name == "fadin" else table.fit_model(model, data)
+            options = {"max_iter": 20} if name == "fadin" else {"steps": 2, "progress": False} if name == "spiking-sde" \
+                else {}
+            model, record = table.fit_model(model, data, **options)
         assert record.seconds >= 0 and record.info() == {}
     elif isinstance(model, Model):
         model.initialise(data)  # the data-dependent start (standardisation, rates) is part of the saved state
