@@ -442,11 +442,12 @@ def _names(text: str | None) -> list[str] | None:
 def bench(
     suite: Annotated[Suite, typer.Option(help="Benchmark suite: likelihood = every model x the registry's event datasets.")] = Suite.LIKELIHOOD,
     out: Annotated[Path, typer.Option(help="Folder for the cells, CSV, Markdown, PNG plots and environment.json; rerunning resumes.")] = Path("runs/bench"),
-    quick: Annotated[bool, typer.Option("--quick/--full", help="--quick: 3 seeds, 5 epochs, small cut data (under 10 minutes on 2 cores); --full (the default): whole datasets, published splits, 30 epochs with early stopping, 3 seeds.")] = False,
+    quick: Annotated[bool, typer.Option("--quick/--full", help="--quick: 3 seeds, 5 epochs, small cut data (under 10 minutes on 2 cores); --full (the default): whole datasets, published splits, at most 100 epochs with early stopping (patience 10), 3 seeds.")] = False,
     models: Annotated[Optional[str], typer.Option(help="Comma-separated models (default: every neural model and Poisson, ExpHawkes, SumExpHawkes).")] = None,
-    dataset_names: Annotated[Optional[str], typer.Option("--datasets", help="Comma-separated registry datasets (default: the ten event datasets).")] = None,
-    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds (default 0,1,2; --quick 0,1).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Neural training epochs (default 30; --quick 5).")] = None,
+    dataset_names: Annotated[Optional[str], typer.Option("--datasets", help="Comma-separated registry datasets (default: the suite's event datasets, tpp.bench.DATASETS).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds (default 0,1,2).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Cap on neural training epochs (default 100; --quick 5).")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="Epochs without a better validation log-likelihood that end a neural fit (default 10; --quick 5).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Sequences per minibatch (default 32; --quick 16).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 3e-3; --quick 1e-2).")] = None,
     hidden_size: Annotated[Optional[int], typer.Option("--hidden-size", help="Hidden size of the neural models (default 32).")] = None,
@@ -475,7 +476,7 @@ def bench(
         raise ValueError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
     report = run_suite(
         suite, out, quick=quick, models=_names(models), names=_names(dataset_names), seeds=seed_list, epochs=epochs,
-        batch_size=batch_size, lr=lr, hidden_size=hidden_size, max_predictions=max_predictions,
+        patience=patience, batch_size=batch_size, lr=lr, hidden_size=hidden_size, max_predictions=max_predictions,
         max_hawkes_marks=max_hawkes_marks, rescale=rescale, command=shlex.join(["tpp", *sys.argv[1:]]), progress=progress,
     )
     if json_output:

@@ -94,7 +94,7 @@ def fit_cell(name: str, data: BenchData, config: LikelihoodConfig, seed: int) ->
         return model, info
     model = model_table.build(entry.name, train, seed=seed, hidden_size=config.hidden_size)
     model, record = model_table.fit_model(model, train, val, epochs=config.epochs, batch_size=config.batch_size,
-                                    lr=config.lr, seed=seed, progress=False)
+                                    lr=config.lr, patience=config.patience, seed=seed, progress=False)
     info.update(record.info())
     return model, info
 
