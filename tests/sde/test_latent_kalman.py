@@ -353,17 +353,20 @@ def test_latent_ode_closed_form_noise_is_the_elbo_optimum() -> None:
 
 
 def test_latent_ode_short_fit_gives_nominal_interval_coverage() -> None:
-    """A short fit (the one trainer, 120 steps, RK4 at step 0.05) on sine data with noise sd 0.1: the central
+    """A short fit (the one trainer, 180 steps, RK4 at step 0.05) on sine data with noise sd 0.1: the central
     90 % predictive intervals of :func:`sde.tasks.predictive_distribution` cover 80-97 % of held-out values
-    (measured 0.949; seed 1: 0.930), and the fit is not a collapsed one (held-out MSE well below the values'
-    variance: 0.15 of it). With the noise fitted by gradient steps from ``noise_init=0.1`` (the old default)
+    (initialisation seeds 0, 1, 2: 0.926, 0.879, 0.938), and the fit is not a collapsed one (held-out MSE well
+    below the values' variance: 0.05-0.06 of it). 120 steps were too few: seeds 0 and 1 stopped in the collapsed
+    start (cover 0.988 and 0.969, noise 0.3-0.5, MSE 0.15-0.3 of the variance); the test passed only by the
+    RNG state earlier tests left behind. With the noise fitted by gradient steps from ``noise_init=0.1`` (the old default)
     the same fit at step 0.02 covered 71 % (MSE 0.060 against 0.059 with the closed form):
     Adam moves the noise's parameter by about ``lr`` a step, too slowly for a short fit (PhysioNet, 600 stays,
     5 epochs = 35 steps: 23 %)."""
     rng = np.random.default_rng(0)
     train, test = noisy_sines(96, rng), noisy_sines(64, rng)
+    torch.manual_seed(0)  # the initial weights: the test must not depend on what ran before it
     model = LatentODE(1, latent_size=4, hidden_size=16, units=32, method=Method.RK4, step_size=0.05)  # 20 RK4 steps
-    model.fit(train, epochs=20, batch_size=16, lr=1e-2, seed=0, progress=False)
+    model.fit(train, epochs=30, batch_size=16, lr=1e-2, seed=0, progress=False)
     split = interpolation_split(test, share=0.2, seed=0)
     torch.manual_seed(0)
     pred = predictive_distribution(model, split.inputs, TargetScale.of(split.inputs))
