@@ -456,6 +456,7 @@ def bench(
     rescale: Annotated[bool, typer.Option(help="Divide times by the training split's mean gap for fitting (numbers reported in data units).")] = True,
     threads: Annotated[int, typer.Option(help="Threads for torch and numba (one per pool: two pools on two cores fight).")] = 1,
     progress: Annotated[bool, typer.Option(help="tqdm progress bar on stderr.")] = True,
+    collect: Annotated[bool, typer.Option(help="Compute nothing: gather the cells already finished in OUT (for the same settings) into its tables, plots and results.csv.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of the Markdown.")] = False,
 ) -> None:
     """Run a benchmark suite into OUT (resumable: finished cells are kept); write CSV, Markdown, PNG, environment.json."""
@@ -475,8 +476,8 @@ def bench(
     except ValueError:
         raise ValueError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
     report = run_suite(
-        suite, out, quick=quick, models=_names(models), names=_names(dataset_names), seeds=seed_list, epochs=epochs,
-        patience=patience, batch_size=batch_size, lr=lr, hidden_size=hidden_size, max_predictions=max_predictions,
+        suite, out, quick=quick, collect=collect, models=_names(models), names=_names(dataset_names), seeds=seed_list,
+        epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, hidden_size=hidden_size, max_predictions=max_predictions,
         max_hawkes_marks=max_hawkes_marks, rescale=rescale, command=shlex.join(["tpp", *sys.argv[1:]]), progress=progress,
     )
     if json_output:

@@ -275,6 +275,25 @@ def test_cli_bench_writes_the_report_and_resumes(tmp_path):
     assert again["cells_computed"] == 0 and again["cells_reused"] == 2 and again["table"] == out["table"]
 
 
+@needs_data
+def test_collect_gathers_runs_of_separate_models_into_one_table_computing_nothing(tmp_path):
+    """A long suite runs a model at a time (each run's tables hold only its own cells); --collect rebuilds the
+    whole table, with results.csv, from the cells alone."""
+    common = ["bench", "--suite", "likelihood", "--quick", "--datasets", "taxi", "--seeds", "0", "--out", str(tmp_path),
+              "--json", "--no-progress"]
+    parts = [json.loads(tpp_cli(*common, "--models", m).stdout)["table"] for m in ("Poisson", "ExpHawkes")]
+    assert [{r["model"] for r in t} for t in parts] == [{"Poisson"}, {"ExpHawkes"}]
+    res = tpp_cli(*common[:-1], "--collect")  # no --models: every model that has cells
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["cells_computed"] == 0 and out["cells_reused"] == 2
+    assert {r["model"]: r["ll_mean"] for r in out["table"]} == {r["model"]: r["ll_mean"] for t in parts for r in t}
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert sorted(results["model"]) == ["ExpHawkes", "Poisson"] and set(results["dataset"]) == {"taxi"}
+    empty = tpp_cli("bench", "--suite", "likelihood", "--full", "--collect", "--out", str(tmp_path / "none"))
+    assert empty.exit_code == 2 and "no cells" in empty.stderr and "Traceback" not in empty.stderr
+
+
 def test_cli_bench_rejects_bad_input_with_exit_code_2(tmp_path):
     for args, needle in ((["--suite", "nope"], "nope"), (["--models", "GPT"], "unknown model"),
                          (["--datasets", "no_such_data"], "unknown dataset")):

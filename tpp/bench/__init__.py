@@ -16,6 +16,8 @@ Suite :attr:`Suite.LIKELIHOOD` (:func:`run_likelihood`): every model x every eve
 * Times are shifted to each window's start and divided by the training split's mean gap ``c``
   before fitting; numbers are reported back in the data's units (log-likelihood ``- log c`` per
   event, RMSE ``x c``).
+* :func:`collect_likelihood` rebuilds the whole table from finished cells without computing any (after runs that
+  each did a few models, or from the committed ``benchmarks/results/likelihood_full``).
 * Resumable: each finished cell is one JSON file, written atomically, under
   ``<out>/cells/<config key>/``; a rerun with the same configuration skips finished cells (failed
   ones are retried), so an interrupted run loses at most the cell in flight.
@@ -46,6 +48,7 @@ from tpp.bench.likelihood import (
     CLASSIC_MODELS,
     BenchReport,
     all_model_names,
+    collect_likelihood,
     fit_cell,
     neural_model_names,
     run_cell,
@@ -62,5 +65,5 @@ __all__ = [
     "Suite", "CellStatus", "LikelihoodConfig", "BenchData", "BenchReport", "DATASETS", "CLASSIC_MODELS",
     "EVAL_POINTS", "EVAL_ELEMENTS", "RUN_FIELDS", "neural_model_names", "all_model_names", "truncate", "subsample",
     "rescaled", "mean_gap", "load_dataset", "test_log_likelihood", "fit_cell", "fit_model", "run_cell",
-    "run_likelihood", "run_suite", "read_cells", "summarise", "likelihood_markdown", "environment", "default_command",
+    "run_likelihood", "collect_likelihood", "run_suite", "read_cells", "summarise", "likelihood_markdown", "environment", "default_command",
 ]

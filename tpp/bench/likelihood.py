@@ -203,8 +203,7 @@ def run_likelihood(
     cells_dir = out_dir / "cells" / config.key()
     command = command or default_command()
     env = environment(device, config)
-    files = {"environment": out_dir / "environment.json"}
-    write_json(files["environment"], {**env, "command": command, "models": models, "datasets": names})
+    write_json(out_dir / "environment.json", {**env, "command": command, "models": models, "datasets": names})
 
     todo, reused = [], []
     for dataset in names:
@@ -259,12 +258,53 @@ def run_likelihood(
     bar.close()
     seconds = time.perf_counter() - started
 
-    runs = read_cells(out_dir, config, models, names)
+    return _report(out_dir, out_dir, config, models, names, command, env, notes, computed, reused, seconds)
+
+
+def _report(out_dir: Path, source: Path, config: LikelihoodConfig, models: list[str], names: list[str], command: str,
+            env: dict[str, Any], notes: list[str], computed: list, reused: list, seconds: float) -> BenchReport:
+    """The tables, plots, ``results.csv`` and ``environment.json`` of the cells of ``config`` under ``source``,
+    written into ``out_dir``."""
+    runs = read_cells(source, config, models, names)
     table = summarise(runs)
     markdown = likelihood_markdown(table, runs, models, names, config, notes, command, env)
+    files = {"environment": out_dir / "environment.json"}
     files.update(write_outputs(out_dir, runs, table, markdown, models, names))
     write_json(files["environment"], {**env, "command": command, "models": models, "datasets": names,
                                        "cells_computed": len(computed), "cells_reused": len(reused),
                                        "run_seconds": seconds,
                                        "cell_commits": sorted(set(runs["git_commit"].dropna().astype(str)))})
     return BenchReport(out_dir, runs, table, markdown, files, computed, reused, seconds, notes)
+
+
+def collect_likelihood(
+    source: str | os.PathLike,
+    config: LikelihoodConfig | None = None,
+    models: Sequence[str] | None = None,
+    names: Sequence[str] | None = None,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    command: str | None = None,
+) -> BenchReport:
+    """The report of the cells already finished under ``source`` (a ``run_likelihood`` output folder, e.g. the
+    committed ``benchmarks/results/likelihood_full``), computing nothing: the whole table after runs that each
+    did a few models, or the stored results read from a notebook. ``config`` (default: the full preset) picks the
+    cells; ``models``/``names`` default to those that have cells, in the suite's order. Tables, plots and
+    ``results.csv`` go to ``out_dir`` (default ``source``)."""
+    config = config or LikelihoodConfig.preset()
+    config.validate()
+    source = Path(source).expanduser().resolve()
+    out_dir = source if out_dir is None else Path(out_dir).expanduser().resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    found = read_cells(source, config)
+    if found.empty:
+        raise FileNotFoundError(f"{source}: no cells of configuration {config.key()} "
+                                f"(expected {source / 'cells' / config.key()})")
+    present_models = set(found["model"])
+    present_names = set(found["dataset"])
+    models = [m for m in (models or all_model_names()) if models or m in present_models]
+    names = [n for n in (names or DATASETS) if names or n in present_names]
+    models, names = _check_names(models, names)
+    done = [tuple(r) for r in found[["model", "dataset", "seed"]].itertuples(index=False)]
+    command = command or default_command()
+    return _report(out_dir, source, config, models, names, command, environment("cpu", config), [], [], done, 0.0)
