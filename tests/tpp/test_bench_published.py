@@ -268,3 +268,17 @@ def test_tritpp_factor_counts_yelp_airports_training_event_at_zero_out_as_theirs
     assert (len(train), len(test)) == (191, 64)
     expected = ((train.num_events - 1) / 191) / (test.num_events / 64)  # train sequence 75 starts with t = 0
     assert pub.tritpp_factor("yelp_airport") == pytest.approx(expected, rel=1e-14)
+
+
+def test_every_number_names_where_it_was_read_or_sought():
+    # a published number is traceable: its paper's address (and the stored copies tried) or the data file it is in
+    for e in pub.PUBLISHED + pub.UNMATCHED:
+        assert re.search(r"https?://|data file", e.source), e.source
+
+
+def test_an_unmatched_entry_without_a_value_says_why_no_number_was_read():
+    # a NaN value is never silent: the table could not be read here, or the paper has no such number
+    missing = re.compile(r"could not be read|no number read|no published log-likelihood")
+    for u in pub.UNMATCHED:
+        if math.isnan(u.value):
+            assert missing.search(u.reason), (u.dataset, u.model, u.reason[:120])

@@ -175,11 +175,26 @@ PUBLISHED: tuple[Published, ...] = (
 _NOT_READ = ("the table itself could not be read here (the stored copies of the paper index only its first "
              "pages, and no stored repository file restates the table); ")
 
+# Where each paper is (arXiv or the proceedings), and the stored full-text copy that was tried: every such copy is
+# indexed from its beginning only, so no table of it could be read (queries in notes/published_found.md).
+_URL = {
+    "TriTPP": "https://arxiv.org/abs/2006.12631 (stored copies: ar5iv.labs.arxiv.org/html/2006.12631, SPIQA raw LaTeX)",
+    "IFL": "https://arxiv.org/abs/1909.12127 (stored copies: SPIQA raw LaTeX 1909.12127v2, deepai.org)",
+    "THP": "https://arxiv.org/abs/2002.09291 (stored copies: api-inference.pages.dev/papers/2002.09291.md, "
+           "documents.pub/document/transformer-hawkes-process.html)",
+    "NHP": "https://arxiv.org/abs/1612.09328 (stored copies: hf.zsm.im/papers/1612.09328.md, fdocuments.us)",
+    "SAHP": "https://arxiv.org/abs/1907.07561 (stored copies: ar5iv.labs.arxiv.org/html/1907.07561, hf.zsm.im/papers/"
+            "1907.07561.md, the ICML 2020 text at object.cloud.sdsc.edu)",
+    "AttNHP": "https://arxiv.org/abs/2201.00044 (stored copy: hf.librae.dpdns.org/papers/2201.00044.md)",
+    "RMTPP": "https://www.kdd.org/kdd2016/papers/files/rpp1081-duA.pdf (stored copy: vdocuments.mx)",
+}
+
 #: Published numbers the suite does not match, with the reason (printed in the table's notes).
 UNMATCHED: tuple[Unmatched, ...] = tuple(
     Unmatched(
         dataset=name, model=model, value=math.nan, std=None,
-        source=f"Shchur, Gao, Bilos & Guennemann 2020 (TriTPP, NeurIPS), Table 2 (test NLL, real-world data), {theirs}",
+        source=f"Shchur, Gao, Bilos & Guennemann 2020 (TriTPP, NeurIPS), Table 2 (test NLL, real-world data), "
+               f"{theirs}; {_URL['TriTPP']}",
         conversion="tritpp_nll: value = -reported * L_train / L_test (tritpp_factor, events counted as theirs)",
         reason=_NOT_READ + "protocol matched by the suite's full mode (file-order 60/20/20 split, window [0, t_max] "
                "with survival term, times as stored: hours, PUBG minutes, as their scripts/experiment.py feeds "
@@ -193,7 +208,7 @@ UNMATCHED: tuple[Unmatched, ...] = tuple(
     Unmatched(
         dataset=name, model=model, value=math.nan, std=None,
         source=f"Shchur, Bilos & Guennemann 2020 (intensity-free, ICLR), appendix Table 3 (test NLL; "
-               f"ifl-tpp issue #16), {theirs}",
+               f"ifl-tpp issue #16), {theirs}; {_URL['IFL']}",
         conversion="ifl_time_nll: value = -reported (times in the data's seconds; outputs not rescaled)",
         reason=_NOT_READ + "protocol matched by the suite's column ifl_time_ll_per_event (scored on every IFL data "
                "set): the original code scores inter-event times 2..N only (the first event's time is a dummy "
@@ -212,28 +227,46 @@ UNMATCHED: tuple[Unmatched, ...] = tuple(
     )
     for name in ("mimic2_rmtpp", "bookorder_rmtpp")
     for model, source, conversion, reason in (
-        ("THP", "Zuo et al. 2020 (THP, ICML), Table of log-likelihood per event (MIMIC-II, Financial)",
+        ("THP", f"Zuo et al. 2020 (THP, ICML), Table 4 (log-likelihood per event; the table number as THP issue #10 "
+         f"quotes it), MIMIC-II and Financial columns; {_URL['THP']}",
          "ll_per_event (THP Main.py: total event log-likelihood / number of events)",
-         "protocol not matched: THP reads the NHP-format pickles (the Google Drive folder NHP and SAHP also link; "
-         "its README: time stamps and reported RMSE in different units), not RMTPP's text fold 1 that we stage; "
-         "its integral runs from the first to the last event (no survival term, first event's time unscored) by "
-         "Monte Carlo over the intensity of the type that occurs next only (Utils.py compute_integral_unbiased: "
-         "type_mask[:, 1:], not the sum over types), and its intensities use the hidden state of the event they "
-         "score (THP issue #10): both leaks inflate the number"),
-        ("NHP", "Mei & Eisner 2017 (NHP, NeurIPS), log-likelihood per event as re-run in the THP and SAHP tables",
+         "the table itself could not be read here (every stored copy of the paper is indexed from its opening only; "
+         "no stored repository file restates it; a Zotero note restating THP's RMSE table is machine-written and "
+         "not used). Protocol not matched either: THP's run.sh reads the NHP-format pickles data/data_<name>/fold1/ "
+         "(the Google Drive folder NHP and SAHP also link; not staged here; our data card takes data_mimic fold 1 "
+         "for RMTPP's fold 1 re-split 527 train / 58 dev / 65 test, which cannot be checked without the pickles), in "
+         "a time unit its README says differs from the reported one (THP issue #9); and its number is not the "
+         "log-likelihood our cells compute: Utils.log_likelihood scores each event with the hidden state that has "
+         "already read it (THP issue #10), integrates from the first to the last event (no survival term, first "
+         "event's time unscored) by Monte Carlo over the intensity of the type that occurs next only "
+         "(compute_integral_unbiased: type_mask[:, 1:], not the sum over types; THP issue #14), with the sampled "
+         "times divided by (t_prev + 1) (Utils.py line 46; THP issue #16): every one of these inflates it. "
+         "yangalan123/anhp-andtt thp/README.md ships a corrected THP agreed with THP's first author"),
+        ("NHP", f"Mei & Eisner 2017 (NHP, NeurIPS), log-likelihood per event as re-run in the THP and SAHP tables; "
+         f"{_URL['NHP']}",
          "ll_per_event",
-         "protocol not matched: NHP, SAHP and THP read the NHP-format pickles (train/dev/test.pkl from the NHP "
-         "Google Drive; hongyuanmei/neurawkes data/README.md), not RMTPP's text fold 1 that we stage; the "
-         "pickles are not staged here (Google Drive, out of reach), so their split and time units are not reproduced"),
-        ("SAHP", "Zhang et al. 2020 (SAHP, ICML), table of log-likelihood per event (MIMIC-II, Financial)",
+         "the numbers could not be read here (stored copies of the NHP, THP and SAHP papers are indexed from their "
+         "opening only). Protocol not matched either: NHP, SAHP and THP read the NHP-format pickles (train/dev/"
+         "test.pkl from the NHP Google Drive; hongyuanmei/neurawkes data/README.md), not RMTPP's text fold 1 that "
+         "we stage; the pickles are not staged here (Google Drive, out of reach), so their split and time units "
+         "are not reproduced"),
+        ("SAHP", f"Zhang et al. 2020 (SAHP, ICML), table of test log-likelihood per event (whether it has a Financial "
+         f"column could not be checked); {_URL['SAHP']}",
          "ll_per_event",
-         "protocol not matched: SAHP (QiangAIResearcher/sahp_repo main_func.py) reads the NHP-format pickles, "
-         "drops length-1 sequences and declares 8 types for bookorder (our RMTPP copy has 2): other data"),
-        ("AttNHP", "Yang, Mei & Eisner 2022 (AttNHP, ICLR), Figure 2 (log-likelihood per event, bar chart; "
-         "anhp-andtt issue #2)", "ll_per_event",
-         "protocol not matched: a figure, not a table, on the NHP-format pickles (not staged here); THP and SAHP "
+         "the table itself could not be read here (every stored copy is indexed from its opening only). Its score "
+         "is ours in form: models/sahp.py compute_loss sums the log-intensity of every event on [0, t_N] (a BOS at "
+         "t = 0 is prepended, utils/load_synth_data.py) minus a 20-sample Monte Carlo integral of the intensities "
+         "summed over all types, and train_sahp.py divides by the number of events ('Test Negative Likelihood per "
+         "event'); [0, t_N] is our window [t_1, t_N] where sequences start at 0, as every RMTPP MIMIC-II sequence "
+         "does. Not matched on the data: SAHP (QiangAIResearcher/sahp_repo main_func.py, utils/"
+         "convert_realdata_syntheform.py) reads the NHP-format pickles (not staged, time unit unknown), drops "
+         "length-1 sequences and declares 8 types for bookorder (our RMTPP copy has 2)"),
+        ("AttNHP", f"Yang, Mei & Eisner 2022 (AttNHP, ICLR), Figure 2 (log-likelihood per event, bar chart; "
+         f"anhp-andtt issue #2); {_URL['AttNHP']}", "ll_per_event",
+         "no number read here (a bar chart; the stored copy is indexed from its opening only); protocol not "
+         "matched: a figure, not a table, on the NHP-format pickles (not staged here); THP and SAHP "
          "were re-run there with the authors' fixes, so those bars differ from the THP/SAHP papers' numbers"),
-        ("RMTPP", "Du et al. 2016 (RMTPP, KDD), figures of next-time error and mark error",
+        ("RMTPP", f"Du et al. 2016 (RMTPP, KDD), figures of next-time error and mark error; {_URL['RMTPP']}",
          "none: RMTPP reports prediction errors, no test log-likelihood",
          "no published log-likelihood to our reading; its time error and mark error are averaged over RMTPP's five "
          "folds (we stage fold 1) and read off figures"),
@@ -241,12 +274,14 @@ UNMATCHED: tuple[Unmatched, ...] = tuple(
 ) + tuple(
     Unmatched(
         dataset="stackoverflow_rmtpp_subset", model=model, value=math.nan, std=None,
-        source=f"{paper}, table of Stack Overflow log-likelihood per event", conversion="ll_per_event",
-        reason="protocol not matched: our copy is 4468 of the 6633 sequences (the union of RMTPP's test folds); "
+        source=f"{paper}, table of Stack Overflow log-likelihood per event; {_URL[short]}", conversion="ll_per_event",
+        reason="the number could not be read here (stored copies indexed from their opening only) and the "
+               "protocol is not matched: our copy is 4468 of the 6633 sequences (the union of RMTPP's test folds); "
                "every published Stack Overflow number is on the full set",
     )
-    for model, paper in (("THP", "Zuo et al. 2020 (THP)"), ("NHP", "Mei & Eisner 2017 (NHP)"),
-                         ("SAHP", "Zhang et al. 2020 (SAHP)"), ("AttNHP", "Yang, Mei & Eisner 2022 (AttNHP)"))
+    for model, paper, short in (("THP", "Zuo et al. 2020 (THP)", "THP"), ("NHP", "Mei & Eisner 2017 (NHP)", "NHP"),
+                                ("SAHP", "Zhang et al. 2020 (SAHP)", "SAHP"),
+                                ("AttNHP", "Yang, Mei & Eisner 2022 (AttNHP)", "AttNHP"))
 )
 
 #: Each paper's protocol as its code shows it (what a matched number must share with our run).
@@ -269,11 +304,16 @@ PROTOCOLS: dict[str, str] = {
     "THP (Zuo et al. 2020, ICML)": (
         "SimiaoZuo/Transformer-Hawkes-Process: log-likelihood per event = (sum of log-intensities at events - "
         "integral from the first to the last event, Monte Carlo over the next event's type's intensity only) / "
-        "number of events, marks included; NHP-format pickles (Google Drive); its README says the reported "
-        "RMSE and the stored time stamps are in different units."),
+        "number of events, marks included; the sampled times divided by (t_prev + 1) (Utils.py line 46), the "
+        "event scored with its own hidden state (issues #10, #14, #16); run.sh reads data/data_so/fold1/ of the "
+        "NHP-format pickles (Google Drive); its README says the reported RMSE and the stored time stamps are in "
+        "different units."),
     "NHP (Mei & Eisner 2017) / SAHP (Zhang et al. 2020)": (
         "hongyuanmei/neurawkes and QiangAIResearcher/sahp_repo: train/dev/test NHP-format pickles from one Google "
-        "Drive folder (not staged here); SAHP drops length-1 sequences and declares 8 bookorder types."),
+        "Drive folder (not staged here); SAHP drops length-1 sequences and declares 8 bookorder types. SAHP "
+        "6377b31 scores (models/sahp.py compute_loss, train_sahp.py eval_sahp) the log-intensity of every event "
+        "on [0, t_N] after a BOS at t = 0, minus a 20-sample Monte Carlo integral of the intensities summed over "
+        "the types, divided by the number of events: our normalisation, with no survival term after t_N."),
     "AttNHP (Yang, Mei & Eisner 2022, ICLR)": (
         "yangalan123/anhp-andtt: log-likelihood per event token, marks included; the synthetic data set's "
         "ground truth uses the window [0, last event]."),
