@@ -31,7 +31,6 @@ from tpp.commandline import (
     fit_in_run_folder,
     EpochsOption,
     JsonOption,
-    LrOption,
     SeedOption,
     command_app,
     echo_json,
@@ -42,6 +41,9 @@ from tpp.commandline import (
 )
 
 app = command_app("Temporal point processes: fit, evaluate, simulate.")
+
+DEFAULT_LR = 1e-3
+"""``tpp fit``'s learning rate for a trained model that declares no ``default_lr`` of its own."""
 
 EVENT_FILE_SUFFIXES = (".csv", ".parquet", ".npz", ".pkl", ".json")
 """Suffixes that make ``--data`` a file read by :func:`tpp.read_events` (anything else is a registry name)."""
@@ -125,7 +127,10 @@ def fit(
     hidden_size: Annotated[int, typer.Option("--hidden-size", help="neural models: hidden size.")] = 32,
     epochs: EpochsOption = 20,
     batch_size: BatchSizeOption = 32,
-    lr: LrOption = 1e-3,
+    lr: Annotated[Optional[float], typer.Option(
+        callback=in_range(0.0, math.inf, low_open=True),
+        help="Peak learning rate (default: the model's default_lr: 1e-3, the Gaussian-mixture spatial baselines 0.05).",
+    )] = None,
     seed: SeedOption = 0,
     out: Annotated[Optional[Path], typer.Option(help="Folder for model.json / checkpoints and plots.")] = None,
     resume: ResumeOption = False,
@@ -209,7 +214,7 @@ def _splits(data: str, t_end: float | None, seed: int, remap_marks: bool = False
 
 
 def _fit_neural(name: str, data: str, t_end: float | None, hidden_size: int, epochs: int, batch_size: int,
-                lr: float, seed: int, out: Path | None, *, resume: bool = False, checkpoint_every: int | None = None,
+                lr: float | None, seed: int, out: Path | None, *, resume: bool = False, checkpoint_every: int | None = None,
                 overwrite: bool = False, remap_marks: bool = False) -> dict[str, Any]:
     """Train a neural model with the shared trainer; score on the test split with a fine integrator.
 
@@ -218,6 +223,7 @@ def _fit_neural(name: str, data: str, t_end: float | None, hidden_size: int, epo
 
     train, val, test = _splits(data, t_end, seed, remap_marks)
     estimator = model_table.build(name, train, seed=seed, hidden_size=hidden_size)
+    lr = lr if lr is not None else getattr(estimator, "default_lr", DEFAULT_LR)
     estimator, record = fit_in_run_folder(estimator, train, val, out, resume=resume, checkpoint_every=checkpoint_every,
                                           overwrite=overwrite, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                                           progress=sys.stderr.isatty())  # bars for a person, not for a pipe or log

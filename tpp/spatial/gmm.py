@@ -182,6 +182,9 @@ class _LocatedProcess(SpatioTemporalProcess):
     """Shared plumbing: a temporal model of the ground process (``time_model``), a location scaler, ties."""
 
     _head_name = "spatial head"
+    #: ``tpp fit``'s learning rate when none is given: a handful of parameters (rates, a decay, mixture weights and
+    #: scales) that 1e-3 moves too slowly for a default run (benchmarks/stpp.py trains them at 0.05)
+    default_lr = 0.05
 
     def __init__(self, feature_dim: int = 2, hidden_size: int | None = None, temporal: str = "hawkes",
                  location_names: Sequence[str] | None = None, ties: str = "keep") -> None:
