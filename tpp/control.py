@@ -70,7 +70,7 @@ from tqdm.auto import tqdm
 
 from tpp.events import EventBatch
 from tpp.hawkes._common import budget_error
-from tpp.hawkes.nonlinear import _LINK_CODE, Link, NonlinearHawkes, _seed, _simulate
+from tpp.hawkes.nonlinear import Link, NonlinearHawkes, simulate_from_states
 from tpp.sampling import thinning_sample
 
 __all__ = [
@@ -253,10 +253,9 @@ class HawkesInterventionEnv(gym.Env):
         """Simulate ``B`` copies from states ``R0 [B, K, U]`` on ``(t0, t1]`` (exact thinning, compiled).
         Returns flat times, marks, counts per copy ``[B]`` and the states at ``t1`` ``[B, K, U]``."""
         B = R0.shape[0]
-        _seed(seed)
-        times, marks, counts, stopped = _simulate(_LINK_CODE[self.link], self._mu, self._adj,
-                                                  self.decays, np.full(B, t0), np.full(B, t1), R0,
-                                                  self.max_events_per_step * B)
+        times, marks, counts, stopped = simulate_from_states(self.link, self._mu, self._adj, self.decays,
+                                                             np.full(B, t0), np.full(B, t1), R0,
+                                                             self.max_events_per_step * B, seed)
         if stopped >= 0:
             raise budget_error(self.process, self.max_events_per_step * B,
                                f"{times.size} events simulated in one step of length {t1 - t0:.6g}")

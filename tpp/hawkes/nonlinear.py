@@ -60,7 +60,7 @@ from tpp.model import Seed
 from tpp.options import Interval, Options, check_params
 from tpp.process import PointProcess, as_numpy_rng
 
-__all__ = ["Link", "NonlinearHawkes", "integrate_between_events"]
+__all__ = ["Link", "NonlinearHawkes", "integrate_between_events", "simulate_from_states"]
 
 _JIT = dict(cache=True, nogil=True, fastmath=False, error_model="numpy")
 
@@ -145,6 +145,21 @@ def _link_value(code: int, x: float) -> float:
 @numba.njit(**_JIT)
 def _seed(seed: int) -> None:
     np.random.seed(seed)
+
+
+def simulate_from_states(link: Link | str, baseline: np.ndarray, adjacency: np.ndarray, decays: np.ndarray,
+                         starts: np.ndarray, ends: np.ndarray, init_state: np.ndarray, max_events: int, seed: int
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Exact thinning of ``B`` nonlinear Hawkes sequences on ``(starts[b], ends[b]]``, each from the excitation
+    state ``init_state [B, K, U]`` (``R[j, u]``: the decayed sum of earlier type-``j`` events at decay ``u``), the
+    adjacency ``[K, K, U]`` and the compiled sampler seeded with ``seed``. Returns the concatenated times and
+    marks, the counts per sequence and the first sequence that passed ``max_events`` in total (-1 if none).
+    :meth:`NonlinearHawkes.sample` and :class:`tpp.control.HawkesInterventionEnv` step through it."""
+    _seed(int(seed))
+    return _simulate(_LINK_CODE[Link(link)], np.ascontiguousarray(baseline, np.float64),
+                     np.ascontiguousarray(adjacency, np.float64), np.ascontiguousarray(decays, np.float64),
+                     np.ascontiguousarray(starts, np.float64), np.ascontiguousarray(ends, np.float64),
+                     np.ascontiguousarray(init_state, np.float64), int(max_events))
 
 
 @numba.njit(**_JIT)
@@ -826,9 +841,8 @@ class NonlinearHawkes(PointProcess):
         init = np.zeros((n, K, U))
         if history is not None and history.num_events:
             init = self._state_at(history, history.t_end[:, None])
-        _seed(int(rng.integers(0, 2**62)))
-        times, marks, counts, stopped = _simulate(_LINK_CODE[self.link], mu, adj, beta, starts, ends, init,
-                                                  max_events)
+        times, marks, counts, stopped = simulate_from_states(self.link, mu, adj, beta, starts, ends, init, max_events,
+                                                             seed=int(rng.integers(0, 2**62)))
         if stopped >= 0:
             raise budget_error(self, max_events, f"{times.size} events simulated, sequence {stopped} reached "
                                f"t={float(times[-1]):.6g} of t_end={float(ends[stopped]):.6g}")
