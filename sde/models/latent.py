@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import abc
 import math
+import warnings
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -204,13 +205,22 @@ class LatentSeriesModel(Model):
         values = train.values.to(torch.float64)
         observed = train.mask[..., None] & ~torch.isnan(values)
         count = observed.sum((0, 1))
-        if bool((count == 0).any()):
-            raise ValueError(f"channel {int(torch.nonzero(count == 0)[0])} has no observed training value")
+        empty = torch.nonzero(count == 0).flatten().tolist()
+        if empty:
+            # A small subset of a sparse data set (PhysioNet: a rare laboratory value) can leave a channel without
+            # a single training value. It adds nothing to the ELBO; its values stay in the data's units (mean 0,
+            # scale 1) and its predictions are the model's prior for it: said, not hidden.
+            names = getattr(train, "channel_names", None)
+            labels = [f"{c} ({names[c]})" if names else str(c) for c in empty]
+            warnings.warn(f"channel(s) {', '.join(labels)} have no observed training value: left unstandardised "
+                          "(mean 0, scale 1); their predictions are the model's prior, not learned from data",
+                          stacklevel=2)
         filled = torch.where(observed, values, torch.zeros_like(values))
-        mean = filled.sum((0, 1)) / count
+        mean = filled.sum((0, 1)) / count.clamp_min(1)
         var = (torch.where(observed, values - mean, torch.zeros_like(values)) ** 2).sum((0, 1)) / count.clamp_min(2)
+        std = torch.where(count > 0, var.sqrt().clamp_min(1e-6), torch.ones_like(var))
         self.channel_mean.copy_(mean.to(self.channel_mean.dtype))
-        self.channel_std.copy_(var.sqrt().clamp_min(1e-6).to(self.channel_std.dtype))
+        self.channel_std.copy_(std.to(self.channel_std.dtype))
         rows = train.mask & ~torch.isnan(values).all(-1)
         time = train.time.to(torch.float64)
         first = torch.where(rows, time, torch.full_like(time, math.inf)).min(1).values

@@ -329,3 +329,20 @@ def test_queries_change_nothing_and_the_score_is_reproducible(training):
     pred = model.predict(train, num_samples=20)
     assert pred.mean.shape == pred.std.shape == train.values.shape and torch.all(pred.std > 0)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items()) and model.training == training
+
+
+def test_a_channel_without_training_values_is_named_in_a_warning_and_left_in_data_units():
+    """A small subset of a sparse set (PhysioNet, 50 stays: TroponinI never measured) used to stop the fit."""
+    rng = np.random.default_rng(0)
+    pairs = []
+    for n in (6, 5, 7):
+        values = np.column_stack([rng.normal(3.0, 2.0, n), np.full(n, np.nan)])
+        pairs.append((np.sort(rng.uniform(0, 1, n)), values))
+    batch = SeriesBatch.from_arrays(pairs, channel_names=["HR", "TroponinI"])
+    model = LatentSDE(2)
+    with pytest.warns(UserWarning, match=r"1 \(TroponinI\) have no observed training value"):
+        model.initialise(batch)
+    observed = np.concatenate([v[:, 0] for _, v in pairs])
+    assert float(model.channel_mean[0]) == pytest.approx(observed.mean())
+    assert float(model.channel_mean[1]) == 0.0 and float(model.channel_std[1]) == 1.0
+    assert torch.isfinite(model.elbo(batch, num_samples=4)).all()
