@@ -105,7 +105,8 @@ _ENTRIES = [
               aliases=("stochastic-process-diffusion",),
               summary="diffusion of whole series with GP / OU noise over the observation times, exact "
                       "likelihood by the probability-flow ODE; missing='observed' trains on partly observed series "
-                      "and imputes (Bilos et al. 2023)"),
+                      "and imputes; missing='conditional' is the paper's PhysioNet model (CSDI's conditional denoiser "
+                      "with GP noise) (Bilos et al. 2023)"),
     ModelSpec("fractional-latent-sde", "sde.models:FractionalLatentSDE", _S, "FractionalLatentSDE", _T, _latent_shape,
               aliases=("fractional-sde",),
               summary="latent SDE driven by Markov-approximated fractional noise, Hurst index from the exact Markov "

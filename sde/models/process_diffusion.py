@@ -52,6 +52,16 @@ entries, the observed ones replaced at every step by their forward-noised values
 model is CSDI's conditional denoiser (observed values as an input, trained on randomly hidden observed values)
 with GP noise; this is the unconditional alternative the issue asks for, scored in
 ``benchmarks/process_diffusion_physionet.py``.
+
+That conditional model is ``missing="conditional"``: in training a random share of each series' observed
+entries (CSDI's random strategy) become the targets, the diffusion lives on them alone (each channel's noise
+process at its targets' times, :class:`_ChannelFactor`), the rest are the conditioning input of
+:class:`ConditionalTransformer` (CSDI's denoiser: one token per entry, attention over time and over channels,
+time and channel embeddings), and the loss ``sum |z - z_hat|^2`` runs over the targets. The skip connection
+generalises to the Gaussian prior ``x_0 ~ N(m, v Sigma)`` per channel, ``m`` the conditioning's linear
+interpolation (:func:`linear_fill`) and ``v`` a learned per-channel variance: the network starts from a
+calibrated Gaussian imputation around the interpolation and learns the departure from it. Imputation samples
+the queried entries by the reverse process over them alone (exact for the model: no replacement).
 """
 
 from __future__ import annotations
@@ -74,8 +84,8 @@ from tpp.options import Interval, check_params
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["DiffusionKind", "MissingValues", "NoiseProcess", "Prediction", "ProcessDiffusion", "TimeTransformer",
-           "VPSchedule", "noise_covariance", "plot_imputation", "plot_samples"]
+__all__ = ["ConditionalTransformer", "DiffusionKind", "MissingValues", "NoiseProcess", "Prediction", "ProcessDiffusion",
+           "TimeTransformer", "VPSchedule", "linear_fill", "noise_covariance", "plot_imputation", "plot_samples"]
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -106,10 +116,13 @@ class DiffusionKind(enum.Enum):
 class MissingValues(enum.Enum):
     """What training does with missing values (NaN) of existing rows: ``"refuse"`` them (a density of whole
     series, the default), or train on the ``"observed"`` entries only (the diffusion of each channel lives at
-    that channel's own observation times; PhysioNet-style partly observed series)."""
+    that channel's own observation times; PhysioNet-style partly observed series), or ``"conditional"``: the
+    paper's PhysioNet model (CSDI's conditional denoiser with process noise): a random part of each series'
+    observed entries is hidden and diffused, the rest enters the denoiser as a conditioning input."""
 
     REFUSE = "refuse"
     OBSERVED = "observed"
+    CONDITIONAL = "conditional"
 
 
 class _ChannelFactor:
@@ -269,6 +282,95 @@ class TimeTransformer(nn.Module):
         return self.head(self.norm(h))
 
 
+def linear_fill(values: Tensor, known: Tensor, t: Tensor) -> Tensor:
+    """``[B, L, D]`` each channel linearly interpolated in time ``t [B, L]`` between its ``known [B, L, D]``
+    entries of ``values`` (constant beyond the first and last; 0 for a channel without any): the conditioning
+    summary the conditional denoiser reads beside the values themselves, so the network learns how a value
+    departs from its neighbours' line rather than the line itself. Depends on ``values`` at ``known`` only."""
+    B, L, D = values.shape
+    idx = torch.arange(L, device=values.device)[None, :, None].expand(B, L, D)
+    prev = torch.where(known, idx, torch.full_like(idx, -1)).cummax(1).values
+    nxt = torch.where(known, idx, torch.full_like(idx, L)).flip(1).cummin(1).values.flip(1)
+    has_prev, has_next = prev >= 0, nxt < L
+    prev_c, next_c = prev.clamp(0, L - 1), nxt.clamp(0, L - 1)
+    v = torch.where(known, values, torch.zeros_like(values))
+    tt = t[..., None].expand(B, L, D)
+    v0, v1 = v.gather(1, prev_c), v.gather(1, next_c)
+    t0, t1 = tt.gather(1, prev_c), tt.gather(1, next_c)
+    gap = t1 - t0
+    w = torch.where(gap > 0, (tt - t0) / torch.where(gap > 0, gap, torch.ones_like(gap)), torch.zeros_like(gap))
+    both = v0 + w * (v1 - v0)
+    return torch.where(has_prev & has_next, both, torch.where(has_prev, v0, torch.where(has_next, v1,
+                                                                                          torch.zeros_like(v))))
+
+
+class _ConditionalLayer(nn.Module):
+    """One residual layer of CSDI's denoiser: the diffusion step added, a transformer layer over time (each
+    channel's rows), one over the channels (each row's entries), the side information (time and channel
+    embeddings) added, a gated activation, and a residual and a skip output."""
+
+    def __init__(self, hidden: int, heads: int) -> None:
+        super().__init__()
+        self.step = nn.Linear(hidden, hidden)
+        self.time = nn.TransformerEncoderLayer(hidden, heads, dim_feedforward=hidden, dropout=0.0, batch_first=True,
+                                               activation="gelu")
+        self.feature = nn.TransformerEncoderLayer(hidden, heads, dim_feedforward=hidden, dropout=0.0,
+                                                  batch_first=True, activation="gelu")
+        self.mid, self.side = nn.Linear(hidden, 2 * hidden), nn.Linear(hidden, 2 * hidden)
+        self.out = nn.Linear(hidden, 2 * hidden)
+
+    def forward(self, h: Tensor, step: Tensor, side: Tensor, pad: Tensor) -> tuple[Tensor, Tensor]:
+        B, L, D, H = h.shape
+        y = h + self.step(step)[:, None, None]
+        y = y.permute(0, 2, 1, 3).reshape(B * D, L, H)
+        y = self.time(y, src_key_padding_mask=pad).view(B, D, L, H).permute(0, 2, 1, 3)
+        y = self.feature(y.reshape(B * L, D, H)).view(B, L, D, H)
+        gate, filt = (self.mid(y) + self.side(side)).chunk(2, -1)
+        res, skip = self.out(torch.sigmoid(gate) * torch.tanh(filt)).chunk(2, -1)
+        return (h + res) / math.sqrt(2.0), skip
+
+
+class ConditionalTransformer(nn.Module):
+    """The conditional denoiser of ``missing="conditional"`` (CSDI's, Tashiro et al. 2021, as the paper uses
+    it): one token per entry ``(row, channel)`` reading the noisy target value, the conditioning value, the
+    conditioning and target flags and (``interpolate``) the conditioning entries' linear interpolation
+    (:func:`linear_fill`); side information: a sinusoidal embedding of the row's time plus a learned embedding
+    of the channel; ``layers`` residual layers (:class:`_ConditionalLayer`: attention over time, then over
+    channels); the skips summed into one output per entry.
+    ``forward(x, t, s, mask, target, cond_x, cond) -> [B, L, D]`` (``mask [B, L]`` the rows)."""
+
+    def __init__(self, channels: int, hidden: int = 64, layers: int = 4, heads: int = 8,
+                 interpolate: bool = True) -> None:
+        super().__init__()
+        if hidden % heads or hidden % 2:
+            raise ValueError(f"hidden_size={hidden} must be even and divisible by num_heads={heads}")
+        self.hidden, self.interpolate = hidden, bool(interpolate)
+        self.inp = nn.Linear(5 if self.interpolate else 4, hidden)
+        self.time = nn.Linear(hidden, hidden)
+        self.channel = nn.Embedding(channels, hidden)
+        self.step = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.layers = nn.ModuleList(_ConditionalLayer(hidden, heads) for _ in range(max(int(layers), 1)))
+        self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        nn.init.zeros_(self.head[-1].weight)  # as CSDI: start from eps_hat = 0 (plus the model's skip)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def forward(self, x: Tensor, t: Tensor, s: Tensor, mask: Tensor, target: Tensor, cond_x: Tensor,
+                cond: Tensor) -> Tensor:
+        B, L, D = x.shape
+        parts = [x * target, cond_x * cond, cond, target]
+        if self.interpolate:
+            parts.append(linear_fill(cond_x, cond > 0, t))
+        h = torch.relu(self.inp(torch.stack(parts, -1)))  # [B, L, D, H]
+        side = self.time(_sinusoid(t, self.hidden, 200.0))[:, :, None] + self.channel.weight[None, None]
+        step = self.step(_sinusoid(s, self.hidden, 1000.0))
+        pad = (~mask)[:, None, :].expand(B, D, L).reshape(B * D, L)
+        skip = torch.zeros_like(h)
+        for layer in self.layers:
+            h, out = layer(h, step, side, pad)
+            skip = skip + out
+        return self.head(skip / math.sqrt(len(self.layers)))[..., 0]
+
+
 # ---------------------------------------------------------------------------------------------- the model
 class _Prepared:
     """A batch on the model's clock and scale: ``x [B, L, D]`` standardised (0 where missing, padding or outside
@@ -277,10 +379,12 @@ class _Prepared:
     every row), ``rows [B, L]`` the rows with an entry (the denoiser's attention; a series without any entry
     keeps its rows, so no softmax is empty) and ``chol`` the noise factor: ``[B, L, L]`` when every channel
     has the rows' entries, else a :class:`_ChannelFactor`, each channel's process at its own entries' times
-    (an entry outside them is an independent unit-variance coordinate, as a padding row)."""
+    (an entry outside them is an independent unit-variance coordinate, as a padding row). Conditional models
+    (``missing="conditional"``) also keep ``cond [B, L, D]`` (the conditioning entries: observed, outside
+    ``entries``; none unless given) and ``cond_x`` (their standardised values, 0 elsewhere)."""
 
     def __init__(self, model: ProcessDiffusion, batch: SeriesBatch, complete: bool, what: str,
-                 entries: Tensor | None = None) -> None:
+                 entries: Tensor | None = None, cond: Tensor | None = None) -> None:
         if not isinstance(batch, SeriesBatch):
             raise TypeError(f"ProcessDiffusion.{what} takes a sde.series.SeriesBatch, got {type(batch).__name__}")
         if batch.values.shape[-1] != model.num_channels:
@@ -312,6 +416,9 @@ class _Prepared:
         self.entries = rows3 if entries is None else entries.to(device) & rows3
         self.x = torch.where(observed & self.entries, standard, torch.zeros_like(standard)).to(dtype)
         self.observed = observed
+        # the conditioning: observed entries outside the diffusion (a value there is an input, never a target)
+        self.cond = (torch.zeros_like(observed) if cond is None else cond.to(device) & observed) & ~self.entries
+        self.cond_x = torch.where(self.cond, standard, torch.zeros_like(standard)).to(dtype)
         present = self.entries.any(-1)
         self.rows = torch.where(present.any(1, keepdim=True), present, self.mask)
         if bool((self.entries == rows3).all()):
@@ -324,6 +431,7 @@ class _Prepared:
         out = _Prepared.__new__(_Prepared)
         out.t, out.mask, out.rows = self.t.repeat(k, 1), self.mask.repeat(k, 1), self.rows.repeat(k, 1)
         out.entries = self.entries.repeat(k, 1, 1)
+        out.cond, out.cond_x = self.cond.repeat(k, 1, 1), self.cond_x.repeat(k, 1, 1)
         out.chol = self.chol.repeat(k) if isinstance(self.chol, _ChannelFactor) else self.chol.repeat(k, 1, 1)
         return out
 
@@ -344,7 +452,8 @@ class ProcessDiffusion(Model):
     ``ProcessDiffusion(num_channels)`` works as is. ``noise``: ``"gp"`` (default), ``"ou"`` or ``"independent"``;
     ``noise_scale``: the kernel's length in model time (a fraction of the longest training series);
     ``kind``: ``"sde"`` (default) or ``"ddpm"``; ``num_steps``: DDPM steps, and the reverse-SDE steps of
-    :meth:`sample`; ``beta_min``/``beta_max``: the VP schedule; ``eps``: the smallest diffusion time of the
+    :meth:`sample`; ``sample_steps``: fewer reverse steps for :meth:`sample` and :meth:`impute` (the speed knob:
+    the cost is linear in it; ``"ddpm"``: the trained steps respaced; default ``num_steps``); ``beta_min``/``beta_max``: the VP schedule; ``eps``: the smallest diffusion time of the
     continuous kind and of the likelihood's ODE. ``denoiser``: a module ``(x [B, L, D], t [B, L], s [B], mask
     [B, L]) -> [B, L, D]`` (``eps_hat`` or ``z_hat``, as ``output`` says) replacing the default
     :class:`TimeTransformer` (``hidden_size``, ``num_layers``, ``num_heads``); ``skip``: add
@@ -362,6 +471,14 @@ class ProcessDiffusion(Model):
     denoiser then takes a fifth argument ``entries [B, L, D]``), and the loss counts observed entries only, so
     a missing entry never changes it. :meth:`impute` then samples the missing entries by replacement
     conditioning. The exact :meth:`log_likelihood` stays a density of whole (fully observed) series.
+    ``"conditional"``: the paper's PhysioNet model, CSDI's conditional scheme with process noise. Training
+    (:meth:`objective`) hides a random subset of each series' observed entries (CSDI's random strategy: a
+    share ``r ~ U(0, 1)`` per series, ``round(r n)`` of its ``n`` observed entries, at least one), diffuses those
+    targets only (each channel's process at its targets' times) and scores them; the other observed entries are
+    the conditioning input of :class:`ConditionalTransformer` (values and flags, and with ``interpolation`` their
+    linear interpolation per channel). :meth:`impute` samples the queried entries (default: every missing one)
+    by the reverse process over them alone given the observed ones (no replacement needed); :meth:`sample` and
+    :meth:`log_likelihood` are those of the empty conditioning.
 
     The contract (:class:`tpp.model.Model`): :meth:`objective` ``[B]`` is minus the denoising loss (a
     reweighted ELBO, not a likelihood); :meth:`log_likelihood` ``[B]`` the exact log density through the
@@ -386,10 +503,15 @@ class ProcessDiffusion(Model):
                  beta_min: float = 0.1, beta_max: float = 20.0, eps: float = 1e-3,
                  denoiser: nn.Module | None = None, skip: bool = True,
                  output: Prediction | str = Prediction.NOISE,
-                 missing: MissingValues | str = MissingValues.REFUSE) -> None:
+                 missing: MissingValues | str = MissingValues.REFUSE, interpolation: bool = True,
+                 sample_steps: int | None = None) -> None:
         super().__init__()
         check_params(self, num_channels=num_channels, hidden_size=hidden_size, num_layers=num_layers,
                      num_heads=num_heads, num_steps=num_steps, noise_scale=noise_scale, jitter=jitter, eps=eps)
+        if sample_steps is not None and (isinstance(sample_steps, bool) or int(sample_steps) != sample_steps
+                                         or not 1 <= int(sample_steps)):
+            raise ValueError(f"sample_steps must be a positive integer or None, got {sample_steps!r}")
+        self.sample_steps = None if sample_steps is None else int(sample_steps)
         self.num_channels = int(num_channels)
         self.noise = _option(NoiseProcess, noise, "noise")
         self.kind = _option(DiffusionKind, kind, "kind")
@@ -401,9 +523,18 @@ class ProcessDiffusion(Model):
         self.skip = bool(skip)
         self.output = _option(Prediction, output, "output")
         self.missing = _option(MissingValues, missing, "missing")
-        self.denoiser = denoiser if denoiser is not None else TimeTransformer(
-            self.num_channels, self.hidden_size, self.num_layers, self.num_heads,
-            entries=self.missing is MissingValues.OBSERVED)
+        self.interpolation = bool(interpolation)
+        if denoiser is not None:
+            self.denoiser = denoiser
+        elif self.conditional:
+            self.denoiser = ConditionalTransformer(self.num_channels, self.hidden_size, self.num_layers,
+                                                   self.num_heads, interpolate=self.interpolation)
+        else:
+            self.denoiser = TimeTransformer(self.num_channels, self.hidden_size, self.num_layers, self.num_heads,
+                                            entries=self.missing is MissingValues.OBSERVED)
+        # conditional models: log of the per-channel variance of the data around the conditioning's interpolation,
+        # in units of the noise's (see _denoise); other models have none (their state dicts stay as they were)
+        self.prior_log_var = nn.Parameter(torch.zeros(self.num_channels)) if self.conditional else None
         self.register_buffer("channel_mean", torch.zeros(self.num_channels))
         self.register_buffer("channel_std", torch.ones(self.num_channels))
         self.register_buffer("time_scale", torch.ones((), dtype=torch.float64))
@@ -421,8 +552,13 @@ class ProcessDiffusion(Model):
 
     @property
     def partial(self) -> bool:
-        """Does training take partly observed series (``missing="observed"``)?"""
-        return self.missing is MissingValues.OBSERVED
+        """Does training take partly observed series (``missing="observed"`` or ``"conditional"``)?"""
+        return self.missing in (MissingValues.OBSERVED, MissingValues.CONDITIONAL)
+
+    @property
+    def conditional(self) -> bool:
+        """Is the denoiser conditional on observed entries (``missing="conditional"``)?"""
+        return self.missing is MissingValues.CONDITIONAL
 
     @torch.no_grad()
     def initialise(self, train: SeriesBatch) -> ProcessDiffusion:
@@ -454,7 +590,24 @@ class ProcessDiffusion(Model):
         last = (train.mask.sum(1) - 1).clamp(min=0)
         duration = float((time.gather(1, last[:, None])[:, 0] - time[:, 0]).max())
         self.time_scale.fill_(duration if duration > 0 else 1.0)
+        if self.conditional and self.interpolation:
+            self._initialise_prior_variance(train, observed)
         return self
+
+    def _initialise_prior_variance(self, train: SeriesBatch, observed: Tensor) -> None:
+        """Start the conditional prior's per-channel variance ``v`` (see :meth:`_denoise`) at the mean squared
+        error (standardised) of the linear interpolation on a seeded random half of the observed entries from
+        the other half (CSDI's random strategy at share 1/2), clamped to [1e-3, 1]: the network then starts
+        from a calibrated Gaussian imputation around the interpolation rather than one of unit spread."""
+        g = torch.Generator(device=observed.device).manual_seed(0)
+        hidden = observed & (torch.rand(observed.shape, generator=g, device=observed.device) < 0.5)
+        mean, std = self.channel_mean.to(torch.float64), self.channel_std.to(torch.float64)
+        standard = torch.where(observed, (train.values.to(torch.float64) - mean) / std, torch.zeros_like(mean))
+        fill = linear_fill(standard, observed & ~hidden, train.time.to(torch.float64))
+        count = hidden.sum((0, 1))
+        mse = torch.where(hidden, (fill - standard) ** 2, torch.zeros_like(fill)).sum((0, 1)) / count.clamp(min=1)
+        v = torch.where(count > 0, mse, torch.ones_like(mse)).clamp(1e-3, 1.0)
+        self.prior_log_var.data.copy_(v.log().to(self.prior_log_var))
 
     def noise_covariance(self, t: Tensor, mask: Tensor) -> Tensor:
         """``[B, L, L]`` (float64) the noise covariance ``Sigma`` at model times ``t [B, L]``."""
@@ -499,6 +652,23 @@ class ProcessDiffusion(Model):
         ``sqrt(1 - alpha_bar_s) C^{-1} x``, the exact answer when the data's covariance is the noise's (and for
         any data as ``s -> 1``), so the network learns only how the data differ from the noise process (as EDM's
         skip connection)."""
+        if self.conditional:
+            entries = p.entries.to(x.dtype)
+            x = x * entries
+            z = self.denoiser(x, p.t, s, p.mask, entries, p.cond_x, p.cond.to(x.dtype))
+            if self.skip:
+                # E[eps | x_s] for x_0 ~ N(m, v Sigma) per channel, m the conditioning's linear interpolation (0
+                # without it) and v a learned per-channel variance: sqrt(1 - a) (x_s - sqrt(a) m) / (a v + 1 - a)
+                # (v = 1, m = 0: the unconditional skip below); the network starts from this Gaussian imputation
+                # around the interpolation and learns how the data depart from it
+                a = self.schedule.alpha_bar(s)[:, None, None]
+                m = linear_fill(p.cond_x, p.cond, p.t) if self.interpolation else torch.zeros_like(x)
+                v = self.prior_log_var.exp()
+                prior = (1 - a).sqrt() * (x - a.sqrt() * m) / (a * v + 1 - a) * entries
+                z = _solve(p.chol, z + prior) if self.output is Prediction.NOISE else z + _solve(p.chol, prior)
+            elif self.output is Prediction.NOISE:
+                z = _solve(p.chol, z)
+            return z * p.entries
         if self.partial:
             # an entry outside the diffusion reaches the denoiser as 0 with its flag 0, never as a value
             entries = p.entries.to(x.dtype)
@@ -530,19 +700,39 @@ class ProcessDiffusion(Model):
         return (a.sqrt() * x0 + (1 - a).sqrt() * _mul(chol, z)) * m, z
 
     # ------------------------------------------------------------------ training
-    def objective(self, batch: SeriesBatch, observed: Tensor | None = None) -> Tensor:
+    def objective(self, batch: SeriesBatch, observed: Tensor | None = None, target: Tensor | None = None) -> Tensor:
         """``[B]`` minus the denoising loss ``sum_rows |z - z_hat|^2`` at one random diffusion time per series
         (``kind="ddpm"``: a step ``k ~ U{1..K}``, ``s = k / K``; ``"sde"``: ``s ~ U(eps, 1]``). Differentiable.
         ``missing="refuse"``: refuses missing values (a density of whole series). ``missing="observed"``: the
         diffusion and the loss live on the observed entries only (``observed [B, L, D]``, default: the
         non-NaN entries of existing rows; an entry given as observed must hold a value), so the value of an
-        entry outside them never changes the loss."""
+        entry outside them never changes the loss. ``missing="conditional"``: the diffusion and the loss live on
+        ``target [B, L, D]`` (observed entries; default: CSDI's random strategy, see :meth:`random_targets`), the
+        other observed entries are the denoiser's conditioning input, and an entry that is neither never
+        changes the loss."""
         entries = None
-        if self.partial:
+        cond = None
+        if target is not None and not self.conditional:
+            raise ValueError("objective(target=...) needs a model built with missing='conditional'")
+        if self.conditional:
+            has = self._observed_entries(batch, observed, "objective")
+            if target is None:
+                target = self.random_targets(has)
+            else:
+                target = torch.as_tensor(target, device=has.device)
+                if target.dtype is not torch.bool or tuple(target.shape) != tuple(has.shape):
+                    raise ValueError(f"target must be a bool mask of the values' shape {tuple(has.shape)}, got "
+                                     f"{target.dtype} {tuple(target.shape)}")
+                if bool((target & ~has).any()):
+                    b, row, c = (int(v) for v in torch.nonzero(target & ~has)[0])
+                    raise ValueError(f"target: series {b}, row {row}, channel {c} is not an observed entry (a "
+                                     "target needs its value)")
+            entries, cond = target, has & ~target
+        elif self.partial:
             entries = self._observed_entries(batch, observed, "objective")
         elif observed is not None:
             raise ValueError("objective(observed=...) needs a model built with missing='observed'")
-        p = _Prepared(self, batch, complete=not self.partial, what="objective", entries=entries)
+        p = _Prepared(self, batch, complete=not self.partial, what="objective", entries=entries, cond=cond)
         B = p.x.shape[0]
         if self.kind is DiffusionKind.DDPM:
             s = torch.randint(1, self.num_steps + 1, (B,), device=self.device).to(self.dtype) / self.num_steps
@@ -551,6 +741,21 @@ class ProcessDiffusion(Model):
         xs, z = self.diffuse(p.x, p.chol, p.entries, s)
         z_hat = self._denoise(xs, p, s)
         return -((z_hat - z) ** 2).sum((1, 2))
+
+    @staticmethod
+    def random_targets(observed: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``[B, L, D]`` CSDI's random strategy: per series a share ``r ~ U(0, 1)`` of its observed entries
+        (``observed [B, L, D]``), ``max(1, round(r n))`` of its ``n``, drawn uniformly without replacement (none
+        where ``n = 0``). Draws a fixed number of variates for a given shape (values never change the draw)."""
+        B = observed.shape[0]
+        flat = observed.reshape(B, -1)
+        n = flat.sum(1)
+        r = torch.rand(B, generator=generator, device=observed.device, dtype=torch.float64)
+        k = torch.where(n > 0, (r * n).round().clamp(min=1), torch.zeros_like(r)).to(n.dtype)
+        u = torch.rand(flat.shape, generator=generator, device=observed.device, dtype=torch.float64)
+        u = torch.where(flat, u, torch.full_like(u, 2.0))  # unobserved entries rank last
+        rank = torch.argsort(torch.argsort(u, 1), 1)
+        return ((rank < k[:, None]) & flat).view_as(observed)
 
     def _observed_entries(self, batch: SeriesBatch, observed: Tensor | None, what: str) -> Tensor:
         """The non-NaN entries of existing rows, or ``observed`` checked against them."""
@@ -664,10 +869,14 @@ class ProcessDiffusion(Model):
 
         x = replace(_mul(chol, white()), 1.0)
         K = self.num_steps
+        n = self.sample_steps if self.sample_steps is not None else K
         if self.kind is DiffusionKind.DDPM:
-            grid = [k / K for k in range(K, -1, -1)]
+            # n < K: the trained steps respaced (every ancestral step from one trained s to a lower one is exact
+            # for the model's marginals, as in Nichol & Dhariwal 2021); n = K: every step
+            ks = sorted({round(K * j / n) for j in range(n + 1)}, reverse=True)
+            grid = [k / K for k in ks]
         else:
-            grid = [1.0 - (1.0 - self.eps) * k / K for k in range(K + 1)]
+            grid = [1.0 - (1.0 - self.eps) * k / n for k in range(n + 1)]
         for hi, lo in zip(grid[:-1], grid[1:]):
             s = torch.full((S * B,), hi, dtype=self.dtype, device=self.device)
             z_hat = self._denoise(x, rep, s)
@@ -724,7 +933,10 @@ class ProcessDiffusion(Model):
 
         ``where [B, L, C]`` (bool; ``missing="observed"`` models only): the missing entries to sample; the
         diffusion then lives on the observed entries and these (each channel's process at its own times), and
-        every other missing entry comes back NaN. Default: every missing entry of every row. ``max_elements``
+        every other missing entry comes back NaN. Default: every missing entry of every row.
+        ``missing="conditional"``: exact sampling of the model's conditional (no replacement): the reverse
+        process over the queried missing entries (``where``, default all) alone, the observed ones the
+        denoiser's conditioning input; the cost no longer grows with how many entries are queried. ``max_elements``
         bounds the samples times the noise factors' size per pass (series are imputed in chunks; the draws
         then depend on it)."""
         if int(num_samples) < 1:
@@ -742,6 +954,9 @@ class ProcessDiffusion(Model):
                 raise ValueError(f"where must be a bool mask of the values' shape {tuple(batch.values.shape)}, got "
                                  f"{where.dtype} {tuple(where.shape)}")
             entries = (where | ~torch.isnan(batch.values)) & batch.mask[..., None]
+        if self.conditional:  # the diffusion lives on the queried missing entries alone, given the observed ones
+            missing = torch.isnan(batch.values) & batch.mask[..., None]
+            entries = missing if where is None else where & missing
         B, L, D = batch.values.shape
         lengths = batch.mask.sum(1).cpu()
         # series of similar length share a pass (less padding: the cost grows with the square of the rows)
@@ -759,8 +974,13 @@ class ProcessDiffusion(Model):
                 part = batch if len(index) == B and bool((index == np.arange(B)).all()) else batch[index]
                 rows = part.values.shape[1]
                 part_entries = None if entries is None else entries[index][:, :rows]
-                p = _Prepared(self, part, complete=False, what="impute", entries=part_entries)
-                x = self._reverse(p, S, p.observed & p.entries)
+                if self.conditional:
+                    p = _Prepared(self, part, complete=False, what="impute", entries=part_entries,
+                                  cond=~torch.isnan(part.values))
+                    x = self._reverse(p, S, None)
+                else:
+                    p = _Prepared(self, part, complete=False, what="impute", entries=part_entries)
+                    x = self._reverse(p, S, p.observed & p.entries)
                 out = self._to_data(x)
                 values = part.values.to(device=out.device, dtype=torch.float64)
                 out = torch.where(p.observed.to(out.device), values, out)
