@@ -368,7 +368,14 @@ def load(path: str | os.PathLike) -> Any:
         model = model.to(dtype)
     model.load_state_dict(payload["state_dict"])
     model.eval()
-    _BUILT[model] = (entry.name, args)
+    # Arguments newer than the file: the values the model settled on while loading it (AttentiveCNF's
+    # base_flow / base_net become False / "linear" for a state saved before them), so a re-save records them.
+    settled = {}
+    for k, p in inspect.signature(entry.cls).parameters.items():
+        value = getattr(model, k, p.default)
+        if k not in args and isinstance(value, (bool, int, float, str)) and value != p.default:
+            settled[k] = value
+    _BUILT[model] = (entry.name, {**args, **settled})
     return model
 
 
