@@ -300,3 +300,39 @@ def test_cli_bench_rejects_bad_input_with_exit_code_2(tmp_path):
         res = tpp_cli("bench", "--out", str(tmp_path), *args)
         assert res.exit_code == 2 and needle in res.stderr, res.stderr
         assert "Traceback" not in res.stderr and not list((tmp_path).iterdir())  # refused before any work
+
+
+def test_an_event_at_the_window_start_is_conditioned_on_not_scored():
+    """RMTPP's releases start every sequence with an event at its window start: scored, its zero gap made the
+    likelihood unbounded (RMTPP's loss overflowed on mimic2); the suite conditions on it instead."""
+    from tpp.bench.data import anchored, condition_on_first_event
+
+    batch = EventBatch.from_sequences([np.array([0.0, 0.5, 2.0]), np.array([]), np.array([1.0, 1.5])],
+                                      [np.array([1, 0, 1]), np.array([], int), np.array([0, 0])],
+                                      t_start=[0.0, 0.0, 1.0], t_end=[3.0, 3.0, 4.0], num_marks=2)
+    assert anchored(batch) and not anchored(condition_on_first_event(batch))
+    cond = condition_on_first_event(batch)
+    seqs = cond.sequences()
+    assert [t.tolist() for t, _ in seqs] == [[0.5, 2.0], [], [1.5]] and [m.tolist() for _, m in seqs] == [[0, 1], [], [0]]
+    assert cond.t_start.tolist() == [0.0, 0.0, 1.0] and cond.t_end.tolist() == [3.0, 3.0, 4.0]
+    shifted = EventBatch.from_sequences([np.array([0.2, 0.5])], [np.array([0, 1])], t_start=[0.0], t_end=[1.0],
+                                        num_marks=2)
+    assert not anchored(shifted)
+
+
+@needs_data
+def test_anchored_datasets_are_conditioned_and_their_old_cells_recomputed(tmp_path):
+    config = bench.LikelihoodConfig.preset(quick=True, **TINY)
+    mimic, taxi = bench.load_dataset("mimic2_rmtpp", config), bench.load_dataset("taxi", config)
+    assert mimic.first_event == "conditioned" and taxi.first_event == "scored"
+    for split in (mimic.train, mimic.val, mimic.test):
+        first = split.mask[:, 0]
+        assert bool((split.time[:, 0][first] > split.t_start[first]).all())
+    report = run(tmp_path, config, ["Poisson"], ["mimic2_rmtpp"])
+    assert set(report.runs["first_event"]) == {"conditioned"}
+    path = next((tmp_path / "cells" / config.key()).glob("mimic2_rmtpp/*.json"))
+    cell = json.loads(path.read_text())
+    del cell["row"]["first_event"]  # a cell written before the rule
+    path.write_text(json.dumps(cell))
+    again = run(tmp_path, config, ["Poisson"], ["mimic2_rmtpp"])
+    assert len(again.computed) == 1 and len(again.reused) == len(config.seeds) - 1

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from tpp.bench.config import LikelihoodConfig
+from tpp.bench.data import current_protocol
 from tpp.io import atomic_write
 
 __all__ = ["CellStatus", "RUN_FIELDS", "cell_path", "write_cell", "read_cell", "read_cells", "write_json"]
@@ -36,7 +37,8 @@ RUN_FIELDS = (
     "calibration_error", "calibration_levels", "calibration_observed",
     "num_predictions", "epochs_run", "best_epoch", "fit_seconds", "eval_seconds", "cpu_seconds",
     "train_events_per_second",
-    "train_sequences", "train_events", "test_events", "num_marks", "time_scale", "units", "eval_points", "created",
+    "train_sequences", "train_events", "test_events", "num_marks", "time_scale", "units", "eval_points",
+    "first_event", "created",
     "git_commit",
 )
 
@@ -79,7 +81,7 @@ def read_cells(out_dir: str | os.PathLike, config: LikelihoodConfig, models: Seq
     rows = []
     for path in sorted(cells_dir.glob("*/*.json")):
         row = read_cell(path)
-        if row is None or int(row["seed"]) not in config.seeds:
+        if row is None or int(row["seed"]) not in config.seeds or not current_protocol(row):
             continue
         if (models is not None and row["model"] not in models) or (names is not None and row["dataset"] not in names):
             continue

@@ -27,7 +27,7 @@ from tpp import datasets as registry
 from tpp import table as model_table
 from tpp.bench.cells import CellStatus, cell_path, read_cell, read_cells, write_cell, write_json
 from tpp.bench.config import DATASETS, LikelihoodConfig
-from tpp.bench.data import PUBLISHED_SPLITS, BenchData, load_dataset
+from tpp.bench.data import PUBLISHED_SPLITS, BenchData, current_protocol, load_dataset
 from tpp.bench.environment import default_command, environment
 from tpp.bench.published import published_line
 from tpp.bench.scoring import prediction_chunk, test_ifl_time_log_likelihood, test_log_likelihood, test_rescaling_ks
@@ -106,7 +106,7 @@ def run_cell(name: str, data: BenchData, config: LikelihoodConfig, seed: int) ->
     row: dict[str, Any] = {"model": name, "dataset": data.name, "seed": seed, "num_marks": data.num_marks,
                            "train_sequences": len(data.train), "train_events": data.train.num_events,
                            "test_events": data.test.num_events, "time_scale": data.scale, "units": data.units,
-                           "eval_points": config.eval_points}
+                           "eval_points": config.eval_points, "first_event": data.first_event}
     if _has_kernel_matrix(model_table.spec(name, Family.TPP)) and data.num_marks > config.max_hawkes_marks:
         return {**row, "status": CellStatus.SKIPPED.value,
                 "note": f"{data.num_marks} types: {data.num_marks ** 2:,} kernels (max_hawkes_marks "
@@ -211,6 +211,7 @@ def run_likelihood(
             for seed in config.seeds:
                 row = read_cell(cell_path(cells_dir, model, dataset, seed))
                 finished = row is not None and row.get("status") in (CellStatus.OK.value, CellStatus.SKIPPED.value)
+                finished = finished and current_protocol(row)  # else it scored an anchoring first event: redone
                 (reused if finished else todo).append((model, dataset, seed))
     echo(f"config {config.key()}: {len(reused)} of {len(todo) + len(reused)} cells already in {cells_dir}")
     started = time.perf_counter()
