@@ -16,18 +16,9 @@ from tpp.events import EventBatch
 from tpp.spatial._flows import gaussian_log_density
 from tpp.spatial.cnf import AttentiveCNF
 
-SMALL = {"feature_dim": 2, "hidden_size": 4, "flow_hidden": (8, 8)}
+from ..tpp.test_spatial_cnf import SMALL, _data  # the CNF tests' small nets and seeded located events
+
 OLD = {"base_flow": False, "base_net": "linear"}
-
-
-def _data(num: int = 3, seed: int = 0) -> EventBatch:
-    rng = np.random.default_rng(seed)
-    times, feats = [], []
-    for b in range(num):
-        n = 2 + b % 3
-        times.append(np.sort(rng.uniform(0, 4, n)))
-        feats.append(rng.normal(size=(n, 2)) * [2.0, 1.0] + [10.0, -3.0])
-    return EventBatch.from_sequences(times, t_end=4.0, features=feats, feature_names=["lon", "lat"])
 
 
 def _model(data: EventBatch, seed: int = 0, scale: float = 0.3, **kwargs) -> AttentiveCNF:

@@ -13,19 +13,7 @@ from sde.models import ProcessDiffusion
 from sde.models.process_diffusion import linear_fill
 from sde.series import SeriesBatch
 
-SMALL = dict(hidden_size=8, num_layers=1, num_heads=2, num_steps=5)
-
-
-def _partly_observed(n: int = 4, length: int = 9, channels: int = 2, seed: int = 0) -> tuple[SeriesBatch, torch.Tensor]:
-    """Seeded irregular series with about a third of the entries missing (NaN); and the observed mask."""
-    g = torch.Generator().manual_seed(seed)
-    time = torch.sort(torch.rand(n, length, dtype=torch.float64, generator=g) * 10, dim=1).values
-    time[:, 0] = 0.0
-    values = torch.sin(time)[..., None] + 0.3 * torch.randn(n, length, channels, dtype=torch.float64, generator=g)
-    missing = torch.rand(n, length, channels, generator=g) < 0.35
-    missing[:, 0] = False
-    values = torch.where(missing, torch.full_like(values, float("nan")), values)
-    return SeriesBatch(time, values, torch.ones(n, length, dtype=torch.bool)), ~missing
+from .test_process_diffusion_missing import SMALL, _partly_observed  # the same seeded partly observed series
 
 
 def _model(data: SeriesBatch, **options: object) -> ProcessDiffusion:
