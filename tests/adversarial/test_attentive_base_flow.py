@@ -18,13 +18,14 @@ from tpp.spatial.cnf import AttentiveCNF
 
 from ..tpp.test_spatial_cnf import SMALL, _data  # the CNF tests' small nets and seeded located events
 
-OLD = {"base_flow": False, "base_net": "linear"}
+OLD = {"base_flow": False, "base_net": "linear"}  # the default
+BASE = {"base_flow": True, "base_net": "mlp"}  # the reference's base flow and base network (opt-in)
 
 
 def _model(data: EventBatch, seed: int = 0, scale: float = 0.3, **kwargs) -> AttentiveCNF:
     """Every parameter perturbed (no flow is the identity), standardised on ``data``."""
     torch.manual_seed(seed)
-    model = AttentiveCNF(**{**SMALL, **kwargs}).initialise(data)
+    model = AttentiveCNF(**{**SMALL, **BASE, **kwargs}).initialise(data)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * scale)
@@ -143,6 +144,7 @@ def test_a_file_saved_before_the_base_flow_loads_as_the_old_model(tmp_path):
     payload = torch.load(path, weights_only=True)
     args = json.loads(payload["args"])
     assert args["base_flow"] is False and args["base_net"] == "linear"
+    assert AttentiveCNF(**SMALL).base_flow is False  # the default is the model of such files
     payload["args"] = json.dumps({k: v for k, v in args.items() if k not in ("base_flow", "base_net")})
     torch.save(payload, tmp_path / "old.pt")
     loaded = table.load(tmp_path / "old.pt")
@@ -154,7 +156,7 @@ def test_a_file_saved_before_the_base_flow_loads_as_the_old_model(tmp_path):
     assert resaved.base_flow is False and resaved.base_net == "linear"
     with torch.no_grad():
         assert torch.equal(resaved.log_likelihood_split(data)[1], model.log_likelihood_split(data)[1])
-    # and a model with the base flow (the default) round-trips with it
+    # and a model with the base flow round-trips with it
     new = _model(data, rtol=1e-6, atol=1e-6)
     again = table.load(table.save(new, tmp_path / "bf.pt"))
     assert again.base_flow and again.base_net == "mlp"
