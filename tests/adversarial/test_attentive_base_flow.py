@@ -16,7 +16,7 @@ from tpp.events import EventBatch
 from tpp.spatial._flows import gaussian_log_density
 from tpp.spatial.cnf import AttentiveCNF
 
-from ..tpp.test_spatial_cnf import SMALL, _data  # the CNF tests' small nets and seeded located events
+from ..tpp.test_spatial_cnf import SMALL, _causal_attentive_drift, _data  # the CNF tests' set-ups
 
 OLD = {"base_flow": False, "base_net": "linear"}  # the default
 BASE = {"base_flow": True, "base_net": "mlp"}  # the reference's base flow and base network (opt-in)
@@ -169,19 +169,8 @@ def test_a_file_saved_before_the_base_flow_loads_as_the_old_model(tmp_path):
 def test_feed_forward_block_trace_equals_the_jacobian_blocks_and_their_gradient():
     """``attn_ff``: the forward-mode trace through the gated feed-forward part is each row's own Jacobian block's
     trace, with the exact gradient (parameters and every row's state)."""
-    from tpp.spatial.cnf import _AttentiveDrift
-
-    torch.manual_seed(0)
-    B, R, D = 1, 4, 2
-    drift = _AttentiveDrift(D, 3, (8, 8), 8, ff=True).double()
-    with torch.no_grad():
-        for p in drift.parameters():
-            p.add_(torch.randn_like(p) * 0.5)
-    u = torch.tensor([[0.1, 0.5, 0.5, 1.2]], dtype=torch.float64)
-    drift.configure(B, R, R, (u[:, None, :] < u[:, :, None]) & ~torch.eye(R, dtype=torch.bool))
-    t = torch.full((R,), 0.7, dtype=torch.float64)
-    x = torch.randn(R, D, dtype=torch.float64, requires_grad=True)
-    cond = torch.randn(R, 3, dtype=torch.float64)
+    drift, t, x, cond = _causal_attentive_drift(ff=True)
+    R, D = x.shape
     params = [x, *drift.parameters()]
     _, div = drift.forward_with_trace(t, x, cond, None)
     fast = torch.autograd.grad(div.sum(), params, allow_unused=True)

@@ -182,7 +182,7 @@ def test_fit_takes_the_models_own_learning_rate_unless_lr_is_given(monkeypatch):
     seen = []
 
     class Stop(Exception):
-        pass
+        """Ends the fit once its learning rate is seen."""
 
     def capture(estimator, *args, lr, **kwargs):
         seen.append(lr)

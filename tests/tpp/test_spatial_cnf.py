@@ -88,14 +88,15 @@ def test_hutchinson_estimate_averages_to_the_exact_trace(trace: Trace):
     assert float(est.std()) > 0  # a real estimate, not the exact trace
 
 
-def _causal_attentive_drift():
+def _causal_attentive_drift(ff: bool = False):
     """One sequence of four rows at times (0.1, 0.5, 0.5, 1.2) under a perturbed attentive drift (each row sees
-    the strictly earlier ones), with a state ``x`` that requires grad at t = 0.7: ``(drift, t, x, cond)``."""
+    the strictly earlier ones), with a state ``x`` that requires grad at t = 0.7: ``(drift, t, x, cond)``.
+    ``ff``: the drift with the reference's gated feed-forward part."""
     from tpp.spatial.cnf import _AttentiveDrift
 
     torch.manual_seed(0)
     B, R, D = 1, 4, 2
-    drift = _AttentiveDrift(D, 3, (8, 8), 8).double()
+    drift = _AttentiveDrift(D, 3, (8, 8), 8, ff=ff).double()
     with torch.no_grad():
         for p in drift.parameters():
             p.add_(torch.randn_like(p) * 0.5)
