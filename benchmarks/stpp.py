@@ -21,7 +21,12 @@ hidden-state ODE by RK4 with steps of at most ``train_time_step`` model units). 
 first that many test sequences (stated in the table). Timings: this machine, one thread, shared with other jobs
 (``nice -n 10``): training events per CPU second, and CPU and wall seconds.
 
-The paper's Pinwheel numbers (their draw of the same law; Table 2 of the paper) are printed beside ours.
+The paper's Pinwheel numbers (their draw of the same law; Table 2 of the paper) are printed beside ours. **Units:**
+the reference code (``datasets.SpatioTemporalDataset``) standardises each coordinate by the training locations'
+standard deviation and reports the space log-likelihood of the standardised locations, without the change of
+units; ours are in the data's units. The two differ by ``sum_d log std_d`` per event (Pinwheel: +0.788), so the
+table adds a column "space, paper units" = ours + that offset (:func:`reference_space_offset`), the one to set
+beside the paper's. Time is not rescaled there, so the time columns compare directly.
 
 Usage::
 
@@ -82,6 +87,14 @@ def study_region(data: tuple, locations: tuple[str, ...], margin: float = 0.01) 
     return torch.stack([lo - pad, hi + pad], -1).tolist()
 
 
+def reference_space_offset(train, locations: tuple[str, ...]) -> float:
+    """``sum_d log std_d`` of the training locations (unbiased, per coordinate): what the reference code's
+    standardisation adds to a space log-likelihood per event (module docstring, *Units*)."""
+    names = list(train.feature_names)
+    x = train.features[..., [names.index(n) for n in locations]][train.mask].double()
+    return float(x.std(0).log().sum())
+
+
 def build(name: str, args: argparse.Namespace, locations: tuple[str, ...], data: tuple | None = None):
     names = list(locations)
     if name in GMM:
@@ -102,8 +115,9 @@ def build(name: str, args: argparse.Namespace, locations: tuple[str, ...], data:
     from tpp.spatial import cnf
 
     cls = {"time-varying-cnf": cnf.TimeVaryingCNF, "jump-cnf": cnf.JumpCNF, "attentive-cnf": cnf.AttentiveCNF}[name]
+    step = None if str(args.train_time_step).lower() == "none" else float(args.train_time_step)
     return cls(feature_dim=2, hidden_size=args.hidden_size, flow_hidden=tuple(args.flow_hidden), rtol=args.tol,
-               atol=args.tol, location_names=names, dtype=args.dtype)
+               atol=args.tol, location_names=names, dtype=args.dtype, train_time_step=step)
 
 
 def train(model, name: str, data: tuple, args: argparse.Namespace, seed: int) -> dict:
@@ -181,6 +195,8 @@ def main() -> None:
     parser.add_argument("--hidden-size", type=int, default=32)
     parser.add_argument("--flow-hidden", type=int, nargs="+", default=[64, 64])
     parser.add_argument("--tol", type=float, default=1e-4, help="rtol = atol of the CNFs' evaluation solves")
+    parser.add_argument("--train-time-step", default="2.0",
+                        help="CNFs' hidden-state RK4 step in training (model units), or 'none' for dopri5")
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"], help="CNFs' network precision")
     parser.add_argument("--max-test", type=int, default=None, help="score only the first N test sequences")
     parser.add_argument("--block", type=int, default=16, help="test sequences per scoring block")
@@ -204,6 +220,7 @@ def main() -> None:
     locations = ("lon", "lat") if {"lon", "lat"} <= set(names) else names[:2]
     print(f"{args.data}: train {len(data[0])} sequences ({data[0].num_events} events), test scored on {len(test)} "
           f"({test.num_events} events); features {list(names)}", flush=True)
+    offset = reference_space_offset(data[0], locations)
     rows = []
     for name in args.models.split(","):
         if name not in ALL:
@@ -224,16 +241,21 @@ def main() -> None:
                   f"(fit {fit['cpu_seconds']:.0f} CPU s / {fit['seconds']:.0f} wall s, {fit['steps']} steps, {fit['events']} events {speed}"
                   f"{', budget reached' if fit['budget_stopped'] else ''}; test {eval_seconds:.0f} CPU s)", flush=True)
             if args.out is not None:  # after every row: a killed run keeps what it did
-                write(args, rows, command, env, test)
+                write(args, rows, command, env, test, offset)
 
     print()
-    print(table(args, rows, test))
+    print(table(args, rows, test, offset))
 
 
-def table(args: argparse.Namespace, rows: list[dict], test) -> str:
+def table(args: argparse.Namespace, rows: list[dict], test, offset: float | None = None) -> str:
+    """The Markdown table; ``offset`` (:func:`reference_space_offset`) adds the space column in the reference's
+    standardised units."""
     paper = args.data == "pinwheel"
     head = "| model | seeds | time | space | fit CPU s | fit wall s | steps | train events/CPU s | test CPU s |"
     sep = "|---|---|---|---|---|---|---|---|---|"
+    if offset is not None:
+        head += " space, paper units |"
+        sep += "---|"
     if paper:
         head += " paper time | paper space |"
         sep += "---|---|"
@@ -248,6 +270,8 @@ def table(args: argparse.Namespace, rows: list[dict], test) -> str:
                 f"{np.mean([r['steps'] for r in own]):.0f} | "
                 f"{np.mean([s for s in speeds if s]) if any(speeds) else float('nan'):.0f} | "
                 f"{np.mean([r['eval_seconds'] for r in own]):.0f} |")
+        if offset is not None:
+            line += f" {fmt([r['test_space_log_likelihood_per_event'] + offset for r in own])} |"
         if paper:
             pt, ps = PAPER_PINWHEEL.get(name, (None, None))
             line += f" {'' if pt is None else f'{pt:+.3f}'} | {'' if ps is None else f'{ps:+.3f}'} |"
@@ -255,17 +279,20 @@ def table(args: argparse.Namespace, rows: list[dict], test) -> str:
     return "\n".join(lines)
 
 
-def write(args: argparse.Namespace, rows: list[dict], command: str, env: dict, test) -> None:
+def write(args: argparse.Namespace, rows: list[dict], command: str, env: dict, test, offset: float) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     _bench.write_json_atomically(args.out.with_suffix(".json"), {
         "command": command, "environment": env, "args": {k: str(v) for k, v in vars(args).items()},
-        "test_sequences": len(test), "test_events": test.num_events, "rows": rows})
+        "test_sequences": len(test), "test_events": test.num_events, "rows": rows,
+        "reference_space_offset": offset})
     text = (f"# Spatio-temporal models on {args.data} (benchmarks/stpp.py)\n\n`{command}`\n\n"
             f"Budget {args.minutes:g} CPU minutes of training per model and seed (shared 2-core machine, one thread, "
             f"nice 10; the budget ends a run after the step that crosses it); CNFs: hidden {args.hidden_size}, flow {args.flow_hidden}, batch {args.cnf_batch_size or args.batch_size}, lr "
             f"{args.lr}, {args.dtype}, evaluation dopri5 rtol = atol = {args.tol} with the exact trace. Test: "
             f"{len(test)} sequences, {test.num_events} events. Nats per event, higher is better (mean ± sd over "
-            f"seeds).\n\n" + table(args, rows, test) + "\n")
+            f"seeds).\n\n" + table(args, rows, test, offset) + "\n")
+    text += (f"\nSpace, paper units: ours + {offset:.3f} (sum of the log standard deviations of the training "
+             "locations per coordinate: the reference code scores standardised locations).\n")
     if args.data == "pinwheel":
         text += ("\nPaper: Chen, Amos & Nickel (ICLR 2021), Pinwheel, their draw of the same law, trained to "
                  "convergence on a GPU (ours: a few CPU minutes).\n")
@@ -275,11 +302,19 @@ def write(args: argparse.Namespace, rows: list[dict], command: str, env: dict, t
 def collect(out: Path) -> None:
     """One page from every run of this script under ``out``'s folder (``stpp_*.json``): its command, its settings
     line and its table, so the numbers and how to reproduce them sit together."""
-    runs = []
+    runs, offsets = [], {}
     for path in sorted(out.parent.glob("stpp_*.json")):
         payload = json.loads(path.read_text())
         if "benchmarks/stpp.py" not in payload.get("command", "") or not payload.get("rows"):
             continue
+        if "reference_space_offset" not in payload:  # runs from before the column: the same data, the same offset
+            data = payload["args"]["data"]
+            if data not in offsets:
+                train = splits(data)[0]
+                names = tuple(train.feature_names)
+                offsets[data] = reference_space_offset(
+                    train, ("lon", "lat") if {"lon", "lat"} <= set(names) else names[:2])
+            payload["reference_space_offset"] = offsets[data]
         runs.append((path, payload))
     parts = ["# Spatio-temporal point processes (benchmarks/stpp.py)\n",
              "Each section is one run (its command first); nats per event on the test split, higher is better. "
@@ -292,7 +327,7 @@ def collect(out: Path) -> None:
         parts.append(f"## {path.stem} ({ns.data})\n\n`{payload['command']}`\n\nbudget {ns.minutes} CPU min per model "
                      f"and seed; CNFs {ns.dtype}, batch {cnf_batch if cnf_batch not in (None, 'None') else ns.batch_size}"
                      f", lr {ns.lr}; test {payload['test_sequences']} sequences ({payload['test_events']} events)\n\n"
-                     + table(ns, payload["rows"], None) + "\n")
+                     + table(ns, payload["rows"], None, payload["reference_space_offset"]) + "\n")
     out.with_suffix(".md").write_text("\n".join(parts))
     _bench.write_json_atomically(out.with_suffix(".json"), {"runs": {p.stem: pl for p, pl in runs}})
     print(out.with_suffix(".md").read_text())
