@@ -117,7 +117,23 @@ def build(name: str, args: argparse.Namespace, locations: tuple[str, ...], data:
     cls = {"time-varying-cnf": cnf.TimeVaryingCNF, "jump-cnf": cnf.JumpCNF, "attentive-cnf": cnf.AttentiveCNF}[name]
     step = None if str(args.train_time_step).lower() == "none" else float(args.train_time_step)
     return cls(feature_dim=2, hidden_size=args.hidden_size, flow_hidden=tuple(args.flow_hidden), rtol=args.tol,
-               atol=args.tol, location_names=names, dtype=args.dtype, train_time_step=step)
+               atol=args.tol, location_names=names, dtype=args.dtype, train_time_step=step,
+               **cnf_options(getattr(args, "cnf_option", None) or []))
+
+
+def cnf_options(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` constructor arguments for the CNFs (``--cnf-option flow_penalty=1e-4``); a value is read as
+    JSON where it parses (numbers, true/false, null), else kept as a string."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--cnf-option wants KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
 
 
 def train(model, name: str, data: tuple, args: argparse.Namespace, seed: int) -> dict:
@@ -197,6 +213,8 @@ def main() -> None:
     parser.add_argument("--tol", type=float, default=1e-4, help="rtol = atol of the CNFs' evaluation solves")
     parser.add_argument("--train-time-step", default="2.0",
                         help="CNFs' hidden-state RK4 step in training (model units), or 'none' for dopri5")
+    parser.add_argument("--cnf-option", action="append", metavar="KEY=VALUE",
+                        help="a CNF constructor argument, e.g. flow_penalty=1e-4 or base_flow=true (repeatable)")
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"], help="CNFs' network precision")
     parser.add_argument("--max-test", type=int, default=None, help="score only the first N test sequences")
     parser.add_argument("--block", type=int, default=16, help="test sequences per scoring block")

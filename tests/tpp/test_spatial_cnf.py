@@ -404,3 +404,62 @@ def test_density_map_and_events_map_return_figures():
     fig = plot_events_map(data, sequence=0)
     assert fig.axes[1].get_ylabel() == "events so far"
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------- the flows' RNODE penalty (flow_penalty)
+class _ScaledIdentity(_Linear):
+    """``f = a x`` with its forward-mode trace: along it ``x(s) = exp(c s) x0`` (``c = a (t1 - t0)``), so the kinetic
+    energy ``int ||dx/ds||^2 ds = c ||x0||^2 (exp(2 c) - 1) / 2`` and ``||J e||^2 = c^2 ||e||^2``."""
+
+    def forward_with_trace(self, t, x, cond, noise, return_jv=False):
+        a = self.A[0, 0]
+        if noise is None:  # the exact trace: J applied to the basis
+            jv = (a * torch.eye(x.shape[1], dtype=x.dtype)).expand(x.shape[0], -1, -1)
+            out = (a * x, jv.diagonal(dim1=1, dim2=2).sum(-1))
+        else:
+            jv = a * noise[:, None, :]
+            out = (a * x, (noise * jv[:, 0]).sum(-1))
+        return (*out, jv) if return_jv else out
+
+
+@pytest.mark.parametrize("trace", [Trace.RADEMACHER, Trace.GAUSSIAN])
+def test_flow_penalty_equals_the_closed_form_energy_and_jacobian_norm(trace: Trace):
+    a = 0.4
+    x = torch.tensor([[1.0, 2.0], [-0.5, 0.25], [3.0, -1.0]], dtype=torch.float64)
+    t0 = torch.tensor([3.0, 1.0, 2.5], dtype=torch.float64)
+    t1 = torch.tensor([0.5, 0.0, 2.5], dtype=torch.float64)  # the last row does not move: not in the mean
+    drift = _ScaledIdentity(torch.eye(2, dtype=torch.float64) * a)
+    sink: list = []
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        z, delta = solve_flow(drift, x, t0, t1, x.new_zeros(3, 0), trace=trace, rtol=1e-10, atol=1e-10,
+                              generator=gen, penalty=sink)
+        e = solve_flow.__globals__["_noise"](x, trace, torch.Generator().manual_seed(3))
+    c = a * (t1 - t0)
+    energy = c * (x * x).sum(-1) * torch.expm1(2 * c) / 2
+    jacnorm = c * c * (e * e).sum(-1)
+    expected = (energy + jacnorm)[:2].mean()
+    assert len(sink) == 1 and torch.allclose(sink[0], expected, rtol=1e-7)
+    assert torch.allclose(z, x * torch.exp(c)[:, None], atol=1e-7)  # the penalty columns leave the flow alone
+    assert torch.allclose(delta, a * (e * e).sum(-1) * (t1 - t0), atol=1e-7)  # Hutchinson's e^T J e, integrated
+    with torch.no_grad():  # no sink without a Hutchinson trace (evaluation): nothing appended
+        solve_flow(drift, x, t0, t1, x.new_zeros(3, 0), trace=Trace.EXACT, rtol=1e-8, atol=1e-8, penalty=sink)
+    assert len(sink) == 1
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_flow_penalty_lowers_only_the_training_objective(cls):
+    data = _data()
+    plain, penalised = _model(cls, data, scale=0.1), _model(cls, data, scale=0.1, flow_penalty=0.5)
+    from tpp.table import constructor_args
+
+    assert constructor_args(penalised)["flow_penalty"] == 0.5  # saved with the model
+    with torch.no_grad():  # evaluation: identical likelihoods, the penalty is a training device only
+        assert torch.allclose(plain.log_likelihood(data), penalised.log_likelihood(data))
+    penalised.train()
+    objective = penalised.objective(data)
+    assert (objective < penalised.log_likelihood(data).detach() + 1.0).all()  # lower by a positive penalty
+    objective.sum().backward()
+    assert penalised._penalties is None
+    with pytest.raises(ValueError, match="flow_penalty"):
+        cls(**SMALL, flow_penalty=-1.0)

@@ -150,13 +150,16 @@ class FlowODE(nn.Module):
 
     def __init__(self, drift: nn.Module, t0: Tensor, t1: Tensor, trace: Trace | None, noise: Tensor | None,
                  create_graph: bool, context: tuple | None = None, cond: Tensor | None = None,
-                 jacobian: str = "forward") -> None:
+                 jacobian: str = "forward", penalise: bool = False) -> None:
         super().__init__()
         self.drift = drift
         self.t0, self.t1, self.trace, self.noise = t0, t1, trace, noise
         self.create_graph, self.context = create_graph, context
         self.cond = cond  # None: cond is the state's third part (adjoint)
         self.forward_mode = jacobian == "forward" and hasattr(drift, "forward_with_trace")
+        # penalise: two more state columns, the running kinetic energy ||dx/ds||^2 and Jacobian norm ||J e||^2
+        # (solve_flow's `penalty`); needs the packed state and the forward-mode Hutchinson pass.
+        self.penalise = penalise
         self.nfe = 0
 
     def forward(self, s: Tensor, state: Tensor | tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
@@ -164,11 +167,17 @@ class FlowODE(nn.Module):
         if self.cond is None:
             x, _, cond = state
         else:
-            x, cond = state[:, :-1], self.cond  # one packed tensor [x, delta]: no tuple bookkeeping per step
+            # one packed tensor [x, delta (, energy, jacobian norm)]: no tuple bookkeeping per step
+            x, cond = state[:, :-3] if self.penalise else state[:, :-1], self.cond
         if self.context is not None:
             self.drift.configure(*self.context)
         ratio = self.t1 - self.t0
         t = self.t0 + s * ratio
+        if self.penalise:
+            dx, div, jv = self.drift.forward_with_trace(t, x, cond, self.noise, return_jv=True)
+            dx, div, jv = dx * ratio[:, None], div * ratio, jv[:, 0, :] * ratio[:, None]
+            return torch.cat([dx, div[:, None], (dx * dx).sum(-1, keepdim=True), (jv * jv).sum(-1, keepdim=True)],
+                             -1)
         if self.trace is None or self.forward_mode:
             if self.trace is None:
                 dx, div = self.drift(t, x, cond), torch.zeros_like(ratio)
@@ -233,7 +242,8 @@ def _odeint(func: nn.Module, state: tuple[Tensor, ...], ts: Tensor, *, rtol: flo
 def solve_flow(drift: nn.Module, x: Tensor, t0: Tensor, t1: Tensor, cond: Tensor, *, trace: Trace | None,
                rtol: float, atol: float, method: str = "dopri5", adjoint: bool = False,
                generator: torch.Generator | None = None, options: dict | None = None,
-               context: tuple | None = None, jacobian: str = "forward") -> tuple[Tensor, Tensor]:
+               context: tuple | None = None, jacobian: str = "forward", penalty: list | None = None
+               ) -> tuple[Tensor, Tensor]:
     """Flow ``x [N, D]`` from times ``t0 [N]`` to ``t1 [N]`` along ``drift``; returns ``(z [N, D], delta [N])`` with
     ``log p_{t0}(x) = log p_{t1}(z) + delta`` (module docstring). ``trace=None`` skips the log-density (sampling:
     the flow run from the base density). ``rtol``/``atol``: the adaptive solver's tolerances (stated by the
@@ -241,12 +251,30 @@ def solve_flow(drift: nn.Module, x: Tensor, t0: Tensor, t1: Tensor, cond: Tensor
     ``context``: arguments of ``drift.configure`` (an attentive drift's row layout), set before every evaluation;
     ``jacobian``: ``"forward"`` (the drift's own forward-mode trace where it has one) or ``"autograd"``
     (:class:`FlowODE`).
+
+    ``penalty``: a list to which a Hutchinson-trace solve appends its RNODE regulariser (Finlay et al. 2020, eq.
+    8; the reference code's ``otreg``): over the rows that move, the mean of ``int_0^1 ||dx/ds||^2 ds`` (kinetic
+    energy) plus ``int_0^1 ||J e||^2 ds`` (an unbiased estimate of the Jacobian's squared Frobenius norm, from
+    the same noise vector ``e`` as the trace), both integrated in the same solve. Straighter, smoother flows
+    need fewer solver steps. Ignored where the trace is exact or absent (evaluation, sampling); needs the drift's
+    forward-mode trace and ``adjoint=False``.
     """
     if jacobian not in ("forward", "autograd"):
         raise ValueError(f"jacobian must be 'forward' or 'autograd', got {jacobian!r}")
+    penalise = penalty is not None and trace in (Trace.RADEMACHER, Trace.GAUSSIAN)
+    if penalise and (adjoint or jacobian != "forward" or not hasattr(drift, "forward_with_trace")):
+        raise ValueError("the flow penalty needs adjoint=False and a drift with a forward-mode trace "
+                         "(forward_with_trace)")
     system = FlowODE(drift, t0.to(x.dtype), t1.to(x.dtype), trace, _noise(x, trace, generator),
-                     torch.is_grad_enabled(), context, cond=None if adjoint else cond, jacobian=jacobian)
+                     torch.is_grad_enabled(), context, cond=None if adjoint else cond, jacobian=jacobian,
+                     penalise=penalise)
     ts = torch.tensor([0.0, 1.0], dtype=x.dtype, device=x.device)
+    if penalise:
+        end = _odeint(system, torch.cat([x, x.new_zeros(x.shape[0], 3)], -1), ts, rtol=rtol, atol=atol,
+                      method=method, adjoint=False, options=options)[-1]
+        moving = (t1 != t0).to(end.dtype)
+        penalty.append((end[:, -2:].sum(-1) * moving).sum() / moving.sum().clamp_min(1.0))
+        return end[:, :-3], end[:, -3]
     if adjoint:
         out = _odeint(system, (x, torch.zeros_like(x[:, 0]), cond), ts, rtol=rtol, atol=atol, method=method,
                       adjoint=True, options=options)

@@ -40,7 +40,10 @@ units; ``train_time_step`` (default 2.0) does so in training only: the temporal 
 a small ODE, where dopri5's ~16 evaluations per interval cost more than its accuracy is worth in a training
 objective (on Pinwheel the time log-likelihood moves by ~1e-4 nats per event, what dopri5 at 1e-4 moves it by).
 ``train_flow_step`` does the same for the flows in training (in flow units, below; off by default), ``train_tol``
-loosens their adaptive tolerance in training. ``dtype="float32"`` runs the networks in single precision
+loosens their adaptive tolerance in training. ``flow_penalty`` (default 0, off; the reference trains with 1e-4,
+its ``otreg_strength``) subtracts that multiple of each flow solve's RNODE regulariser (kinetic energy plus
+Jacobian norm, Finlay et al. 2020; :func:`~tpp.spatial._flows.solve_flow`) from every event's training
+log-likelihood; reported likelihoods never include it. ``dtype="float32"`` runs the networks in single precision
 (likelihoods are returned in float64). The rows of one solve share its steps, so a later event changes an
 earlier event's terms only at the solver tolerance. Cost: the temporal pass is ``L`` sequential solves per batch;
 the Jump CNF adds ``L`` more over the ``sum_b L_b^2 / 2`` particles (each event's location crosses every earlier
@@ -117,7 +120,7 @@ class NeuralSTPP(SpatioTemporalProcess):
                  time_offset: float = 2.0, num_samples: int = 256, mc_seed: int = 0, time_step: float | None = None,
                  dtype: torch.dtype | str = "float64", train_time_step: float | None = 2.0,
                  train_tol: float | None = None, train_flow_step: float | None = None,
-                 flow_span: float | None = 30.0) -> None:
+                 flow_span: float | None = 30.0, flow_penalty: float = 0.0) -> None:
         super().__init__()
         self.set_locations(feature_dim, location_names)
         if int(num_marks) != 1:
@@ -133,6 +136,8 @@ class NeuralSTPP(SpatioTemporalProcess):
                 raise ValueError(f"{name} must be None (adaptive) or a positive number, got {value}")
         if flow_span is not None and not (math.isfinite(flow_span) and flow_span > 0):
             raise ValueError(f"flow_span must be None (no bound) or a positive number, got {flow_span}")
+        if not (math.isfinite(flow_penalty) and flow_penalty >= 0):
+            raise ValueError(f"flow_penalty must be a non-negative number, got {flow_penalty}")
         if train_tol is not None and not (math.isfinite(train_tol) and train_tol > 0):
             raise ValueError(f"train_tol must be None (rtol/atol) or a positive number, got {train_tol}")
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
@@ -152,6 +157,8 @@ class NeuralSTPP(SpatioTemporalProcess):
         self.train_tol = None if train_tol is None else float(train_tol)
         self.train_flow_step = None if train_flow_step is None else float(train_flow_step)
         self.flow_span = None if flow_span is None else float(flow_span)
+        self.flow_penalty = float(flow_penalty)
+        self._penalties: list | None = None  # the flows' regularisers of the objective being computed
         self.dtype = str(dtype).removeprefix("torch.")  # a string: the table saves constructor arguments as JSON
         self._dtype = dtype
         D, H = self.feature_dim, self.hidden_size
@@ -211,14 +218,15 @@ class NeuralSTPP(SpatioTemporalProcess):
         step: 44 evaluations for nothing) only changes the cost: the error control is the same. In training,
         ``train_tol`` replaces rtol/atol, and ``train_flow_step`` (given the solve's intervals ``t0``, ``t1``)
         replaces the adaptive solver by RK4 with steps of at most that many flow units."""
+        penalty = {"penalty": self._penalties} if self.training and self._penalties is not None else {}
         if self.training and self.train_flow_step is not None and t0 is not None and t1 is not None:
-            return self._rk4(t0, t1, self.train_flow_step)
+            return {**self._rk4(t0, t1, self.train_flow_step), **penalty}
         adaptive = self.method in ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
         rtol, atol = self.rtol, self.atol
         if self.training and self.train_tol is not None:
             rtol = atol = self.train_tol
         return {"rtol": rtol, "atol": atol, "method": self.method, "adjoint": self.adjoint,
-                "options": {"first_step": 0.5} if adaptive else None}
+                "options": {"first_step": 0.5} if adaptive else None, **penalty}
 
     def _hidden_solver(self, t0: Tensor, t1: Tensor) -> dict:
         """The hidden-state ODE's solver: adaptive (``rtol``/``atol``), or with ``time_step`` set (in training:
@@ -226,8 +234,24 @@ class NeuralSTPP(SpatioTemporalProcess):
         at most that many model units."""
         step = self.train_time_step if self.training and self.train_time_step is not None else self.time_step
         if step is None:
-            return self._solver()
+            return {k: v for k, v in self._solver().items() if k != "penalty"}
         return self._rk4(t0, t1, step)
+
+    def objective(self, batch: EventBatch) -> Tensor:
+        """``[B]`` the log-likelihood; in training with ``flow_penalty > 0``, minus ``flow_penalty`` times each
+        flow solve's RNODE regulariser per event (:func:`~tpp.spatial._flows.solve_flow`'s ``penalty``; the
+        reference code adds it to every event's log-density the same way, ``otreg_strength``)."""
+        if not (self.training and self.flow_penalty > 0 and torch.is_grad_enabled()):
+            return self.log_likelihood(batch)
+        self._penalties = []
+        try:
+            ll = self.log_likelihood(batch)
+            penalties = self._penalties
+        finally:
+            self._penalties = None
+        if not penalties:
+            return ll
+        return ll - self.flow_penalty * torch.stack(penalties).sum().to(ll.dtype) * batch.mask.sum(1).to(ll.dtype)
 
     def _rk4(self, t0: Tensor, t1: Tensor, step: float) -> dict:
         """RK4 with as many equal steps in ``s`` as the longest interval of the solve needs for steps of at most
@@ -480,12 +504,14 @@ class _PlainDrift(nn.Module):
     def forward(self, t: Tensor, x: Tensor, cond: Tensor) -> Tensor:
         return self.net(t, torch.cat([x, cond], -1))
 
-    def forward_with_trace(self, t: Tensor, x: Tensor, cond: Tensor, noise: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward_with_trace(self, t: Tensor, x: Tensor, cond: Tensor, noise: Tensor | None, return_jv: bool = False
+                           ) -> tuple[Tensor, ...]:
         """``(f [N, D], tr(df/dx) [N])``: exact (``noise=None``) or Hutchinson's ``e^T (df/dx) e``, by forward-mode
-        derivatives (:meth:`~tpp.spatial._flows.ConcatMLP.forward_tangent`)."""
+        derivatives (:meth:`~tpp.spatial._flows.ConcatMLP.forward_tangent`); ``return_jv`` adds ``J e`` (or ``J``
+        applied to the basis), ``[N, P, D]``."""
         inp = torch.cat([x, cond], -1)
         out, jv = self.net.forward_tangent(t, inp, input_tangent(x.shape[1], inp.shape[1], noise, x))
-        return out, tangent_trace(jv, noise)
+        return (out, tangent_trace(jv, noise), jv) if return_jv else (out, tangent_trace(jv, noise))
 
 
 class TimeVaryingCNF(NeuralSTPP):
@@ -724,10 +750,12 @@ class _AttentiveDrift(nn.Module):
             h = h + torch.tanh(self.ff_gate) * self.ff(h)
         return self.out(t, h.reshape(B * R, -1))
 
-    def forward_with_trace(self, t: Tensor, x: Tensor, cond: Tensor, noise: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward_with_trace(self, t: Tensor, x: Tensor, cond: Tensor, noise: Tensor | None, return_jv: bool = False
+                           ) -> tuple[Tensor, ...]:
         """``(f [B R, D], trace [B R])``: the drift and the trace of each row's own Jacobian block (the other rows'
         keys and values held fixed, as ``self_only``), exact (``noise=None``) or Hutchinson's, by forward-mode
-        derivatives through the embedding, the attention and the output MLP (no autograd call)."""
+        derivatives through the embedding, the attention and the output MLP (no autograd call); ``return_jv`` adds
+        that block applied to the tangents, ``[B R, P, D]``."""
         B, R, K = self.shape
         inp = torch.cat([x, cond], -1)
         e, te = self.embed.forward_tangent(t, inp, input_tangent(x.shape[1], inp.shape[1], noise, x))
@@ -762,7 +790,7 @@ class _AttentiveDrift(nn.Module):
             h = h + ff_gate * last(nn.functional.softplus(pre))
             th = th + ff_gate * (t_act @ last.weight.T)
         out, jv = self.out.forward_tangent(t, h.reshape(B * R, -1), th.reshape(B * R, P, -1))
-        return out, tangent_trace(jv, noise)
+        return (out, tangent_trace(jv, noise), jv) if return_jv else (out, tangent_trace(jv, noise))
 
 
 class AttentiveCNF(NeuralSTPP):
@@ -798,8 +826,8 @@ class AttentiveCNF(NeuralSTPP):
                  time_offset: float = 2.0, num_samples: int = 256, mc_seed: int = 0, time_step: float | None = None,
                  dtype: torch.dtype | str = "float64", train_time_step: float | None = 2.0,
                  train_tol: float | None = None, train_flow_step: float | None = None,
-                 flow_span: float | None = 30.0, base_flow: bool = False, base_net: str = "linear",
-                 attn_ff: bool = False) -> None:
+                 flow_span: float | None = 30.0, flow_penalty: float = 0.0, base_flow: bool = False,
+                 base_net: str = "linear", attn_ff: bool = False) -> None:
         if base_net not in ("mlp", "linear"):
             raise ValueError(f"base_net must be 'mlp' or 'linear', got {base_net!r}")
         # Read by _build_space, which the base constructor calls.
@@ -810,7 +838,7 @@ class AttentiveCNF(NeuralSTPP):
                          rtol=rtol, atol=atol, method=method, adjoint=adjoint, time_offset=time_offset,
                          num_samples=num_samples, mc_seed=mc_seed, time_step=time_step, dtype=dtype,
                          train_time_step=train_time_step, train_tol=train_tol, train_flow_step=train_flow_step,
-                         flow_span=flow_span)
+                         flow_span=flow_span, flow_penalty=flow_penalty)
 
     def _build_space(self) -> None:
         D, H = self.feature_dim, self.hidden_size
