@@ -463,3 +463,20 @@ def test_flow_penalty_lowers_only_the_training_objective(cls):
     assert penalised._penalties is None
     with pytest.raises(ValueError, match="flow_penalty"):
         cls(**SMALL, flow_penalty=-1.0)
+
+
+@pytest.mark.parametrize("bounded", [True, False])
+def test_hidden_state_drift_is_bounded_or_free_as_asked(bounded: bool):
+    from tpp.spatial._flows import HiddenODE, solve_hidden
+
+    ode = HiddenODE(3, 8, bounded=bounded).double()
+    with torch.no_grad():  # dh/dt = c (free) or tanh(c) (bounded), a constant: h(t) = h0 + rate t
+        ode.dynamics[-1].bias.copy_(torch.tensor([2.0, -0.5, 0.0], dtype=torch.float64))
+    h0 = torch.zeros(2, 3, dtype=torch.float64)
+    t0, t1 = torch.tensor([0.0, 1.0], dtype=torch.float64), torch.tensor([0.5, 3.0], dtype=torch.float64)
+    h, _ = solve_hidden(ode, h0, t0, t1, rtol=1e-9, atol=1e-9)
+    c = ode.dynamics[-1].bias
+    rate = torch.tanh(c) if bounded else c
+    assert torch.allclose(h, (t1 - t0)[:, None] * rate, atol=1e-8)
+    with pytest.raises(ValueError, match="hidden_dynamics"):
+        TimeVaryingCNF(feature_dim=2, hidden_size=4, hidden_dynamics="stiff")

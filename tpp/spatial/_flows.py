@@ -286,15 +286,25 @@ def solve_flow(drift: nn.Module, x: Tensor, t0: Tensor, t1: Tensor, cond: Tensor
 
 
 class HiddenODE(nn.Module):
-    """The temporal model's state between events: ``dh/dt = tanh(g(h))`` and ``dLambda/dt = softplus(w h + b)``
-    (the running compensator rides in the state, as in the reference code's ``IntensityODEFunc``)."""
+    """The temporal model's state between events: ``dh/dt = tanh(g(h))`` (``bounded=True``, the reference code's
+    "simple" style) or ``dh/dt = g(h)`` (``bounded=False``, its default "gru" style), and ``dLambda/dt =
+    softplus(w h + b)`` (the running compensator rides in the state, as in the reference's ``IntensityODEFunc``).
+    The bounded drift moves the state by at most one unit per model time unit, so an intensity that must fall
+    within a fraction of a mean gap (a Hawkes kernel that decays fast) needs large read-out weights; the free drift
+    can decay that fast directly, at the price of stiffer solves."""
 
-    def __init__(self, hidden_size: int, width: int) -> None:
+    def __init__(self, hidden_size: int, width: int, bounded: bool = True) -> None:
         super().__init__()
+        self.bounded = bool(bounded)
         self.dynamics = nn.Sequential(nn.Linear(hidden_size, width), nn.Softplus(), nn.Linear(width, hidden_size))
         nn.init.zeros_(self.dynamics[-1].weight)  # a new model starts with a constant state (a Poisson process)
         nn.init.zeros_(self.dynamics[-1].bias)
         self.intensity = nn.Linear(hidden_size, 1)
+
+    def drift(self, h: Tensor) -> Tensor:
+        """``dh/dt`` at the state ``h [N, H]`` (model time units)."""
+        g = self.dynamics(h)
+        return torch.tanh(g) if self.bounded else g
 
     def rate(self, h: Tensor) -> Tensor:
         """``[...]`` the intensity (model time units) of the state ``h [..., H]``."""
@@ -312,7 +322,7 @@ class _HiddenSystem(nn.Module):
         packed = isinstance(state, Tensor)
         h = state[:, :-1] if packed else state[0]
         ratio = (self.t1 - self.t0)[:, None]
-        dh, dlam = torch.tanh(self.ode.dynamics(h)) * ratio, nn.functional.softplus(self.ode.intensity(h)) * ratio
+        dh, dlam = self.ode.drift(h) * ratio, nn.functional.softplus(self.ode.intensity(h)) * ratio
         return torch.cat([dh, dlam], -1) if packed else (dh, dlam[:, 0])
 
 

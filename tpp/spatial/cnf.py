@@ -2,7 +2,8 @@
 over a neural-ODE temporal point process. Our own code, written from the paper and its public reference code
 (facebookresearch/neural_stpp: ``models/temporal/neural.py``, ``models/spatial/{cnf,jumpcnf,attncnf,indepcnf}.py``).
 
-**Time** (all three models): a hidden state ``h(t) in R^H`` follows ``dh/dt = tanh(g(h))`` between events and
+**Time** (all three models): a hidden state ``h(t) in R^H`` follows ``dh/dt = tanh(g(h))`` (``hidden_dynamics=
+"free"``: ``g(h)``, :class:`~tpp.spatial._flows.HiddenODE`) between events and
 jumps at each event, ``h <- GRUCell(x_n, h)`` (the jump sees the event's standardised location, the reference's
 ``tpp_cond``); the intensity is ``lambda(t) = softplus(w h(t) + b)``, and the compensator rides in the same ODE
 as an extra state (the reference's ``IntensityODEFunc``), so it is as exact as the solve. (The reference uses
@@ -120,7 +121,8 @@ class NeuralSTPP(SpatioTemporalProcess):
                  time_offset: float = 2.0, num_samples: int = 256, mc_seed: int = 0, time_step: float | None = None,
                  dtype: torch.dtype | str = "float64", train_time_step: float | None = 2.0,
                  train_tol: float | None = None, train_flow_step: float | None = None,
-                 flow_span: float | None = 30.0, flow_penalty: float = 0.0) -> None:
+                 flow_span: float | None = 30.0, flow_penalty: float = 0.0, hidden_dynamics: str = "bounded"
+                 ) -> None:
         super().__init__()
         self.set_locations(feature_dim, location_names)
         if int(num_marks) != 1:
@@ -136,6 +138,8 @@ class NeuralSTPP(SpatioTemporalProcess):
                 raise ValueError(f"{name} must be None (adaptive) or a positive number, got {value}")
         if flow_span is not None and not (math.isfinite(flow_span) and flow_span > 0):
             raise ValueError(f"flow_span must be None (no bound) or a positive number, got {flow_span}")
+        if hidden_dynamics not in ("bounded", "free"):
+            raise ValueError(f"hidden_dynamics must be 'bounded' or 'free', got {hidden_dynamics!r}")
         if not (math.isfinite(flow_penalty) and flow_penalty >= 0):
             raise ValueError(f"flow_penalty must be a non-negative number, got {flow_penalty}")
         if train_tol is not None and not (math.isfinite(train_tol) and train_tol > 0):
@@ -158,12 +162,13 @@ class NeuralSTPP(SpatioTemporalProcess):
         self.train_flow_step = None if train_flow_step is None else float(train_flow_step)
         self.flow_span = None if flow_span is None else float(flow_span)
         self.flow_penalty = float(flow_penalty)
+        self.hidden_dynamics = str(hidden_dynamics)
         self._penalties: list | None = None  # the flows' regularisers of the objective being computed
         self.dtype = str(dtype).removeprefix("torch.")  # a string: the table saves constructor arguments as JSON
         self._dtype = dtype
         D, H = self.feature_dim, self.hidden_size
         self.h0 = nn.Parameter(torch.randn(H) / math.sqrt(H))
-        self.hidden_ode = HiddenODE(H, 4 * H)
+        self.hidden_ode = HiddenODE(H, 4 * H, bounded=self.hidden_dynamics == "bounded")
         self.jump = nn.GRUCell(D, H)
         self.register_buffer("time_scale", torch.ones((), dtype=torch.float64))
         self.register_buffer("flow_time_scale", torch.ones((), dtype=torch.float64))  # data units per flow unit
@@ -826,8 +831,8 @@ class AttentiveCNF(NeuralSTPP):
                  time_offset: float = 2.0, num_samples: int = 256, mc_seed: int = 0, time_step: float | None = None,
                  dtype: torch.dtype | str = "float64", train_time_step: float | None = 2.0,
                  train_tol: float | None = None, train_flow_step: float | None = None,
-                 flow_span: float | None = 30.0, flow_penalty: float = 0.0, base_flow: bool = False,
-                 base_net: str = "linear", attn_ff: bool = False) -> None:
+                 flow_span: float | None = 30.0, flow_penalty: float = 0.0, hidden_dynamics: str = "bounded",
+                 base_flow: bool = False, base_net: str = "linear", attn_ff: bool = False) -> None:
         if base_net not in ("mlp", "linear"):
             raise ValueError(f"base_net must be 'mlp' or 'linear', got {base_net!r}")
         # Read by _build_space, which the base constructor calls.
@@ -838,7 +843,7 @@ class AttentiveCNF(NeuralSTPP):
                          rtol=rtol, atol=atol, method=method, adjoint=adjoint, time_offset=time_offset,
                          num_samples=num_samples, mc_seed=mc_seed, time_step=time_step, dtype=dtype,
                          train_time_step=train_time_step, train_tol=train_tol, train_flow_step=train_flow_step,
-                         flow_span=flow_span, flow_penalty=flow_penalty)
+                         flow_span=flow_span, flow_penalty=flow_penalty, hidden_dynamics=hidden_dynamics)
 
     def _build_space(self) -> None:
         D, H = self.feature_dim, self.hidden_size
