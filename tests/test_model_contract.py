@@ -144,4 +144,6 @@ def test_every_model_fits_scores_predicts_and_round_trips(name, data, tmp_path):
 
     loaded = table.load(table.save(model, tmp_path / f"{name}.model"))
     assert type(loaded) is type(model)
-    assert _score(loaded, data) == score
+    # The same score up to float32 rounding: the same weights in other memory can take another vector kernel
+    # (seen on an AMD EPYC: RMTPP's GRU, 3e-7 relative), so bitwise equality is not a property of the model.
+    assert _score(loaded, data) == pytest.approx(score, rel=1e-6, abs=1e-9)
