@@ -18,7 +18,9 @@ from tpp.spatial.cnf import AttentiveCNF
 
 from ..tpp.test_spatial_cnf import SMALL, _causal_attentive_drift, _data  # the CNF tests' set-ups
 
-OLD = {"base_flow": False, "base_net": "linear"}  # the default
+# the default's flow and base; the hidden state as it was when the numbers were recorded (bounded drift, RK4 steps
+# of 2 model units in training)
+OLD = {"base_flow": False, "base_net": "linear", "hidden_dynamics": "bounded", "train_time_step": 2.0}
 BASE = {"base_flow": True, "base_net": "mlp"}  # the reference's base flow and base network (opt-in)
 
 

@@ -480,3 +480,29 @@ def test_hidden_state_drift_is_bounded_or_free_as_asked(bounded: bool):
     assert torch.allclose(h, (t1 - t0)[:, None] * rate, atol=1e-8)
     with pytest.raises(ValueError, match="hidden_dynamics"):
         TimeVaryingCNF(feature_dim=2, hidden_size=4, hidden_dynamics="stiff")
+
+
+def test_a_state_saved_before_hidden_dynamics_loads_bounded(tmp_path):
+    """Both drifts have the same tensors: a file written before the choice existed (bounded then) must not load as
+    the new default (free), and a re-save records what it loaded as."""
+    import json
+
+    from tpp import table
+
+    data = _data()
+    model = _model(JumpCNF, data, hidden_dynamics="bounded", rtol=1e-6, atol=1e-6)
+    assert JumpCNF(**SMALL).hidden_dynamics == "free"  # the default is not what such files hold
+    payload = torch.load(table.save(model, tmp_path / "new.pt"), weights_only=True)
+    args = json.loads(payload["args"])
+    payload["args"] = json.dumps({k: v for k, v in args.items() if k not in ("hidden_dynamics", "flow_penalty")})
+    payload["state_dict"] = {k: v for k, v in payload["state_dict"].items() if k != "free_hidden"}
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = table.load(tmp_path / "old.pt")
+    assert loaded.hidden_dynamics == "bounded" and loaded.hidden_ode.bounded
+    with torch.no_grad():
+        assert torch.equal(loaded.log_likelihood(data), model.log_likelihood(data))
+    resaved = table.load(table.save(loaded, tmp_path / "resaved.pt"))
+    assert resaved.hidden_dynamics == "bounded" and resaved.hidden_ode.bounded
+    free = _model(JumpCNF, data, rtol=1e-6, atol=1e-6)  # and a free model round-trips as free
+    again = table.load(table.save(free, tmp_path / "free.pt"))
+    assert again.hidden_dynamics == "free" and not again.hidden_ode.bounded

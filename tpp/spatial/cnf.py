@@ -2,9 +2,9 @@
 over a neural-ODE temporal point process. Our own code, written from the paper and its public reference code
 (facebookresearch/neural_stpp: ``models/temporal/neural.py``, ``models/spatial/{cnf,jumpcnf,attncnf,indepcnf}.py``).
 
-**Time** (all three models): a hidden state ``h(t) in R^H`` follows ``dh/dt = tanh(g(h))`` (``hidden_dynamics=
-"free"``: ``g(h)``, :class:`~tpp.spatial._flows.HiddenODE`) between events and
-jumps at each event, ``h <- GRUCell(x_n, h)`` (the jump sees the event's standardised location, the reference's
+**Time** (all three models): a hidden state ``h(t) in R^H`` follows ``dh/dt = g(h)`` (``hidden_dynamics="free"``,
+the default and the reference's default "gru" style; ``"bounded"``: ``tanh(g(h))``, its "simple" style and our
+default before: :class:`~tpp.spatial._flows.HiddenODE`) between events and jumps at each event, ``h <- GRUCell(x_n, h)`` (the jump sees the event's standardised location, the reference's
 ``tpp_cond``); the intensity is ``lambda(t) = softplus(w h(t) + b)``, and the compensator rides in the same ODE
 as an extra state (the reference's ``IntensityODEFunc``), so it is as exact as the solve. (The reference uses
 ``50 sigmoid(w h + b - 2)``; the softplus is ours.) Ties: an event's history is the events strictly before it,
@@ -37,9 +37,13 @@ the log-determinant enters linearly). Both traces come from forward-mode derivat
 call per evaluation and a first-order backward in training; the attentive drift's trace is then differentiated
 exactly, including through the other rows' keys, which the autograd ``self_only`` route cuts).
 ``time_step=`` replaces the hidden-state ODE's adaptive solver by RK4 with steps of at most that many model time
-units; ``train_time_step`` (default 2.0) does so in training only: the temporal pass is ``L`` sequential solves of
-a small ODE, where dopri5's ~16 evaluations per interval cost more than its accuracy is worth in a training
-objective (on Pinwheel the time log-likelihood moves by ~1e-4 nats per event, what dopri5 at 1e-4 moves it by).
+units; ``train_time_step`` does so in training only (default None: the adaptive solve, as in evaluation). It was
+2.0 by default, which is cheaper (the temporal pass is ``L`` sequential solves of a small ODE) and matched dopri5
+to ~1e-4 nats per event on a young model, but a long fit learns the coarse solve's error: on Pinwheel a free
+drift trained with RK4 steps of 2 fell from -0.21 to -1.39 nats per event of test time log-likelihood (dopri5)
+within 4 CPU minutes, and the Attentive CNF after 30 CPU minutes scored -0.49 with it against -0.12 trained with
+dopri5, at the same space score (benchmarks/results/stpp_time_solver.md). An error-controlled training solve
+cannot be exploited beyond its tolerance.
 ``train_flow_step`` does the same for the flows in training (in flow units, below; off by default), ``train_tol``
 loosens their adaptive tolerance in training. ``flow_penalty`` (default 0, off; the reference trains with 1e-4,
 its ``otreg_strength``) subtracts that multiple of each flow solve's RNODE regulariser (kinetic energy plus
@@ -119,9 +123,9 @@ class NeuralSTPP(SpatioTemporalProcess):
                  num_marks: int = 1, *, flow_hidden: Sequence[int] = (64, 64), trace: Trace | str = "rademacher",
                  rtol: float = 1e-4, atol: float = 1e-4, method: str = "dopri5", adjoint: bool = False,
                  time_offset: float = 2.0, num_samples: int = 256, mc_seed: int = 0, time_step: float | None = None,
-                 dtype: torch.dtype | str = "float64", train_time_step: float | None = 2.0,
+                 dtype: torch.dtype | str = "float64", train_time_step: float | None = None,
                  train_tol: float | None = None, train_flow_step: float | None = None,
-                 flow_span: float | None = 30.0, flow_penalty: float = 0.0, hidden_dynamics: str = "bounded"
+                 flow_span: float | None = 30.0, flow_penalty: float = 0.0, hidden_dynamics: str = "free"
                  ) -> None:
         super().__init__()
         self.set_locations(feature_dim, location_names)
@@ -174,6 +178,9 @@ class NeuralSTPP(SpatioTemporalProcess):
         self.register_buffer("flow_time_scale", torch.ones((), dtype=torch.float64))  # data units per flow unit
         self.scaler = LocationScaler(D)  # the shared standardisation (isotropic: one scale for all coordinates)
         self.register_buffer("initialised", torch.tensor(False))
+        # Which hidden drift the state was trained with (its tensors are the same for both): a state saved before
+        # the choice existed was bounded, and loads as such (_load_from_state_dict).
+        self.register_buffer("free_hidden", torch.tensor(self.hidden_dynamics == "free"))
         self._build_space()
         # Parameters in `dtype` (float64 by default: the exact-trace checks hold to 1e-5 there; float32 is about
         # twice as fast); times and locations enter in it, likelihoods leave in float64.
@@ -291,6 +298,11 @@ class NeuralSTPP(SpatioTemporalProcess):
         # A state saved before the flows had their own unit ran them in the model unit: keep that.
         if prefix + "time_scale" in state_dict and prefix + "flow_time_scale" not in state_dict:
             state_dict[prefix + "flow_time_scale"] = state_dict[prefix + "time_scale"].clone()
+        # A state saved before `hidden_dynamics` existed had the bounded drift; a state says which it had.
+        if prefix + "h0" in state_dict:
+            free = state_dict.setdefault(prefix + "free_hidden", torch.tensor(False))
+            self.hidden_dynamics = "free" if bool(free) else "bounded"
+            self.hidden_ode.bounded = not bool(free)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ time
@@ -829,9 +841,9 @@ class AttentiveCNF(NeuralSTPP):
                  num_marks: int = 1, *, flow_hidden: Sequence[int] = (64, 64), trace: Trace | str = "rademacher",
                  rtol: float = 1e-4, atol: float = 1e-4, method: str = "dopri5", adjoint: bool = False,
                  time_offset: float = 2.0, num_samples: int = 256, mc_seed: int = 0, time_step: float | None = None,
-                 dtype: torch.dtype | str = "float64", train_time_step: float | None = 2.0,
+                 dtype: torch.dtype | str = "float64", train_time_step: float | None = None,
                  train_tol: float | None = None, train_flow_step: float | None = None,
-                 flow_span: float | None = 30.0, flow_penalty: float = 0.0, hidden_dynamics: str = "bounded",
+                 flow_span: float | None = 30.0, flow_penalty: float = 0.0, hidden_dynamics: str = "free",
                  base_flow: bool = False, base_net: str = "linear", attn_ff: bool = False) -> None:
         if base_net not in ("mlp", "linear"):
             raise ValueError(f"base_net must be 'mlp' or 'linear', got {base_net!r}")
