@@ -17,7 +17,7 @@ EM + L-BFGS (no budget; at most ``--etas-em`` background updates; deterministic,
 Scores: time and space log-likelihood per event on ``test`` (nats, higher is better),
 ``log_likelihood_split`` in blocks of ``--block`` sequences: exact likelihoods for the baselines; for the CNFs
 the exact Jacobian trace with dopri5 at rtol = atol = ``--tol`` (training: Hutchinson's estimate, the
-hidden-state ODE by RK4 with steps of at most ``train_time_step`` model units). ``--max-test`` scores only the
+hidden-state ODE by dopri5 too, or with ``--train-time-step`` by RK4 with steps of at most that many model units). ``--max-test`` scores only the
 first that many test sequences (stated in the table). Timings: this machine, one thread, shared with other jobs
 (``nice -n 10``): training events per CPU second, and CPU and wall seconds.
 
@@ -40,6 +40,7 @@ from __future__ import annotations
 import _bench  # noqa: F401  (one thread per pool, repository on the path; must come first)
 
 import argparse
+import ast
 import json
 import math
 import time
@@ -55,6 +56,8 @@ PAPER_PINWHEEL = {
     "kde-stpp": (None, -2.965), "poisson-gmm": (-0.787, None),
 }
 CNF = ("time-varying-cnf", "jump-cnf", "attentive-cnf")
+#: The CNFs' temporal defaults since 2026-12-07 (recorded in each run's JSON; earlier runs: RK4 steps of 2, bounded).
+CNF_DEFAULTS = {"train_time_step": None, "hidden_dynamics": "free"}
 GMM = ("hawkes-gmm", "poisson-gmm", "self-correcting-gmm")
 ETAS_MODELS = ("etas", "etas-two-stage")
 ALL = (*GMM, "kde-stpp", *CNF, *ETAS_MODELS)
@@ -195,7 +198,7 @@ def score(model, test, block: int) -> dict[str, float]:
 
 def _training_solver_time(model, test, block: int) -> float:
     """A CNF's test time log-likelihood (summed) with its *training* hidden-state solver (RK4 steps of
-    ``train_time_step``) instead of dopri5: far from the reported value, the training objective was not the
+    ``train_time_step`` where set) instead of dopri5: far from the reported value, the training objective was not the
     likelihood the model is scored on (a coarse solve the optimiser can exploit)."""
     total = 0.0
     model.train()
@@ -234,8 +237,8 @@ def main() -> None:
     parser.add_argument("--hidden-size", type=int, default=32)
     parser.add_argument("--flow-hidden", type=int, nargs="+", default=[64, 64])
     parser.add_argument("--tol", type=float, default=1e-4, help="rtol = atol of the CNFs' evaluation solves")
-    parser.add_argument("--train-time-step", default="2.0",
-                        help="CNFs' hidden-state RK4 step in training (model units), or 'none' for dopri5")
+    parser.add_argument("--train-time-step", default="none",
+                        help="CNFs' hidden-state RK4 step in training (model units), or 'none' (default) for dopri5")
     parser.add_argument("--on-nonfinite", default="raise", choices=["raise", "skip"],
                         help="CNFs: an update with a non-finite loss or gradient stops the run (raise) or is skipped "
                              "(skip; the float32 Jump CNF met one after 25 CPU minutes on Pinwheel)")
@@ -333,11 +336,11 @@ def write(args: argparse.Namespace, rows: list[dict], command: str, env: dict, t
     _bench.write_json_atomically(args.out.with_suffix(".json"), {
         "command": command, "environment": env, "args": {k: str(v) for k, v in vars(args).items()},
         "test_sequences": len(test), "test_events": test.num_events, "rows": rows,
-        "reference_space_offset": offset})
+        "reference_space_offset": offset, "cnf_defaults": CNF_DEFAULTS})
     text = (f"# Spatio-temporal models on {args.data} (benchmarks/stpp.py)\n\n`{command}`\n\n"
             f"Budget {args.minutes:g} CPU minutes of training per model and seed (shared 2-core machine, one thread, "
             f"nice 10; the budget ends a run after the step that crosses it); CNFs: hidden {args.hidden_size}, flow {args.flow_hidden}, batch {args.cnf_batch_size or args.batch_size}, lr "
-            f"{args.lr}, {args.dtype}{cnf_settings(args)}, evaluation dopri5 rtol = atol = {args.tol} with the exact trace. Test: "
+            f"{args.lr}, {args.dtype}{cnf_settings(argparse.Namespace(**vars(args), cnf_defaults=CNF_DEFAULTS))}, evaluation dopri5 rtol = atol = {args.tol} with the exact trace. Test: "
             f"{len(test)} sequences, {test.num_events} events. Nats per event, higher is better (mean ± sd over "
             f"seeds).\n\n" + table(args, rows, test, offset) + "\n")
     text += (f"\nSpace, paper units: ours + {offset:.3f} (sum of the log standard deviations of the training "
@@ -350,9 +353,17 @@ def write(args: argparse.Namespace, rows: list[dict], command: str, env: dict, t
 
 def cnf_settings(args: argparse.Namespace) -> str:
     """The CNF settings a run changed from the defaults, for the Markdown's settings line."""
-    extra = [f"{pair}" for pair in (getattr(args, "cnf_option", None) or [])]
-    if str(getattr(args, "train_time_step", "2.0")) != "2.0":
-        extra.append(f"train_time_step={args.train_time_step}")
+    pairs = getattr(args, "cnf_option", None) or []
+    if isinstance(pairs, str):  # a run's JSON keeps its arguments as strings ("None", "['k=v']")
+        pairs = [] if pairs == "None" else ast.literal_eval(pairs)
+    extra = list(pairs)
+    # Runs before 2026-12-07 trained the hidden state by RK4 steps of 2 with the bounded drift (the defaults then);
+    # their JSON has no `cnf_defaults`.
+    step = str(getattr(args, "train_time_step", "2.0"))
+    if step.lower() != "none":
+        extra.append(f"train_time_step={step}")
+    if not getattr(args, "cnf_defaults", None):
+        extra.append("bounded hidden drift")
     if getattr(args, "on_nonfinite", "raise") != "raise":
         extra.append("non-finite updates skipped")
     return "".join(f", {e}" for e in extra)
@@ -381,11 +392,11 @@ def collect(out: Path) -> None:
              "Pinwheel: the paper's numbers (Chen, Amos & Nickel 2021, their draw, trained to convergence on a GPU) "
              "beside ours.\n"]
     for path, payload in runs:
-        ns = argparse.Namespace(**{k: v for k, v in payload["args"].items()})
+        ns = argparse.Namespace(**{**payload["args"], "cnf_defaults": payload.get("cnf_defaults")})
         cnf_batch = getattr(ns, "cnf_batch_size", None)
         parts.append(f"## {path.stem} ({ns.data})\n\n`{payload['command']}`\n\nbudget {ns.minutes} CPU min per model "
                      f"and seed; CNFs {ns.dtype}, batch {cnf_batch if cnf_batch not in (None, 'None') else ns.batch_size}"
-                     f", lr {ns.lr}; test {payload['test_sequences']} sequences ({payload['test_events']} events)\n\n"
+                     f", lr {ns.lr}{cnf_settings(ns)}; test {payload['test_sequences']} sequences ({payload['test_events']} events)\n\n"
                      + table(ns, payload["rows"], None, payload["reference_space_offset"]) + "\n")
     out.with_suffix(".md").write_text("\n".join(parts))
     _bench.write_json_atomically(out.with_suffix(".json"), {"runs": {p.stem: pl for p, pl in runs}})

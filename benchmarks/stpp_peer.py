@@ -20,7 +20,7 @@ Protocol.
   ``max_events`` is set to ``--batch-size`` x the mean training sequence length: the same events per step.
   Each side keeps its own optimiser details (ours: Adam + cosine schedule by step; seahorse: AdamW, beta2 0.98,
   cosine by epoch, clipping per its preset) and its own training numerics (ours: Hutchinson trace by forward-mode
-  tangents, the hidden-state ODE by RK4 with steps of at most ``train_time_step`` model units; seahorse: dopri5
+  tangents, the hidden-state ODE by dopri5 (runs before 2026-12-07: RK4 with steps of 2 model units); seahorse: dopri5
   at ``--tol`` for everything, Hutchinson by autograd). Both score the last weights (seahorse's
   ``checkpoint_select: last``; its validation pass runs every epoch but picks nothing).
 * **Scores**: test time and space log-likelihood per event (nats, data units, higher is better). seahorse's
