@@ -191,7 +191,7 @@ def score(model, test, block: int) -> dict[str, float]:
             t_sum, s_sum = t_sum + float(t.sum()), s_sum + float(s.sum())
     n = max(test.num_events, 1)
     result = {"time": t_sum / n, "space": s_sum / n}
-    if hasattr(model, "_encode"):
+    if hasattr(model, "time_log_likelihood"):
         result["time_training_solver"] = _training_solver_time(model, test, block) / n
     return result
 
@@ -206,10 +206,7 @@ def _training_solver_time(model, test, block: int) -> float:
         with torch.no_grad():
             for start in range(0, len(test), block):
                 part = test[torch.arange(start, min(start + block, len(test)))]
-                enc = model._encode(part)
-                n = part.mask.sum(1).double()
-                total += float(((enc.log_rate * part.mask).sum(1).double() - enc.compensator.double()
-                                - n * model.time_scale.log()).sum())
+                total += float(model.time_log_likelihood(part).sum())
     finally:
         model.eval()
     return total

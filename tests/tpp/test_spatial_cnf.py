@@ -506,3 +506,11 @@ def test_a_state_saved_before_hidden_dynamics_loads_bounded(tmp_path):
     free = _model(JumpCNF, data, rtol=1e-6, atol=1e-6)  # and a free model round-trips as free
     again = table.load(table.save(free, tmp_path / "free.pt"))
     assert again.hidden_dynamics == "free" and not again.hidden_ode.bounded
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_time_log_likelihood_is_the_time_part_of_the_split(cls):
+    data = _data()
+    model = _model(cls, data, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        assert torch.equal(model.time_log_likelihood(data), model.log_likelihood_split(data)[0])

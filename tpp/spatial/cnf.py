@@ -374,12 +374,22 @@ class NeuralSTPP(SpatioTemporalProcess):
         self.check_marks(batch)
         enc = self._encode(batch)
         n = batch.mask.sum(1).double()
-        time = (enc.log_rate * batch.mask).sum(1).double() - enc.compensator.double() - n * self.time_scale.log()
+        time = self._time_part(enc, batch)
         if batch.max_length == 0:
             return time, torch.zeros_like(time)
         space = self._space_events(enc.for_flows())
         space = (torch.where(batch.mask, space, torch.zeros_like(space))).sum(1).double() - n * self._log_scale()
         return time, space
+
+    def time_log_likelihood(self, batch: EventBatch) -> Tensor:
+        """``[B]`` the temporal part of :meth:`log_likelihood_split` alone (no flow is solved), with the solver of
+        the current mode: dopri5 in evaluation, the training solver (``train_time_step``) in training mode."""
+        self.check_marks(batch)
+        return self._time_part(self._encode(batch), batch)
+
+    def _time_part(self, enc: _Encoding, batch: EventBatch) -> Tensor:
+        n = batch.mask.sum(1).double()
+        return (enc.log_rate * batch.mask).sum(1).double() - enc.compensator.double() - n * self.time_scale.log()
 
     def _query(self, batch: EventBatch, t: Tensor) -> tuple[_Encoding, Tensor, Tensor]:
         """The history before ``t [B]``, its encoding for the flows (times in flow units), the flow time of ``t`` and
