@@ -37,8 +37,10 @@ class _Budget(Exception):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dynamics", default="free", choices=["bounded", "free"], help="the hidden drift (model default: free)")
-    parser.add_argument("--step", default="none", help="training RK4 step (model units), or none (the model default) for dopri5")
+    parser.add_argument("--dynamics", default="free", choices=["bounded", "free"],
+                        help="the hidden drift (model default: free)")
+    parser.add_argument("--step", default="none",
+                        help="training RK4 step (model units), or none (the model default) for dopri5")
     parser.add_argument("--minutes", type=float, default=5.0, help="training CPU budget")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--test", type=int, default=100, help="first N test sequences scored")
