@@ -97,7 +97,7 @@ def main() -> None:
     try:
         model.fit(train, None, epochs=50, batch_size=32, lr=args.lr, seed=args.seed, progress=False, warmup=0.0)
     except _Budget:
-        pass
+        print(f"budget of {args.minutes:g} CPU minutes reached after {state['steps']} steps", flush=True)
 
 
 if __name__ == "__main__":
