@@ -6,6 +6,7 @@ follow the model's own closed-form laws, gradients, ties, and a short fit on rea
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -304,3 +305,31 @@ def test_a_short_fit_on_japanese_earthquakes_improves_the_validation_likelihood(
         assert fitted.score(val) > start.score(val) + 0.01
         metrics = spatial_metrics(fitted, val)
         assert math.isfinite(metrics["space_log_likelihood_per_event"]) and metrics["location_error"] > 0
+
+
+def test_spatial_metrics_scores_each_prefix_as_its_own_query(small):
+    """The location error is the mean distance to each event's expected location given the events before it (one
+    query per event, however the queries are batched), and ``max_prefixes`` scores a seeded subset of them."""
+    from tpp.spatial import spatial_metrics
+
+    model = with_params(HawkesGMM(feature_dim=2, hidden_size=4), small).eval()
+    x = model.locations(small)
+    direct = []
+    with torch.no_grad():
+        for b in range(len(small)):
+            for n in range(int(small.mask[b].sum())):
+                mean = model.expected_location(small[[b]], small.time[b, n].reshape(1))
+                direct.append(float(torch.linalg.vector_norm(mean[0] - x[b, n])))
+        time, space = model.log_likelihood_split(small)
+    for block in (1, 2, 16):
+        out = spatial_metrics(model, small, block=block)
+        assert out["location_error"] == pytest.approx(np.mean(direct), rel=1e-12)
+        assert out["location_error_events"] == small.num_events == len(direct)
+        assert out["space_log_likelihood_per_event"] == pytest.approx(float(space.sum()) / small.num_events, rel=1e-12)
+        assert out["time_log_likelihood_per_event"] == pytest.approx(float(time.sum()) / small.num_events, rel=1e-12)
+    some = spatial_metrics(model, small, max_prefixes=5, seed=1)
+    assert some["location_error_events"] == 5 and some == spatial_metrics(model, small, max_prefixes=5, seed=1)
+    assert any(some["location_error"] == pytest.approx(np.mean(np.array(direct)[list(c)]), rel=1e-12)
+               for c in itertools.combinations(range(len(direct)), 5))
+    with pytest.raises(ValueError, match="max_prefixes"):
+        spatial_metrics(model, small, max_prefixes=0)
