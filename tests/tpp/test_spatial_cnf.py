@@ -534,3 +534,22 @@ def test_time_log_likelihood_is_the_time_part_of_the_split(cls):
     model = _model(cls, data, rtol=1e-6, atol=1e-6)
     with torch.no_grad():
         assert torch.equal(model.time_log_likelihood(data), model.log_likelihood_split(data)[0])
+
+
+def test_jump_cnf_draws_stay_finite_after_many_expanding_jumps():
+    """Inverse jumps that each stretch by e^8 (the couplings' bound) over a 150-event history would overflow
+    float64; draws stay finite, confined to SAMPLE_BOUND training scales (the solver used to stop on them)."""
+    from tpp.spatial.cnf import SAMPLE_BOUND
+
+    n = 150
+    history = EventBatch.from_sequences([np.linspace(0.1, 30.0, n)], t_end=31.0,
+                                        features=[np.random.default_rng(0).normal(size=(n, 2))],
+                                        feature_names=["lon", "lat"])
+    model = JumpCNF(**SMALL).initialise(history).eval()
+    with torch.no_grad():
+        for net in model.jumps.nets:  # raw scale -> -inf: every inverse layer multiplies by e^2
+            net[-1].bias[:2].fill_(-50.0)
+    draws = model.sample_locations(history, torch.tensor([30.5]), num=8, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(draws).all()
+    assert (model.scaler.standardise(draws).abs() <= SAMPLE_BOUND * (1 + 1e-12)).all()
+    assert torch.isfinite(model.expected_location(history, torch.tensor([30.5]))).all()
