@@ -233,10 +233,14 @@ def test_display_names_and_aliases_resolve_to_one_entry():
         table.register(table.ModelSpec("rmtpp", "tpp.neural:NHP", table.Family.TPP, "X", table.Training.TRAINER))
 
 
-def test_model_enum_lists_exactly_a_familys_names():
+def test_model_enum_lists_a_familys_names_then_their_aliases():
     names = table.model_enum("tpp")
-    assert [m.value for m in names] == list(table.names("tpp"))
+    listed = list(table.names("tpp"))
+    aliases = [a for s in table.specs("tpp") for a in s.aliases]
+    assert [m.value for m in names] == listed + aliases and "tv-cnf" in aliases
     assert names.exp_hawkes == "exp-hawkes" and names("intensity-free") is names.intensity_free
+    assert table.canonical(names("tv-cnf")) is names.time_varying_cnf
+    assert table.canonical(names.jump_cnf) is names.jump_cnf
 
 
 def test_fit_model_trains_as_the_trainer_does_with_the_same_seed(events):

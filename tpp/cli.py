@@ -142,6 +142,7 @@ def fit(
     from tpp.metrics import time_rescaling
     from tpp.report import build_model, fit_model, model_params
 
+    model = model_table.canonical(model)  # `tv-cnf` is `time-varying-cnf` from here on
     trained = model_table.spec(model.value).training is Training.TRAINER
     check_run_options(out, resume, checkpoint_every, overwrite, trained, model.value,
                       model_table.names(Family.TPP, Training.TRAINER))

@@ -428,8 +428,16 @@ def _decode(value: Any) -> Any:
 # --------------------------------------------------------------------------- faces
 def model_enum(family: Family | str, enum_name: str = "ModelName", training: Training | str | None = None) -> type[enum.Enum]:
     """A ``str`` enumeration of the family's CLI names (members ``exp_hawkes = "exp-hawkes"``), for typer
-    options: the CLIs list exactly the table's names."""
-    return enum.Enum(enum_name, {n.replace("-", "_"): n for n in names(family, training)}, type=str)  # type: ignore[return-value]
+    options: the table's names, then the entries' aliases (``tv_cnf = "tv-cnf"``), so that a CLI accepts every
+    name the table answers to; :func:`canonical` maps a member to its entry's name's member."""
+    chosen = specs(family, training)
+    values = [s.name for s in chosen] + [a for s in chosen for a in s.aliases]
+    return enum.Enum(enum_name, {v.replace("-", "_"): v for v in values}, type=str)  # type: ignore[return-value]
+
+
+def canonical(member: enum.Enum) -> enum.Enum:
+    """The member of :func:`model_enum`'s enumeration that holds ``member``'s entry name (itself unless an alias)."""
+    return type(member)(spec(member.value).name)
 
 
 def describe(family: Family | str | None = None) -> list[dict[str, Any]]:

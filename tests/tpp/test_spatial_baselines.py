@@ -288,6 +288,12 @@ def test_tpp_fit_reports_time_and_space_nats_per_event_of_a_spatial_model(tmp_pa
     assert out["model"] == "hawkes-gmm" and out["test_location_error"] > 0
     assert out["test_time_log_likelihood_per_event"] + out["test_space_log_likelihood_per_event"] == pytest.approx(
         out["test_log_likelihood_per_event"], abs=1e-12)
+    assert 0 < out["test_location_error_events"] <= 256  # every test event's forecast, at most 256
+    # the short name of the time-varying CNF: fitted and reported under its table name
+    result = CliRunner().invoke(app, ["fit", "--model", "tv-cnf", "--data", str(path), "--epochs", "1", "--batch-size", "4",
+                                      "--hidden-size", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["model"] == "time-varying-cnf"
 
 
 @needs_data
