@@ -553,3 +553,37 @@ def test_jump_cnf_draws_stay_finite_after_many_expanding_jumps():
     assert torch.isfinite(draws).all()
     assert (model.scaler.standardise(draws).abs() <= SAMPLE_BOUND * (1 + 1e-12)).all()
     assert torch.isfinite(model.expected_location(history, torch.tensor([30.5]))).all()
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_sampled_locations_follow_the_spatial_density(cls):
+    """Draws (base Gaussian, the flow run forwards) against the density (the flow run backwards) at the same time
+    and history: each coordinate's empirical distribution against the density's marginal by quadrature (KS), and
+    the sample mean against the quadrature mean."""
+    import scipy.stats
+
+    data = _data(1, seed=4)
+    model = _model(cls, data, scale=0.15, rtol=1e-7, atol=1e-7)
+    t = data.time[:, -1] + 0.4
+    n_draws, n_grid = 1500, 96
+    draws = model.sample_locations(data, t, n_draws, torch.Generator().manual_seed(5))[0]
+    mean, scale = model.scaler.mean, model.scaler.scale
+    grids = [torch.linspace(float(mean[d] - 8 * scale[d]), float(mean[d] + 8 * scale[d]), n_grid,
+                            dtype=torch.float64) for d in range(2)]
+    gx, gy = torch.meshgrid(*grids, indexing="ij")
+    with torch.no_grad():
+        dens = model.spatial_density(data, t, torch.stack([gx.reshape(-1), gy.reshape(-1)], -1))[0]
+    dens = dens.reshape(n_grid, n_grid)
+    cell = [float(g[1] - g[0]) for g in grids]
+    assert abs(float(dens.sum()) * cell[0] * cell[1] - 1) < 2e-3
+    for d in range(2):
+        marginal = (dens.sum(1 - d) * cell[1 - d]).numpy()
+        edges = grids[d].numpy() + cell[d] / 2  # the midpoint rule's cells: mass up to each cell's upper edge
+        cdf = np.concatenate([[0.0], np.cumsum(marginal) * cell[d]])
+        cdf /= cdf[-1]
+        knots = np.concatenate([[edges[0] - cell[d]], edges])
+        ks = scipy.stats.kstest(draws[:, d].numpy(), lambda v: np.interp(v, knots, cdf))
+        assert ks.pvalue > 1e-3, (d, ks)
+        quad_mean = float((marginal * grids[d].numpy()).sum() * cell[d])
+        sd = float(draws[:, d].std())
+        assert abs(float(draws[:, d].mean()) - quad_mean) < 4 * sd / math.sqrt(n_draws)
