@@ -77,19 +77,6 @@ def splits(name: str):
     return tuple(datasets.load(name, part) for part in ("train", "val", "test"))
 
 
-def study_region(data: tuple, locations: tuple[str, ...], margin: float = 0.01) -> list[list[float]]:
-    """ETAS's study region: the bounding box of every split's locations (plus ``margin`` of its size), so a test
-    event outside the training events' box is still inside the region (ETAS refuses events outside it)."""
-    boxes = []
-    for part in data:
-        names = list(part.feature_names)
-        x = part.features[..., [names.index(n) for n in locations]][part.mask].double()
-        boxes.append(torch.stack([x.min(0).values, x.max(0).values], -1))
-    lo, hi = torch.stack(boxes).min(0).values[:, 0], torch.stack(boxes).max(0).values[:, 1]
-    pad = (hi - lo) * margin
-    return torch.stack([lo - pad, hi + pad], -1).tolist()
-
-
 def reference_space_offset(train, locations: tuple[str, ...]) -> float:
     """``sum_d log std_d`` of the training locations (unbiased, per coordinate): what the reference code's
     standardisation adds to a space log-likelihood per event (module docstring, *Units*)."""
@@ -112,9 +99,9 @@ def build(name: str, args: argparse.Namespace, locations: tuple[str, ...], data:
         from tpp.spatial.etas import ETAS
 
         magnitude = "magnitude" if data is None or "magnitude" in data[0].feature_names else None
-        return ETAS(magnitude=magnitude, location_names=names,
-                    region=None if data is None else study_region(data, locations),
-                    estimator="two-stage" if name == "etas-two-stage" else "likelihood")
+        model = ETAS(magnitude=magnitude, location_names=names,
+                     estimator="two-stage" if name == "etas-two-stage" else "likelihood")
+        return model if data is None else model.cover(*data)  # the region holds every split's events
     from tpp.spatial import cnf
 
     cls = {"time-varying-cnf": cnf.TimeVaryingCNF, "jump-cnf": cnf.JumpCNF, "attentive-cnf": cnf.AttentiveCNF}[name]

@@ -148,6 +148,10 @@ def fit(
                       model_table.names(Family.TPP, Training.TRAINER))
     if trained and (baseline != "constant" or period is not None or n_basis is not None):
         raise ValueError(f"--baseline/--period/--n-basis apply to exp-hawkes and sumexp-hawkes, not {model.value}")
+    if model is ModelName.etas:  # events with locations, fitted in one go: train/val/test like the neural models
+        result = _fit_etas(data, t_end, seed, out, feature, remap_marks, progress=not json_output)
+        typer.echo(json.dumps(result) if json_output else "\n".join(f"{k:>34}: {v}" for k, v in result.items()))
+        return
     if trained:
         result = _fit_neural(model.value, data, t_end, hidden_size, epochs, batch_size, lr, seed, out,
                              resume=resume, checkpoint_every=checkpoint_every, overwrite=overwrite,
@@ -252,26 +256,91 @@ def _fit_neural(name: str, data: str, t_end: float | None, hidden_size: int, epo
 
 def _spatial_result(name: str, estimator: Any, train: Any, test: Any, record: Any, out: Path | None,
                     seed: int = 0) -> dict[str, Any]:
-    """A spatio-temporal model's scores on ``test``: time and space nats per event over every event, their sum,
-    and the mean distance from an event's location to the expected one given its history, over at most
-    :data:`LOCATION_PREFIXES` events drawn with ``seed`` (:func:`tpp.spatial.spatial_metrics`)."""
-    from tpp.spatial import spatial_metrics
-
+    """A trained spatio-temporal model's scores on ``test`` (:func:`_spatial_scores`) and training record; with
+    ``out``, the weights (``model.pt``) and the maps (:func:`_write_spatial_plots`)."""
     estimator.eval()
-    score = spatial_metrics(estimator, test, max_prefixes=LOCATION_PREFIXES, seed=seed)
+    scores = _spatial_scores(estimator, test, seed)
     if out is not None:  # the weights and constructor arguments, for `tpp eval --model-file out`
         model_table.save(estimator, out / "model.pt")
+        _write_spatial_plots(out, estimator, train, test)
     return {
-        "model": name, "num_events": train.num_events,
-        "test_log_likelihood_per_event": score["log_likelihood_per_event"],
-        "test_time_log_likelihood_per_event": score["time_log_likelihood_per_event"],
-        "test_space_log_likelihood_per_event": score["space_log_likelihood_per_event"],
-        "test_location_error": score["location_error"],
-        "test_location_error_events": int(score["location_error_events"]),
+        "model": name, "num_events": train.num_events, **scores,
         "val_log_likelihood_per_event": record.best_val_ll_per_event,
         "train_events_per_second": record.train_events_per_second,
         "epochs_run": record.epochs_run, "best_epoch": record.best_epoch,
     }
+
+
+def _spatial_scores(estimator: Any, test: Any, seed: int) -> dict[str, Any]:
+    """Time and space nats per event on ``test`` over every event, their sum, and the mean distance from an event's
+    location to the expected one given its history over at most :data:`LOCATION_PREFIXES` events drawn with
+    ``seed`` (:func:`tpp.spatial.spatial_metrics`)."""
+    from tpp.spatial import spatial_metrics
+
+    score = spatial_metrics(estimator, test, max_prefixes=LOCATION_PREFIXES, seed=seed)
+    return {"test_log_likelihood_per_event": score["log_likelihood_per_event"],
+            "test_time_log_likelihood_per_event": score["time_log_likelihood_per_event"],
+            "test_space_log_likelihood_per_event": score["space_log_likelihood_per_event"],
+            "test_location_error": score["location_error"],
+            "test_location_error_events": int(score["location_error_events"])}
+
+
+def _fit_etas(data: str, t_end: float | None, seed: int, out: Path | None, feature: str | None, remap_marks: bool,
+              progress: bool) -> dict[str, Any]:
+    """Space-time ETAS on the training split (declustering EM + L-BFGS, no trainer), its study region the box of
+    every split's locations; scored on the test split like the trained spatial models, with its parameters and
+    branching ratio. The magnitude is ``feature`` (default "magnitude"; a catalogue without one is fitted without
+    magnitudes, a named feature that is missing is an error). ``out``: ``model.json``, the maps and the
+    magnitude-time plot."""
+    from tpp.io import atomic_write
+
+    train, val, test = _splits(data, t_end, seed, remap_marks)
+    names = tuple(train.feature_names or ())
+    if feature is not None and feature not in names:
+        raise ValueError(f"--feature {feature!r}: {data} has features {list(names)}")
+    magnitude = feature if feature is not None else ("magnitude" if "magnitude" in names else None)
+    estimator = model_table.build("etas", train, magnitude=magnitude).cover(train, val, test)
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        estimator.fit(train, val if val.num_events else None, progress=progress)
+    seconds = time.perf_counter() - start
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            typer.echo(f"warning: {w.message}", err=True)
+    result = {"model": "etas", "num_events": train.num_events, **_spatial_scores(estimator, test, seed),
+              "val_log_likelihood_per_event": estimator.fit_result_.get("val_score"),
+              **estimator.summary_params(), "fit_seconds": seconds}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(out / "model.json", ".json") as tmp:
+            tmp.write_text(json.dumps(estimator.to_dict(), indent=2))
+        _write_spatial_plots(out, estimator, train, test)
+    return result
+
+
+def _write_spatial_plots(out: Path, estimator: Any, train: Any, test: Any) -> None:
+    """``events_map.png``: the training events on the map coloured by time (sized by magnitude where there is
+    one) beside the magnitude-time (or count-time) panel; ``density_map.png``: the fitted density of the next
+    location in the test sequence of median length, just before its events at a quarter, half and three
+    quarters of the way and at its window's end."""
+    import torch
+
+    from tpp.plot import save_figure
+    from tpp.spatial.plots import plot_events_map, plot_spatial_density
+
+    names = tuple(train.feature_names or ())
+    magnitude = getattr(estimator, "magnitude", None) or ("magnitude" if "magnitude" in names else None)
+    locations = estimator.location_names or tuple(n for n in names if n != magnitude)[:2]
+    save_figure(plot_events_map(train, magnitude=magnitude, location_names=locations), out / "events_map.png")
+    lengths = test.mask.sum(1)
+    if estimator.feature_dim != 2 or int(lengths.max()) < 2:
+        return
+    order = torch.argsort(lengths)
+    sequence = int(order[len(order) // 2]) if int(lengths[order[len(order) // 2]]) >= 2 else int(order[-1])
+    n = int(lengths[sequence])
+    times = [float(test.time[sequence, k]) for k in sorted({n // 4, n // 2, (3 * n) // 4})] + [float(test.t_end[sequence])]
+    save_figure(plot_spatial_density(estimator, test, times, sequence=sequence, grid=40), out / "density_map.png")
 
 
 #: Events whose next-location forecast `tpp fit` scores on a spatial model's test split: a flow's Monte Carlo

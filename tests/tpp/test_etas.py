@@ -279,3 +279,36 @@ def test_a_boundary_solution_is_announced():
         with pytest.warns(UserWarning, match="ended on the search bound"):
             model = ETAS().fit(batch)
     assert "log K" in model.fit_result_["at_bound"]
+
+
+@needs_data
+def test_tpp_fit_etas_reports_time_and_space_and_writes_the_model_and_maps(tmp_path):
+    """`tpp fit --model etas --data NAME --json`: fitted on the training split, its region covering every split,
+    scored on the test split apart in time and space like the other spatial models; model.json reloads to the
+    same test score, and the maps are drawn."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from tpp import datasets
+    from tpp.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["fit", "--model", "etas", "--data", "ridgecrest2019_comcat", "--json",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["model"] == "etas" and report["magnitude"] == "magnitude"
+    assert report["num_events"] == datasets.load("ridgecrest2019_comcat", "train").num_events
+    assert report["test_time_log_likelihood_per_event"] + report["test_space_log_likelihood_per_event"] == \
+        pytest.approx(report["test_log_likelihood_per_event"], abs=1e-12)
+    assert report["test_location_error"] > 0 and report["empirical_branching_ratio"] > 0
+    assert {"events_map.png", "density_map.png", "model.json"} <= {p.name for p in out.iterdir()}
+    test = datasets.load("ridgecrest2019_comcat", "test")
+    reloaded = ETAS.from_dict(json.loads((out / "model.json").read_text()))
+    time, space = reloaded.log_likelihood_split(test)
+    assert float(time.sum()) / test.num_events == pytest.approx(report["test_time_log_likelihood_per_event"], rel=1e-9)
+    assert float(space.sum()) / test.num_events == pytest.approx(report["test_space_log_likelihood_per_event"],
+                                                                 rel=1e-9)
+    bad = CliRunner().invoke(app, ["fit", "--model", "etas", "--data", "ridgecrest2019_comcat", "--feature", "mag"])
+    assert bad.exit_code != 0 and "--feature 'mag'" in bad.output

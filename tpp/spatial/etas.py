@@ -318,6 +318,19 @@ class ETAS(SpatioTemporalProcess):
         self._names: tuple[str, ...] | None = None  # the features samples carry
 
     # ------------------------------------------------------------------ parameters
+    def cover(self, *batches: EventBatch, margin: float = 0.01) -> "ETAS":
+        """Set the study region to the bounding box of the locations of all ``batches`` (train, validation and test
+        splits), widened by ``margin`` of its size on each side, so that a held-out event outside the training
+        events' box is still inside the region (ETAS refuses events outside it); returns self."""
+        boxes = [self.locations(b)[b.mask] for b in batches if b.num_events]
+        if not boxes:
+            raise ValueError("ETAS.cover: the batches hold no events")
+        x = torch.cat(boxes).numpy()
+        lo, hi = x.min(0), x.max(0)
+        pad = (hi - lo) * float(margin)
+        self.region = self.region_ = self._check_region(np.stack([lo - pad, hi + pad], 1))
+        return self
+
     @staticmethod
     def _check_region(region: Sequence[Sequence[float]]) -> np.ndarray:
         box = np.asarray(region, np.float64)
