@@ -290,10 +290,12 @@ def test_tpp_fit_reports_time_and_space_nats_per_event_of_a_spatial_model(tmp_pa
         out["test_log_likelihood_per_event"], abs=1e-12)
     assert 0 < out["test_location_error_events"] <= 256  # every test event's forecast, at most 256
     # the short name of the time-varying CNF: fitted and reported under its table name
+    run = tmp_path / "run"
     result = CliRunner().invoke(app, ["fit", "--model", "tv-cnf", "--data", str(path), "--epochs", "1", "--batch-size", "4",
-                                      "--hidden-size", "4", "--json"])
+                                      "--hidden-size", "4", "--json", "--out", str(run)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["model"] == "time-varying-cnf"
+    assert {"model.pt", "events_map.png", "density_map.png"} <= {p.name for p in run.iterdir()}
 
 
 @needs_data
