@@ -587,3 +587,27 @@ def test_sampled_locations_follow_the_spatial_density(cls):
         quad_mean = float((marginal * grids[d].numpy()).sum() * cell[d])
         sd = float(draws[:, d].std())
         assert abs(float(draws[:, d].mean()) - quad_mean) < 4 * sd / math.sqrt(n_draws)
+
+
+def test_a_diverging_flow_gives_nan_with_a_warning_not_the_solvers_assertion():
+    """A learned map that leaves the floating-point range: the solve returns NaN (the trainer's non-finite policy
+    then names the batch or skips it) instead of torchdiffeq's assertion from inside its stepper."""
+    x = torch.tensor([[1.0, 2.0], [-0.5, 0.25]], dtype=torch.float64)
+    fast = _Linear(torch.eye(2, dtype=torch.float64) * 2000.0)  # e^2000 overflows float64
+    with pytest.warns(RuntimeWarning, match="diverged"), torch.no_grad():
+        z, delta = solve_flow(fast, x, torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64),
+                              x.new_zeros(2, 0), trace=Trace.EXACT, rtol=1e-6, atol=1e-6)
+    assert torch.isnan(z).all() and torch.isnan(delta).all()
+    n = 250  # forward jumps that stretch each coordinate by e^4, through 250 events: the density path overflows
+    history = EventBatch.from_sequences([np.linspace(0.1, 30.0, n)], t_end=31.0,
+                                        features=[np.random.default_rng(0).normal(size=(n, 2))],
+                                        feature_names=["lon", "lat"])
+    model = JumpCNF(**SMALL).initialise(history)
+    with torch.no_grad():
+        for net in model.jumps.nets:
+            net[-1].bias[:2].fill_(50.0)
+    model.train()
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        objective = model.objective(history)
+    assert not torch.isfinite(objective).all()
+    objective.sum().backward()  # the trainer backpropagates before it reads the loss: no error there either
