@@ -105,7 +105,8 @@ def build(name: str, args: argparse.Namespace, locations: tuple[str, ...], data:
     from tpp.spatial import cnf
 
     cls = {"time-varying-cnf": cnf.TimeVaryingCNF, "jump-cnf": cnf.JumpCNF, "attentive-cnf": cnf.AttentiveCNF}[name]
-    step = None if str(args.train_time_step).lower() == "none" else float(args.train_time_step)
+    given = getattr(args, "train_time_step", None)  # absent (stpp_peer.py): the model's default, dopri5
+    step = None if given is None or str(given).lower() == "none" else float(given)
     return cls(feature_dim=2, hidden_size=args.hidden_size, flow_hidden=tuple(args.flow_hidden), rtol=args.tol,
                atol=args.tol, location_names=names, dtype=args.dtype, train_time_step=step,
                **cnf_options(getattr(args, "cnf_option", None) or []))
