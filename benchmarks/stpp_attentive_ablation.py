@@ -29,6 +29,8 @@ VARIANTS = {
     "base-flow": {"base_flow": True, "base_net": "linear"},
     "base-flow+mlp-base (default)": {"base_flow": True, "base_net": "mlp"},
     "base-flow+mlp-base+ff": {"base_flow": True, "base_net": "mlp", "attn_ff": True},
+    # the reference's flow regulariser at its strength (otreg_strength 1e-4)
+    "base-flow+mlp-base+penalty": {"base_flow": True, "base_net": "mlp", "flow_penalty": 1e-4},
 }
 KEYS = ("test_space_log_likelihood_per_event", "test_time_last_log_likelihood_per_event", "fit_cpu_seconds")
 

@@ -111,7 +111,7 @@ def fit(
         "--remap-marks", help="Files: map sparse or text mark ids to 0..K-1 (the ids are kept and written back).")] = False,
     decay: Annotated[Optional[float], typer.Option(help="exp-hawkes: fix the decay (learned when omitted).")] = None,
     feature: Annotated[Optional[str], typer.Option(
-        help="marked-hawkes: the feature column that is the mark (default magnitude).")] = None,
+        help="marked-hawkes: the feature column that is the mark; etas: the magnitude feature (default magnitude).")] = None,
     link: Annotated[Optional[str], typer.Option(
         help="nonlinear-hawkes: link of the intensity, softplus (default), relu, exp or identity.")] = None,
     baseline: Annotated[str, typer.Option(
