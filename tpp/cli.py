@@ -34,6 +34,7 @@ from tpp.commandline import (
     SeedOption,
     command_app,
     echo_json,
+    echo_result,
     in_range,
     is_file_argument,
     load_data,
@@ -150,13 +151,13 @@ def fit(
         raise ValueError(f"--baseline/--period/--n-basis apply to exp-hawkes and sumexp-hawkes, not {model.value}")
     if model is ModelName.etas:  # events with locations, fitted in one go: train/val/test like the neural models
         result = _fit_etas(data, t_end, seed, out, feature, remap_marks, progress=not json_output)
-        typer.echo(json.dumps(result) if json_output else "\n".join(f"{k:>34}: {v}" for k, v in result.items()))
+        echo_result(result, json_output, width=34)  # strict JSON: no magnitudes gives beta NaN -> null
         return
     if trained:
         result = _fit_neural(model.value, data, t_end, hidden_size, epochs, batch_size, lr, seed, out,
                              resume=resume, checkpoint_every=checkpoint_every, overwrite=overwrite,
                              remap_marks=remap_marks)
-        typer.echo(json.dumps(result) if json_output else "\n".join(f"{k:>30}: {v}" for k, v in result.items()))
+        echo_result(result, json_output, width=30)
         return
     batch = _load(data, split, t_end, remap_marks)
     for name, value in (("--decay", decay), ("--support", support), ("--delta", delta)):
