@@ -29,12 +29,16 @@ def _data(num: int = 3, seed: int = 0) -> EventBatch:
 
 
 def _model(cls, data: EventBatch, seed: int = 0, scale: float = 0.3, **kwargs):
-    """A model whose every parameter is perturbed (so no flow is the identity), standardised on ``data``."""
+    """A model whose every parameter is perturbed (so no flow is the identity), standardised on ``data``; a Jump
+    CNF's radial jumps widened from their near-identity start to ``alpha ~ 0.5``, ``|beta| ~ 0.3``."""
     torch.manual_seed(seed)
     model = cls(**{**SMALL, **kwargs}).initialise(data)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * scale)
+        if isinstance(model, JumpCNF):
+            bias = model.jumps.net[-1].bias.view(model.jumps.flows, -1)
+            bias[:, -2:] += model.jumps.shift + math.log(0.5)
     return model.eval()
 
 
@@ -536,9 +540,10 @@ def test_time_log_likelihood_is_the_time_part_of_the_split(cls):
         assert torch.equal(model.time_log_likelihood(data), model.log_likelihood_split(data)[0])
 
 
-def test_jump_cnf_draws_stay_finite_after_many_expanding_jumps():
-    """Inverse jumps that each stretch by e^8 (the couplings' bound) over a 150-event history would overflow
-    float64; draws stay finite, confined to SAMPLE_BOUND training scales (the solver used to stop on them)."""
+def test_jump_cnf_draws_stay_within_the_sample_bound():
+    """A drift that carries draws 1e6 standardised units per flow unit over a 150-event history: draws stay
+    finite, confined to SAMPLE_BOUND training scales (a flow that is expansive off the data once stopped the
+    solver on overflowing draws)."""
     from tpp.spatial.cnf import SAMPLE_BOUND
 
     n = 150
@@ -547,12 +552,40 @@ def test_jump_cnf_draws_stay_finite_after_many_expanding_jumps():
                                         feature_names=["lon", "lat"])
     model = JumpCNF(**SMALL).initialise(history).eval()
     with torch.no_grad():
-        for net in model.jumps.nets:  # raw scale -> -inf: every inverse layer multiplies by e^2
-            net[-1].bias[:2].fill_(-50.0)
+        model.space_drift.net.layers[-1].linear.bias.fill_(1e6)
     draws = model.sample_locations(history, torch.tensor([30.5]), num=8, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(draws).all()
-    assert (model.scaler.standardise(draws).abs() <= SAMPLE_BOUND * (1 + 1e-12)).all()
+    standard = model.scaler.standardise(draws)
+    assert (standard.abs() <= SAMPLE_BOUND * (1 + 1e-12)).all() and (standard.abs() > 0.9 * SAMPLE_BOUND).any()
     assert torch.isfinite(model.expected_location(history, torch.tensor([30.5]))).all()
+
+
+def test_radial_jumps_have_the_jacobians_log_determinant_and_an_exact_inverse():
+    """The Jump CNF's jump (four radial flows from a hypernetwork): its log-determinant equals the autograd
+    Jacobian's, its inverse undoes it (contracting and expanding flows, points on and far from the centres),
+    and it is local: far from the event it neither moves a point nor changes its density."""
+    from tpp.spatial.cnf import _RadialJumps
+
+    torch.manual_seed(0)
+    jumps = _RadialJumps(2, 2 + 3, 16).double()
+    with torch.no_grad():
+        bias = jumps.net[-1].bias.view(4, 4)
+        bias[:, :2] = torch.randn(4, 2) * 0.3  # centres near the event
+        bias[:, 2] = 6.0 + math.log(0.5)  # alpha = 0.5
+        bias[:, 3] = torch.tensor([6.0 - 8.0, 6.0 + 1.0, 6.0 - 0.6, 6.0 + 0.5])  # beta from ~ -alpha to ~ +2
+    event = torch.tensor([0.4, -0.2], dtype=torch.float64)
+    x = torch.cat([torch.randn(40, 2, dtype=torch.float64) * 0.7 + event, event[None], event[None] + 1e-9])
+    cond = torch.cat([event.expand(len(x), 2), torch.randn(1, 3, dtype=torch.float64).expand(len(x), 3)], -1)
+    beta = jumps._params(cond)[2].detach()
+    assert beta.min() < -0.4 and beta.max() > 0.8
+    y, logdet = (v.detach() for v in jumps(x, cond))
+    for i in range(len(x) - 1):  # the last row sits 1e-9 from the event: its Jacobian is fine, autograd's too
+        jac = torch.autograd.functional.jacobian(lambda v: jumps(v[None], cond[i:i + 1])[0][0], x[i])
+        assert abs(float(torch.linalg.slogdet(jac)[1]) - float(logdet[i])) < 1e-9, i
+    assert torch.allclose(jumps.inverse(y, cond), x, atol=1e-10)
+    far = event + torch.tensor([[1e4, 0.0], [0.0, -1e4]], dtype=torch.float64)
+    y_far, logdet_far = jumps(far, cond[:2])
+    assert (y_far - far).abs().max() < 4 and logdet_far.abs().max() < 1e-3
 
 
 @pytest.mark.parametrize("cls", MODELS)
@@ -598,14 +631,13 @@ def test_a_diverging_flow_gives_nan_with_a_warning_not_the_solvers_assertion():
         z, delta = solve_flow(fast, x, torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64),
                               x.new_zeros(2, 0), trace=Trace.EXACT, rtol=1e-6, atol=1e-6)
     assert torch.isnan(z).all() and torch.isnan(delta).all()
-    n = 6  # jumps that shift by 1e308: the density path's state overflows at the second layer
+    n = 6  # a drift of 1e308: the density path's state overflows in the first step
     history = EventBatch.from_sequences([np.linspace(0.1, 3.0, n)], t_end=3.5,
                                         features=[np.random.default_rng(0).normal(size=(n, 2))],
                                         feature_names=["lon", "lat"])
     model = JumpCNF(**SMALL).initialise(history)
     with torch.no_grad():
-        for net in model.jumps.nets:
-            net[-1].bias[2:].fill_(1e308)
+        model.space_drift.net.layers[-1].linear.bias.fill_(1e308)
     with pytest.warns(RuntimeWarning, match="diverged"), torch.no_grad():
         time, space = model.eval().log_likelihood_split(history)
     assert torch.isfinite(time).all() and torch.isnan(space).all()  # the time part has no flow in it
