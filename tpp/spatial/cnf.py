@@ -584,16 +584,22 @@ class TimeVaryingCNF(NeuralSTPP):
 class _RadialJumps(nn.Module):
     """The density's jump at an event: ``flows`` radial flows (Rezende & Mohamed 2015, eq. 14) whose centres,
     widths and strengths a hypernetwork reads from ``cond = [x_event, h]`` (the reference's
-    ``HypernetworkRadialFlow``). Flow ``i`` maps ``x -> x + beta h(r) (x - z0)``, ``h = 1 / (alpha + r)``,
-    ``r = |x - z0|``, with ``z0 = x_event + offset`` (ours: centred on the event from the start, where the
-    reference reads ``z0`` from the network outright), ``alpha = exp(a - 6)`` and ``beta = -alpha + softplus(b - 6)``
-    (``beta > -alpha`` makes it invertible). Why radial: a jump moves a particle by less than ``|beta|`` and
-    changes its log-density only within a few ``alpha`` of the event, so jumps at hundreds of earlier events do not
-    compound where nothing happened. (Affine couplings, which we used before, act on every particle wherever it
-    is: on earthquakes_japan's histories of 300-550 events their log-determinants summed to -76 nats per event.)
-    The inverse is exact: ``|y - z0|`` is a quadratic in ``r``."""
+    ``HypernetworkRadialFlow``). Flow ``i`` maps ``x -> z0 + (x - z0) g(r)``, ``r = |x - z0|``,
+    ``g(r) = (alpha e^c + r) / (alpha + r)``: the radial flow ``x + beta (x - z0) / (alpha + r)`` with
+    ``beta = alpha (e^c - 1)``. Ours: ``z0 = x_event + offset`` (centred on the event from the start, where the
+    reference reads ``z0`` from the network outright), ``alpha = exp(a - 6)`` as in the reference, and the
+    strength as ``c = C tanh(b / C)``, ``C = max_log_ratio``, where the reference has
+    ``beta = softplus(b - 6) - alpha``: ``log g(0) = c``, so the log-determinant is a sum of logs of positive terms
+    (float32 rounded the reference's ``1 + beta / alpha`` to 0 when contracting, and training diverged), and it is
+    bounded, ``|log det| <= D C`` per flow (a jump could otherwise put unbounded density on an earlier event's
+    location, and catalogues repeat locations). Why radial: a jump moves a particle by less than
+    ``alpha |e^c - 1|`` and changes its log-density only within a few ``alpha`` of the centre, so jumps at hundreds
+    of earlier events do not compound where nothing happened (affine couplings, which we used before, act on every
+    particle wherever it is: on earthquakes_japan's histories of 300-550 events their log-determinants summed to
+    -76 nats per event). The inverse is exact: ``|y - z0| = r g(r)`` is a quadratic in ``r``."""
 
-    shift = 6.0  # the reference's: every flow starts near the identity (alpha, beta ~ e^-6 standardised units)
+    alpha_shift = 6.0  # the reference's: a new flow acts within ~e^-6 standardised units of its centre
+    max_log_ratio = 4.0
 
     def __init__(self, dim: int, cond_dim: int, width: int, flows: int = 4) -> None:
         super().__init__()
@@ -602,12 +608,12 @@ class _RadialJumps(nn.Module):
                                  nn.Linear(width, (dim + 2) * flows))
 
     def _params(self, cond: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(z0 [N, F, D], alpha [N, F, 1], beta [N, F, 1])``; the first ``dim`` entries of ``cond`` are the event."""
+        """``(z0 [N, F, D], alpha [N, F, 1], c [N, F, 1])``; the first ``dim`` entries of ``cond`` are the event."""
         raw = self.net(cond).reshape(-1, self.flows, self.dim + 2)
         z0 = cond[:, None, :self.dim] + raw[..., :self.dim]
-        alpha = (raw[..., self.dim:self.dim + 1] - self.shift).exp()
-        beta = nn.functional.softplus(raw[..., self.dim + 1:] - self.shift) - alpha
-        return z0, alpha, beta
+        alpha = (raw[..., self.dim:self.dim + 1] - self.alpha_shift).exp()
+        c = self.max_log_ratio * torch.tanh(raw[..., self.dim + 1:] / self.max_log_ratio)
+        return z0, alpha, c
 
     @staticmethod
     def _radius(d: Tensor) -> Tensor:
@@ -615,30 +621,32 @@ class _RadialJumps(nn.Module):
         return (d.square().sum(-1, keepdim=True) + 1e-24).sqrt()
 
     def forward(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
-        """``(G(x), log |det dG/dx|)`` for rows ``x [N, D]``."""
-        z0, alpha, beta = self._params(cond)
+        """``(G(x), log |det dG/dx|)`` for rows ``x [N, D]``: per flow ``(D - 1) log g(r) + log (r g(r))'``, with
+        ``(r g)' = (r^2 + 2 alpha r + alpha^2 e^c) / (alpha + r)^2``."""
+        z0, alpha, c = self._params(cond)
         logdet = torch.zeros_like(x[:, 0])
         for i in range(self.flows):
             d = x - z0[:, i]
             r = self._radius(d)
-            a, b = alpha[:, i], beta[:, i]
-            bh = b / (a + r)
-            x = x + bh * d
-            logdet = logdet + ((self.dim - 1) * torch.log1p(bh) + torch.log1p(b * a / (a + r).square()))[:, 0]
+            a, k = alpha[:, i], (c[:, i]).exp()
+            log_g = torch.log(a * k + r) - torch.log(a + r)
+            x = z0[:, i] + d * log_g.exp()
+            slope = torch.log(r * (r + 2 * a) + a.square() * k) - 2 * torch.log(a + r)
+            logdet = logdet + ((self.dim - 1) * log_g + slope)[:, 0]
         return x, logdet
 
     def inverse(self, y: Tensor, cond: Tensor) -> Tensor:
-        """``G^-1(y)``: per flow, ``r`` from ``r^2 + (alpha + beta - r_y) r - alpha r_y = 0`` (its positive root,
-        in the form that does not cancel), then ``x = z0 + (y - z0) (alpha + r) / (alpha + r + beta)``."""
-        z0, alpha, beta = self._params(cond)
+        """``G^-1(y)``: per flow, ``r`` from ``r^2 + (alpha e^c - r_y) r - alpha r_y = 0`` (its positive root, in
+        the form that does not cancel), then ``x = z0 + (y - z0) / g(r)``."""
+        z0, alpha, c = self._params(cond)
         for i in reversed(range(self.flows)):
             d = y - z0[:, i]
             ry = self._radius(d)
-            a, b = alpha[:, i], beta[:, i]
-            c = a + b - ry
-            root = (c.square() + 4 * a * ry).sqrt()
-            r = torch.where(c > 0, 2 * a * ry / (c + root), (root - c) / 2)
-            y = z0[:, i] + d * (a + r) / (a + r + b)
+            a, k = alpha[:, i], c[:, i].exp()
+            b = a * k - ry
+            root = (b.square() + 4 * a * ry).sqrt()
+            r = torch.where(b > 0, 2 * a * ry / (b + root), (root - b) / 2)
+            y = z0[:, i] + d * (a + r) / (a * k + r)
         return y
 
 
