@@ -671,7 +671,7 @@ class JumpCNF(NeuralSTPP):
     def _build_space(self) -> None:
         D, H = self.feature_dim, self.hidden_size
         self.space_drift = _PlainDrift(D, H, self.flow_hidden)
-        self.jumps = _RadialJumps(D, D + H, max(self.flow_hidden, default=64))
+        self.jumps = _RadialJumps(D, D + H, width=128)  # the reference's hypernetwork width
         self.z_mean = nn.Parameter(torch.zeros(D))
         self.z_log_std = nn.Parameter(torch.zeros(D))
 
