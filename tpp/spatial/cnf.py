@@ -16,8 +16,9 @@ so tied events share the state before their group.
   ``t + offset`` to ``0`` to a learned diagonal Gaussian (the reference's ``IndependentCNF``).
 * :class:`JumpCNF` -- the density evolves between events by a CNF whose drift sees the hidden state
   ``h(t-)`` and jumps at each earlier event by an instantaneous conditional flow (conditioned on that event's
-  location and ``h``): four radial flows centred near the event (the reference's), whose inverse is exact, so a
-  location is sampled by running the whole map forwards.
+  location and ``h``): four radial flows centred near the event (the reference's, with a local, bounded profile:
+  :class:`_RadialJumps`), inverted by bisection on the radius, so a location is sampled by running the whole map
+  forwards.
 * :class:`AttentiveCNF` -- all events flow jointly from ``t_n + offset`` to ``0``; the drift of event ``n``
   attends (one causal attention block, gated) over the flow states and hidden states of the events strictly
   before it; the base Gaussian's mean and scale are linear in ``h(t_n-)``. Opt-in, the reference's form
