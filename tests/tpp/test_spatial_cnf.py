@@ -645,3 +645,13 @@ def test_a_diverging_flow_gives_nan_with_a_warning_not_the_solvers_assertion():
     with pytest.warns(RuntimeWarning, match="diverged"), torch.no_grad():
         time, space = model.eval().log_likelihood_split(history)
     assert torch.isfinite(time).all() and torch.isnan(space).all()  # the time part has no flow in it
+
+
+def test_a_jump_cnf_saved_with_coupling_jumps_is_refused_in_our_words():
+    """States saved before the radial jumps carry the couplings' masks: one clear error, not torch's key lists."""
+    data = _data()
+    model = JumpCNF(**SMALL).initialise(data)
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith("jumps.")}
+    old["jumps.masks"] = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match="affine-coupling jumps.*fit the model again"):
+        JumpCNF(**SMALL).initialise(data).load_state_dict(old)

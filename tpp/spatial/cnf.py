@@ -669,6 +669,13 @@ class JumpCNF(NeuralSTPP):
     #: over 24 GB, killed), a checkpoint ~40 bytes; the recomputation costs ~1.3x the training step's CPU time.
     checkpoint_above: int = 20_000
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        if prefix + "jumps.masks" in state_dict:  # torch would list ~25 missing and unexpected keys instead
+            raise ValueError("this Jump CNF was saved with affine-coupling jumps (before 2026-12-07); its jumps are "
+                             "radial flows now (tpp.spatial.cnf._RadialJumps), which that state cannot fill: fit "
+                             "the model again")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _build_space(self) -> None:
         D, H = self.feature_dim, self.hidden_size
         self.space_drift = _PlainDrift(D, H, self.flow_hidden)
