@@ -626,6 +626,11 @@ class _RadialJumps(nn.Module):
         # a particle exactly on a centre (duplicated locations) would give the norm a NaN gradient
         return (d.square().sum(-1, keepdim=True) + 1e-24).sqrt()
 
+    @staticmethod
+    def _profile(s: Tensor, k: Tensor) -> Tensor:
+        """``g = 1 + k / (1 + s)^2`` at ``s = r / alpha``, ``k = e^c - 1``: the factor on ``x - z0``."""
+        return 1 + k / (1 + s).square()
+
     def forward(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
         """``(G(x), log |det dG/dx|)`` for rows ``x [N, D]``: per flow ``(D - 1) log g(r) + log (r g(r))'``, with
         ``(r g)' = 1 + (e^c - 1) (1 - s) / (1 + s)^3``, ``s = r / alpha``."""
@@ -635,7 +640,7 @@ class _RadialJumps(nn.Module):
             d = x - z0[:, i]
             s = self._radius(d) / alpha[:, i]
             k = torch.expm1(c[:, i])
-            g = 1 + k / (1 + s).square()
+            g = self._profile(s, k)
             x = z0[:, i] + d * g
             slope = 1 + k * (1 - s) / (1 + s).pow(3)
             logdet = logdet + ((self.dim - 1) * torch.log(g) + torch.log(slope))[:, 0]
@@ -652,7 +657,7 @@ class _RadialJumps(nn.Module):
             lo, hi = ry * shrink.clamp(max=1), ry * shrink.clamp(min=1)
             for _ in range(self.bisection_steps):
                 mid = (lo + hi) / 2
-                above = mid * (1 + k / (1 + mid / a).square()) > ry
+                above = mid * self._profile(mid / a, k) > ry
                 lo, hi = torch.where(above, lo, mid), torch.where(above, mid, hi)
             y = z0[:, i] + d * ((lo + hi) / 2 / ry)
         return y
