@@ -488,6 +488,16 @@ def test_jump_cnf_checkpointed_training_has_the_kept_graphs_gradient(flow_penalt
     assert torch.allclose(grads[0], grads[1], rtol=1e-9, atol=1e-12)
 
 
+def test_jump_cnf_checkpoints_by_its_graphs_estimated_bytes():
+    """The checkpoint threshold is a memory budget: a float32 network's graph is half a float64 one's, so twice
+    as many particle-intervals fit; an explicit ``checkpoint_above`` overrides the estimate."""
+    wide, narrow = JumpCNF(feature_dim=2, hidden_size=4, dtype="float32"), JumpCNF(feature_dim=2, hidden_size=4)
+    assert abs(wide._checkpoint_threshold() - 2 * narrow._checkpoint_threshold()) <= 1
+    assert narrow._checkpoint_threshold() * narrow.graph_bytes_per_particle_interval * 8 <= narrow.checkpoint_bytes
+    narrow.checkpoint_above = 7
+    assert narrow._checkpoint_threshold() == 7
+
+
 @pytest.mark.parametrize("bounded", [True, False])
 def test_hidden_state_drift_is_bounded_or_free_as_asked(bounded: bool):
     from tpp.spatial._flows import HiddenODE, solve_hidden

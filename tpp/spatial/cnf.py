@@ -230,9 +230,13 @@ class NeuralSTPP(SpatioTemporalProcess):
         return self
 
     def _solver(self, t0: Tensor | None = None, t1: Tensor | None = None) -> dict:
-        """The flows' solver. Every solve runs over ``s in [0, 1]``; starting adaptive methods at a step of 0.5
-        (instead of torchdiffeq's estimate, 1e-6 where the drift is zero, as for a new model, then growing 10x per
-        step: 44 evaluations for nothing) only changes the cost: the error control is the same. In training,
+        """The flows' solver. Every solve runs over ``s in [0, 1]``; adaptive methods first try the whole solve in
+        one step (instead of torchdiffeq's estimate, 1e-6 where the drift is zero, as for a new model, then growing
+        10x per step: 44 evaluations for nothing), which only changes the cost: the error control is the same, and a
+        rejected step is retried smaller. Most solves are short (the Jump CNF's and the hidden state's are one
+        inter-event interval each) and pass in one step: 7 dopri5 evaluations, against 13 when the first step was
+        0.5 (a Jump CNF training step on 8 earthquakes_japan sequences: 3.8 CPU s and 2.5 GB against 6.4 s and
+        4.1 GB, the same losses to 1e-3 over 12 steps). In training,
         ``train_tol`` replaces rtol/atol, and ``train_flow_step`` (given the solve's intervals ``t0``, ``t1``)
         replaces the adaptive solver by RK4 with steps of at most that many flow units."""
         penalty = {"penalty": self._penalties} if self.training and self._penalties is not None else {}
@@ -243,7 +247,7 @@ class NeuralSTPP(SpatioTemporalProcess):
         if self.training and self.train_tol is not None:
             rtol = atol = self.train_tol
         return {"rtol": rtol, "atol": atol, "method": self.method, "adjoint": self.adjoint,
-                "options": {"first_step": 0.5} if adaptive else None, **penalty}
+                "options": {"first_step": 1.0} if adaptive else None, **penalty}
 
     def _hidden_solver(self, t0: Tensor, t1: Tensor) -> dict:
         """The hidden-state ODE's solver: adaptive (``rtol``/``atol``), or with ``time_step`` set (in training:
@@ -669,10 +673,23 @@ class JumpCNF(NeuralSTPP):
     ``x_k`` and ``h``). ``log f(x | t, H)`` runs ``x`` backwards from ``t`` through every interval and jump down to
     ``-offset``, where the base Gaussian is. ``h`` is the state just before ``t`` (causal)."""
 
-    #: Particle-intervals (``sum_b L_b^2 / 2`` for a batch) above which training checkpoints each interval's solve.
-    #: The graph costs ~200 kB per particle-interval in float64 (all of them for 32 earthquakes_japan sequences:
-    #: over 24 GB, killed), a checkpoint ~40 bytes; the recomputation costs ~1.3x the training step's CPU time.
-    checkpoint_above: int = 20_000
+    #: Bytes of autograd graph above which training checkpoints each interval's solve (recomputes it in the
+    #: backward pass: ~1.3-2x the step's CPU time; a checkpoint keeps ~40 bytes per particle-interval). The graph
+    #: is estimated at ``graph_bytes_per_particle_interval`` times ``sum_b L_b^2 / 2`` (measured: ~55 kB per
+    #: particle-interval in float32 for a one-step dopri5 solve, 8 earthquakes_japan sequences; twice that is
+    #: assumed, for the solves a trained drift splits in two). Without the bound, 32 earthquakes_japan sequences
+    #: in float64 with two-step solves needed over 24 GB (killed).
+    checkpoint_bytes: int = 6 * 2**30
+    graph_bytes_per_particle_interval: int = 28_000  # per byte of the network's dtype: x4 float32, x8 float64
+    #: Set to a number of particle-intervals to override the estimate (tests).
+    checkpoint_above: int | None = None
+
+    def _checkpoint_threshold(self) -> int:
+        """Particle-intervals (``sum_b L_b^2 / 2``) above which training checkpoints (``checkpoint_bytes``)."""
+        if self.checkpoint_above is not None:
+            return self.checkpoint_above
+        itemsize = torch.empty((), dtype=self._dtype).element_size()
+        return int(self.checkpoint_bytes // (self.graph_bytes_per_particle_interval * itemsize))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         if prefix + "jumps.masks" in state_dict:  # torch would list ~25 missing and unexpected keys instead
@@ -720,7 +737,7 @@ class JumpCNF(NeuralSTPP):
         # A large batch recomputes each interval's solve in the backward pass instead of keeping its graph
         # (activation checkpointing, `checkpoint_above`); the Hutchinson noise is redrawn from the same random
         # state, so the gradient is the same.
-        keep_memory = torch.is_grad_enabled() and sum(after) > self.checkpoint_above
+        keep_memory = torch.is_grad_enabled() and sum(after) > self._checkpoint_threshold()
         penalties = self._penalties if self.training else None
         for k in range(L - 2, -1, -1):
             A = after[k]
