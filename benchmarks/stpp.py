@@ -253,6 +253,11 @@ def main() -> None:
     print(f"{args.data}: train {len(data[0])} sequences ({data[0].num_events} events), test scored on {len(test)} "
           f"({test.num_events} events); features {list(names)}", flush=True)
     offset = reference_space_offset(data[0], locations)
+    law = generating_law(test, args) if args.data == "pinwheel" else None
+    if law is not None:
+        print(f"the generating law on these test sequences: time {law['time']:+.4f}  space {law['space']:+.4f} "
+              f"(paper units {law['space'] + offset:+.4f}); its arms' mixture without history: space "
+              f"{law['space_without_history']:+.4f}", flush=True)
     rows = []
     for name in args.models.split(","):
         if name not in ALL:
@@ -278,10 +283,31 @@ def main() -> None:
                   f"(fit {fit['cpu_seconds']:.0f} CPU s / {fit['seconds']:.0f} wall s, {fit['steps']} steps, {fit['events']} events {speed}"
                   f"{', budget reached' if fit['budget_stopped'] else ''}; test {eval_seconds:.0f} CPU s)", flush=True)
             if args.out is not None:  # after every row: a killed run keeps what it did
-                write(args, rows, command, env, test, offset)
+                write(args, rows, command, env, test, offset, law)
 
     print()
     print(table(args, rows, test, offset))
+
+
+def generating_law(test, args: argparse.Namespace) -> dict[str, float]:
+    """Pinwheel: the generating law's own time and space log-likelihood per event on the scored test sequences
+    (:func:`tpp.spatial.data.pinwheel_log_likelihood`, the history's clusters known: the ceiling a model's
+    numbers sit under), and the space score of the arms' equal mixture, which ignores the history (what a
+    model that has learned the pinwheel's shape but not which arm comes next would score)."""
+    from scipy.special import logsumexp
+
+    from tpp.spatial.data import pinwheel_arm_log_density, pinwheel_log_likelihood, pinwheel_splits
+
+    clustered = pinwheel_splits(clusters_as_marks=True)[2]
+    clustered = clustered[torch.arange(len(test))]
+    if not torch.equal(clustered.time, test.time):
+        raise SystemExit("the clustered Pinwheel test split differs from the scored one")
+    time_ll, space_ll = pinwheel_log_likelihood(clustered)
+    x = clustered.features[clustered.mask].double().numpy()
+    arms = np.stack([pinwheel_arm_log_density(x, k) for k in range(10)], -1)
+    n = clustered.num_events
+    return {"time": float(time_ll.sum()) / n, "space": float(space_ll.sum()) / n,
+            "space_without_history": float(np.mean(logsumexp(arms, -1) - np.log(10)))}
 
 
 def table(args: argparse.Namespace, rows: list[dict], test, offset: float | None = None) -> str:
@@ -316,12 +342,13 @@ def table(args: argparse.Namespace, rows: list[dict], test, offset: float | None
     return "\n".join(lines)
 
 
-def write(args: argparse.Namespace, rows: list[dict], command: str, env: dict, test, offset: float) -> None:
+def write(args: argparse.Namespace, rows: list[dict], command: str, env: dict, test, offset: float,
+          law: dict[str, float] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     _bench.write_json_atomically(args.out.with_suffix(".json"), {
         "command": command, "environment": env, "args": {k: str(v) for k, v in vars(args).items()},
         "test_sequences": len(test), "test_events": test.num_events, "rows": rows,
-        "reference_space_offset": offset, "cnf_defaults": CNF_DEFAULTS})
+        "reference_space_offset": offset, "cnf_defaults": CNF_DEFAULTS, "generating_law": law})
     text = (f"# Spatio-temporal models on {args.data} (benchmarks/stpp.py)\n\n`{command}`\n\n"
             f"Budget {args.minutes:g} CPU minutes of training per model and seed (shared 2-core machine, one thread, "
             f"nice 10; the budget ends a run after the step that crosses it); CNFs: hidden {args.hidden_size}, flow {args.flow_hidden}, batch {args.cnf_batch_size or args.batch_size}, lr "
@@ -333,6 +360,12 @@ def write(args: argparse.Namespace, rows: list[dict], command: str, env: dict, t
     if args.data == "pinwheel":
         text += ("\nPaper: Chen, Amos & Nickel (ICLR 2021), Pinwheel, their draw of the same law, trained to "
                  "convergence on a GPU (ours: a few CPU minutes).\n")
+    if law is not None:
+        text += (f"\nThe generating law on these test sequences (`tpp.spatial.data.pinwheel_log_likelihood`, the "
+                 f"history's clusters known): time {law['time']:+.3f}, space {law['space']:+.3f} (paper units "
+                 f"{law['space'] + offset:+.3f}); the arms' equal mixture, which ignores the history, scores "
+                 f"{law['space_without_history']:+.3f} (paper units {law['space_without_history'] + offset:+.3f}). "
+                 "A model's space score above the mixture's is what it learned from the history.\n")
     args.out.with_suffix(".md").write_text(text)
 
 
