@@ -488,6 +488,36 @@ def test_jump_cnf_checkpointed_training_has_the_kept_graphs_gradient(flow_penalt
     assert torch.allclose(grads[0], grads[1], rtol=1e-9, atol=1e-12)
 
 
+def test_jump_cnf_trains_space_on_a_weighted_subsample_of_events():
+    """``train_space_events=m``: in training each sequence scores ``min(m, L)`` of its events, each with its own
+    log-density (the whole history's jumps applied) times ``L / min(m, L)``; each event is drawn with probability
+    ``m / L`` (so the weighted sum is unbiased); evaluation scores every event; other CNFs refuse the option."""
+    rng = np.random.default_rng(4)
+    times = [np.sort(rng.uniform(0, 4, n)) for n in (7, 3, 5)]
+    data = EventBatch.from_sequences(times, t_end=4.0, features=[rng.normal(size=(len(t), 2)) for t in times],
+                                     feature_names=["lon", "lat"])
+    full = _model(JumpCNF, data, trace="exact", rtol=1e-10, atol=1e-10).train()
+    sub = _model(JumpCNF, data, trace="exact", rtol=1e-10, atol=1e-10, train_space_events=4).train()
+    enc = full._encode(data).for_flows()
+    every = full._space_events(enc).detach()
+    torch.manual_seed(0)
+    some = sub._space_events(sub._encode(data).for_flows()).detach()
+    chosen = some != 0
+    assert chosen.sum(1).tolist() == [4, 3, 4]
+    weight = torch.tensor([7 / 4, 1.0, 5 / 4], dtype=every.dtype)[:, None].expand_as(every)
+    torch.testing.assert_close(some[chosen], (every * weight)[chosen], rtol=1e-7, atol=1e-7)
+    draws = torch.stack([sub._space_subsample(data.mask)[0] for _ in range(3000)]).double().mean(0)
+    expected = torch.tensor([[4 / 7] * 7, [1.0] * 3 + [0.0] * 4, [4 / 5] * 5 + [0.0] * 2], dtype=torch.float64)
+    assert float((draws - expected).abs().max()) < 0.04
+    sub.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(sub.log_likelihood_split(data)[1], full.eval().log_likelihood_split(data)[1])
+    with pytest.raises(ValueError, match="Jump CNF"):
+        TimeVaryingCNF(**SMALL, train_space_events=4)
+    with pytest.raises(ValueError, match="positive integer"):
+        JumpCNF(**SMALL, train_space_events=0)
+
+
 def test_jump_cnf_checkpoints_by_its_graphs_estimated_bytes():
     """The checkpoint threshold is a memory budget: a float32 network's graph is half a float64 one's, so twice
     as many particle-intervals fit; an explicit ``checkpoint_above`` overrides the estimate."""

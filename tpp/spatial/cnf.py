@@ -49,7 +49,9 @@ cannot be exploited beyond its tolerance.
 loosens their adaptive tolerance in training. ``flow_penalty`` (default 0, off; the reference trains with 1e-4,
 its ``otreg_strength``) subtracts that multiple of each flow solve's RNODE regulariser (kinetic energy plus
 Jacobian norm, Finlay et al. 2020; :func:`~tpp.spatial._flows.solve_flow`) from every event's training
-log-likelihood; reported likelihoods never include it. ``dtype="float32"`` runs the networks in single precision
+log-likelihood; reported likelihoods never include it. ``train_space_events=m`` (the Jump CNF's; default None, every
+event) trains the space part on ``m`` events drawn per sequence, weighted to an unbiased estimate (each event's
+density costs a solve over every earlier interval: ``m L / 2`` particle-intervals per sequence for ``L^2 / 2``). ``dtype="float32"`` runs the networks in single precision
 (likelihoods are returned in float64). The rows of one solve share its steps, so a later event changes an
 earlier event's terms only at the solver tolerance. Cost: the temporal pass is ``L`` sequential solves per batch;
 the Jump CNF adds ``L`` more over the ``sum_b L_b^2 / 2`` particles (each event's location crosses every earlier
@@ -130,8 +132,8 @@ class NeuralSTPP(SpatioTemporalProcess):
                  time_offset: float = 2.0, num_samples: int = 256, mc_seed: int = 0, time_step: float | None = None,
                  dtype: torch.dtype | str = "float64", train_time_step: float | None = None,
                  train_tol: float | None = None, train_flow_step: float | None = None,
-                 flow_span: float | None = 30.0, flow_penalty: float = 0.0, hidden_dynamics: str = "free"
-                 ) -> None:
+                 flow_span: float | None = 30.0, flow_penalty: float = 0.0, hidden_dynamics: str = "free",
+                 train_space_events: int | None = None) -> None:
         super().__init__()
         self.set_locations(feature_dim, location_names)
         if int(num_marks) != 1:
@@ -151,6 +153,14 @@ class NeuralSTPP(SpatioTemporalProcess):
             raise ValueError(f"hidden_dynamics must be 'bounded' or 'free', got {hidden_dynamics!r}")
         if not (math.isfinite(flow_penalty) and flow_penalty >= 0):
             raise ValueError(f"flow_penalty must be a non-negative number, got {flow_penalty}")
+        if train_space_events is not None:
+            if isinstance(train_space_events, bool) or int(train_space_events) != train_space_events \
+                    or train_space_events < 1:
+                raise ValueError(f"train_space_events must be None (every event) or a positive integer, got "
+                                 f"{train_space_events!r}")
+            if not self._subsamples_space:
+                raise ValueError(f"train_space_events is the Jump CNF's (its cost grows with each event's history); "
+                                 f"{type(self).__name__} scores every event in training")
         if train_tol is not None and not (math.isfinite(train_tol) and train_tol > 0):
             raise ValueError(f"train_tol must be None (rtol/atol) or a positive number, got {train_tol}")
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
@@ -172,6 +182,7 @@ class NeuralSTPP(SpatioTemporalProcess):
         self.flow_span = None if flow_span is None else float(flow_span)
         self.flow_penalty = float(flow_penalty)
         self.hidden_dynamics = str(hidden_dynamics)
+        self.train_space_events = None if train_space_events is None else int(train_space_events)
         self._penalties: list | None = None  # the flows' regularisers of the objective being computed
         self.dtype = str(dtype).removeprefix("torch.")  # a string: the table saves constructor arguments as JSON
         self._dtype = dtype
@@ -194,6 +205,10 @@ class NeuralSTPP(SpatioTemporalProcess):
         self.flow_time_scale.data = self.flow_time_scale.data.double()
         for name, buf in self.scaler.named_buffers():
             setattr(self.scaler, name, buf.double())
+
+    #: Whether the spatial part can be trained on a random subset of each sequence's events
+    #: (``train_space_events``): the Jump CNF's, whose events' densities are separate solves.
+    _subsamples_space: bool = False
 
     # ------------------------------------------------------------------ set-up
     @abc.abstractmethod
@@ -679,6 +694,7 @@ class JumpCNF(NeuralSTPP):
     #: particle-interval in float32 for a one-step dopri5 solve, 8 earthquakes_japan sequences; twice that is
     #: assumed, for the solves a trained drift splits in two). Without the bound, 32 earthquakes_japan sequences
     #: in float64 with two-step solves needed over 24 GB (killed).
+    _subsamples_space = True
     checkpoint_bytes: int = 6 * 2**30
     graph_bytes_per_particle_interval: int = 28_000  # per byte of the network's dtype: x4 float32, x8 float64
     #: Set to a number of particle-intervals to override the estimate (tests).
@@ -726,7 +742,10 @@ class JumpCNF(NeuralSTPP):
         for padding (about half the rows of a padded ``[B, L]`` layout on sequences of mixed lengths)."""
         B, L = enc.u.shape
         trace = self._trace()
-        b_idx, n_idx = enc.mask.nonzero(as_tuple=True)
+        chosen, weight = enc.mask, None
+        if self.training and torch.is_grad_enabled() and self.train_space_events is not None:
+            chosen, weight = self._space_subsample(enc.mask)
+        b_idx, n_idx = chosen.nonzero(as_tuple=True)
         order = torch.argsort(n_idx, descending=True, stable=True)
         b_idx, n_idx = b_idx[order], n_idx[order]
         y, cur, aux = enc.y[b_idx, n_idx], enc.u[b_idx, n_idx], enc.h_pre[b_idx, n_idx]
@@ -758,8 +777,23 @@ class JumpCNF(NeuralSTPP):
         end = torch.full_like(cur, -self.time_offset)
         z, delta = solve_flow(self.space_drift, y, cur, end, aux, trace=trace, **self._solver(cur, end))
         flat = gaussian_log_density(z, self.z_mean, self.z_log_std) + acc + delta
+        if weight is not None:
+            flat = flat * weight[b_idx]
         out = torch.zeros(B, L, dtype=flat.dtype, device=flat.device)
         return out.index_put((b_idx, n_idx), flat)
+
+    def _space_subsample(self, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """``(chosen [B, L], weight [B])``: ``train_space_events`` events of each sequence drawn uniformly without
+        replacement (all of a shorter one), and ``L_b / m_b``, so that the weighted sum of the chosen events'
+        log-densities is an unbiased estimate of the sequence's space log-likelihood (its gradient too). An event
+        costs a solve over each earlier interval, so a sequence costs ``~m L / 2`` particle-intervals instead of
+        ``L^2 / 2``; every jump is still applied (the history is whole), only fewer events are scored."""
+        m = self.train_space_events
+        keys = torch.rand(mask.shape, device=mask.device).masked_fill(~mask, 2.0)
+        rank = keys.argsort(1).argsort(1)
+        lengths = mask.sum(1)
+        weight = lengths.to(self._dtype) / lengths.clamp(1, m).to(self._dtype)
+        return mask & (rank < m), weight
 
     def _interval_back(self, y: Tensor, cur: Tensor, uk: Tensor, aux: Tensor, yk: Tensor, own_u: Tensor,
                        trace: Trace, collect: bool) -> tuple[Tensor, Tensor, Tensor | None]:
