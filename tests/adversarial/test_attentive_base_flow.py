@@ -127,15 +127,16 @@ def _numbers(model: AttentiveCNF, data: EventBatch) -> dict:
 
 
 def test_without_base_flow_the_old_model_is_reproduced():
-    """Equal to the recorded numbers to 1e-10 relative (here bit for bit; another CPU or BLAS may round the last
-    digits differently, and a changed model moves them by far more)."""
+    """Equal to the recorded numbers to 1e-6 relative. They were recorded bit for bit; since the adaptive solves
+    start with the whole span as their first step (2026-12-07) the same model lands within the solver tolerance of
+    them (1e-9 to 2e-8 relative, the gate's gradient 1.4e-7), and a changed model moves them by far more."""
     data = _data(3)
     got = _numbers(_model(data, rtol=1e-8, atol=1e-8, **OLD), data)
     assert got.keys() == _OLD.keys()
     for key, recorded in _OLD.items():
         expected = [float.fromhex(h) for h in ([recorded] if isinstance(recorded, str) else recorded)]
         values = [float.fromhex(h) for h in ([got[key]] if isinstance(got[key], str) else got[key])]
-        np.testing.assert_allclose(values, expected, rtol=1e-10, atol=0, err_msg=key)
+        np.testing.assert_allclose(values, expected, rtol=1e-6, atol=0, err_msg=key)
 
 
 def test_a_file_saved_before_the_base_flow_loads_as_the_old_model(tmp_path):
