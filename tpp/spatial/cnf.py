@@ -51,7 +51,8 @@ its ``otreg_strength``) subtracts that multiple of each flow solve's RNODE regul
 Jacobian norm, Finlay et al. 2020; :func:`~tpp.spatial._flows.solve_flow`) from every event's training
 log-likelihood; reported likelihoods never include it. ``train_space_events=m`` (the Jump CNF's; default None, every
 event) trains the space part on ``m`` events drawn per sequence, weighted to an unbiased estimate (each event's
-density costs a solve over every earlier interval: ``m L / 2`` particle-intervals per sequence for ``L^2 / 2``). ``dtype="float32"`` runs the networks in single precision
+density costs a solve over every earlier interval: ``m L / 2`` particle-intervals per sequence for ``L^2 / 2``).
+``dtype="float32"`` runs the networks in single precision
 (likelihoods are returned in float64). The rows of one solve share its steps, so a later event changes an
 earlier event's terms only at the solver tolerance. Cost: the temporal pass is ``L`` sequential solves per batch;
 the Jump CNF adds ``L`` more over the ``sum_b L_b^2 / 2`` particles (each event's location crosses every earlier

@@ -61,6 +61,17 @@ def pinwheel_locations(clusters: np.ndarray, rng: np.random.Generator, num_clust
     return 2 * np.stack([f[:, 0] * cos + f[:, 1] * sin, -f[:, 0] * sin + f[:, 1] * cos], axis=1)
 
 
+def _pinwheel_hawkes():
+    """The clusters' 10-variate exponential Hawkes process (module docstring): cluster ``k`` excites ``k + 1``."""
+    from tpp.hawkes import ExpHawkes
+
+    p = PINWHEEL
+    K = p["num_clusters"]
+    adjacency = np.zeros((K, K))
+    adjacency[(np.arange(K) + 1) % K, np.arange(K)] = p["excitation"]
+    return ExpHawkes.from_params([p["baseline"]] * K, adjacency, p["decay"])
+
+
 def pinwheel_arm_log_density(x: np.ndarray, cluster: int, num_clusters: int = 10, grid: int = 4096) -> np.ndarray:
     """``[N]`` log-density of locations ``x [N, 2]`` under arm ``cluster`` of :func:`pinwheel_locations`.
 
@@ -81,12 +92,12 @@ def pinwheel_arm_log_density(x: np.ndarray, cluster: int, num_clusters: int = 10
     phi = np.arctan2(x[:, 1], x[:, 0])
     base = 2 * np.pi * int(cluster) / num_clusters
 
-    def gap(psi: np.ndarray) -> np.ndarray:  # wrapped to [-pi, pi)
-        d = psi - (base + p["rate"] * np.exp(rho[:, None] * np.cos(psi))) - phi[:, None]
+    def gap(psi: np.ndarray, rho: np.ndarray, phi: np.ndarray) -> np.ndarray:  # wrapped to [-pi, pi)
+        d = psi - (base + p["rate"] * np.exp(rho * np.cos(psi))) - phi
         return (d + np.pi) % (2 * np.pi) - np.pi
 
     psi = np.linspace(0.0, 2 * np.pi, grid + 1)[None, :].repeat(len(x), 0)
-    g = gap(psi)
+    g = gap(psi, rho[:, None], phi[:, None])
     # a sign change with a small step is a root; a jump of ~2 pi is the wrap-around, not a root
     root = (np.sign(g[:, :-1]) != np.sign(g[:, 1:])) & (np.abs(g[:, 1:] - g[:, :-1]) < np.pi)
     rows, cols = np.nonzero(root)
@@ -94,8 +105,7 @@ def pinwheel_arm_log_density(x: np.ndarray, cluster: int, num_clusters: int = 10
     glo = g[rows, cols]
     for _ in range(60):
         mid = (lo + hi) / 2
-        d = mid - (base + p["rate"] * np.exp(rho[rows] * np.cos(mid))) - phi[rows]
-        gm = (d + np.pi) % (2 * np.pi) - np.pi
+        gm = gap(mid, rho[rows], phi[rows])
         left = np.sign(gm) == np.sign(glo)
         lo, glo, hi = np.where(left, mid, lo), np.where(left, gm, glo), np.where(left, hi, mid)
     psi_root = (lo + hi) / 2
@@ -120,17 +130,12 @@ def pinwheel_log_likelihood(batch: EventBatch) -> tuple[Tensor, Tensor]:
     almost surely and this is, to a good approximation, the best score any model of the observed events can
     expect: the ceiling a benchmark's numbers sit under. Data units (no standardisation).
     """
-    from tpp.hawkes import ExpHawkes
-
-    p = PINWHEEL
-    K = p["num_clusters"]
+    K = PINWHEEL["num_clusters"]
     if batch.num_marks != K or batch.features is None or batch.features.shape[-1] != 2:
         raise ValueError(f"pinwheel_log_likelihood needs the clusters as marks ({K} types) and the x, y features "
                          f"(pinwheel(..., clusters_as_marks=True)); got {batch.num_marks} mark type(s) and "
                          f"features {list(batch.feature_names or [])}")
-    adjacency = np.zeros((K, K))
-    adjacency[(np.arange(K) + 1) % K, np.arange(K)] = p["excitation"]
-    law = ExpHawkes.from_params([p["baseline"]] * K, adjacency, p["decay"])
+    law = _pinwheel_hawkes()
     with torch.no_grad():
         rates = law.intensity(batch, batch.time).double()  # [B, L, K], strictly before each event
         compensator = law.compensator(batch).double()
@@ -152,16 +157,11 @@ def pinwheel(n_sequences: int, seed: Seed = PINWHEEL["seed"], *, clusters_as_mar
     The cluster of each event is latent in the paper (one mark type, the default); ``clusters_as_marks=True``
     returns it as the mark (10 types), for plots and checks.
     """
-    from tpp.hawkes import ExpHawkes
-
     if isinstance(n_sequences, bool) or not isinstance(n_sequences, (int, np.integer)) or n_sequences < 1:
         raise ValueError(f"n_sequences must be a positive integer, got {n_sequences!r}")
-    p = PINWHEEL
-    K = p["num_clusters"]
-    adjacency = np.zeros((K, K))
-    adjacency[(np.arange(K) + 1) % K, np.arange(K)] = p["excitation"]  # cluster k excites cluster k + 1
+    K = PINWHEEL["num_clusters"]
     rng = as_numpy_rng(seed)
-    process = ExpHawkes.from_params([p["baseline"]] * K, adjacency, p["decay"])
+    process = _pinwheel_hawkes()
     times = process.sample(int(n_sequences), float(t_end), generator=rng)
     flat = times.to_flat()
     xy = pinwheel_locations(flat["marks"], rng, K)
