@@ -144,9 +144,27 @@ def train(model, name: str, data: tuple, args: argparse.Namespace, seed: int) ->
             record["events"] += int(batch.num_events)
         return objective(batch)
 
+    curve_every = getattr(args, "curve_every", 0) if name in CNF else 0
+    if curve_every:
+        record["curve"] = []
+        probe = val[torch.arange(min(args.curve_sequences, len(val)))]
+    excluded = 0.0  # CPU seconds spent scoring the curve: not training, so not charged to the budget
+
     def hook() -> None:
+        nonlocal excluded
         record["steps"] += 1
-        if time.process_time() - cpu_start > budget:
+        if curve_every and record["steps"] % curve_every == 0:
+            scoring = time.process_time()
+            was_training = model.training
+            part = score(model, probe, args.block, training_solver=False)
+            model.train(was_training)
+            excluded += time.process_time() - scoring
+            record["curve"].append({"step": record["steps"], "events": record["events"],
+                                    "cpu_seconds": time.process_time() - cpu_start - excluded,
+                                    "val_time": part["time"], "val_space": part["space"]})
+            print(f"{name:>18} seed {seed} step {record['steps']}: validation ({len(probe)} sequences) time "
+                  f"{part['time']:+.4f}  space {part['space']:+.4f}", flush=True)
+        if time.process_time() - cpu_start - excluded > budget:
             raise _BudgetReached
 
     model.objective, model.after_step = counted, hook  # instance attributes: this run only
@@ -163,13 +181,14 @@ def train(model, name: str, data: tuple, args: argparse.Namespace, seed: int) ->
         record["budget_stopped"] = True
     finally:
         del model.objective, model.after_step
-    record["seconds"], record["cpu_seconds"] = time.perf_counter() - start, time.process_time() - cpu_start
+    record["seconds"], record["cpu_seconds"] = time.perf_counter() - start, time.process_time() - cpu_start - excluded
     record["events_per_second"] = record["events"] / max(record["cpu_seconds"], 1e-9) if record["events"] else None
     return record
 
 
-def score(model, test, block: int) -> dict[str, float]:
-    """Time and space nats per event over ``test``, in blocks of ``block`` sequences."""
+def score(model, test, block: int, training_solver: bool = True) -> dict[str, float]:
+    """Time and space nats per event over ``test``, in blocks of ``block`` sequences (``training_solver``: also the
+    time part with the training solver, :func:`_training_solver_time`)."""
     model.eval()
     t_sum = s_sum = 0.0
     with torch.no_grad():
@@ -179,7 +198,7 @@ def score(model, test, block: int) -> dict[str, float]:
             t_sum, s_sum = t_sum + float(t.sum()), s_sum + float(s.sum())
     n = max(test.num_events, 1)
     result = {"time": t_sum / n, "space": s_sum / n}
-    if hasattr(model, "time_log_likelihood"):
+    if training_solver and hasattr(model, "time_log_likelihood"):
         result["time_training_solver"] = _training_solver_time(model, test, block) / n
     return result
 
@@ -232,6 +251,10 @@ def main() -> None:
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"], help="CNFs' network precision")
     parser.add_argument("--max-test", type=int, default=None, help="score only the first N test sequences")
     parser.add_argument("--block", type=int, default=16, help="test sequences per scoring block")
+    parser.add_argument("--curve-every", type=int, default=0,
+                        help="CNFs: score --curve-sequences validation sequences every N training steps (a learning "
+                             "curve in the JSON and OUT_curve.png; the scoring's CPU time is not charged to the budget)")
+    parser.add_argument("--curve-sequences", type=int, default=20, help="validation sequences the curve scores")
     parser.add_argument("--etas-em", type=int, default=20, help="ETAS: at most this many background (EM) updates")
     parser.add_argument("--out", type=Path, default=None, help="write OUT.md and OUT.json")
     parser.add_argument("--collect", type=Path, default=None,
@@ -258,6 +281,9 @@ def main() -> None:
         print(f"the generating law on these test sequences: time {law['time']:+.4f}  space {law['space']:+.4f} "
               f"(paper units {law['space'] + offset:+.4f}); its arms' mixture without history: space "
               f"{law['space_without_history']:+.4f}", flush=True)
+    curve_law = None
+    if args.data == "pinwheel" and args.curve_every:
+        curve_law = generating_law(data[1][torch.arange(min(args.curve_sequences, len(data[1])))], args, split=1)
     rows = []
     for name in args.models.split(","):
         if name not in ALL:
@@ -283,25 +309,26 @@ def main() -> None:
                   f"(fit {fit['cpu_seconds']:.0f} CPU s / {fit['seconds']:.0f} wall s, {fit['steps']} steps, {fit['events']} events {speed}"
                   f"{', budget reached' if fit['budget_stopped'] else ''}; test {eval_seconds:.0f} CPU s)", flush=True)
             if args.out is not None:  # after every row: a killed run keeps what it did
-                write(args, rows, command, env, test, offset, law)
+                write(args, rows, command, env, test, offset, law, curve_law)
 
     print()
     print(table(args, rows, test, offset))
 
 
-def generating_law(test, args: argparse.Namespace) -> dict[str, float]:
-    """Pinwheel: the generating law's own time and space log-likelihood per event on the scored test sequences
-    (:func:`tpp.spatial.data.pinwheel_log_likelihood`, the history's clusters known: the ceiling a model's
-    numbers sit under), and the space score of the arms' equal mixture, which ignores the history (what a
-    model that has learned the pinwheel's shape but not which arm comes next would score)."""
+def generating_law(test, args: argparse.Namespace, split: int = 2) -> dict[str, float]:
+    """Pinwheel: the generating law's own time and space log-likelihood per event on the scored sequences (the first
+    ``len(test)`` of split ``split``: 2 test, 1 validation) (:func:`tpp.spatial.data.pinwheel_log_likelihood`, the
+    history's clusters known: the ceiling a model's numbers sit under), and the space score of the arms' equal
+    mixture, which ignores the history (what a model that has learned the pinwheel's shape but not which arm comes
+    next would score)."""
     from scipy.special import logsumexp
 
     from tpp.spatial.data import pinwheel_arm_log_density, pinwheel_log_likelihood, pinwheel_splits
 
-    clustered = pinwheel_splits(clusters_as_marks=True)[2]
+    clustered = pinwheel_splits(clusters_as_marks=True)[split]
     clustered = clustered[torch.arange(len(test))]
     if not torch.equal(clustered.time, test.time):
-        raise SystemExit("the clustered Pinwheel test split differs from the scored one")
+        raise SystemExit("the clustered Pinwheel split differs from the scored one")
     time_ll, space_ll = pinwheel_log_likelihood(clustered)
     x = clustered.features[clustered.mask].double().numpy()
     arms = np.stack([pinwheel_arm_log_density(x, k) for k in range(10)], -1)
@@ -343,12 +370,13 @@ def table(args: argparse.Namespace, rows: list[dict], test, offset: float | None
 
 
 def write(args: argparse.Namespace, rows: list[dict], command: str, env: dict, test, offset: float,
-          law: dict[str, float] | None = None) -> None:
+          law: dict[str, float] | None = None, curve_law: dict[str, float] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     _bench.write_json_atomically(args.out.with_suffix(".json"), {
         "command": command, "environment": env, "args": {k: str(v) for k, v in vars(args).items()},
         "test_sequences": len(test), "test_events": test.num_events, "rows": rows,
-        "reference_space_offset": offset, "cnf_defaults": CNF_DEFAULTS, "generating_law": law})
+        "reference_space_offset": offset, "cnf_defaults": CNF_DEFAULTS, "generating_law": law,
+        "curve_generating_law": curve_law})
     text = (f"# Spatio-temporal models on {args.data} (benchmarks/stpp.py)\n\n`{command}`\n\n"
             f"Budget {args.minutes:g} CPU minutes of training per model and seed (shared 2-core machine, one thread, "
             f"nice 10; the budget ends a run after the step that crosses it); CNFs: hidden {args.hidden_size}, flow {args.flow_hidden}, batch {args.cnf_batch_size or args.batch_size}, lr "
@@ -366,7 +394,53 @@ def write(args: argparse.Namespace, rows: list[dict], command: str, env: dict, t
                  f"{law['space'] + offset:+.3f}); the arms' equal mixture, which ignores the history, scores "
                  f"{law['space_without_history']:+.3f} (paper units {law['space_without_history'] + offset:+.3f}). "
                  "A model's space score above the mixture's is what it learned from the history.\n")
+    curves = [r for r in rows if r.get("curve")]
+    if curves:
+        text += curve_section(args, curves, curve_law)
     args.out.with_suffix(".md").write_text(text)
+
+
+def curve_section(args: argparse.Namespace, rows: list[dict], law: dict[str, float] | None) -> str:
+    """The learning curves (``--curve-every``): a Markdown table and ``OUT_curve.png`` (validation space and time
+    against training CPU minutes, the generating law's and the history-free mixture's levels on Pinwheel)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tpp.io import atomic_write
+
+    figure, (ax_space, ax_time) = plt.subplots(1, 2, figsize=(11, 4))
+    lines = [f"\n## Learning curves\n\nValidation ({args.curve_sequences} sequences, exact trace) every "
+             f"{args.curve_every} steps; CPU minutes of training (scoring excluded).\n",
+             "| model | seed | step | CPU min | train events | val time | val space |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        points = row["curve"]
+        minutes = [c["cpu_seconds"] / 60 for c in points]
+        label = f"{row['model']} seed {row['seed']}"
+        ax_space.plot(minutes, [c["val_space"] for c in points], marker=".", label=label)
+        ax_time.plot(minutes, [c["val_time"] for c in points], marker=".", label=label)
+        lines += [f"| {row['model']} | {row['seed']} | {c['step']} | {c['cpu_seconds'] / 60:.1f} | {c['events']} | "
+                  f"{c['val_time']:+.3f} | {c['val_space']:+.3f} |" for c in points]
+    if law is not None:
+        ax_space.axhline(law["space"], color="k", ls="--", lw=1, label="generating law")
+        ax_space.axhline(law["space_without_history"], color="grey", ls=":", lw=1, label="arms' mixture, no history")
+        ax_time.axhline(law["time"], color="k", ls="--", lw=1, label="generating law")
+        lines.append(f"\nOn these validation sequences the generating law scores time {law['time']:+.3f}, space "
+                     f"{law['space']:+.3f}; the arms' history-free mixture space {law['space_without_history']:+.3f}.")
+    for ax, what in ((ax_space, "space"), (ax_time, "time")):
+        ax.set_xlabel("training CPU minutes")
+        ax.set_ylabel(f"validation {what} log-likelihood per event (nats)")
+        ax.grid(alpha=0.3)
+    ax_space.legend(fontsize=8)
+    figure.suptitle(f"{args.data}: learning curves")
+    figure.tight_layout()
+    png = args.out.parent / f"{args.out.name}_curve.png"
+    with atomic_write(png, suffix=".png") as tmp:
+        figure.savefig(tmp, dpi=110)
+    plt.close(figure)
+    lines.append(f"\n![learning curves]({png.name})\n")
+    return "\n".join(lines) + "\n"
 
 
 def cnf_settings(args: argparse.Namespace) -> str:

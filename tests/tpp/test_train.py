@@ -1,11 +1,5 @@
-"""The trainer: the model contract it relies on, learning, early stopping, checkpoints that resume exactly, DDP
-equivalence."""
-
-import os
-import socket
-import subprocess
-import sys
-import textwrap
+"""The trainer: the model contract it relies on, learning, early stopping, checkpoints that resume exactly (DDP
+equivalence: tests/tpp/test_scale.py)."""
 
 import numpy as np
 import pytest
@@ -124,42 +118,8 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(data, tmp_path):
     assert state["epoch"] == 0  # the previous checkpoint
 
 
-DDP_SCRIPT = textwrap.dedent("""
-    import sys, torch
-    torch.set_num_threads(1)
-    import tpp
-    from tpp.hawkes import ExpHawkes
-    from tpp.neural import RMTPP
-    truth = ExpHawkes.from_params([0.3, 0.2], [[0.3, 0.1], [0.1, 0.3]], 1.5)
-    data = truth.sample(32, 30.0, generator=0)
-    torch.manual_seed(0)
-    model = RMTPP(2, 8)
-    tpp.fit(model, data, epochs=2, batch_size=8, seed=0, progress=False, clip=0)
-    import torch.distributed as dist
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    if rank == 0:
-        torch.save(model.state_dict(), sys.argv[1])
-""")
-
-
-def test_ddp_with_two_processes_matches_one_process(tmp_path):
-    script = tmp_path / "train.py"
-    script.write_text(DDP_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # The single process runs here, as the script would (no DDP group): a subprocess adds only a torch import.
-    truth = ExpHawkes.from_params([0.3, 0.2], [[0.3, 0.1], [0.1, 0.3]], 1.5)
-    torch.manual_seed(0)
-    single = RMTPP(2, 8)
-    tpp.fit(single, truth.sample(32, 30.0, generator=0), epochs=2, batch_size=8, seed=0, progress=False, clip=0)
-    with socket.socket() as sock:  # a free port: another test run may be using torchrun at the same time
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
-    multi = subprocess.run(torchrun + [str(script), str(tmp_path / "two.pt")], env=env, capture_output=True, text=True, timeout=300)
-    assert multi.returncode == 0, multi.stderr[-2000:]
-    one, two = single.state_dict(), torch.load(tmp_path / "two.pt")
-    for key in one:
-        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5)
+# Two-process DDP equals one process on the whole minibatches: tests/tpp/test_scale.py's kill-and-relaunch test
+# checks that result (its resumed run is the plain DDP run from the checkpoint on).
 
 
 def test_flat_parameter_buffer_trains_like_separate_tensors(data, monkeypatch):

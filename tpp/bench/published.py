@@ -176,7 +176,7 @@ _NOT_READ = ("the table itself could not be read here (the stored copies of the 
              "pages, and no stored repository file restates the table); ")
 
 # Where each paper is (arXiv or the proceedings), and the stored full-text copy that was tried: every such copy is
-# indexed from its beginning only, so no table of it could be read (queries in notes/published_found.md).
+# indexed from its beginning only, so no table of it could be read.
 _URL = {
     "TriTPP": "https://arxiv.org/abs/2006.12631 (stored copies: ar5iv.labs.arxiv.org/html/2006.12631, SPIQA raw LaTeX)",
     "IFL": "https://arxiv.org/abs/1909.12127 (stored copies: SPIQA raw LaTeX 1909.12127v2, deepai.org)",
