@@ -14,7 +14,10 @@ budget is spent, and the model keeps its latest weights (the learning rate follo
 (scoring val with the exact trace would eat the budget); the Gaussian-mixture baselines use val for early
 stopping as in ``benchmarks/stpp_baselines.py``; the KDE picks its bandwidth on val; ETAS is fitted by its own
 EM + L-BFGS (no budget; at most ``--etas-em`` background updates; deterministic, so one seed is enough).
-Scores: time and space log-likelihood per event on ``test`` (nats, higher is better),
+``--curve-every N`` scores ``--curve-sequences`` validation sequences every N steps of a CNF (exact trace; that
+CPU time is not charged to the budget) into a learning curve (JSON, Markdown table, ``OUT_curve.png``).
+SIGINT or SIGTERM during training ends the run after the current step as the budget would (the row records
+``stopped_by``), then scores and writes it. Scores: time and space log-likelihood per event on ``test`` (nats, higher is better),
 ``log_likelihood_split`` in blocks of ``--block`` sequences: exact likelihoods for the baselines; for the CNFs
 the exact Jacobian trace with dopri5 at rtol = atol = ``--tol`` (training: Hutchinson's estimate, the
 hidden-state ODE by dopri5 too, or with ``--train-time-step`` by RK4 with steps of at most that many model units). ``--max-test`` scores only the
@@ -43,6 +46,7 @@ import argparse
 import ast
 import json
 import math
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -164,7 +168,7 @@ def train(model, name: str, data: tuple, args: argparse.Namespace, seed: int) ->
                                     "val_time": part["time"], "val_space": part["space"]})
             print(f"{name:>18} seed {seed} step {record['steps']}: validation ({len(probe)} sequences) time "
                   f"{part['time']:+.4f}  space {part['space']:+.4f}", flush=True)
-        if time.process_time() - cpu_start - excluded > budget:
+        if time.process_time() - cpu_start - excluded > budget or record.get("stopped_by"):
             raise _BudgetReached
 
     model.objective, model.after_step = counted, hook  # instance attributes: this run only
@@ -173,6 +177,10 @@ def train(model, name: str, data: tuple, args: argparse.Namespace, seed: int) ->
     options = dict(epochs=args.epochs, batch_size=batch_size, lr=args.lr if cnf else args.baseline_lr,
                    seed=seed, progress=False, warmup=0.0 if cnf else 0.05,
                    on_nonfinite=getattr(args, "on_nonfinite", "raise") if cnf else "raise")
+    def stop(signum, frame) -> None:  # SIGINT / SIGTERM: end training after this step, then score and write
+        record["stopped_by"] = signal.Signals(signum).name
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the KDE's subsample of centres is stated in its docs
@@ -181,6 +189,8 @@ def train(model, name: str, data: tuple, args: argparse.Namespace, seed: int) ->
         record["budget_stopped"] = True
     finally:
         del model.objective, model.after_step
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     record["seconds"], record["cpu_seconds"] = time.perf_counter() - start, time.process_time() - cpu_start - excluded
     record["events_per_second"] = record["events"] / max(record["cpu_seconds"], 1e-9) if record["events"] else None
     return record
@@ -307,7 +317,8 @@ def main() -> None:
                       flush=True)
             print(f"{name:>18} seed {seed}: time {result['time']:+.4f}  space {result['space']:+.4f}  "
                   f"(fit {fit['cpu_seconds']:.0f} CPU s / {fit['seconds']:.0f} wall s, {fit['steps']} steps, {fit['events']} events {speed}"
-                  f"{', budget reached' if fit['budget_stopped'] else ''}; test {eval_seconds:.0f} CPU s)", flush=True)
+                  f"{', budget reached' if fit['budget_stopped'] and not fit.get('stopped_by') else ''}"
+                  f"{', stopped by ' + fit['stopped_by'] if fit.get('stopped_by') else ''}; test {eval_seconds:.0f} CPU s)", flush=True)
             if args.out is not None:  # after every row: a killed run keeps what it did
                 write(args, rows, command, env, test, offset, law, curve_law)
 
@@ -394,6 +405,10 @@ def write(args: argparse.Namespace, rows: list[dict], command: str, env: dict, t
                  f"{law['space'] + offset:+.3f}); the arms' equal mixture, which ignores the history, scores "
                  f"{law['space_without_history']:+.3f} (paper units {law['space_without_history'] + offset:+.3f}). "
                  "A model's space score above the mixture's is what it learned from the history.\n")
+    stopped = [f"{r['model']} seed {r['seed']} ({r['stopped_by']} after {r['steps']} steps)" for r in rows
+               if r.get("stopped_by")]
+    if stopped:
+        text += f"\nStopped by a signal before the budget was spent: {'; '.join(stopped)}.\n"
     curves = [r for r in rows if r.get("curve")]
     if curves:
         text += curve_section(args, curves, curve_law)
