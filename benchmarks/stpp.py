@@ -177,6 +177,7 @@ def train(model, name: str, data: tuple, args: argparse.Namespace, seed: int) ->
     options = dict(epochs=args.epochs, batch_size=batch_size, lr=args.lr if cnf else args.baseline_lr,
                    seed=seed, progress=False, warmup=0.0 if cnf else 0.05,
                    on_nonfinite=getattr(args, "on_nonfinite", "raise") if cnf else "raise")
+
     def stop(signum, frame) -> None:  # SIGINT / SIGTERM: end training after this step, then score and write
         record["stopped_by"] = signal.Signals(signum).name
 
