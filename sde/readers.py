@@ -147,7 +147,7 @@ def read_ts(path: str | os.PathLike, *, dtype: torch.dtype = DEFAULT_DTYPE) -> S
     for key in ("dimensions", "dimension"):
         if key in header:
             value, line = header[key]
-            if not value.isdigit() or (dims is not None and int(value) != dims):
+            if not value.isdigit() or int(value) < 1 or (dims is not None and int(value) != dims):
                 raise SeriesDataError(f"@{key} {value!r} is not a positive integer consistent with @univariate",
                                       source=src, line=line, field=key)
             dims = int(value)

@@ -325,6 +325,8 @@ def test_read_ts_errors_name_file_line_series_and_field(tmp_path, body, line, se
         ("@problemName Toy\n@colour blue\n@data\n1:up\n", "unknown header @colour"),
         ("@problemName Toy\n@classLabel maybe\n@data\n1:up\n", "must be true or false"),
         ("@problemName Toy\n@univariate true\n", "no @data"),
+        # found by the CLI corpus' generated files: "0" passed isdigit() and reached chans[0] of no channels
+        ("@dimensions 0\n@targetLabel true\n@data\n0\n", "@dimensions '0' is not a positive integer"),
         ("@problemName Toy\n@equalLength true\n@seriesLength 3\n@data\n1,2,3\n1,2\n", "header says equal lengths"),
     ],
 )
