@@ -451,7 +451,9 @@ def curve_section(args: argparse.Namespace, rows: list[dict], law: dict[str, flo
     ax_space.legend(fontsize=8)
     figure.suptitle(f"{args.data}: learning curves")
     figure.tight_layout()
-    png = args.out.parent / f"{args.out.name}_curve.png"
+    # an --out that already ends in "_curve" names the picture OUT.png, not OUT_curve_curve.png
+    stem = args.out.name if args.out.name.endswith("_curve") else f"{args.out.name}_curve"
+    png = args.out.parent / f"{stem}.png"
     with atomic_write(png, suffix=".png") as tmp:
         figure.savefig(tmp, dpi=110)
     plt.close(figure)
