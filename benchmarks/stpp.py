@@ -62,7 +62,8 @@ PAPER_PINWHEEL = {
 CNF = ("time-varying-cnf", "jump-cnf", "attentive-cnf")
 #: The CNFs' temporal defaults since 2026-12-07 (recorded in each run's JSON; earlier runs: RK4 steps of 2, bounded).
 CNF_DEFAULTS = {"train_time_step": None, "hidden_dynamics": "free"}
-GMM = ("hawkes-gmm", "poisson-gmm", "self-correcting-gmm")
+#: the paper's baselines, then our neural TPPs in time x the same mixture (width --hidden-size)
+GMM = ("hawkes-gmm", "poisson-gmm", "self-correcting-gmm", "nhp-gmm", "thp-gmm")
 ETAS_MODELS = ("etas", "etas-two-stage")
 ALL = (*GMM, "kde-stpp", *CNF, *ETAS_MODELS)
 
@@ -94,7 +95,7 @@ def build(name: str, args: argparse.Namespace, locations: tuple[str, ...], data:
     if name in GMM:
         from tpp.spatial.gmm import HawkesGMM
 
-        return HawkesGMM(2, temporal=name.removesuffix("-gmm"), location_names=names)
+        return HawkesGMM(2, args.hidden_size, temporal=name.removesuffix("-gmm"), location_names=names)
     if name == "kde-stpp":
         from tpp.spatial.gmm import KDESpatial
 

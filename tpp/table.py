@@ -578,6 +578,13 @@ _TPP_ENTRIES = [
     ModelSpec("self-correcting-gmm", "tpp.spatial.gmm:SelfCorrectingGMM", Family.TPP, "SelfCorrectingGMM", _T,
               shape=location_shape, needs=("features", "locations"),
               summary="self-correcting process in time x a Gaussian mixture around past locations (Chen et al. 2021)"),
+    # Our neural TPPs in time x the same mixture (trained jointly; hidden_size is the neural model's width).
+    ModelSpec("nhp-gmm", "tpp.spatial.gmm:HawkesGMM", Family.TPP, "NHPGMM", _T, shape=location_shape,
+              defaults={"temporal": "nhp", "hidden_size": 32}, needs=("features", "locations"),
+              summary="neural Hawkes process (NHP) in time x a Gaussian mixture around past locations"),
+    ModelSpec("thp-gmm", "tpp.spatial.gmm:HawkesGMM", Family.TPP, "THPGMM", _T, shape=location_shape,
+              defaults={"temporal": "thp", "hidden_size": 32}, needs=("features", "locations"),
+              summary="transformer Hawkes process (THP) in time x a Gaussian mixture around past locations"),
     # Poisson in time; bandwidth a multiple of Scott's rule by leave-one-out likelihood on the training locations.
     ModelSpec("kde-stpp", "tpp.spatial.gmm:KDESpatial", Family.TPP, "KDESpatial", _T, shape=location_shape,
               needs=("features", "locations"),

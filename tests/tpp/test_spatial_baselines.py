@@ -384,3 +384,64 @@ def test_spatial_metrics_scores_each_prefix_as_its_own_query(small):
                for c in itertools.combinations(range(len(direct)), 5))
     with pytest.raises(ValueError, match="max_prefixes"):
         spatial_metrics(model, small, max_prefixes=0)
+
+
+# --------------------------------------------------------------------------- neural ground processes (NHP, THP)
+@pytest.mark.parametrize("temporal", ["nhp", "thp"])
+def test_a_neural_ground_process_adds_its_own_likelihood_to_the_same_mixture(small, temporal):
+    """Time part: the neural model's own log-likelihood of the times alone; space part: the mixture's, the same
+    as under the Hawkes ground process with the same head parameters (the head does not see the time model)."""
+    neural = with_params(HawkesGMM(feature_dim=2, hidden_size=8, temporal=temporal), small)
+    hawkes = with_params(HawkesGMM(feature_dim=2, hidden_size=8), small)
+    assert type(neural.time_model).__name__ == temporal.upper() and neural.time_model.hidden_size == 8
+    with torch.no_grad():
+        time, space = neural.log_likelihood_split(small)
+        ground = small._replace(features=None, feature_names=())
+        np.testing.assert_allclose(time.numpy(), neural.time_model.log_likelihood(ground).numpy(), rtol=0, atol=0)
+        np.testing.assert_allclose(space.numpy(), hawkes.log_likelihood_split(small)[1].numpy(), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(neural.log_likelihood(small).numpy(), (time + space).numpy(), rtol=1e-12)
+        neural.eval()
+        np.testing.assert_allclose(neural.objective(small).numpy(), (time + space).numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("temporal", ["nhp", "thp"])
+def test_a_neural_ground_process_is_causal_and_differentiable(small, temporal):
+    torch.manual_seed(0)
+    model = HawkesGMM(2, hidden_size=8, temporal=temporal).double()
+    model.initialise(small)
+    seq = small[:1]
+    flat = seq.to_flat()
+    later = flat["times"] > 5.0
+    moved_t, moved_x = flat["times"].copy(), flat["features"].copy()
+    moved_t[later] = np.minimum(moved_t[later] + 1.3, 9.9)
+    moved_x[later] += 4.0
+    other = located([np.sort(moved_t)], [moved_x[np.argsort(moved_t, kind="stable")]])
+    queries = torch.tensor([[0.3, 2.2, 4.9, 5.0]], dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.intensity(seq, queries), model.intensity(other, queries), rtol=1e-12, atol=0)
+    names = [n for n, p in model.named_parameters()]
+    values = tuple(p.detach().clone().requires_grad_(True) for p in model.parameters())
+
+    def total(*params):
+        return torch.func.functional_call(model, dict(zip(names, params)), (small[:2],)).sum()
+
+    # fast mode: the Jacobian against random directions (every parameter at once, one finite difference each)
+    assert torch.autograd.gradcheck(total, values, eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=True)
+
+
+def test_nhp_in_time_learns_pinwheels_self_excitation_that_poisson_cannot():
+    """Pinwheel's times are a Hawkes process (law: +0.007 nats per event on its test split): NHP x GMM, 15 epochs
+    on 400 sequences, comes within 0.1 of it in time; Poisson x GMM on the same run stays near -0.8."""
+    import tpp
+
+    train, val, test = spatial_data.pinwheel_splits()
+    train, val, test = train[:400], val[:50], test[:100]
+    scores = {}
+    for temporal in ("nhp", "poisson"):
+        model = HawkesGMM(2, hidden_size=32, temporal=temporal)
+        tpp.fit(model, train, val, epochs=15, batch_size=32, seed=0, lr=0.05, progress=False)
+        with torch.no_grad():
+            time, space = model.log_likelihood_split(test)
+        scores[temporal] = (float(time.sum()) / test.num_events, float(space.sum()) / test.num_events)
+    assert scores["nhp"][0] > -0.1 and scores["poisson"][0] < -0.6, scores
+    assert abs(scores["nhp"][1] - scores["poisson"][1]) < 0.1, scores  # the same head learns the same space
