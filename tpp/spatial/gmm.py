@@ -160,7 +160,8 @@ def _make_temporal(name: str, hidden_size: int | None) -> PointProcess:
     if name in NEURAL_TEMPORAL:
         import tpp.neural
 
-        return getattr(tpp.neural, NEURAL_TEMPORAL[name])(1, 32 if hidden_size is None else hidden_size)
+        cls = getattr(tpp.neural, NEURAL_TEMPORAL[name])
+        return cls(1) if hidden_size is None else cls(1, hidden_size)  # None: the neural model's own default width
     if name == "hawkes":
         return ExpHawkes(1, decay=None)
     if name == "poisson":
@@ -261,15 +262,11 @@ class _LocatedProcess(SpatioTemporalProcess):
 
     def compensator(self, batch: EventBatch, num_points: int | None = None) -> Tensor:
         """``[B]`` the temporal model's closed form (a neural model's quadrature, ``num_points`` nodes)."""
-        return self.time_model.compensator(self._ground(batch), **self._nodes(num_points))
+        return self.time_model.compensator(self._ground(batch), num_points)
 
     def cumulative_intensity(self, batch: EventBatch, num_points: int | None = None) -> Tensor:
         """``[B, L, 1]`` the temporal model's closed form (a neural model's quadrature, ``num_points`` nodes)."""
-        return self.time_model.cumulative_intensity(self._ground(batch), **self._nodes(num_points))
-
-    def _nodes(self, num_points: int | None) -> dict[str, int]:
-        """``num_points`` for a neural ground process (closed forms take none)."""
-        return {"num_points": num_points} if num_points is not None and self.temporal in NEURAL_TEMPORAL else {}
+        return self.time_model.cumulative_intensity(self._ground(batch), num_points)
 
     @torch.no_grad()
     def initialise(self, train: EventBatch) -> "_LocatedProcess":
@@ -344,7 +341,7 @@ class HawkesGMM(_LocatedProcess):
 
     Args:
         feature_dim: ``D``, the number of location coordinates.
-        hidden_size: the width of a neural temporal model (default 32); unused by the closed forms.
+        hidden_size: the width of a neural temporal model (default: its class's); unused by the closed forms.
         temporal: the temporal model.
         location_names: the features that are the location (default: the first ``D``).
         ties: ``"keep"`` (history strictly before ``t``) or ``"error"`` (module docstring).
