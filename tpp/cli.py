@@ -533,6 +533,7 @@ def bench(
     hidden_size: Annotated[Optional[int], typer.Option("--hidden-size", help="Hidden size of the neural models (default 32).")] = None,
     max_predictions: Annotated[Optional[int], typer.Option("--max-predictions", help="Forecasts per test split (default 1000; --quick 100).")] = None,
     max_hawkes_marks: Annotated[Optional[int], typer.Option("--max-hawkes-marks", help="Skip the Hawkes models above this many types (default 100).")] = None,
+    max_quadrature_marks: Annotated[Optional[int], typer.Option("--max-quadrature-marks", help="In --full runs, skip the neural models that integrate every type's intensity at every node (NHP, THP, SAHP, AttNHP) above this many types (default 1000).")] = None,
     rescale: Annotated[bool, typer.Option(help="Divide times by the training split's mean gap for fitting (numbers reported in data units).")] = True,
     threads: Annotated[int, typer.Option(help="Threads for torch and numba (one per pool: two pools on two cores fight).")] = 1,
     progress: Annotated[bool, typer.Option(help="tqdm progress bar on stderr.")] = True,
@@ -558,7 +559,7 @@ def bench(
     report = run_suite(
         suite, out, quick=quick, collect=collect, models=_names(models), names=_names(dataset_names), seeds=seed_list,
         epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, hidden_size=hidden_size, max_predictions=max_predictions,
-        max_hawkes_marks=max_hawkes_marks, rescale=rescale, command=shlex.join(["tpp", *sys.argv[1:]]), progress=progress,
+        max_hawkes_marks=max_hawkes_marks, max_quadrature_marks=max_quadrature_marks, rescale=rescale, command=shlex.join(["tpp", *sys.argv[1:]]), progress=progress,
     )
     if json_output:
         typer.echo(json.dumps({

@@ -187,6 +187,29 @@ def test_hawkes_models_are_skipped_above_the_type_limit(tmp_path):
     assert len(run(tmp_path, config, ["ExpHawkes", "SumExpHawkes"], ["mimic2_rmtpp"]).computed) == 0  # not retried
 
 
+@needs_data
+def test_neural_models_that_integrate_every_type_are_skipped_above_the_type_limit_in_full_runs(monkeypatch):
+    """NHP, THP, SAHP, AttNHP evaluate all K intensities at every node (wikipedia: 8227): skipped with the reason;
+    RMTPP, FullyNN, IntensityFree (closed-form or density likelihoods) still run, quick runs (cut data) too."""
+    full = bench.LikelihoodConfig(max_quadrature_marks=10)
+    data = bench.load_dataset("mimic2_rmtpp", bench.LikelihoodConfig.preset(quick=True, **TINY))  # K = 75
+    skipped = {name for name in bench.neural_model_names() if bench.skip_reason(name, data, full)}
+    assert skipped == {"NHP", "THP", "SAHP", "AttNHP"}
+    assert "75 types" in bench.skip_reason("NHP", data, full) and "max_quadrature_marks 10" in bench.skip_reason(
+        "NHP", data, full)
+    assert not bench.skip_reason("NHP", data, bench.LikelihoodConfig(max_quadrature_marks=75))
+    assert not bench.skip_reason("NHP", data, bench.LikelihoodConfig.preset(quick=True, max_quadrature_marks=10))
+
+    def never(*args, **kwargs):
+        raise AssertionError("a skipped cell must not be fitted")
+
+    monkeypatch.setattr(bench.likelihood, "fit_cell", never)
+    row = bench.run_cell("SAHP", data, full, 0)
+    assert row["status"] == "skipped" and "every type's intensity" in row["note"]
+    # a threshold that picks cells, not how one is computed: finished cells keep their key
+    assert full.key() == bench.LikelihoodConfig().key()
+
+
 def test_chunked_quadrature_equals_the_model_log_likelihood():
     """The scorer that keeps [B, T, K] small (wikipedia) must be the base class's rule, chunks or not."""
     from tpp.neural import THP

@@ -5,7 +5,9 @@ Suite :attr:`Suite.LIKELIHOOD` (:func:`run_likelihood`): every model x every eve
 * Models: every neural TPP of the model table (:mod:`tpp.table`; a model registered there joins the
   benchmark table without edits here), named by the table's display names, and the classic :class:`~tpp.hawkes.Poisson`, :class:`~tpp.hawkes.ExpHawkes`
   (decay learned) and :class:`~tpp.hawkes.SumExpHawkes` (three decays learned); the Hawkes models
-  are skipped above ``max_hawkes_marks`` types, where their ``K x K`` kernels stop being a baseline.
+  are skipped above ``max_hawkes_marks`` types, where their ``K x K`` kernels stop being a baseline, and in full runs
+  the neural models that integrate every type's intensity at every node (NHP, THP, SAHP, AttNHP) above
+  ``max_quadrature_marks`` (:func:`skip_reason`).
 * Datasets: :data:`DATASETS`, with the papers' splits in full runs where reproduced (:data:`tpp.bench.data.PUBLISHED_SPLITS`), else the registry's splits (a card without a validation split gets
   15% of its training sequences, seeded).
 * Per (model, dataset, seed), one *cell*: fit on train (neural: :func:`tpp.fit` with early stopping
@@ -53,6 +55,7 @@ from tpp.bench.likelihood import (
     neural_model_names,
     run_cell,
     run_likelihood,
+    skip_reason,
 )
 from tpp.bench.scoring import EVAL_ELEMENTS, test_log_likelihood
 from tpp.bench.suite import Suite, run_suite
@@ -64,6 +67,6 @@ fit_model = fit_cell
 __all__ = [
     "Suite", "CellStatus", "LikelihoodConfig", "BenchData", "BenchReport", "DATASETS", "CLASSIC_MODELS",
     "EVAL_POINTS", "EVAL_ELEMENTS", "RUN_FIELDS", "neural_model_names", "all_model_names", "truncate", "subsample",
-    "rescaled", "mean_gap", "load_dataset", "test_log_likelihood", "fit_cell", "fit_model", "run_cell",
+    "rescaled", "mean_gap", "load_dataset", "test_log_likelihood", "fit_cell", "fit_model", "run_cell", "skip_reason",
     "run_likelihood", "collect_likelihood", "run_suite", "read_cells", "summarise", "likelihood_markdown", "environment", "default_command",
 ]

@@ -31,6 +31,10 @@ DATASETS = (
 )
 
 
+#: settings that do not change how a cell is computed, so cells run with other values still count
+_NOT_IN_KEY = frozenset({"seeds", "max_quadrature_marks"})
+
+
 @dataclass(frozen=True)
 class LikelihoodConfig:
     """Settings of the likelihood suite. Two runs reuse each other's cells only when all fields but ``seeds`` agree."""
@@ -50,6 +54,10 @@ class LikelihoodConfig:
     max_predictions: int = 1000
     rescale: bool = True
     max_hawkes_marks: int = 100
+    #: neural models that integrate every type's intensity at every node
+    #: (:meth:`tpp.neural.base.NeuralTPP.integrates_every_type`: NHP, THP, SAHP, AttNHP) are skipped above this many
+    #: types in full runs. A threshold that decides which cells run, not how one runs: not in :meth:`key`.
+    max_quadrature_marks: int = 1000
     #: above 1000 types (wikipedia, 8227) in quick mode: (sequences per split, events per sequence, forecasts);
     #: every intensity model evaluates all per-type intensities at every node, so cost ~ events x nodes x K
     quick_many_types: tuple[int, int, int] = (8, 16, 8)
@@ -88,7 +96,7 @@ class LikelihoodConfig:
 
     def key(self) -> str:
         """Ten hex digits naming everything that makes two runs of one cell comparable (all but the seeds)."""
-        values = {k: v for k, v in asdict(self).items() if k != "seeds"}
+        values = {k: v for k, v in asdict(self).items() if k not in _NOT_IN_KEY}
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
 
     def describe(self) -> str:

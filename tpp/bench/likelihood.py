@@ -34,8 +34,8 @@ from tpp.bench.scoring import prediction_chunk, test_ifl_time_log_likelihood, te
 from tpp.bench.tables import likelihood_markdown, summarise, write_outputs
 from tpp.table import Family, Training
 
-__all__ = ["CLASSIC_MODELS", "neural_model_names", "all_model_names", "fit_cell", "run_cell", "BenchReport",
-           "run_likelihood"]
+__all__ = ["CLASSIC_MODELS", "neural_model_names", "all_model_names", "fit_cell", "run_cell", "skip_reason",
+           "BenchReport", "run_likelihood"]
 
 SUITE = "likelihood"  #: the suite's name (:class:`tpp.bench.Suite` member value), shown on the progress bar
 
@@ -66,6 +66,24 @@ def _has_kernel_matrix(entry: model_table.ModelSpec) -> bool:
     from tpp.hawkes import Poisson
 
     return entry.training is Training.ESTIMATOR and not issubclass(entry.cls, Poisson)
+
+
+def skip_reason(name: str, data: BenchData, config: LikelihoodConfig) -> str:
+    """Why cell (``name``, ``data``) is not run (``""``: it is): a Hawkes model's ``K x K`` kernels above
+    ``max_hawkes_marks`` types, or, in full runs, a neural model that integrates every type's intensity at every
+    node above ``max_quadrature_marks`` (quick runs cut such data instead: ``quick_many_types``)."""
+    entry = model_table.spec(name, Family.TPP)
+    K = data.num_marks
+    if _has_kernel_matrix(entry) and K > config.max_hawkes_marks:
+        return f"{K} types: {K ** 2:,} kernels (max_hawkes_marks {config.max_hawkes_marks})"
+    integrates = getattr(entry.cls, "integrates_every_type", None)
+    if not config.quick and integrates is not None and integrates() and K > config.max_quadrature_marks:
+        nodes = getattr(entry.cls, "train_points", None) or 1
+        evaluations = data.train.num_events * nodes * K
+        return (f"{K} types: its likelihood integrates every type's intensity at each of {nodes} nodes per "
+                f"interval, {evaluations:.1e} intensity evaluations per training epoch "
+                f"(max_quadrature_marks {config.max_quadrature_marks})")
+    return ""
 
 
 # --------------------------------------------------------------------------- one cell
@@ -107,10 +125,9 @@ def run_cell(name: str, data: BenchData, config: LikelihoodConfig, seed: int) ->
                            "train_sequences": len(data.train), "train_events": data.train.num_events,
                            "test_events": data.test.num_events, "time_scale": data.scale, "units": data.units,
                            "eval_points": config.eval_points, "first_event": data.first_event}
-    if _has_kernel_matrix(model_table.spec(name, Family.TPP)) and data.num_marks > config.max_hawkes_marks:
-        return {**row, "status": CellStatus.SKIPPED.value,
-                "note": f"{data.num_marks} types: {data.num_marks ** 2:,} kernels (max_hawkes_marks "
-                        f"{config.max_hawkes_marks})"}
+    skip = skip_reason(name, data, config)
+    if skip:
+        return {**row, "status": CellStatus.SKIPPED.value, "note": skip}
     t0, cpu0 = time.perf_counter(), time.process_time()
     model, info = fit_cell(name, data, config, seed)
     row.update(info)
