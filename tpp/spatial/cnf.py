@@ -617,7 +617,8 @@ class _RadialJumps(nn.Module):
     ``1 + beta / alpha`` also rounded to 0 when contracting. (Affine couplings, used before, act on every particle
     wherever it is: over earthquakes_japan's 300-550-event histories their log-determinants summed to -76 nats
     per event.) Here everything is bounded: ``alpha = exp(-softplus(6 - a))`` (at most 1 standardised unit;
-    ``~exp(a - 6)`` at the start, as in the reference), ``c = C tanh(b / C)`` with ``C = max_log_ratio = 3``,
+    ``~exp(a - 6)`` for a fresh network, as in the reference; :meth:`JumpCNF.initialise` then starts each flow at a
+    width read from the data), ``c = C tanh(b / C)`` with ``C = max_log_ratio = 3``,
     which keeps ``r g(r)`` increasing (it is for ``e^c < 28``), so each flow is invertible with
     ``|log det| <= D C``, a displacement of at most ``(e^C - 1) alpha / 4``. ``z0 = x_event + offset`` (centred on
     the event from the start; the reference reads ``z0`` from the network outright). The inverse (sampling only)
