@@ -691,7 +691,7 @@ def test_a_diverging_flow_gives_nan_with_a_warning_not_the_solvers_assertion():
 def test_jump_cnf_starts_its_jumps_on_the_events_at_the_datas_nearest_neighbour_scales():
     """``initialise``: every jump flow centred on its event, flow ``i``'s width the ``jump_scale_quantiles[i]``
     quantile of the distances (standardised) from an event to its nearest earlier one, whatever the state; the
-    reference's start (``jump_scale_quantiles=None``) keeps widths near ``e^-6``."""
+    reference's start (``jump_scale_quantiles=None``, the default) keeps widths near ``e^-6``."""
     rng = np.random.default_rng(3)
     times, feats = [], []
     for n in (30, 45, 12):
@@ -699,20 +699,21 @@ def test_jump_cnf_starts_its_jumps_on_the_events_at_the_datas_nearest_neighbour_
         feats.append(np.cumsum(rng.normal(size=(n, 2)) * rng.uniform(0.01, 2.0, (n, 1)), 0) + [140.0, 35.0])
     data = EventBatch.from_sequences(times, t_end=20.0, features=feats, feature_names=["lon", "lat"])
     torch.manual_seed(0)
-    model = JumpCNF(**SMALL).initialise(data)
+    model = JumpCNF(**SMALL)
+    model.jump_scale_quantiles = (0.2, 0.4, 0.6, 0.8)
+    model.initialise(data)
     # brute force, in the model's standardised units
     nearest = []
     for f in feats:
         y = model.scaler.standardise(torch.as_tensor(f)).numpy()
         nearest += [min(np.linalg.norm(y[j] - y[i]) for i in range(j)) for j in range(1, len(y))]
-    expected = np.quantile(nearest, JumpCNF.jump_scale_quantiles)
+    expected = np.quantile(nearest, model.jump_scale_quantiles)
     assert expected[0] > 1e-3 and expected[-1] < 0.5  # inside the clamp, so the check is exact
     cond = torch.randn(7, 2 + SMALL["hidden_size"], dtype=torch.float64)
     z0, alpha, _ = (v.detach() for v in model.jumps._params(cond))
     assert torch.allclose(z0, cond[:, None, :2].expand_as(z0), atol=0)
     assert np.allclose(alpha[..., 0].numpy(), expected[None, :], rtol=1e-9)
-    reference = JumpCNF(**SMALL)
-    reference.jump_scale_quantiles = None
+    reference = JumpCNF(**SMALL)  # the default: the reference's start
     alpha_ref = reference.initialise(data).jumps._params(cond)[1].detach()
     assert (alpha_ref < 0.01).all()
 

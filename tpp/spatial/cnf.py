@@ -617,8 +617,8 @@ class _RadialJumps(nn.Module):
     ``1 + beta / alpha`` also rounded to 0 when contracting. (Affine couplings, used before, act on every particle
     wherever it is: over earthquakes_japan's 300-550-event histories their log-determinants summed to -76 nats
     per event.) Here everything is bounded: ``alpha = exp(-softplus(6 - a))`` (at most 1 standardised unit;
-    ``~exp(a - 6)`` for a fresh network, as in the reference; :meth:`JumpCNF.initialise` then starts each flow at a
-    width read from the data), ``c = C tanh(b / C)`` with ``C = max_log_ratio = 3``,
+    ``~exp(a - 6)`` for a fresh network, as in the reference; :meth:`JumpCNF.initialise` can instead start each
+    flow at a width read from the data, ``JumpCNF.jump_scale_quantiles``), ``c = C tanh(b / C)`` with ``C = max_log_ratio = 3``,
     which keeps ``r g(r)`` increasing (it is for ``e^c < 28``), so each flow is invertible with
     ``|log det| <= D C``, a displacement of at most ``(e^C - 1) alpha / 4``. ``z0 = x_event + offset`` (centred on
     the event from the start; the reference reads ``z0`` from the network outright). The inverse (sampling only)
@@ -710,15 +710,19 @@ class JumpCNF(NeuralSTPP):
         return int(self.checkpoint_bytes // (self.graph_bytes_per_particle_interval * itemsize))
 
     #: Quantiles of the distance (standardised units) from a training event to its nearest earlier event of the same
-    #: sequence at which the jumps' radial flows start acting, one per flow; None: the reference's start (every flow
-    #: within ``~e^-6`` units of its centre). On earthquakes_japan those distances have quartiles 0.026 / 0.10 /
-    #: 0.25: a flow at ``e^-6 = 0.0025`` touches almost no later event, and Adam at lr 1e-3 needs thousands of steps
-    #: to widen it (``log alpha`` moves ~1e-3 a step), which a CPU budget does not give.
-    jump_scale_quantiles: tuple[float, ...] | None = (0.2, 0.4, 0.6, 0.8)
+    #: sequence at which the jumps' radial flows start acting, one per flow, e.g. ``(0.2, 0.4, 0.6, 0.8)``; None (the
+    #: default): the reference's start, every flow within ``~e^-6`` units of its centre. On earthquakes_japan those
+    #: distances have quartiles 0.026 / 0.10 / 0.25, so the reference's flows touch almost no later event at first.
+    #: Measured there (batch 8, lr 1e-3, float32): the data's scales learn faster (test space -5.63 against -6.29
+    #: after 6 CPU minutes; +0.11 nats over seahorse-stpp after 8 steps, benchmarks/results/
+    #: stpp_peer_eq_jump_datastart_seed*.md) but end worse after 30 CPU minutes (-6.34 mean of 3 seeds against
+    #: -6.02, benchmarks/results/stpp_earthquakes_japan_30min_jump-cnf_datastart*.md: the validation score peaked
+    #: near step 90 and fell after): opt-in until training keeps its early gain (early stopping on validation).
+    jump_scale_quantiles: tuple[float, ...] | None = None
 
     def initialise(self, train: EventBatch) -> JumpCNF:
-        """The base's start (time unit, location scale, intensity), then the jumps at the data's scales: flow ``i``
-        centred on its event (offset 0) with width the ``jump_scale_quantiles[i]`` quantile of the distances from
+        """The base's start (time unit, location scale, intensity), then, with ``jump_scale_quantiles``, the jumps
+        at the data's scales: flow ``i`` centred on its event (offset 0) with width the ``jump_scale_quantiles[i]`` quantile of the distances from
         an event to its nearest earlier one, the same for every event until training makes it depend on the state
         (at most 256 sequences of 1000 events looked at; the strengths stay as drawn, near the identity)."""
         from tpp.neural.base import training_sample
