@@ -618,8 +618,8 @@ class _RadialJumps(nn.Module):
     wherever it is: over earthquakes_japan's 300-550-event histories their log-determinants summed to -76 nats
     per event.) Here everything is bounded: ``alpha = exp(-softplus(6 - a))`` (at most 1 standardised unit;
     ``~exp(a - 6)`` for a fresh network, as in the reference; :meth:`JumpCNF.initialise` can instead start each
-    flow at a width read from the data, ``JumpCNF.jump_scale_quantiles``), ``c = C tanh(b / C)`` with ``C = max_log_ratio = 3``,
-    which keeps ``r g(r)`` increasing (it is for ``e^c < 28``), so each flow is invertible with
+    flow at a width read from the data, ``JumpCNF.jump_scale_quantiles``), ``c = C tanh(b / C)`` with
+    ``C = max_log_ratio = 3``, which keeps ``r g(r)`` increasing (it is for ``e^c < 28``), so each flow is invertible with
     ``|log det| <= D C``, a displacement of at most ``(e^C - 1) alpha / 4``. ``z0 = x_event + offset`` (centred on
     the event from the start; the reference reads ``z0`` from the network outright). The inverse (sampling only)
     solves the monotone ``r g(r) = |y - z0|`` by bisection on a bracket where it changes sign."""
@@ -722,9 +722,10 @@ class JumpCNF(NeuralSTPP):
 
     def initialise(self, train: EventBatch) -> JumpCNF:
         """The base's start (time unit, location scale, intensity), then, with ``jump_scale_quantiles``, the jumps
-        at the data's scales: flow ``i`` centred on its event (offset 0) with width the ``jump_scale_quantiles[i]`` quantile of the distances from
-        an event to its nearest earlier one, the same for every event until training makes it depend on the state
-        (at most 256 sequences of 1000 events looked at; the strengths stay as drawn, near the identity)."""
+        at the data's scales: flow ``i`` centred on its event (offset 0) with width the ``jump_scale_quantiles[i]``
+        quantile of the distances from an event to its nearest earlier one, the same for every event until training
+        makes it depend on the state (at most 256 sequences of 1000 events looked at; the strengths stay as drawn,
+        near the identity)."""
         from tpp.neural.base import training_sample
 
         fresh = not bool(self.initialised)
